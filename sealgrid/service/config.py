@@ -1,0 +1,167 @@
+"""One TOML file per computation server; assumes paths in it are absolute or relative to it.
+
+Example (written by ``sealgrid init``)::
+
+    party = 0
+    servers = ["https://127.0.0.1:8440", "https://127.0.0.1:8441", "https://127.0.0.1:8442"]
+    listen = "127.0.0.1:8440"
+    database = "sqlite:///…/server-0/bids.sqlite"   # or "postgresql://user@host/db"
+    registry = "…/registry.json"
+    ca = "…/ca.crt"
+    tls_cert = "…/server-0/tls.crt"
+    tls_key = "…/server-0/tls.key"
+    signing_key = "…/server-0/signing.key"
+
+    [market]
+    period_seconds = 900          # trading period length
+    horizon_periods = 96          # how far ahead bids are taken
+    max_payload_bytes = 65536     # one server's share payload
+    rate_limit = 20               # submissions per household …
+    rate_window_seconds = 60      # … per this many seconds
+    challenge_ttl_seconds = 60
+    peer_timeout_seconds = 30     # waiting for peers at gate closure
+
+    [mpc]
+    base_port = 11365
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The server configuration is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class MarketConfig:
+    """Market and intake limits shared by all servers (must be equal on every server)."""
+
+    period_seconds: int = 900
+    horizon_periods: int = 96
+    max_payload_bytes: int = 65536
+    rate_limit: int = 20
+    rate_window_seconds: int = 60
+    challenge_ttl_seconds: int = 60
+    peer_timeout_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything one computation server needs to start."""
+
+    party: int
+    servers: tuple[str, ...]
+    listen_host: str
+    listen_port: int
+    database: str
+    registry: Path
+    ca: Path
+    tls_cert: Path
+    tls_key: Path
+    signing_key: Path
+    market: MarketConfig = field(default_factory=MarketConfig)
+    mpc_base_port: int = 11365
+    path: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """The server's own directory (that of its TOML file, else of its signing key)."""
+        return (self.path or self.signing_key).parent
+
+
+def load_server_config(path: Path) -> ServerConfig:
+    """Read and check one server's TOML file.
+
+    Raises:
+        ConfigError: unreadable, a key missing or of the wrong type.
+    """
+    path = Path(path).resolve()
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    base = path.parent
+
+    def p(key: str) -> Path:
+        value = data.get(key)
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {key!r} must be a path")
+        return (base / value).resolve()
+
+    try:
+        party = int(data["party"])
+        servers = tuple(str(u) for u in data["servers"])
+        host, _, port = str(data["listen"]).rpartition(":")
+        market = MarketConfig(**data.get("market", {}))
+        mpc = data.get("mpc", {})
+        cfg = ServerConfig(
+            party=party,
+            servers=servers,
+            listen_host=host,
+            listen_port=int(port),
+            database=str(data.get("database", f"sqlite:///{base / 'bids.sqlite'}")),
+            registry=p("registry"),
+            ca=p("ca"),
+            tls_cert=p("tls_cert"),
+            tls_key=p("tls_key"),
+            signing_key=p("signing_key"),
+            market=market,
+            mpc_base_port=int(mpc.get("base_port", 11365)),
+            path=path,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not 0 <= party < len(servers):
+        raise ConfigError(f"{path}: party {party} is not an index into servers")
+    return cfg
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def write_server_config(
+    path: Path,
+    *,
+    party: int,
+    data_dir: Path,
+    urls: list[str],
+    period_seconds: int,
+    extra: dict[str, Any],
+) -> None:
+    """Write server ``party``'s TOML file with the layout of :mod:`sealgrid.service.keys`."""
+    sdir = data_dir / f"server-{party}"
+    port = urls[party].rpartition(":")[2]
+    market = {"period_seconds": period_seconds, **extra.get("market", {})}
+    lines = [
+        f"party = {party}",
+        f"servers = {_toml_value(urls)}",
+        f'listen = "127.0.0.1:{port}"',
+        f"database = {_toml_value('sqlite:///' + str(sdir / 'bids.sqlite'))}",
+        f"registry = {_toml_value(str(data_dir / 'registry.json'))}",
+        f"ca = {_toml_value(str(data_dir / 'ca.crt'))}",
+        f"tls_cert = {_toml_value(str(sdir / 'tls.crt'))}",
+        f"tls_key = {_toml_value(str(sdir / 'tls.key'))}",
+        f"signing_key = {_toml_value(str(sdir / 'signing.key'))}",
+        "",
+        "[market]",
+        *(f"{k} = {_toml_value(v)}" for k, v in market.items()),
+        "",
+        "[mpc]",
+        f"base_port = {int(extra.get('mpc_base_port', 11365))}",
+        "",
+    ]
+    path.write_text("\n".join(lines))

@@ -1,0 +1,307 @@
+"""Bid intake and gate closure as one pure state machine; assumes nothing about I/O or clocks.
+
+In the style of h11: the server shell feeds events (:class:`IssueChallenge`,
+:class:`SubmitBid`, :class:`Tick`) with the current time and fresh randomness inside them,
+and gets events back (:class:`ChallengeIssued`, :class:`Accepted`, :class:`Rejected`,
+:class:`GateClosed`). Tests drive it without sockets. The shell must store an
+:class:`Accepted` bid durably before it hands the receipt out; if storing fails it calls
+:meth:`Intake.forget`. Every refusal names one :class:`~sealgrid.mechanism.bids.Reason`.
+
+The same inputs give the same outputs byte for byte (Ed25519 signatures are deterministic),
+so the journal of accepted bids replays to the same state after a restart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sealgrid.mechanism.bids import Reason
+from sealgrid.service import wire
+from sealgrid.service.schedule import Schedule, iso
+from sealgrid.service.wire import BidSubmission, PseudonymCert, PseudonymousBid, Receipt
+
+#: Bytes a submission may carry beyond its payload (base64 growth, keys, signatures).
+ENVELOPE_BYTES = 4096
+
+
+# --------------------------------------------------------------------------- events in
+
+
+@dataclass(frozen=True)
+class IssueChallenge:
+    """Hand out a fresh challenge; ``nonce`` is fresh randomness from the shell."""
+
+    now: dt.datetime
+    nonce: bytes
+
+
+@dataclass(frozen=True)
+class SubmitBid:
+    """A submission arrived: its raw wire bytes, as received."""
+
+    now: dt.datetime
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: close the gates that are due and forget expired challenges."""
+
+    now: dt.datetime
+
+
+# --------------------------------------------------------------------------- events out
+
+
+@dataclass(frozen=True)
+class ChallengeIssued:
+    """A challenge to sign into the next submission, valid until ``expires``."""
+
+    nonce: bytes
+    expires: dt.datetime
+
+
+@dataclass(frozen=True)
+class StoredBid:
+    """What a server keeps of an accepted bid (no household id: see :class:`Participation`)."""
+
+    period: str
+    pseudonym: bytes
+    bid: bytes  # wire bytes of the signed PseudonymousBid
+    payload: bytes
+    receipt: bytes  # wire bytes of the signed Receipt
+    seq: int
+
+
+@dataclass(frozen=True)
+class Participation:
+    """That ``household`` has bid in ``period`` (one bid per household and period)."""
+
+    period: str
+    household: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A bid passed every check: store ``bid`` and ``participation``, then send ``receipt``."""
+
+    bid: StoredBid
+    participation: Participation
+    receipt: Receipt
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A submission was refused for ``reason``; ``detail`` never repeats a bid value."""
+
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class GateClosed:
+    """Bidding for ``period`` is over; ``pseudonyms`` (sorted) is this server's bid set."""
+
+    period: str
+    pseudonyms: tuple[bytes, ...]
+
+
+Event = ChallengeIssued | Accepted | Rejected | GateClosed
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+@dataclass
+class _Period:
+    bids: dict[bytes, int] = field(default_factory=dict)  # pseudonym -> seq
+    households: set[str] = field(default_factory=set)
+    closed: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Intake limits (all servers must use the same ones)."""
+
+    max_payload_bytes: int = 65536
+    rate_limit: int = 20
+    rate_window_seconds: int = 60
+    challenge_ttl_seconds: int = 60
+
+
+class Intake:
+    """Bid intake of computation server ``party``: pure, single-threaded, deterministic."""
+
+    def __init__(
+        self,
+        party: int,
+        signing_key: Ed25519PrivateKey,
+        households: dict[str, bytes],
+        schedule: Schedule,
+        limits: Limits | None = None,
+    ) -> None:
+        self.party = party
+        self._key = signing_key
+        self._households = households
+        self.schedule = schedule
+        self.limits = limits or Limits()
+        self._challenges: dict[bytes, dt.datetime] = {}
+        self._periods: dict[str, _Period] = {}
+        self._recent: dict[str, deque[dt.datetime]] = {}
+        self._seq = 0
+
+    # -- restart
+
+    def restore(
+        self, bids: list[StoredBid], participations: list[Participation], closed: set[str]
+    ) -> None:
+        """Reload stored state after a restart (before any other event)."""
+        for bid in bids:
+            self._period(bid.period).bids[bid.pseudonym] = bid.seq
+            self._seq = max(self._seq, bid.seq)
+        for part in participations:
+            self._period(part.period).households.add(part.household)
+        for period in closed:
+            self._period(period).closed = True
+
+    def forget(self, accepted: Accepted) -> None:
+        """Undo an :class:`Accepted` whose bid could not be stored."""
+        state = self._periods.get(accepted.bid.period)
+        if state is not None:
+            state.bids.pop(accepted.bid.pseudonym, None)
+            state.households.discard(accepted.participation.household)
+
+    def pseudonyms(self, period: str) -> tuple[bytes, ...]:
+        """Return this server's accepted pseudonyms for ``period``, sorted."""
+        state = self._periods.get(period)
+        return tuple(sorted(state.bids)) if state else ()
+
+    def is_closed(self, period: str) -> bool:
+        """Return whether this machine has closed the gate of ``period``."""
+        state = self._periods.get(period)
+        return bool(state and state.closed)
+
+    def _period(self, period: str) -> _Period:
+        state = self._periods.get(period)
+        if state is None:
+            state = self._periods[period] = _Period()
+        return state
+
+    # -- events
+
+    def receive(self, event: IssueChallenge | SubmitBid | Tick) -> list[Event]:
+        """Process one event; return the events it causes."""
+        if isinstance(event, IssueChallenge):
+            expires = event.now + dt.timedelta(seconds=self.limits.challenge_ttl_seconds)
+            self._challenges[event.nonce] = expires
+            return [ChallengeIssued(event.nonce, expires)]
+        if isinstance(event, SubmitBid):
+            try:
+                return [self._submit(event)]
+            except _Refuse as refusal:
+                return [Rejected(refusal.reason, refusal.detail)]
+        if isinstance(event, Tick):
+            return self._tick(event.now)
+        raise TypeError(f"not an intake event: {type(event).__name__}")
+
+    def _tick(self, now: dt.datetime) -> list[Event]:
+        for nonce in [n for n, exp in self._challenges.items() if exp <= now]:
+            del self._challenges[nonce]
+        out: list[Event] = []
+        for period in sorted(self._periods):
+            state = self._periods[period]
+            if state.closed:
+                continue
+            if self.schedule.gate_closure(self.schedule.parse_period(period)) <= now:
+                state.closed = True
+                out.append(GateClosed(period, tuple(sorted(state.bids))))
+        return out
+
+    def close_due(self, period: str, now: dt.datetime) -> bool:
+        """Return whether ``period``'s gate has passed at ``now`` (closing it if so)."""
+        try:
+            start = self.schedule.parse_period(period)
+        except ValueError:
+            return False
+        if self.schedule.gate_closure(start) > now:
+            return False
+        self._period(period).closed = True
+        return True
+
+    def _submit(self, event: SubmitBid) -> Accepted:
+        limit = self.limits.max_payload_bytes
+        if len(event.raw) > 2 * limit + ENVELOPE_BYTES:
+            raise _Refuse(
+                Reason.MALFORMED, f"message larger than the limit for {limit}-byte payloads"
+            )
+        try:
+            sub = wire.decode(BidSubmission, event.raw)
+            bid = wire.decode(PseudonymousBid, sub.bid)
+        except wire.WireError as exc:
+            raise _Refuse(Reason.MALFORMED, str(exc)) from None
+        if bid.server != self.party:
+            raise _Refuse(Reason.MALFORMED, f"share addressed to server {bid.server}")
+        if len(bid.payload) > limit:
+            raise _Refuse(Reason.MALFORMED, f"share payload larger than {limit} bytes")
+        if len(bid.pseudonym) != 32:
+            raise _Refuse(Reason.MALFORMED, "pseudonym must be a 32-byte Ed25519 public key")
+        household_key = self._households.get(sub.household)
+        if household_key is None:
+            raise _Refuse(Reason.BAD_SIGNATURE, "unknown household key id")
+        cert = PseudonymCert(bid.period, bid.pseudonym)
+        if not wire.verify(cert, household_key, sub.household_sig):
+            raise _Refuse(Reason.BAD_SIGNATURE, "household signature on the pseudonym")
+        if not wire.verify(bid, bid.pseudonym):
+            raise _Refuse(Reason.BAD_SIGNATURE, "pseudonym signature on the bid")
+        expires = self._challenges.pop(bid.nonce, None)
+        if expires is None or expires <= event.now:
+            raise _Refuse(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
+        self._rate(sub.household, event.now)
+        why = self.schedule.check(bid.period, event.now)
+        if why is not None:
+            raise _Refuse(*why)
+        state = self._period(bid.period)
+        if state.closed:
+            raise _Refuse(Reason.LATE, "the gate of this period has closed")
+        if bid.pseudonym in state.bids:
+            raise _Refuse(Reason.DUPLICATE_PSEUDONYM)
+        if sub.household in state.households:
+            raise _Refuse(Reason.TOO_FREQUENT, "one bid per household and period")
+        self._seq += 1
+        receipt = wire.sign(
+            Receipt(
+                server=self.party,
+                period=bid.period,
+                pseudonym=bid.pseudonym,
+                payload_sha256=wire.sha256(bid.payload),
+                submission_sha256=wire.sha256(sub.bid),
+                accepted_at=iso(event.now),
+                seq=self._seq,
+            ),
+            self._key,
+        )
+        state.bids[bid.pseudonym] = self._seq
+        state.households.add(sub.household)
+        stored = StoredBid(
+            bid.period, bid.pseudonym, sub.bid, bid.payload, wire.encode(receipt), self._seq
+        )
+        return Accepted(stored, Participation(bid.period, sub.household), receipt)
+
+    def _rate(self, household: str, now: dt.datetime) -> None:
+        window = dt.timedelta(seconds=self.limits.rate_window_seconds)
+        recent = self._recent.setdefault(household, deque())
+        while recent and recent[0] <= now - window:
+            recent.popleft()
+        if len(recent) >= self.limits.rate_limit:
+            raise _Refuse(Reason.TOO_FREQUENT, f"at most {self.limits.rate_limit} per window")
+        recent.append(now)
+
+
+class _Refuse(Exception):
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,304 @@
+"""Messages and their wire format; assumes Ed25519 keys and nothing about transport.
+
+Every message is a frozen dataclass. On the wire it is canonical JSON: keys sorted, no
+spaces, UTF-8, ``bytes`` as standard base64 strings, plus ``"type"`` and ``"v"`` (the wire
+version). A signature covers ``DOMAIN || type || "\\n" || canonical JSON without the
+signature field``, so a signature of one message type can never be replayed as another.
+Nothing from the network is ever unpickled: decoding only builds the dataclasses below
+from str/int/bytes/list fields and refuses anything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+WIRE_VERSION = 1
+DOMAIN = b"sealgrid/v1/"
+
+
+class WireError(ValueError):
+    """A message from a peer could not be decoded (the peer's mistake, not ours)."""
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Return the canonical bytes of a JSON value: sorted keys, compact, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def b64e(data: bytes) -> str:
+    """Encode bytes as standard base64 text."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64d(text: str) -> bytes:
+    """Decode standard base64 text strictly.
+
+    Raises:
+        WireError: the text is not valid base64.
+    """
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise WireError("invalid base64") from exc
+
+
+def sha256(data: bytes) -> bytes:
+    """Return the SHA-256 digest of ``data``."""
+    return hashlib.sha256(data).digest()
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True)
+class PseudonymousBid:
+    """The part of a bid its one-time pseudonym key signs, and all a server keeps of it.
+
+    ``pseudonym`` is the raw Ed25519 public key of a fresh key for this period; ``nonce``
+    is a challenge this server issued (liveness); ``payload`` is this server's share
+    payload, opaque to the service (made by :mod:`sealgrid.protocol`).
+    """
+
+    period: str
+    server: int
+    pseudonym: bytes
+    nonce: bytes
+    payload: bytes
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class BidSubmission:
+    """One household's bid as sent to one server.
+
+    ``bid`` is the wire bytes of a signed :class:`PseudonymousBid`; ``household_sig`` is the
+    household's long-term signature over :class:`PseudonymCert` ``(period, pseudonym)``.
+    The server checks both, then keeps only ``bid`` and that this household has bid in
+    the period, not which pseudonym is whose.
+    """
+
+    household: str
+    household_sig: bytes
+    bid: bytes
+
+
+@dataclass(frozen=True)
+class PseudonymCert:
+    """What the household's long-term key signs: this pseudonym is mine for this period."""
+
+    period: str
+    pseudonym: bytes
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A server's signed statement that it has durably stored one bid share."""
+
+    server: int
+    period: str
+    pseudonym: bytes
+    payload_sha256: bytes
+    submission_sha256: bytes
+    accepted_at: str
+    seq: int
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class BidSet:
+    """One server's set of accepted pseudonyms for a closed period (server to server)."""
+
+    server: int
+    period: str
+    pseudonyms: tuple[bytes, ...]
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class PeriodStatement:
+    """A server's signed account of one period: the agreed bid set and the public outcome.
+
+    ``outcome`` is canonical JSON of the public results (price, volume) or of the reason
+    the period did not clear; ``excluded`` are pseudonyms that did not reach every server.
+    """
+
+    server: int
+    period: str
+    bid_count: int
+    bidset_sha256: bytes
+    excluded: tuple[bytes, ...]
+    status: str
+    outcome: str
+    issued_at: str
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    """A signed request to read protected data: ``subject`` is the pseudonym or key id."""
+
+    role: str
+    subject: str
+    period: str
+    nonce: bytes
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class OutputShares:
+    """This server's share of a protected output, signed; opaque bytes from the protocol."""
+
+    server: int
+    period: str
+    role: str
+    subject: str
+    status: str
+    shares: bytes
+    public: str
+    signature: bytes = b""
+
+
+MESSAGE_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        PseudonymousBid,
+        BidSubmission,
+        PseudonymCert,
+        Receipt,
+        BidSet,
+        PeriodStatement,
+        AuthRequest,
+        OutputShares,
+    )
+}
+
+M = TypeVar("M")
+
+
+def to_dict(msg: Any) -> dict[str, Any]:
+    """Return the JSON-ready dict of a message, with ``type`` and ``v``."""
+    out: dict[str, Any] = {"type": type(msg).__name__, "v": WIRE_VERSION}
+    for f in dataclasses.fields(msg):
+        out[f.name] = _encode_value(getattr(msg, f.name))
+    return out
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return b64e(value)
+    if isinstance(value, tuple):
+        return [_encode_value(v) for v in value]
+    return value
+
+
+def encode(msg: Any) -> bytes:
+    """Return the canonical wire bytes of a message."""
+    return canonical_json(to_dict(msg))
+
+
+def from_dict(cls: type[M], data: Any) -> M:
+    """Build message ``cls`` from a decoded JSON object, checking every field's type.
+
+    Raises:
+        WireError: wrong type or version, a missing or unknown field, a wrongly typed value.
+    """
+    if not isinstance(data, dict):
+        raise WireError("a message must be a JSON object")
+    if data.get("type") != cls.__name__:
+        raise WireError(f"expected a {cls.__name__} message")
+    if data.get("v") != WIRE_VERSION:
+        raise WireError(f"unsupported wire version (this server speaks v{WIRE_VERSION})")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    extra = set(data) - names - {"type", "v"}
+    if extra:
+        raise WireError(f"unknown field {sorted(extra)[0]!r}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise WireError(f"missing field {f.name!r}")
+        kwargs[f.name] = _decode_value(hints[f.name], data[f.name], f.name)
+    return cls(**kwargs)
+
+
+def _decode_value(hint: Any, value: Any, name: str) -> Any:
+    if hint is bytes:
+        if not isinstance(value, str):
+            raise WireError(f"field {name!r} must be base64 text")
+        return b64d(value)
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise WireError(f"field {name!r} must be an integer")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise WireError(f"field {name!r} must be text")
+        return value
+    if typing.get_origin(hint) is tuple:
+        (inner, _ellipsis) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise WireError(f"field {name!r} must be a list")
+        return tuple(_decode_value(inner, v, name) for v in value)
+    raise WireError(f"field {name!r} has an unsupported type")  # pragma: no cover
+
+
+def decode(cls: type[M], raw: bytes) -> M:
+    """Decode wire bytes into message ``cls``.
+
+    Raises:
+        WireError: not UTF-8 JSON, or not a valid ``cls`` message.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError("not a JSON document") from exc
+    return from_dict(cls, data)
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+def signing_bytes(msg: Any) -> bytes:
+    """Return the bytes a signature on ``msg`` covers (every field but ``signature``)."""
+    body = to_dict(msg)
+    body.pop("signature", None)
+    return DOMAIN + type(msg).__name__.encode() + b"\n" + canonical_json(body)
+
+
+def sign(msg: M, key: Ed25519PrivateKey) -> M:
+    """Return ``msg`` with its ``signature`` field set by ``key``."""
+    return dataclasses.replace(msg, signature=key.sign(signing_bytes(msg)))  # type: ignore[type-var]
+
+
+def sign_detached(msg: Any, key: Ed25519PrivateKey) -> bytes:
+    """Return a signature over a message that has no ``signature`` field of its own."""
+    return key.sign(signing_bytes(msg))
+
+
+def verify(msg: Any, public: bytes | Ed25519PublicKey, signature: bytes | None = None) -> bool:
+    """Return whether ``signature`` (default: ``msg.signature``) verifies under ``public``."""
+    sig = msg.signature if signature is None else signature
+    try:
+        key = Ed25519PublicKey.from_public_bytes(public) if isinstance(public, bytes) else public
+        key.verify(sig, signing_bytes(msg))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def raw_public(key: Ed25519PrivateKey) -> bytes:
+    """Return the 32 raw bytes of ``key``'s public key."""
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
