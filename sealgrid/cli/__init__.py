@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.func(args)
     except CliError as exc:
-        print(f"sealgrid: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"sealgrid: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

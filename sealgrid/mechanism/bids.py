@@ -53,10 +53,10 @@ _ADVICE: dict[Reason, str] = {
     Reason.UNKNOWN_SIDE: "side must be 'buy' or 'sell'",
     Reason.QUANTITY_NOT_POSITIVE: "quantity must be greater than zero",
     Reason.QUANTITY_TOO_LARGE: "quantity is above the market's per-bid maximum",
-    Reason.QUANTITY_NOT_WHOLE_WH: "quantity must be a whole number of Wh (at most 3 decimals in kWh)",
+    Reason.QUANTITY_NOT_WHOLE_WH: "quantity must be whole Wh (at most 3 decimals in kWh)",
     Reason.PRICE_BELOW_FLOOR: "price is below the market's floor price",
     Reason.PRICE_ABOVE_CEILING: "price is above the market's ceiling price",
-    Reason.PRICE_OFF_GRID: "price is not on the market's price grid (floor plus a whole number of ticks)",
+    Reason.PRICE_OFF_GRID: "price is not on the price grid (the floor plus whole ticks)",
     Reason.UNKNOWN_SUPPLIER: "supplier is not one of the market's registered suppliers",
     Reason.DUPLICATE_PSEUDONYM: "this pseudonym already has a bid in the period; use a fresh one",
     Reason.WRONG_PERIOD: "the bid names a trading period this market is not taking bids for",
@@ -163,7 +163,9 @@ def check_bid(
                 level = int(position)
 
     supplier = supplier.strip()
-    if not supplier or (rules.suppliers and supplier not in rules.suppliers):
+    if not supplier:
+        errors.append(BidRejected(Reason.UNKNOWN_SUPPLIER, "the supplier field is empty"))
+    elif rules.suppliers and supplier not in rules.suppliers:
         errors.append(BidRejected(Reason.UNKNOWN_SUPPLIER))
 
     if not bidder.strip():

@@ -61,7 +61,10 @@ class PriceGrid:
 
     @classmethod
     def from_values(
-        cls, floor: str | float | Decimal, ceiling: str | float | Decimal, tick: str | float | Decimal
+        cls,
+        floor: str | float | Decimal,
+        ceiling: str | float | Decimal,
+        tick: str | float | Decimal,
     ) -> PriceGrid:
         """Build a grid from decimal strings or numbers (floats through their repr)."""
         return cls(parse_decimal(floor), parse_decimal(ceiling), parse_decimal(tick))

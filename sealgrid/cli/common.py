@@ -1,0 +1,110 @@
+"""Shared edges of the command line: CSV reading with row-numbered errors, JSON and tables.
+
+Assumes UTF-8 CSV files with a header row; every error names the file, the line and the rule.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from sealgrid.cli import CliError
+
+
+@dataclass(frozen=True)
+class Row:
+    """One CSV data row with its line number in the file (the header is line 1)."""
+
+    line: int
+    values: dict[str, str]
+
+    def where(self, path: Path) -> str:
+        """Return ``FILE line N`` for error messages."""
+        return f"{path.name} line {self.line}"
+
+
+class RowErrors(CliError):
+    """One or more rows broke rules; ``lines`` holds one message per broken rule."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+def read_rows(path: Path, columns: Sequence[str]) -> list[Row]:
+    """Read a CSV file whose header has (at least) ``columns``.
+
+    Raises:
+        CliError: the file is missing, unreadable, not UTF-8, or lacks a required column.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(_rows(path, handle, columns))
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: not a UTF-8 text file") from None
+    except csv.Error as exc:
+        raise CliError(f"{path}: not a valid CSV file ({exc})") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory, not a CSV file") from None
+
+
+def _rows(path: Path, handle: Any, columns: Sequence[str]) -> Iterator[Row]:
+    reader = csv.DictReader(handle)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise CliError(
+            f"{path.name}: missing column(s) {', '.join(missing)}; "
+            f"the header must name {','.join(columns)}"
+        )
+    reader.fieldnames = header
+    for record in reader:
+        line = reader.line_num
+        if not any((v or "").strip() for v in record.values() if isinstance(v, str)):
+            continue  # blank line
+        values = {c: (record.get(c) or "").strip() for c in columns}
+        if None in record:  # more fields than the header names
+            values["__extra__"] = "1"
+        yield Row(line, values)
+
+
+def kwh(value: Fraction | int, scale: int = 1) -> float:
+    """Convert an exact amount to a float for output (``scale`` divides first, e.g. Wh→kWh)."""
+    return float(Fraction(value) / scale)
+
+
+def print_json(document: object) -> None:
+    """Print one JSON document on stdout."""
+    json.dump(document, sys.stdout, indent=None, separators=(", ", ": "))
+    sys.stdout.write("\n")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print a plain aligned text table on stdout."""
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.rjust(w) if n and _numeric(c) else c.ljust(w)
+                        for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def _numeric(text: str) -> bool:
+    return text.replace(",", "").replace(".", "").replace("-", "").isdigit()

@@ -1,0 +1,118 @@
+"""``sealgrid pem AGENTS.csv``: one trading window of the PEM (paper xie2020, SPEC §5).
+
+AGENTS.csv columns ``agent,generation,load,battery,k,epsilon`` (battery > 0 charging,
+< 0 discharging). Prices in the units of ``--retail`` (e.g. cents per kWh).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sealgrid.cli import CliError
+from sealgrid.cli.common import RowErrors, print_json, print_table, read_rows
+from sealgrid.mechanism.pem import Agent, PemInputError, PemMarket, PemOutcome, run_pem
+
+COLUMNS = ("agent", "generation", "load", "battery", "k", "epsilon")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``sealgrid pem``."""
+    p = sub.add_parser("pem", help="price one trading window by the PEM Stackelberg game")
+    p.add_argument("agents", type=Path, metavar="AGENTS.csv",
+                   help="columns agent,generation,load,battery,k,epsilon")
+    p.add_argument("--retail", required=True, help="main grid's retail price ps")
+    p.add_argument("--feed-in", required=True, help="main grid's feed-in price pb")
+    p.add_argument("--price-range", nargs=2, required=True, metavar=("LOW", "HIGH"),
+                   help="the market's price range [p_l, p_h]")
+    p.add_argument("--secure", action="store_true",
+                   help="run Protocols 1-4 among the agents over Paillier")
+    p.add_argument("--key-bits", type=int, default=2048, help="Paillier key size with --secure")
+    p.add_argument("--seed", type=int, default=None, help="seed for the designated agents")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=run)
+
+
+def load_agents(path: Path) -> list[Agent]:
+    """Read and validate AGENTS.csv.
+
+    Raises:
+        RowErrors: one message per broken row, naming the row and the rule.
+    """
+    agents: list[Agent] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for row in read_rows(path, COLUMNS):
+        v = row.values
+        try:
+            agent = Agent.from_values(v["agent"], v["generation"], v["load"], v["battery"],
+                                      v["k"], v["epsilon"])
+        except PemInputError as exc:
+            errors.append(f"{row.where(path)}: {exc}")
+            continue
+        if agent.name in seen:
+            errors.append(f"{row.where(path)}: agent {agent.name} appears twice")
+        seen.add(agent.name)
+        agents.append(agent)
+    if errors:
+        raise RowErrors(errors)
+    return agents
+
+
+def outcome_document(outcome: PemOutcome) -> dict[str, Any]:
+    """Build the JSON document of the CLI contract."""
+    return {
+        "market": outcome.market.value,
+        "price": float(outcome.price),
+        "trades": [
+            {"seller": t.seller, "buyer": t.buyer, "energy": float(t.energy),
+             "payment": float(t.payment)}
+            for t in outcome.trades
+        ],
+        "sellers": [
+            {"agent": s.agent, "net": float(s.net), "optimal_load": float(s.optimal_load)}
+            for s in outcome.sellers
+        ],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one PEM window and print the outcome."""
+    try:
+        market = PemMarket.from_values(args.retail, args.feed_in, *args.price_range)
+    except PemInputError as exc:
+        raise CliError(f"invalid market prices: {exc}") from None
+    agents = load_agents(args.agents)
+    extra: dict[str, Any] = {}
+    if args.secure:
+        outcome, extra = _secure(agents, market, args.key_bits, args.seed)
+    else:
+        try:
+            outcome = run_pem(agents, market)
+        except PemInputError as exc:
+            raise CliError(str(exc)) from None
+    document = outcome_document(outcome) | extra
+    if args.json:
+        print_json(document)
+        return 0
+    print(f"Market: {document['market']}   price: {document['price']:.6f}")
+    print()
+    print_table(["seller", "net", "optimal_load"],
+                [[s["agent"], s["net"], s["optimal_load"]] for s in document["sellers"]])
+    print()
+    print_table(["seller", "buyer", "energy", "payment"],
+                [[t["seller"], t["buyer"], t["energy"], t["payment"]]
+                 for t in document["trades"]])
+    return 0
+
+
+def _secure(
+    agents: list[Agent], market: PemMarket, key_bits: int, seed: int | None
+) -> tuple[PemOutcome, dict[str, Any]]:
+    try:
+        from sealgrid.protocol.pem import run_pem_secure
+    except ImportError as exc:  # pragma: no cover - depends on the installed package
+        raise CliError(f"the private PEM is not available: {exc}") from None
+    outcome, stats = run_pem_secure(agents, market, key_bits=key_bits, seed=seed)
+    return outcome, {"bytes_per_agent": stats.bytes_per_agent}
