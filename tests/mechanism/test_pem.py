@@ -44,8 +44,8 @@ def eq13(agents: list[Agent], retail: F) -> float:
 
 
 def test_general_market_price_is_eq_13_inside_the_range() -> None:
-    # Σk = 200, Σ(g + 1 + εb − b) = 2.5: p̂ = sqrt(120 · 200 / 2.5) ≈ 97.98
-    agents = [agent("s1", "0.3", "0.1", k="100"), agent("s2", "0.2", "0.1", k="100"),
+    # Σk = 200, Σ(g + 1 + εb − b) = 1.3 + 1.47: p̂ = sqrt(120 · 200 / 2.77) ≈ 93.08
+    agents = [agent("s1", "0.3", "0.1", k="100"), agent("s2", "0.5", "0.1", "0.3", k="100"),
               agent("b1", "0", "5")]
     out = run_pem(agents, PAPER)
     assert out.market is MarketKind.GENERAL

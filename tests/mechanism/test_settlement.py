@@ -111,3 +111,15 @@ def test_negative_readings_and_tariffs_are_refused() -> None:
         Tariff(F("0.2"), F("-0.1"), F("0.03"))
     with pytest.raises(SettlementError):
         MarketTrade("a", Side.BUY, F(-1))
+
+
+def test_local_trade_across_two_suppliers() -> None:
+    # the paper's example with the seller at supplier S and the buyer at supplier T
+    meters = [Meter("U1", "S", F(0), F(2)), Meter("U2", "T", F(4), F(0))]
+    trades = [MarketTrade("U1", Side.SELL, F(2)), MarketTrade("U2", Side.BUY, F(2))]
+    r = settle(meters, {"S": S, "T": S}, trades, F("0.11"))
+    s_account, t_account = r.suppliers
+    # S receives 0.22 for its customer's sale, pays it 0.16 and the fee on 2 kWh (0.06)
+    assert (s_account.with_market, s_account.without_market) == (F(0), F("-0.08") - F("0.06"))
+    # T receives 0.62 from its customer, pays 0.22 for the local energy and 0.12 in fees
+    assert (t_account.with_market, t_account.without_market) == (F("0.28"), F("0.68"))
