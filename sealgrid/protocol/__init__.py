@@ -1,0 +1,1 @@
+"""Protocols: the mechanisms computed under MPC or Paillier."""

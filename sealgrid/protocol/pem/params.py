@@ -1,0 +1,104 @@
+"""Public parameters of the private PEM and the public draw of designated agents; assumes a seed
+that all agents agree on and no agent controls (e.g. a published beacon value per window).
+
+Bounds (all public):
+
+* ``|sn| < 2^NET_BITS`` fixed-point units for every agent (about 1.1·10^6 input units);
+* nonces of Protocol 2 are uniform in ``[0, 2^nonce_bits(N))`` with ``nonce_bits = NET_BITS +
+  bitlen(N) + KAPPA``: one honest nonce unknown to the decryptor already puts the masked sum
+  ``R = E + Σr`` within statistical distance ``E / 2^nonce_bits < 2^-KAPPA`` of ``R' = E' + Σr``
+  for any other ``E'`` (``E, E' < N·2^NET_BITS``);
+* Protocol 4 scales ratios by ``K = 2^RATIO_BITS``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import gmpy2
+
+from sealgrid.mechanism.pem import PemInputError
+
+#: Every agent's |net energy| is below 2^NET_BITS fixed-point units.
+NET_BITS = 40
+#: Statistical hiding parameter of the masked aggregates of Protocol 2.
+KAPPA = 40
+#: Protocol 4 scaling factor K = 2^RATIO_BITS.
+RATIO_BITS = 64
+#: Largest bit length the DGK comparison is set up for; fixes the DGK plaintext prime u.
+MAX_COMPARE_BITS = 128
+#: DGK plaintext prime: above 3·MAX_COMPARE_BITS + 2, so no c_i wraps to 0 mod u.
+DGK_U = int(gmpy2.next_prime(3 * MAX_COMPARE_BITS + 2))
+#: Fan-out of the aggregation and broadcast trees.
+FANOUT = 4
+#: Offline work covers the first CANDIDATES agents of each window's public order.
+CANDIDATES = 10
+#: Randomizers kept per candidate key (an agent encrypts at most 2 values under one key).
+PER_KEY = 2
+
+
+def nonce_bits(agents: int) -> int:
+    """Bit size of the Protocol 2 nonces for ``agents`` agents."""
+    return NET_BITS + agents.bit_length() + KAPPA
+
+
+def compare_bits(agents: int) -> int:
+    """Bit length ``L`` of the comparison inputs ``2·R_b`` and ``2·R_s + 1``.
+
+    Raises:
+        PemInputError: too many agents for :data:`MAX_COMPARE_BITS`.
+    """
+    bound = agents * ((1 << nonce_bits(agents)) + (1 << NET_BITS))
+    length = bound.bit_length() + 1
+    if length > MAX_COMPARE_BITS:
+        raise PemInputError("too many agents for the comparison's bit length")
+    return length
+
+
+def check_net(net: int) -> None:
+    """Refuse a net energy outside the public bound.
+
+    Raises:
+        PemInputError: ``|sn| ≥ 2^NET_BITS`` fixed-point units.
+    """
+    if abs(net) >= 1 << NET_BITS:
+        raise PemInputError("net energy too large for the private PEM (|sn| < 2^40 units)")
+
+
+def window_order(seed: int, window: int, agents: int) -> list[int]:
+    """The public random order of all agents for one window (drawn from the shared seed)."""
+    order = list(range(agents))
+    random.Random(f"sealgrid-pem:{seed}:{window}").shuffle(order)
+    return order
+
+
+@dataclass(frozen=True)
+class Designation:
+    """The designated agents of one window, each a uniformly random member of its coalition.
+
+    ``r1`` (seller) and ``r2`` (buyer) decrypt the masked aggregates of Protocol 2 and run the
+    comparison; ``pricer`` (a buyer, ``H_b``) decrypts the Protocol 3 sums; ``holder_general``
+    (a seller, ``H_s``) and ``holder_extreme`` (a buyer) decrypt the Protocol 4 ratios.
+    """
+
+    r1: int
+    r2: int
+    pricer: int
+    holder_general: int
+    holder_extreme: int
+
+
+def designate(sellers: list[int], buyers: list[int]) -> Designation:
+    """Take the designated agents from the coalitions listed in the window's public order.
+
+    The first seller is ``H_r1``, the second (or the only) seller ``H_s``; likewise ``H_r2`` and
+    ``H_b`` among buyers, so ``H_r1 ≠ H_s`` and ``H_r2 ≠ H_b`` whenever the coalition allows.
+    """
+    return Designation(
+        r1=sellers[0],
+        r2=buyers[0],
+        pricer=buyers[1 % len(buyers)],
+        holder_general=sellers[1 % len(sellers)],
+        holder_extreme=buyers[1 % len(buyers)],
+    )

@@ -1,0 +1,328 @@
+"""One PEM agent as a party (paper xie2020 Protocols 1–4); assumes semi-honest agents, private
+authenticated channels, a public per-window seed, and that roles (seller/buyer) are public.
+
+A :class:`PemParty` holds only its own data and keys plus everyone's public keys; it talks to
+the others only through its :class:`~sealgrid.protocol.pem.net.Endpoint`. Aggregations run up
+a tree (fan-out :data:`~sealgrid.protocol.pem.params.FANOUT`) instead of the paper's chain:
+every intermediate value is a ciphertext under the designated agent's key, as in the chain.
+Values this agent learns in clear are all taken through :meth:`PemParty._reveal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import partial
+
+from sealgrid.mechanism.pem import (
+    FIXED,
+    Agent,
+    MarketKind,
+    PemMarket,
+    optimal_load,
+    stackelberg_price,
+)
+from sealgrid.protocol.pem import dgk
+from sealgrid.protocol.pem import paillier as pa
+from sealgrid.protocol.pem.net import Endpoint
+from sealgrid.protocol.pem.params import (
+    CANDIDATES,
+    FANOUT,
+    PER_KEY,
+    RATIO_BITS,
+    Designation,
+    check_net,
+    compare_bits,
+    designate,
+    nonce_bits,
+    window_order,
+)
+from sealgrid.protocol.pem.wire import RemoteProtocolError, Topic
+
+Values = tuple[int, ...]
+#: Protocol 4 scaling factor K.
+K = 1 << RATIO_BITS
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Everyone's public keys, by agent id (distributed once, Protocol 1 lines 1–2)."""
+
+    paillier: tuple[pa.PublicKey, ...]
+    dgk: tuple[dgk.DgkPublicKey, ...]
+
+
+@dataclass(frozen=True)
+class PartyOutput:
+    """What one agent knows at the end of a window.
+
+    ``trades`` are the pairwise amounts this agent computed, ``(seller id, buyer id, energy)``
+    in input units (sellers in a general market, buyers in an extreme one).
+    """
+
+    agent: int
+    kind: MarketKind
+    price: Fraction
+    trades: tuple[tuple[int, int, Fraction], ...]
+    optimal_load: Fraction | None
+
+
+def _tree(members: Sequence[int], me: int) -> tuple[int | None, list[int]]:
+    pos = members.index(me)
+    parent = members[(pos - 1) // FANOUT] if pos else None
+    return parent, list(members[FANOUT * pos + 1 : FANOUT * pos + 1 + FANOUT])
+
+
+def _pairs(flat: Values) -> list[tuple[int, int]]:
+    if len(flat) % 2:
+        raise RemoteProtocolError("a list of pairs has an odd length")
+    return list(zip(flat[::2], flat[1::2], strict=True))
+
+
+class PemParty:
+    """An agent of the private PEM: its keys, its randomizer pools and its protocol steps."""
+
+    def __init__(
+        self,
+        me: int,
+        agents: int,
+        market: PemMarket,
+        seed: int,
+        endpoint: Endpoint,
+        paillier_key: pa.SecretKey,
+        dgk_key: dgk.DgkSecretKey,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.me = me
+        self.n = agents
+        self.market = market
+        self.seed = seed
+        self.net = endpoint
+        self.sk = paillier_key
+        self.dsk = dgk_key
+        self.rng = rng or random.SystemRandom()
+        self.pool = pa.RandomizerPool()
+        self.directory: Directory | None = None
+        #: Every value this agent saw in clear, by name (the disclosure door's log).
+        self.revealed: dict[str, object] = {}
+
+    # -- the disclosure door -------------------------------------------------------------
+    def _reveal(self, name: str, value: object) -> None:
+        """Record a value this agent learns in clear (names listed in docs/pem.md)."""
+        self.revealed[name] = value
+
+    # -- offline --------------------------------------------------------------------------
+    def offline(self, window: int) -> None:
+        """Precompute randomizers for the keys this window may need (before its data exist)."""
+        d = self._dir()
+        head = window_order(self.seed, window, self.n)[:CANDIDATES]
+        others = [x for x in head if x != self.me]
+        for x in others:
+            self.pool.fill(x, PER_KEY, partial(pa.randomizer, d.paillier[x], self.rng))
+        if self.me in head:  # this agent may be H_r1 or H_r2 of the comparison
+            length = compare_bits(self.n)
+            for x in others:
+                self.pool.fill(-1 - x, length, partial(dgk.rerandomizer, d.dgk[x], self.rng))
+            self.pool.fill(-1 - self.me, length, partial(dgk.own_rerandomizer, self.dsk, self.rng))
+
+    # -- helpers --------------------------------------------------------------------------
+    def _dir(self) -> Directory:
+        if self.directory is None:
+            raise RuntimeError("public keys not distributed yet")
+        return self.directory
+
+    def _encrypt(self, owner: int, m: int) -> int:
+        pk = self._dir().paillier[owner]
+        return pa.encrypt(pk, m, self.pool.take(owner, lambda: pa.randomizer(pk, self.rng)))
+
+    def _multiplier(self, owner: int) -> Callable[[Values, Values], Values]:
+        pk = self._dir().paillier[owner]
+
+        def combine(a: Values, b: Values) -> Values:
+            if len(a) != len(b):
+                raise RemoteProtocolError("aggregates of different lengths")
+            return tuple(pa.add(pk, x, y) for x, y in zip(a, b, strict=True))
+
+        return combine
+
+    async def _gather(
+        self, w: int, topic: Topic, members: Sequence[int], mine: Values,
+        combine: Callable[[Values, Values], Values],
+    ) -> Values | None:
+        """Aggregate up the tree over ``members``; the root gets the total, others ``None``."""
+        parent, children = _tree(members, self.me)
+        acc = mine
+        for child in children:
+            acc = combine(acc, await self.net.recv(w, topic, child))
+        if parent is None:
+            return acc
+        self.net.send(parent, topic, w, acc)
+        return None
+
+    async def _spread(
+        self, w: int, topic: Topic, members: Sequence[int], value: Values | None
+    ) -> Values:
+        """Broadcast down the tree over ``members`` from ``members[0]`` (who passes ``value``)."""
+        parent, children = _tree(members, self.me)
+        if parent is not None:
+            value = await self.net.recv(w, topic, parent)
+        if value is None:
+            raise RuntimeError("the broadcast root has no value")
+        for child in children:
+            self.net.send(child, topic, w, value)
+        return value
+
+    # -- one window (Protocol 1) ------------------------------------------------------------
+    async def run_window(self, w: int, agent: Agent) -> PartyOutput:
+        """Run Protocols 1–4 for window ``w`` with this agent's data for the window."""
+        check_net(agent.net)
+        net = agent.net
+        role = (net > 0) - (net < 0)
+        order = window_order(self.seed, w, self.n)
+        up = await self._gather(w, Topic.ROLES_UP, order, (self.me, role), lambda a, b: a + b)
+        roles = dict(_pairs(await self._spread(w, Topic.ROLES, order, up)))
+        if sorted(roles) != list(range(self.n)) or not set(roles.values()) <= {-1, 0, 1}:
+            raise RemoteProtocolError("the role vector is malformed")
+        sellers = [i for i in order if roles[i] > 0]
+        buyers = [i for i in order if roles[i] < 0]
+        if not sellers:
+            return PartyOutput(self.me, MarketKind.NO_SELLERS, self.market.retail, (), None)
+        trades: tuple[tuple[int, int, Fraction], ...] = ()
+        if not buyers:  # E_b = 0 ≤ E_s is public once the roles are: an extreme market, no trades
+            kind, price = MarketKind.EXTREME, self.market.low
+        else:
+            d = designate(sellers, buyers)
+            kind = await self._evaluate(w, order, net, d)
+            if kind is MarketKind.GENERAL:
+                price = await self._price(w, order, sellers, agent, d)
+            else:
+                price = self.market.low
+            trades = await self._distribute(w, sellers, buyers, net, kind, d)
+        load = optimal_load(agent, price) if role > 0 else None
+        return PartyOutput(self.me, kind, price, trades, load)
+
+    # -- Protocol 2: Private Market Evaluation ---------------------------------------------
+    async def _evaluate(self, w: int, order: list[int], net: int, d: Designation) -> MarketKind:
+        nonce = self.rng.randrange(1 << nonce_bits(self.n))
+        demand = max(-net, 0) + nonce  # |sn_j| + r_j for a buyer, r_i for a seller
+        supply = max(net, 0) + nonce  # sn_i + r_i for a seller, r_j for a buyer
+
+        async def aggregate(dest: int, topic: Topic, total: Topic, value: int) -> None:
+            if self.me == dest:
+                return
+            members = [i for i in order if i != dest]
+            mine = (self._encrypt(dest, value),)
+            agg = await self._gather(w, topic, members, mine, self._multiplier(dest))
+            if agg is not None:
+                self.net.send(dest, total, w, agg)
+
+        await asyncio.gather(
+            aggregate(d.r1, Topic.EVAL_B, Topic.EVAL_B_TOTAL, demand),
+            aggregate(d.r2, Topic.EVAL_S, Topic.EVAL_S_TOTAL, supply),
+        )
+        general: int | None = None
+        if self.me in (d.r1, d.r2):
+            total = Topic.EVAL_B_TOTAL if self.me == d.r1 else Topic.EVAL_S_TOTAL
+            root = next(i for i in order if i != self.me)
+            (c,) = await self.net.recv(w, total, root)
+            masked = self.sk.decrypt(c) + nonce  # R_b at H_r1, R_s at H_r2
+            self._reveal("masked_demand" if self.me == d.r1 else "masked_supply", masked)
+            general = await self._compare(w, masked, d)
+        members = [d.r1] + [i for i in order if i != d.r1]
+        (bit,) = await self._spread(w, Topic.KIND, members, None if general is None else (general,))
+        return MarketKind.GENERAL if bit else MarketKind.EXTREME
+
+    async def _compare(self, w: int, masked: int, d: Designation) -> int:
+        """The DGK comparison between H_r1 (A, input 2·R_b) and H_r2 (B, input 2·R_s + 1)."""
+        length = compare_bits(self.n)
+        if self.me == d.r2:
+            rands = [self.pool.take(-1 - self.me, lambda: dgk.own_rerandomizer(self.dsk, self.rng))
+                     for _ in range(length)]
+            self.net.send(d.r1, Topic.CMP_BITS, w,
+                          dgk.encrypt_bits(self.dsk, 2 * masked + 1, length, rands))
+            blinded = list(await self.net.recv(w, Topic.CMP_BLINDED, d.r1))
+            if len(blinded) != length:
+                raise RemoteProtocolError("wrong number of blinded comparison values")
+            share = dgk.zero_test(self.dsk, blinded)
+            self.net.send(d.r1, Topic.CMP_SHARE_B, w, (share,))
+            (other,) = await self.net.recv(w, Topic.CMP_SHARE_A, d.r1)
+        else:
+            bits = list(await self.net.recv(w, Topic.CMP_BITS, d.r2))
+            if len(bits) != length:
+                raise RemoteProtocolError("wrong number of encrypted comparison bits")
+            dpk = self._dir().dgk[d.r2]
+            rands = [self.pool.take(-1 - d.r2, lambda: dgk.rerandomizer(dpk, self.rng))
+                     for _ in range(length)]
+            blinded, share = dgk.blind(dpk, 2 * masked, bits, rands, self.rng)
+            self.net.send(d.r2, Topic.CMP_BLINDED, w, blinded)
+            (other,) = await self.net.recv(w, Topic.CMP_SHARE_B, d.r2)
+            self.net.send(d.r2, Topic.CMP_SHARE_A, w, (share,))
+        if other not in (0, 1):
+            raise RemoteProtocolError("a comparison share is not a bit")
+        result = share ^ other
+        self._reveal("market_is_general", result)
+        return result
+
+    # -- Protocol 3: Private Pricing ---------------------------------------------------------
+    async def _price(
+        self, w: int, order: list[int], sellers: list[int], agent: Agent, d: Designation
+    ) -> Fraction:
+        hb = d.pricer
+        if agent.net > 0:
+            mine = (self._encrypt(hb, agent.k), self._encrypt(hb, agent.pricing_term))
+            agg = await self._gather(w, Topic.PRICE_UP, sellers, mine, self._multiplier(hb))
+            if agg is not None:
+                self.net.send(hb, Topic.PRICE_TOTAL, w, agg)
+        value: Values | None = None
+        if self.me == hb:
+            c_k, c_term = await self.net.recv(w, Topic.PRICE_TOTAL, sellers[0])
+            sum_k, sum_term = self.sk.decrypt(c_k), self.sk.decrypt(c_term)
+            self._reveal("sum_k", sum_k)
+            self._reveal("sum_pricing_term", sum_term)
+            price = stackelberg_price(self.market, sum_k, sum_term)
+            value = (price.numerator, price.denominator)
+        members = [hb] + [i for i in order if i != hb]
+        num, den = await self._spread(w, Topic.PRICE, members, value)
+        if den <= 0:
+            raise RemoteProtocolError("the broadcast price is malformed")
+        return Fraction(num, den)
+
+    # -- Protocol 4: Private Distribution ----------------------------------------------------
+    async def _distribute(
+        self, w: int, sellers: list[int], buyers: list[int], net: int, kind: MarketKind,
+        d: Designation,
+    ) -> tuple[tuple[int, int, Fraction], ...]:
+        general = kind is MarketKind.GENERAL
+        holder = d.holder_general if general else d.holder_extreme
+        contributors, receivers = (buyers, sellers) if general else (sellers, buyers)
+        amount = abs(net)
+        if self.me in contributors:
+            pk = self._dir().paillier[holder]
+            mine = (self._encrypt(holder, amount),)
+            agg = await self._gather(w, Topic.DIST_UP, contributors, mine, self._multiplier(holder))
+            (total,) = await self._spread(w, Topic.DIST_TOTAL, contributors, agg)
+            rho = self.pool.take(holder, lambda: pa.randomizer(pk, self.rng))
+            ratio = pa.scale(pk, total, K // amount) * rho % pk.nsquare  # Enc(E · ⌊K/|sn|⌋)
+            self.net.send(holder, Topic.DIST_RATIO, w, (ratio,))
+        value: Values | None = None
+        if self.me == holder:
+            flat: list[int] = []
+            for j in contributors:
+                (c,) = await self.net.recv(w, Topic.DIST_RATIO, j)
+                flat += (j, self.sk.decrypt(c))
+            value = tuple(flat)
+        if self.me not in receivers:
+            return ()
+        members = [holder] + [i for i in receivers if i != holder]
+        scaled = _pairs(await self._spread(w, Topic.DIST_RATIOS, members, value))
+        self._reveal("scaled_inverse_ratios", scaled)
+        trades = []
+        for other, inverse in scaled:
+            if inverse <= 0:
+                raise RemoteProtocolError("a scaled ratio is not positive")
+            energy = Fraction(amount * K, inverse * FIXED)  # |sn_me| · |sn_other| / E, approx.
+            trades.append((self.me, other, energy) if general else (other, self.me, energy))
+        return tuple(trades)
