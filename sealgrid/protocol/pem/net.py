@@ -124,7 +124,7 @@ class TcpRouter(LocalRouter):
                 head = await reader.readexactly(_FRAME.size)
                 size, dst = _FRAME.unpack(head)
                 self.endpoints[dst].deliver(await reader.readexactly(size))
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             writer.close()
 
     def route(self, dst: int, data: bytes) -> None:
