@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default="all", help="which market to run (grid only is always the baseline)")
     p.add_argument("--secure", action="store_true",
                    help="clear with the secure protocols (MPC auction, PEM over Paillier)")
+    p.add_argument("--key-bits", type=int, choices=[512, 1024, 2048], default=2048,
+                   help="Paillier/DGK key size for the secure PEM (2048)")
     p.add_argument("--data", choices=["day", "week"], default="day",
                    help="day: 720 one-minute windows 07:00-19:00; week: 7 days of 15 minutes")
     p.add_argument("--homes", type=int, default=None, help="first N homes (default all 300)")
@@ -90,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
                desc=f"simulate {args.mechanism}{' (secure)' if args.secure else ''}")
     start = time.perf_counter()
     try:
-        result = simulate(data, params, runs, secure=args.secure, progress=bar.update)
+        result = simulate(data, params, runs, secure=args.secure, progress=bar.update,
+                          secure_options={"pem": {"key_bits": args.key_bits}})
     except SecureUnavailable as exc:
         raise CliError(str(exc)) from None
     finally:

@@ -73,7 +73,7 @@ def load(
         raise DatasetError(f"data file {path} is missing; regenerate it (docs/simulation.md)")
     table = pd.read_parquet(path)
     home_table = pd.read_csv(data_dir() / "homes.csv")
-    index = pd.DatetimeIndex(table["timestamp"].unique()).tz_convert("UTC")
+    index = pd.DatetimeIndex(table["timestamp"].unique()).tz_convert("UTC").as_unit("ns")
     n_homes = len(home_table)
     if len(table) != len(index) * n_homes:
         raise DatasetError(f"{filename} does not hold every home in every window")

@@ -8,7 +8,7 @@ utility (paper xie2020 Eq. 4, Fig. 6b) becomes ``utility.parquet``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -65,11 +65,13 @@ def simulate(
     runs: Sequence[Run],
     secure: bool = False,
     progress: Callable[[int], Any] | None = None,
+    secure_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> SimulationResult:
     """Clear and settle every window of ``data`` with every run.
 
     Args:
         progress: called with 1 after each window (a progress bar's ``update``).
+        secure_options: keyword arguments per mechanism for the secure entry points.
 
     Raises:
         SecureUnavailable: ``secure`` and the protocol layer is not importable.
@@ -86,7 +88,8 @@ def simulate(
         supply = int(nw[nw > 0].sum()) / MWH_PER_KWH
         demand = -int(nw[nw < 0].sum()) / MWH_PER_KWH
         for run in runs:
-            result, seconds = clear_window(run, params, w, names, pv, load, secure=secure)
+            result, seconds = clear_window(run, params, w, names, pv, load, secure=secure,
+                                           secure_options=secure_options)
             money = settle_window(result, params, names, nw)
             rows.append({
                 "timestamp": stamp,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -114,17 +114,26 @@ def _secure(module: str, name: str) -> Callable[..., Any]:
     return fn
 
 
+def _first(result: Any) -> Any:
+    """A secure entry point may return ``(outcome, stats)``; keep the outcome."""
+    return result[0] if isinstance(result, tuple) else result
+
+
 def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, ...],
-                 pv_mwh: np.ndarray, load_mwh: np.ndarray, secure: bool = False
+                 pv_mwh: np.ndarray, load_mwh: np.ndarray, secure: bool = False,
+                 secure_options: Mapping[str, Mapping[str, Any]] | None = None,
                  ) -> tuple[WindowResult, float]:
     """Clear one window with ``run``'s mechanism; return the result and its clearing seconds.
 
     Plaintext and secure take the same inputs and give the same :class:`WindowResult`.
+    ``secure_options[mechanism]`` are keyword arguments for the secure entry point
+    (e.g. ``{"pem": {"key_bits": 1024}}``).
 
     Raises:
         SecureUnavailable: ``secure`` and the protocol layer is not importable.
     """
     n = len(names)
+    options = dict((secure_options or {}).get(run.mechanism, {})) if secure else {}
     if run.mechanism == NONE:
         return WindowResult("grid_only", None, _zeros(n), _zeros(n)), 0.0
     net = pv_mwh - load_mwh
@@ -133,7 +142,7 @@ def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, 
         clear_fn = (_secure("sealgrid.protocol.clearing", "secure_clear") if secure
                     else auction.clear)
         start = time.perf_counter()
-        clearing = clear_fn(book, params.grid.levels)
+        clearing = _first(clear_fn(book, params.grid.levels, **options))
         seconds = time.perf_counter() - start
         return _from_clearing(clearing, who, book.is_buy, n, params), seconds
     if run.mechanism == PEM:
@@ -141,7 +150,7 @@ def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, 
         agents = pem_agents(params, run.k, names, pv_mwh, load_mwh)
         pem_fn = _secure("sealgrid.protocol.pem", "run_pem_secure") if secure else pem.run_pem
         start = time.perf_counter()
-        outcome = pem_fn(agents, params.pem_market())
+        outcome = _first(pem_fn(agents, params.pem_market(), **options))
         seconds = time.perf_counter() - start
         return _from_outcome(outcome, names), seconds
     raise ValueError(f"unknown mechanism {run.mechanism!r}")

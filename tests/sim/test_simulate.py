@@ -1,0 +1,131 @@
+"""Simulating a few windows: balance, savings, grid exchange, paper anchors, secure door."""
+
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+
+import pytest
+
+from sealgrid.sim import dataset
+from sealgrid.sim.agents import MarketParams
+from sealgrid.sim.metrics import summarise
+from sealgrid.sim.run import runs_for, selected_sellers, simulate
+from sealgrid.sim.window import Run, SecureUnavailable, clear_window, settle_window
+
+PARAMS = MarketParams()
+# Windows around 09:00 (a thin market), 12:30 (surplus) and 18:00 (evening) local time.
+STARTS = (120, 330, 660)
+
+
+@pytest.fixture(scope="module", params=STARTS)
+def data(request) -> dataset.Neighbourhood:
+    return dataset.load("day", homes=40, windows=3, start=request.param)
+
+
+@pytest.mark.parametrize("run", runs_for("all", PARAMS), ids=lambda r: r.key)
+def test_each_window_balances_and_saves(data, run):
+    names = data.home_names
+    for w in range(len(data.index)):
+        net = data.net_mwh[w]
+        result, seconds = clear_window(run, PARAMS, w, names, data.pv_mwh[w], data.load_mwh[w])
+        assert seconds >= 0
+        assert sum(result.bought_kwh) == sum(result.sold_kwh)
+        for i, v in enumerate(net):
+            assert result.bought_kwh[i] == 0 or v < 0  # only buyers buy
+            assert result.sold_kwh[i] == 0 or v > 0  # only sellers sell
+            # Nobody trades more than its whole-Wh bid (DA) or its net energy (PEM).
+            limit = Fraction((abs(int(v)) + 500) // 1000, 1000)
+            assert max(result.bought_kwh[i], result.sold_kwh[i]) <= max(
+                limit, Fraction(abs(int(v)), 10**6))
+        money = settle_window(result, PARAMS, names, net)
+        assert money.buyers_cost_with <= money.buyers_cost_without
+        assert money.grid_exchange_with_kwh <= money.grid_exchange_without_kwh
+        if run.mechanism == "pem":
+            assert money.sellers_revenue_with >= money.sellers_revenue_without
+        if result.price is not None and run.mechanism == "double-auction":
+            assert PARAMS.feed_in <= result.price <= PARAMS.retail
+        if run.mechanism == "none":
+            assert money.traded_kwh == 0
+            assert money.buyers_cost_with == money.buyers_cost_without
+
+
+def test_pem_prices_follow_the_paper():
+    """Retail when nobody sells (07:00); with k ≤ 40, Eq. 13 gives p̂ < p_l = 90 otherwise."""
+    data = dataset.load("day", homes=60, windows=2, start=0)
+    for k in (20, 40):
+        result, _ = clear_window(Run("pem", k), PARAMS, 0, data.home_names, data.pv_mwh[0],
+                                 data.load_mwh[0])
+        assert result.kind == "no_sellers" and result.price == 120
+    noon = dataset.load("day", homes=60, windows=1, start=360)
+    result, _ = clear_window(Run("pem", 20), PARAMS, 0, noon.home_names, noon.pv_mwh[0],
+                             noon.load_mwh[0])
+    assert result.price == 90 and result.kind in ("general", "extreme")
+
+
+def test_summary_is_consistent():
+    data = dataset.load("day", homes=30, windows=4, start=300)
+    runs = runs_for("all", PARAMS)
+    result = simulate(data, PARAMS, runs)
+    assert len(result.windows) == 4 * len(runs)
+    summary = summarise(result.windows, [r.key for r in runs])
+    assert list(summary) == ["none", "double-auction", "pem-k20", "pem-k40"]
+    assert summary["none"]["buyers_cost_vs_grid_only_pct"] == 0
+    assert summary["none"]["traded_kwh"] == 0
+    for key in ("double-auction", "pem-k20", "pem-k40"):
+        s = summary[key]
+        assert s["traded_kwh"] > 0
+        assert s["buyers_cost_vs_grid_only_pct"] < 0
+        assert s["grid_exchange_vs_without_market_pct"] < 0
+        assert 80 <= s["mean_price_cents_per_kwh"] <= 120
+        # Every traded kWh saves one import and one export.
+        saved = s["grid_exchange_without_market_kwh"] - s["grid_exchange_kwh"]
+        assert saved == pytest.approx(2 * s["traded_kwh"], abs=0.002 * 4 * 30)
+    assert result.selected_sellers == tuple(data.home_names[i] for i in selected_sellers(data))
+    assert set(result.utility["k"]) == {20, 40}
+    assert (result.utility["utility_with"] >= result.utility["utility_without"] - 1e-9).all()
+
+
+def test_runs_are_deterministic():
+    data = dataset.load("day", homes=20, windows=3, start=400)
+    runs = runs_for("all", PARAMS)
+    a = simulate(data, PARAMS, runs).windows.drop(columns="clearing_seconds")
+    b = simulate(data, PARAMS, runs).windows.drop(columns="clearing_seconds")
+    assert a.equals(b)
+
+
+def test_secure_without_protocols_says_what_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sealgrid.protocol.clearing", None)
+    monkeypatch.setitem(sys.modules, "sealgrid.protocol.pem", None)
+    data = dataset.load("day", homes=5, windows=1, start=300)
+    for run in (Run("double-auction"), Run("pem", 20)):
+        with pytest.raises(SecureUnavailable, match=r"secure mode needs sealgrid\.protocol"):
+            clear_window(run, PARAMS, 0, data.home_names, data.pv_mwh[0], data.load_mwh[0],
+                         secure=True)
+
+
+#: Options for the secure entry points in tests: small keys (fast), the parties in-process.
+SECURE_OPTIONS = {"pem": {"key_bits": 512}}
+#: The private PEM rounds amounts (docs/pem.md); tolerance per household, kWh.
+PEM_AMOUNT_TOLERANCE = Fraction(1, 10**6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", [Run("double-auction"), Run("pem", 20)], ids=lambda r: r.key)
+def test_secure_equals_plaintext_on_a_few_windows(run):
+    """Secure runs of the same windows give the plaintext result (needs sealgrid.protocol)."""
+    module = "sealgrid.protocol.clearing" if run.mechanism == "double-auction" else (
+        "sealgrid.protocol.pem")
+    pytest.importorskip(module)
+    data = dataset.load("day", homes=12, windows=3, start=330)
+    for w in range(3):
+        args = (run, PARAMS, w, data.home_names, data.pv_mwh[w], data.load_mwh[w])
+        secure, _ = clear_window(*args, secure=True, secure_options=SECURE_OPTIONS)
+        plain, _ = clear_window(*args)
+        if run.mechanism == "double-auction":
+            assert secure == plain
+            continue
+        assert (secure.kind, secure.price) == (plain.kind, plain.price)
+        for got, want in zip(secure.bought_kwh + secure.sold_kwh,
+                             plain.bought_kwh + plain.sold_kwh, strict=True):
+            assert abs(got - want) <= PEM_AMOUNT_TOLERANCE
