@@ -120,7 +120,8 @@ Event = ChallengeIssued | Accepted | Rejected | GateClosed
 class _Period:
     bids: dict[bytes, int] = field(default_factory=dict)  # pseudonym -> seq
     households: set[str] = field(default_factory=set)
-    closed: bool = False
+    closed: bool = False  # no more bids
+    announced: bool = False  # GateClosed emitted (or restored as already handled)
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,8 @@ class Intake:
         for part in participations:
             self._period(part.period).households.add(part.household)
         for period in closed:
-            self._period(period).closed = True
+            state = self._period(period)
+            state.closed = state.announced = True
 
     def forget(self, accepted: Accepted) -> None:
         """Undo an :class:`Accepted` whose bid could not be stored."""
@@ -184,6 +186,11 @@ class Intake:
         """Return whether this machine has closed the gate of ``period``."""
         state = self._periods.get(period)
         return bool(state and state.closed)
+
+    def take_challenge(self, nonce: bytes, now: dt.datetime) -> bool:
+        """Use up a challenge for another signed request; return whether it was valid."""
+        expires = self._challenges.pop(nonce, None)
+        return expires is not None and expires > now
 
     def _period(self, period: str) -> _Period:
         state = self._periods.get(period)
@@ -214,10 +221,10 @@ class Intake:
         out: list[Event] = []
         for period in sorted(self._periods):
             state = self._periods[period]
-            if state.closed:
+            if state.announced:
                 continue
             if self.schedule.gate_closure(self.schedule.parse_period(period)) <= now:
-                state.closed = True
+                state.closed = state.announced = True
                 out.append(GateClosed(period, tuple(sorted(state.bids))))
         return out
 
@@ -257,8 +264,7 @@ class Intake:
             raise _Refuse(Reason.BAD_SIGNATURE, "household signature on the pseudonym")
         if not wire.verify(bid, bid.pseudonym):
             raise _Refuse(Reason.BAD_SIGNATURE, "pseudonym signature on the bid")
-        expires = self._challenges.pop(bid.nonce, None)
-        if expires is None or expires <= event.now:
+        if not self.take_challenge(bid.nonce, event.now):
             raise _Refuse(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
         self._rate(sub.household, event.now)
         why = self.schedule.check(bid.period, event.now)

@@ -138,7 +138,7 @@ class PeriodStatement:
     excluded: tuple[bytes, ...]
     status: str
     outcome: str
-    issued_at: str
+    gate_closure: str
     signature: bytes = b""
 
 

@@ -65,7 +65,8 @@ def test_a_valid_bid_is_accepted_with_a_receipt_that_verifies(world) -> None:
     assert isinstance(event, Accepted)
     assert check_receipt(event.receipt, 0, wire.raw_public(server_key), raw, b"share-bytes")
     assert event.bid.payload == b"share-bytes" and event.participation.household == "h0"
-    assert b"h0" not in event.bid.bid  # the stored bid does not name the household
+    # the stored bid does not name the household
+    assert "household" not in wire.json.loads(event.bid.bid)
     assert m.pseudonyms(PERIOD) == (p.public,)
 
 
@@ -181,3 +182,16 @@ def test_same_events_give_byte_identical_receipts(world) -> None:
         m = machine()
         outs.append(_submit(m, make_submission(p, 0, _nonce(m, 1), b"x")))
     assert wire.encode(outs[0].receipt) == wire.encode(outs[1].receipt)
+
+
+def test_a_peer_asking_first_does_not_swallow_the_gate_closure(world) -> None:
+    households, _, machine = world
+    m = machine()
+    p = Pseudonym.fresh(PERIOD, "h0", households["h0"])
+    assert isinstance(_submit(m, make_submission(p, 0, _nonce(m, 1), b"x")), Accepted)
+    gate = dt.datetime(2026, 11, 22, 21, 15, tzinfo=dt.UTC)
+    assert not m.close_due(PERIOD, gate - dt.timedelta(seconds=1))
+    assert m.close_due(PERIOD, gate)  # a peer asked for our bid set: no more bids
+    assert m.is_closed(PERIOD)
+    (closed,) = m.receive(Tick(gate))
+    assert isinstance(closed, GateClosed) and closed.pseudonyms == (p.public,)

@@ -86,7 +86,7 @@ def test_sqlite_round_trip_and_atomic_batches(tmp_path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # the stored bids hold no household id
-    assert all(b"h0" not in row[0] for row in conn.execute("SELECT bid FROM bids"))
+    assert all(b'"household"' not in row[0] for row in conn.execute("SELECT bid FROM bids"))
 
 
 @pytest.fixture

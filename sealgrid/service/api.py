@@ -1,0 +1,169 @@
+"""The HTTP API of a computation server; assumes aiohttp and a :class:`Server` behind it.
+
+JSON in, JSON out; every message body is the canonical wire form of
+:mod:`sealgrid.service.wire`. A refusal is ``{"error": <Reason value>, "message": …}`` with
+an HTTP status that fits it. The OpenAPI 3 description is :data:`OPENAPI` (served at
+``/openapi.json``, kept in docs/openapi.json and explained in docs/api.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from aiohttp import web
+
+from sealgrid.mechanism.bids import BidRejected, Reason
+from sealgrid.service import wire
+from sealgrid.service.intake import ENVELOPE_BYTES, Rejected
+from sealgrid.service.keys import server_common_name
+from sealgrid.service.openapi import OPENAPI
+from sealgrid.service.server import Server
+from sealgrid.service.storage import StorageError
+
+SERVER_KEY: web.AppKey[Server] = web.AppKey("server", Server)
+
+HTTP_STATUS = {
+    Reason.MALFORMED: 400,
+    Reason.BAD_SIGNATURE: 401,
+    Reason.REPLAYED: 409,
+    Reason.DUPLICATE_PSEUDONYM: 409,
+    Reason.LATE: 422,
+    Reason.WRONG_PERIOD: 422,
+    Reason.TOO_FREQUENT: 429,
+}
+
+
+def refusal(rejected: Rejected) -> web.Response:
+    """Return the HTTP response for a refusal."""
+    text = str(BidRejected(rejected.reason, rejected.detail))
+    return web.json_response(
+        {"error": rejected.reason.value, "message": text, "detail": rejected.detail},
+        status=HTTP_STATUS.get(rejected.reason, 400),
+    )
+
+
+def message(msg: Any, status: int = 200) -> web.Response:
+    """Return a wire message as the response body."""
+    return web.Response(body=wire.encode(msg), status=status, content_type="application/json")
+
+
+async def challenge(request: web.Request) -> web.Response:
+    """POST /v1/challenge: a fresh nonce to sign into the next request."""
+    issued = request.app[SERVER_KEY].challenge()
+    return web.json_response({"nonce": wire.b64e(issued.nonce), "expires": wire_time(issued)})
+
+
+def wire_time(issued: Any) -> str:
+    """Format a challenge's expiry."""
+    from sealgrid.service.schedule import iso
+
+    return iso(issued.expires)
+
+
+async def submit_bid(request: web.Request) -> web.Response:
+    """POST /v1/bids: submit one bid share; 201 with the signed receipt once stored."""
+    raw = await request.read()
+    try:
+        result = await request.app[SERVER_KEY].submit(raw)
+    except StorageError:
+        return web.json_response(
+            {"error": "unavailable", "message": "the bid could not be stored; retry"}, status=503
+        )
+    if isinstance(result, Rejected):
+        return refusal(result)
+    return message(result, status=201)
+
+
+async def outputs(request: web.Request) -> web.Response:
+    """POST /v1/outputs: this server's shares of a result, for its rightful reader only."""
+    result = await request.app[SERVER_KEY].output(await request.read())
+    if isinstance(result, Rejected):
+        return refusal(result)
+    return message(result)
+
+
+async def statement(request: web.Request) -> web.Response:
+    """GET /v1/periods/{period}: the signed statement of a finished period (public)."""
+    period = request.match_info["period"]
+    found = await request.app[SERVER_KEY].statement(period)
+    if found is None:
+        return web.json_response(
+            {"error": "not_finished", "message": "this period has not been cleared yet"},
+            status=404,
+        )
+    return message(found)
+
+
+async def bidset(request: web.Request) -> web.Response:
+    """GET /v1/internal/periods/{period}/bidset: for the other servers only (mutual TLS)."""
+    server = request.app[SERVER_KEY]
+    peercert = request.transport.get_extra_info("peercert") if request.transport else None
+    names = {
+        value
+        for rdn in (peercert or {}).get("subject", ())
+        for key, value in rdn
+        if key == "commonName"
+    }
+    allowed = {server_common_name(i) for i in range(len(server.cfg.servers))}
+    if not names & allowed:
+        return web.json_response(
+            {"error": "forbidden", "message": "only the other computation servers may ask"},
+            status=403,
+        )
+    found = await server.own_bidset(request.match_info["period"])
+    if found is None:
+        return web.json_response(
+            {"error": "not_closed", "message": "the gate of this period has not closed"},
+            status=409,
+        )
+    return message(found)
+
+
+async def info(request: web.Request) -> web.Response:
+    """GET /v1/info: public facts about this server and the market."""
+    return web.json_response(request.app[SERVER_KEY].info())
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json: the OpenAPI 3 description of this API."""
+    return web.json_response(OPENAPI)
+
+
+def build_app(server: Server) -> web.Application:
+    """Return the aiohttp application for ``server``."""
+    max_size = 2 * server.cfg.market.max_payload_bytes + ENVELOPE_BYTES
+    app = web.Application(client_max_size=max_size)
+    app[SERVER_KEY] = server
+    app.router.add_post("/v1/challenge", challenge)
+    app.router.add_post("/v1/bids", submit_bid)
+    app.router.add_post("/v1/outputs", outputs)
+    app.router.add_get("/v1/periods/{period}", statement)
+    app.router.add_get("/v1/internal/periods/{period}/bidset", bidset)
+    app.router.add_get("/v1/info", info)
+    app.router.add_get("/openapi.json", openapi)
+    return app
+
+
+async def serve(server: Server, ready: Any = None) -> web.AppRunner:
+    """Start ``server`` and its HTTPS listener; return the runner (call ``cleanup`` to stop)."""
+    await server.start()
+    runner = web.AppRunner(build_app(server), access_log=None)
+    await runner.setup()
+    ctx: ssl.SSLContext = server.tls_context()
+    site = web.TCPSite(
+        runner, server.cfg.listen_host, server.cfg.listen_port, ssl_context=ctx, backlog=1024
+    )
+    await site.start()
+    return runner
+
+
+async def run_until_stopped(server: Server, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set, then shut down cleanly."""
+    runner = await serve(server)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await server.stop()

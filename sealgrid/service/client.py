@@ -1,0 +1,185 @@
+"""Household, supplier and grid-operator clients; assumes the servers' registry and demo CA.
+
+The household sends each server its own share payload under one fresh pseudonym, checks
+every receipt's signature against the registry, and later asks each server for its share of
+the household's result with a request signed by the pseudonym key. Suppliers and operators
+ask likewise with their own keys. Reconstructing values from shares belongs to
+:mod:`sealgrid.protocol`; this module moves and checks signed messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sealgrid.mechanism.bids import BidRejected, Reason
+from sealgrid.service import wire
+from sealgrid.service.household import Pseudonym, auth_request, check_receipt, make_submission
+from sealgrid.service.keys import Registry
+from sealgrid.service.wire import OutputShares, PeriodStatement, Receipt
+
+
+class ServiceError(Exception):
+    """A server could not be reached or answered something that does not verify."""
+
+
+@dataclass(frozen=True)
+class BidOutcome:
+    """What each server said to one bid: a verified receipt or a refusal, by server index."""
+
+    pseudonym: Pseudonym
+    receipts: dict[int, Receipt]
+    refusals: dict[int, BidRejected]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every server gave a receipt."""
+        return not self.refusals
+
+
+class Client:
+    """An HTTPS client of every computation server in the registry."""
+
+    def __init__(self, registry: Registry, ca: Path, *, connections: int = 100) -> None:
+        self.registry = registry
+        self._ctx = ssl.create_default_context(cafile=str(ca))
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Client:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._ctx, limit=self._connections),
+            timeout=aiohttp.ClientTimeout(total=60),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def servers(self) -> int:
+        """Number of computation servers."""
+        return len(self.registry.servers)
+
+    async def _call(self, server: int, method: str, path: str, body: bytes | None = None) -> Any:
+        if self._session is None:
+            raise RuntimeError("use the client inside 'async with'")
+        url = self.registry.servers[server][0] + path
+        try:
+            async with self._session.request(
+                method, url, data=body, headers={"Content-Type": "application/json"}
+            ) as resp:
+                return resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ServiceError(f"server {server} unreachable: {type(exc).__name__}") from exc
+
+    async def challenge(self, server: int) -> bytes:
+        """Fetch a fresh challenge nonce from ``server``."""
+        status, body = await self._call(server, "POST", "/v1/challenge")
+        if status != 200:
+            raise ServiceError(f"server {server} gave no challenge (HTTP {status})")
+        return wire.b64d(json.loads(body)["nonce"])
+
+    async def statement(self, server: int, period: str) -> PeriodStatement | None:
+        """Return ``server``'s verified statement of ``period``, or None if not finished."""
+        status, body = await self._call(server, "GET", f"/v1/periods/{period}")
+        if status == 404:
+            return None
+        if status != 200:
+            raise ServiceError(f"server {server}: HTTP {status}")
+        found = wire.decode(PeriodStatement, body)
+        if found.server != server or not wire.verify(found, self.registry.servers[server][1]):
+            raise ServiceError(f"server {server}'s statement does not verify")
+        return found
+
+    async def info(self, server: int) -> dict[str, Any]:
+        """Return ``server``'s public info."""
+        status, body = await self._call(server, "GET", "/v1/info")
+        if status != 200:
+            raise ServiceError(f"server {server}: HTTP {status}")
+        data: dict[str, Any] = json.loads(body)
+        return data
+
+    async def outputs(
+        self, role: str, subject: str, period: str, key: Ed25519PrivateKey
+    ) -> list[OutputShares]:
+        """Fetch every server's verified share of one protected output."""
+
+        async def one(server: int) -> OutputShares:
+            nonce = await self.challenge(server)
+            raw = auth_request(role, subject, period, nonce, key)
+            status, body = await self._call(server, "POST", "/v1/outputs", raw)
+            if status != 200:
+                raise ServiceError(f"server {server} refused: {body.decode(errors='replace')}")
+            got = wire.decode(OutputShares, body)
+            good = got.server == server and (got.role, got.subject, got.period) == (
+                role,
+                subject,
+                period,
+            )
+            if not good or not wire.verify(got, self.registry.servers[server][1]):
+                raise ServiceError(f"server {server}'s output shares do not verify")
+            return got
+
+        return list(await asyncio.gather(*(one(i) for i in range(self.servers))))
+
+
+class HouseholdClient(Client):
+    """A household agent: bids under a fresh pseudonym and fetches its own result."""
+
+    def __init__(
+        self, registry: Registry, ca: Path, household: str, key: Ed25519PrivateKey
+    ) -> None:
+        super().__init__(registry, ca, connections=10)
+        self.household = household
+        self.key = key
+
+    async def bid(
+        self, period: str, payloads: Sequence[bytes], pseudonym: Pseudonym | None = None
+    ) -> BidOutcome:
+        """Send ``payloads[i]`` to server ``i`` under one pseudonym; check every receipt."""
+        if len(payloads) != self.servers:
+            raise ValueError(f"one payload per server ({self.servers}) is needed")
+        pseudonym = pseudonym or Pseudonym.fresh(period, self.household, self.key)
+        receipts: dict[int, Receipt] = {}
+        refusals: dict[int, BidRejected] = {}
+
+        async def one(server: int) -> None:
+            nonce = await self.challenge(server)
+            raw = make_submission(pseudonym, server, nonce, payloads[server])
+            status, body = await self._call(server, "POST", "/v1/bids", raw)
+            if status == 201:
+                receipt = wire.decode(Receipt, body)
+                key = self.registry.servers[server][1]
+                if not check_receipt(receipt, server, key, raw, payloads[server]):
+                    raise ServiceError(f"server {server}'s receipt does not verify")
+                receipts[server] = receipt
+                return
+            try:
+                error = json.loads(body)
+                refusals[server] = BidRejected(Reason(error["error"]), error.get("detail", ""))
+            except (ValueError, KeyError):
+                raise ServiceError(f"server {server}: HTTP {status}") from None
+
+        await asyncio.gather(*(one(i) for i in range(self.servers)))
+        return BidOutcome(pseudonym, receipts, refusals)
+
+    async def result(self, pseudonym: Pseudonym) -> list[OutputShares]:
+        """Fetch every server's share of this household's result for the pseudonym's period."""
+        return await self.outputs(
+            "household", wire.b64e(pseudonym.public), pseudonym.period, pseudonym.key
+        )

@@ -1,0 +1,258 @@
+"""The OpenAPI 3 description of the server's HTTP API; assumes the messages of ``wire``.
+
+One source: the server serves it at ``/openapi.json`` and docs/openapi.json is a copy
+(a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sealgrid.mechanism.bids import Reason
+
+B64 = {"type": "string", "format": "byte", "description": "standard base64"}
+
+
+def _msg(name: str, props: dict[str, Any], doc: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": doc,
+        "required": ["type", "v", *props],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"type": "string", "enum": [name]},
+            "v": {"type": "integer", "enum": [1]},
+            **props,
+        },
+    }
+
+
+SCHEMAS: dict[str, Any] = {
+    "PseudonymousBid": _msg(
+        "PseudonymousBid",
+        {
+            "period": {"type": "string", "example": "2026-11-22T21:45:00Z"},
+            "server": {"type": "integer", "description": "index of the server this share is for"},
+            "pseudonym": {**B64, "description": "32-byte Ed25519 public key, fresh per period"},
+            "nonce": {**B64, "description": "a challenge from POST /v1/challenge"},
+            "payload": {**B64, "description": "this server's share payload (sealgrid.protocol)"},
+            "signature": {**B64, "description": "Ed25519 by the pseudonym key"},
+        },
+        "The part of a bid signed by its pseudonym and kept by the server.",
+    ),
+    "BidSubmission": _msg(
+        "BidSubmission",
+        {
+            "household": {"type": "string", "description": "registered household key id"},
+            "household_sig": {
+                **B64,
+                "description": "household key's signature over PseudonymCert(period, pseudonym)",
+            },
+            "bid": {**B64, "description": "canonical JSON of a signed PseudonymousBid"},
+        },
+        "One household's bid share for one server.",
+    ),
+    "Receipt": _msg(
+        "Receipt",
+        {
+            "server": {"type": "integer"},
+            "period": {"type": "string"},
+            "pseudonym": B64,
+            "payload_sha256": B64,
+            "submission_sha256": {**B64, "description": "SHA-256 of the PseudonymousBid bytes"},
+            "accepted_at": {"type": "string", "format": "date-time"},
+            "seq": {"type": "integer"},
+            "signature": {**B64, "description": "Ed25519 by the server's signing key"},
+        },
+        "The server's signed promise that it has durably stored the bid.",
+    ),
+    "AuthRequest": _msg(
+        "AuthRequest",
+        {
+            "role": {"type": "string", "enum": ["household", "supplier", "operator"]},
+            "subject": {
+                "type": "string",
+                "description": "base64 pseudonym (household), supplier id or operator id",
+            },
+            "period": {"type": "string"},
+            "nonce": {**B64, "description": "a challenge from POST /v1/challenge"},
+            "signature": {**B64, "description": "Ed25519 by the key the subject names"},
+        },
+        "A signed request for protected output.",
+    ),
+    "OutputShares": _msg(
+        "OutputShares",
+        {
+            "server": {"type": "integer"},
+            "period": {"type": "string"},
+            "role": {"type": "string"},
+            "subject": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["pending", "cleared", "no_trade", "excluded", "failed", "unknown"],
+            },
+            "shares": {**B64, "description": "this server's share of the output"},
+            "public": {"type": "string", "description": "canonical JSON of the public outcome"},
+            "signature": B64,
+        },
+        "This server's share of one protected output, signed.",
+    ),
+    "BidSet": _msg(
+        "BidSet",
+        {
+            "server": {"type": "integer"},
+            "period": {"type": "string"},
+            "pseudonyms": {"type": "array", "items": B64},
+            "signature": B64,
+        },
+        "A server's accepted pseudonyms of a closed period (server to server).",
+    ),
+    "PeriodStatement": _msg(
+        "PeriodStatement",
+        {
+            "server": {"type": "integer"},
+            "period": {"type": "string"},
+            "bid_count": {"type": "integer"},
+            "bidset_sha256": {**B64, "description": "SHA-256 of the sorted agreed pseudonyms"},
+            "excluded": {"type": "array", "items": B64},
+            "status": {"type": "string", "enum": ["cleared", "failed"]},
+            "outcome": {"type": "string", "description": "canonical JSON of the public outcome"},
+            "gate_closure": {"type": "string", "format": "date-time"},
+            "signature": B64,
+        },
+        "A server's signed account of one period.",
+    ),
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {
+                "type": "string",
+                "description": "a bid refusal reason, or not_finished / not_closed / forbidden "
+                "/ unavailable",
+                "enum": [r.value for r in Reason]
+                + ["not_finished", "not_closed", "forbidden", "unavailable"],
+            },
+            "message": {"type": "string"},
+        },
+    },
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+ERRORS = {
+    "400": _json("Error", "malformed (also: a payload over the size limit)"),
+    "401": _json("Error", "bad_signature: not signed by a registered key"),
+    "409": _json("Error", "replayed or duplicate_pseudonym"),
+    "422": _json("Error", "late or wrong_period"),
+    "429": _json("Error", "too_frequent"),
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "sealgrid computation server",
+        "version": "1",
+        "description": "HTTPS API of one of the market's computation servers. Every message "
+        "body is canonical JSON (sorted keys, base64 bytes, a type and a version v). "
+        "Signatures are Ed25519 over 'sealgrid/v1/' + type + newline + the canonical JSON "
+        "without the signature field.",
+    },
+    "paths": {
+        "/v1/challenge": {
+            "post": {
+                "summary": "Get a fresh challenge (liveness) to sign into the next request",
+                "responses": {
+                    "200": {
+                        "description": "a one-time nonce",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "nonce": B64,
+                                        "expires": {"type": "string", "format": "date-time"},
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
+        "/v1/bids": {
+            "post": {
+                "summary": "Submit one bid share; the receipt comes after it is stored",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("BidSubmission")}},
+                },
+                "responses": {
+                    "201": _json("Receipt", "stored; the signed receipt"),
+                    **ERRORS,
+                    "413": {"description": "request body over the size limit"},
+                    "503": _json("Error", "unavailable: could not be stored, retry"),
+                },
+            }
+        },
+        "/v1/outputs": {
+            "post": {
+                "summary": "Fetch this server's share of one's own result or aggregate",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("AuthRequest")}},
+                },
+                "responses": {
+                    "200": _json("OutputShares", "the signed share (or a status)"),
+                    **ERRORS,
+                },
+            }
+        },
+        "/v1/periods/{period}": {
+            "get": {
+                "summary": "The signed statement of a finished period (public)",
+                "parameters": [
+                    {"name": "period", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json("PeriodStatement", "the statement"),
+                    "404": _json("Error", "not_finished"),
+                },
+            }
+        },
+        "/v1/internal/periods/{period}/bidset": {
+            "get": {
+                "summary": "This server's bid set of a closed period (other servers only)",
+                "description": "Needs a client certificate of another computation server.",
+                "parameters": [
+                    {"name": "period", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json("BidSet", "the signed bid set"),
+                    "403": _json("Error", "forbidden"),
+                    "409": _json("Error", "not_closed"),
+                },
+            }
+        },
+        "/v1/info": {
+            "get": {
+                "summary": "Public facts: party, signing key, period length, limits, counters",
+                "responses": {"200": {"description": "a JSON object"}},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3"}},
+            }
+        },
+    },
+    "components": {"schemas": SCHEMAS},
+}

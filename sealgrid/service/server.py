@@ -1,0 +1,389 @@
+"""One computation server: intake, storage, gate closure, outputs; assumes one asyncio loop.
+
+A thin shell around :class:`~sealgrid.service.intake.Intake`: it adds the clock, randomness,
+durable storage (a receipt leaves only after its bid is committed), the peers, and the
+secure clearing (:mod:`sealgrid.service.clearing`). The HTTP routes are in
+:mod:`sealgrid.service.api`.
+
+Gate closure of a period, on every server alike:
+
+1. the intake closes the gate (its bid set is frozen) and the server records ``closed``;
+2. it fetches each peer's signed :class:`~sealgrid.service.wire.BidSet` (a peer answers only
+   once its own gate has closed) and takes the intersection of all sets: every server gets
+   the same agreed set, and a bid that reached only some servers is excluded everywhere and
+   its household is told so when it asks for its result; the server records ``agreed``;
+3. it hands its payloads of the agreed bids, sorted by pseudonym, to the secure clearing and
+   records ``cleared`` with the outputs, or ``failed`` with the reason, and a signed
+   :class:`~sealgrid.service.wire.PeriodStatement`.
+
+A restarted server reloads the intake's state and resumes every unfinished period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aiohttp
+
+from sealgrid.mechanism.bids import Reason
+from sealgrid.service import clearing, wire
+from sealgrid.service.config import ServerConfig
+from sealgrid.service.intake import (
+    Accepted,
+    ChallengeIssued,
+    GateClosed,
+    Intake,
+    IssueChallenge,
+    Limits,
+    Rejected,
+    SubmitBid,
+    Tick,
+)
+from sealgrid.service.keys import DEFAULT_SUPPLIERS, Registry, load_signing_key
+from sealgrid.service.schedule import Clock, Schedule, iso, utc_now
+from sealgrid.service.storage import StorageError, Store
+from sealgrid.service.wire import AuthRequest, BidSet, OutputShares, PeriodStatement, Receipt
+
+log = logging.getLogger("sealgrid.server")
+
+ROLES = ("household", "supplier", "operator")
+
+
+class Server:
+    """Computation server ``cfg.party``: everything but the HTTP routes."""
+
+    def __init__(self, cfg: ServerConfig, clock: Clock = utc_now) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.registry = Registry.load(cfg.registry)
+        self.key = load_signing_key(cfg.signing_key)
+        m = cfg.market
+        self.schedule = Schedule(m.period_seconds, m.horizon_periods)
+        self.intake = Intake(
+            cfg.party,
+            self.key,
+            self.registry.households,
+            self.schedule,
+            Limits(
+                m.max_payload_bytes, m.rate_limit, m.rate_window_seconds, m.challenge_ttl_seconds
+            ),
+        )
+        self.store = Store(cfg.database)
+        bids, parts, closed = self.store.load_state()
+        self.intake.restore(bids, parts, closed)
+        self.suppliers = tuple(sorted(self.registry.suppliers)) or DEFAULT_SUPPLIERS
+        self._db = ThreadPoolExecutor(1, thread_name_prefix=f"db{cfg.party}")
+        self._queue: asyncio.Queue[tuple[Accepted, asyncio.Future[None]]] = asyncio.Queue()
+        self._pending = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._gate_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self.stats = {"accepted": 0, "rejected": 0}
+
+    # -- life cycle
+
+    async def start(self) -> None:
+        """Start the background tasks (writer, ticker) and resume unfinished periods."""
+        peer_ctx = ssl.create_default_context(cafile=str(self.cfg.ca))
+        peer_ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=peer_ctx),
+            timeout=aiohttp.ClientTimeout(total=10),
+        )
+        self._tasks.append(asyncio.create_task(self._writer()))
+        self._tasks.append(asyncio.create_task(self._ticker()))
+        for period in self.store.unfinished():
+            self._tasks.append(asyncio.create_task(self.finish_period(period)))
+
+    async def stop(self) -> None:
+        """Stop the background tasks and close the database."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        self._db.shutdown(wait=True)
+        self.store.close()
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Return the HTTPS server context: our certificate; peers may show theirs."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.cfg.ca))
+        ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        return ctx
+
+    async def db(self, fn: Any, *args: Any) -> Any:
+        """Run a storage call on the single database thread (SQLite is not shared)."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    # -- intake
+
+    def challenge(self) -> ChallengeIssued:
+        """Issue a fresh challenge."""
+        (event,) = self.intake.receive(IssueChallenge(self.clock(), os.urandom(16)))
+        assert isinstance(event, ChallengeIssued)
+        return event
+
+    async def submit(self, raw: bytes) -> Receipt | Rejected:
+        """Take one submission; return its receipt once the bid is committed, or the refusal."""
+        (event,) = self.intake.receive(SubmitBid(self.clock(), raw))
+        if isinstance(event, Rejected):
+            self.stats["rejected"] += 1
+            return event
+        assert isinstance(event, Accepted)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending += 1
+        self._drained.clear()
+        await self._queue.put((event, future))
+        await future  # raises StorageError if the bid could not be stored
+        self.stats["accepted"] += 1
+        return event.receipt
+
+    async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < 2000:
+                batch.append(self._queue.get_nowait())
+            try:
+                await loop.run_in_executor(self._db, self.store.add_bids, [a for a, _ in batch])
+            except StorageError as exc:
+                log.error("storing %d bids failed: %s", len(batch), exc)
+                for accepted, future in batch:
+                    self.intake.forget(accepted)
+                    future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    future.set_result(None)
+            self._pending -= len(batch)
+            if self._pending == 0:
+                self._drained.set()
+
+    async def _ticker(self) -> None:
+        interval = min(0.25, self.schedule.period_seconds / 8)
+        while True:
+            for event in self.intake.receive(Tick(self.clock())):
+                if isinstance(event, GateClosed):
+                    self._tasks.append(asyncio.create_task(self.finish_period(event.period)))
+            await asyncio.sleep(interval)
+
+    # -- gate closure
+
+    async def own_bidset(self, period: str) -> BidSet | None:
+        """Return this server's signed bid set for ``period``, or None before its gate."""
+        if not self.intake.close_due(period, self.clock()):
+            return None
+        await self._drained.wait()
+        return wire.sign(BidSet(self.cfg.party, period, self.intake.pseudonyms(period)), self.key)
+
+    async def _peer_bidset(self, peer: int, period: str, deadline: float) -> BidSet:
+        assert self._session is not None
+        url = f"{self.cfg.servers[peer]}/v1/internal/periods/{period}/bidset"
+        loop = asyncio.get_running_loop()
+        last = "no answer"
+        while loop.time() < deadline:
+            try:
+                async with self._session.get(url) as resp:
+                    body = await resp.read()
+                    if resp.status == 200:
+                        bidset = wire.decode(BidSet, body)
+                        key = self.registry.servers[peer][1]
+                        if bidset.server != peer or bidset.period != period:
+                            raise clearing.ClearingFailed(f"server {peer} sent a wrong bid set")
+                        if not wire.verify(bidset, key):
+                            raise clearing.ClearingFailed(f"server {peer}'s bid set is not signed")
+                        return bidset
+                    last = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                last = type(exc).__name__
+            await asyncio.sleep(0.2)
+        raise clearing.ClearingFailed(f"server {peer} did not give its bid set ({last})")
+
+    async def finish_period(self, period: str) -> None:
+        """Agree on the bid set of a closed period with the peers, clear it, store the outputs."""
+        async with self._gate_lock:
+            try:
+                await self._finish(period)
+            except Exception:  # keep serving; the period stays unfinished and is logged
+                log.exception("finishing period %s failed", period)
+
+    async def _finish(self, period: str) -> None:
+        loop = asyncio.get_running_loop()
+        record = await self.db(self.store.period, period)
+        if record is not None and record.status in ("cleared", "failed"):
+            return
+        own = await self.own_bidset(period)
+        if own is None:
+            return
+        if record is None:
+            await loop.run_in_executor(self._db, lambda: self.store.set_period(period, "closed"))
+        deadline = loop.time() + self.cfg.market.peer_timeout_seconds
+        agreed_set = set(own.pseudonyms)
+        failure = ""
+        peers = [i for i in range(len(self.cfg.servers)) if i != self.cfg.party]
+        try:
+            sets = await asyncio.gather(*(self._peer_bidset(j, period, deadline) for j in peers))
+            for bidset in sets:
+                agreed_set &= set(bidset.pseudonyms)
+        except clearing.ClearingFailed as exc:
+            failure = str(exc)
+            agreed_set = set()
+        agreed = tuple(sorted(agreed_set))
+        excluded = tuple(p for p in own.pseudonyms if p not in agreed_set) if not failure else ()
+        outputs: list[tuple[str, str, bytes]] = []
+        public: dict[str, Any]
+        if failure:
+            status, public = "failed", {"reason": failure}
+        elif not agreed:
+            status, public = "cleared", {"trade": False, "bids": 0, "price": None}
+        else:
+            await loop.run_in_executor(
+                self._db,
+                lambda: self.store.set_period(period, "agreed", agreed=agreed, excluded=excluded),
+            )
+            status, public, outputs = await self._clear(period, agreed)
+        outcome = wire.canonical_json(public).decode()
+        start = self.schedule.parse_period(period)
+        statement = wire.sign(
+            PeriodStatement(
+                server=self.cfg.party,
+                period=period,
+                bid_count=len(agreed),
+                bidset_sha256=wire.sha256(b"".join(agreed)),
+                excluded=excluded,
+                status=status,
+                outcome=outcome,
+                gate_closure=iso(self.schedule.gate_closure(start)),
+            ),
+            self.key,
+        )
+        await loop.run_in_executor(
+            self._db,
+            lambda: self.store.set_period(
+                period,
+                status,
+                agreed=agreed,
+                excluded=excluded,
+                outcome=outcome,
+                statement=wire.encode(statement),
+                outputs=outputs,
+            ),
+        )
+        log.info("period %s %s: %d bids, %d excluded", period, status, len(agreed), len(excluded))
+
+    async def _clear(
+        self, period: str, agreed: tuple[bytes, ...]
+    ) -> tuple[str, dict[str, Any], list[tuple[str, str, bytes]]]:
+        stored = {b.pseudonym: b.payload for b in await self.db(self.store.bids, period)}
+        index = self.schedule.parse_period(period).timestamp() // self.schedule.period_seconds
+        base = self.cfg.mpc_base_port + len(self.cfg.servers) * int(index % 8)
+        request = clearing.ClearingRequest(
+            party=self.cfg.party,
+            peers=tuple(f"127.0.0.1:{base + i}" for i in range(len(self.cfg.servers))),
+            period=period,
+            payloads=tuple(stored[p] for p in agreed),
+            suppliers=self.suppliers,
+            config_dir=self.cfg.data_dir,
+            timeout=float(max(10, self.schedule.period_seconds)),
+        )
+        try:
+            result = await clearing.clear(request)
+        except (clearing.ClearingUnavailable, clearing.ClearingFailed) as exc:
+            return "failed", {"reason": str(exc)}, []
+        outputs = [
+            ("household", wire.b64e(p), s) for p, s in zip(agreed, result.household, strict=True)
+        ]
+        outputs += [("supplier", k, v) for k, v in sorted(result.suppliers.items())]
+        outputs.append(("operator", "region", result.region))
+        return "cleared", dict(result.public), outputs
+
+    # -- outputs
+
+    async def statement(self, period: str) -> PeriodStatement | None:
+        """Return this server's signed statement of a finished period, if any."""
+        record = await self.db(self.store.period, period)
+        if record is None or not record.statement:
+            return None
+        return wire.decode(PeriodStatement, record.statement)
+
+    async def output(self, raw: bytes) -> OutputShares | Rejected:
+        """Answer a signed request for output shares (own result, supplier or region totals)."""
+        try:
+            req = wire.decode(AuthRequest, raw)
+        except wire.WireError as exc:
+            return Rejected(Reason.MALFORMED, str(exc))
+        if req.role not in ROLES:
+            return Rejected(Reason.MALFORMED, "role must be household, supplier or operator")
+        if req.role == "household":
+            try:
+                key: bytes | None = wire.b64d(req.subject)
+            except wire.WireError:
+                return Rejected(Reason.MALFORMED, "subject must be the base64 pseudonym")
+        elif req.role == "supplier":
+            key = self.registry.suppliers.get(req.subject)
+        else:
+            key = self.registry.operators.get(req.subject)
+        if key is None or not wire.verify(req, key):
+            return Rejected(Reason.BAD_SIGNATURE, f"not signed by the {req.role} key it names")
+        if not self.intake.take_challenge(req.nonce, self.clock()):
+            return Rejected(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
+        answer = await self.db(self._output, req)
+        return wire.sign(answer, self.key)
+
+    def _output(self, req: AuthRequest) -> OutputShares:
+        """Look the answer up (runs on the database thread)."""
+        record = self.store.period(req.period)
+        public = record.outcome if record else ""
+
+        def answer(status: str, shares: bytes = b"") -> OutputShares:
+            return OutputShares(
+                self.cfg.party, req.period, req.role, req.subject, status, shares, public
+            )
+
+        if req.role == "household":
+            pseudonym = wire.b64d(req.subject)
+            if self.store.receipt(req.period, pseudonym) is None:
+                return answer("unknown")
+            if record is None or record.status in ("closed", "agreed"):
+                return answer("pending")
+            if pseudonym in record.excluded:
+                return answer("excluded")
+        elif record is None or record.status in ("closed", "agreed"):
+            return answer("pending")
+        if record.status == "failed":
+            return answer("failed")
+        subject = "region" if req.role == "operator" else req.subject
+        shares = self.store.output(req.period, req.role, subject)
+        return answer("cleared" if shares is not None else "no_trade", shares or b"")
+
+    def info(self) -> dict[str, Any]:
+        """Return public facts about this server and market."""
+        now = self.clock()
+        m = self.cfg.market
+        return {
+            "party": self.cfg.party,
+            "servers": len(self.cfg.servers),
+            "signing_key": wire.b64e(wire.raw_public(self.key)),
+            "wire_version": wire.WIRE_VERSION,
+            "now": iso(now),
+            "period_seconds": m.period_seconds,
+            "first_open_period": self.schedule.period_id(self.schedule.first_open(now)),
+            "max_payload_bytes": m.max_payload_bytes,
+            "rate_limit": {"requests": m.rate_limit, "window_seconds": m.rate_window_seconds},
+            "suppliers": list(self.suppliers),
+            "stats": dict(self.stats),
+        }
+
+
+def outcome_json(statement: PeriodStatement) -> dict[str, Any]:
+    """Return the public outcome of a statement as a dict."""
+    data: dict[str, Any] = json.loads(statement.outcome)
+    return data

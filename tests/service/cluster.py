@@ -1,0 +1,134 @@
+"""Three real server processes on loopback with TLS and SQLite, for the slow tests."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sealgrid.service.client import Client, HouseholdClient
+from sealgrid.service.keys import Registry, init_data_dir, load_signing_key
+from sealgrid.service.schedule import Schedule, utc_now
+
+
+def free_base_port(n: int = 3) -> int:
+    """Return a port p such that p .. p+n-1 are free on loopback now."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
+        try:
+            socks = []
+            for i in range(n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i))
+                socks.append(s)
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise RuntimeError("no free ports")
+
+
+class Cluster:
+    """Data directory plus three ``sealgrid serve`` processes; kill them all with :meth:`stop`."""
+
+    def __init__(self, root: Path, households: int, period_seconds: int) -> None:
+        self.root = root
+        self.period_seconds = period_seconds
+        self.registry: Registry = init_data_dir(
+            root,
+            households=households,
+            base_port=free_base_port(),
+            period_seconds=period_seconds,
+            extra_config={
+                "market": {"peer_timeout_seconds": 20},
+                "mpc_base_port": free_base_port(24),
+            },
+        )
+        self.schedule = Schedule(period_seconds)
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, i: int) -> None:
+        log = open(self.root / f"server-{i}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.procs[i] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sealgrid",
+                "serve",
+                "--config",
+                str(self.root / f"server-{i}" / "server.toml"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def kill(self, i: int) -> None:
+        proc = self.procs.pop(i)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        for i in list(self.procs):
+            proc = self.procs.pop(i)
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    async def wait_ready(self, servers: list[int] | None = None, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        async with self.client() as c:
+            for i in servers if servers is not None else range(3):
+                while True:
+                    if self.procs[i].poll() is not None:
+                        log = (self.root / f"server-{i}.log").read_text()
+                        raise RuntimeError(f"server {i} exited:\n{log[-2000:]}")
+                    try:
+                        await c.info(i)
+                        break
+                    except Exception:
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.1)
+
+    def client(self) -> Client:
+        return Client(self.registry, self.root / "ca.crt")
+
+    def household(self, hid: str) -> HouseholdClient:
+        key = load_signing_key(self.root / "households" / f"{hid}.key")
+        return HouseholdClient(self.registry, self.root / "ca.crt", hid, key)
+
+    def period_ahead(self, k: int, min_lead: float) -> str:
+        """Return an open period whose gate is at least ``min_lead`` seconds away (k-th such)."""
+        now = utc_now()
+        start = self.schedule.first_open(now)
+        while (self.schedule.gate_closure(start) - now).total_seconds() < min_lead:
+            start += self.schedule.length
+        return self.schedule.period_id(start + k * self.schedule.length)
+
+    def seconds_to_gate(self, period: str) -> float:
+        gate = self.schedule.gate_closure(self.schedule.parse_period(period))
+        return (gate - dt.datetime.now(dt.UTC)).total_seconds()
+
+    async def statements(self, period: str, timeout: float = 60) -> list:
+        deadline = time.monotonic() + timeout
+        async with self.client() as c:
+            while True:
+                got = [await c.statement(i, period) for i in range(3)]
+                if all(got):
+                    return got
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"statements for {period}: {got}")
+                await asyncio.sleep(0.2)
