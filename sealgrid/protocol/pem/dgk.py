@@ -155,10 +155,14 @@ def blind(
         c_inv = gmpy2.invert(c, n)
         a_i = value >> i & 1
         ci = g_power[s + a_i] * c_inv % n * powmod(suffix, 3, n) % n
-        out.append(int(powmod(ci, rng.randrange(1, pk.u), n) * rands[i] % n))
+        out.append(int(powmod(ci, _blinding(pk.u, rng), n) * rands[i] % n))
         suffix = suffix * (g * c_inv % n if a_i else c) % n
     _shuffle(out, rng)
     return out, int(s == 1)
+
+
+def _blinding(u: int, rng: random.Random) -> int:
+    return rng.randrange(1, u)
 
 
 def _shuffle(values: list[int], rng: random.Random) -> None:

@@ -122,14 +122,20 @@ def assemble(outputs: Sequence[PartyOutput], agents: Sequence[Agent]) -> PemOutc
 
 
 def run_windows_local(
-    windows: Sequence[Sequence[Agent]], market: PemMarket, *, key_bits: int, seed: int = 0
+    windows: Sequence[Sequence[Agent]], market: PemMarket, *, key_bits: int, seed: int = 0,
+    keys: Sequence[tuple[pa.SecretKey, dgk.DgkSecretKey]] | None = None,
 ) -> tuple[list[PemOutcome], PemStats, list[PemParty]]:
-    """Run several windows with all parties in this process (one asyncio loop)."""
+    """Run several windows with all parties in this process (one asyncio loop).
+
+    ``keys`` (one pair per agent, e.g. cached by tests) skips key generation.
+    """
     check_windows(windows)
     count = len(windows[0])
     rng = random.SystemRandom()
     start = time.perf_counter()
-    keys = [make_keys(key_bits, rng) for _ in range(count)]
+    if keys is None:
+        keys = [make_keys(key_bits, rng) for _ in range(count)]
+    keys = list(keys[:count])
     setup = time.perf_counter() - start
     router = LocalRouter()
     parties = [

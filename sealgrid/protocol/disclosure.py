@@ -1,0 +1,58 @@
+"""The one door through which the secure clearing opens values; assumes the caller is a server.
+
+Every value any sealgrid protocol opens passes through :func:`reveal` (a secret-shared MPyC
+value) or :func:`reveal_shares` (this party's NumPy shares, opened to every server). Each call
+names what it opens; the name must be in :data:`DISCLOSED`, and ``docs/privacy.md`` lists the
+same names with the reason each is harmless (SPEC §6). A test keeps the three in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+#: name → why opening it is harmless (kept equal to docs/privacy.md by a test).
+DISCLOSED: dict[str, str] = {
+    "challenge_seed": "fresh server randomness, independent of every bid",
+    "validity_check": "0 for every well-formed bid; only pass/fail is published",
+    "degree_check": "a bid combination plus a uniform random mask: uniform on its own",
+    "volume": "the traded volume V, a published output (0 means no trade)",
+    "clearing_level": "the clearing level k*, the published price",
+    "demand_at_clearing": "D(k*), published so every traded amount is exact",
+    "supply_at_clearing": "S(k*), published so every traded amount is exact",
+}
+
+
+class UndeclaredDisclosure(RuntimeError):
+    """Code tried to open a value that docs/privacy.md does not list (a local bug)."""
+
+
+#: Names opened so far in this process, in order (tests read it).
+LOG: list[str] = []
+
+
+def _admit(name: str) -> None:
+    if name not in DISCLOSED:
+        raise UndeclaredDisclosure(f"opening {name!r} is not declared in the disclosure table")
+    LOG.append(name)
+
+
+async def reveal(name: str, value: Any, output: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Open the secret-shared ``value`` to every server (``output`` is MPyC's ``mpc.output``)."""
+    _admit(name)
+    return await output(value)
+
+
+async def reveal_shares(
+    name: str | tuple[str, ...], own: np.ndarray,
+    all_to_all: Callable[[np.ndarray], Awaitable[list[np.ndarray]]],
+) -> list[np.ndarray]:
+    """Open sharings held as NumPy arrays: send ``own`` to all servers, return every share.
+
+    ``name`` may be a tuple naming the rows of ``own`` when several are opened in one message.
+    """
+    for n in (name,) if isinstance(name, str) else name:
+        _admit(n)
+    return await all_to_all(own.reshape(-1))

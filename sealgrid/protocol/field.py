@@ -1,0 +1,210 @@
+"""Arithmetic in GF(p), p = 2^64 − 189, on NumPy uint64 arrays; assumes values already in [0, p).
+
+This is the field of the servers' secure integers (MPyC ``SecInt(36)`` with statistical
+security parameter 26, whose modulus is pinned to :data:`MODULUS`), so a share fits one
+machine word and all N×P work runs vectorised. Also Shamir sharing with evaluation points
+``1..m`` (MPyC's convention), reconstruction with a consistency check, and a keyed
+pseudorandom stream of field elements (AES-128 in counter mode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+#: The prime field modulus: the largest prime ≡ 3 (mod 4) below 2^64.
+MODULUS = 2**64 - 189
+_C = 189  # 2^64 ≡ 189 (mod p)
+_P = np.uint64(MODULUS)
+_M32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+_CU = np.uint64(_C)
+
+U64 = np.uint64
+
+
+class InconsistentShares(ValueError):
+    """Shares do not lie on one polynomial of the expected degree (a peer's bad data)."""
+
+
+def reduce(a: np.ndarray) -> np.ndarray:
+    """Map arbitrary uint64 values into [0, p)."""
+    return np.where(a >= _P, a - _P, a)
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return a + b mod p (inputs in [0, p))."""
+    s = a + b
+    return np.where(s < a, s + _CU, np.where(s >= _P, s - _P, s))
+
+
+def sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return a − b mod p (inputs in [0, p))."""
+    d = a - b
+    return np.where(a < b, d - _CU, d)
+
+
+def neg(a: np.ndarray) -> np.ndarray:
+    """Return −a mod p."""
+    return np.where(a == 0, a, _P - a)
+
+
+def mul_small(a: np.ndarray, k: int) -> np.ndarray:
+    """Return a·k mod p for a public integer 0 ≤ k < 2^32."""
+    if not 0 <= k < 2**32:
+        raise ValueError("mul_small needs 0 <= k < 2^32")
+    ku = U64(k)
+    t0 = (a & _M32) * ku
+    t1 = (a >> _S32) * ku
+    high = reduce((t1 & _M32) << _S32)
+    return add(add(high, reduce(t0)), (t1 >> _S32) * _CU)
+
+
+def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return a·b mod p elementwise (broadcasting), exactly, with 32-bit limbs."""
+    a0, a1 = a & _M32, a >> _S32
+    b0, b1 = b & _M32, b >> _S32
+    ll = a0 * b0
+    mid = a0 * b1
+    hl = a1 * b0
+    hh = a1 * b1
+    mid = mid + hl
+    carry = (mid < hl).astype(U64) << _S32
+    lo = ll + (mid << _S32)
+    hi = hh + (mid >> _S32) + carry + (lo < ll).astype(U64)
+    # value = hi·2^64 + lo ≡ hi·189 + lo (mod p)
+    return add(mul_small(reduce(hi), _C), reduce(lo))
+
+
+def const(value: int) -> np.ndarray:
+    """A field constant as a 0-d uint64 array (for broadcasting)."""
+    return np.array(value % MODULUS, dtype=U64)
+
+
+def from_ints(values: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Encode integers (negative ones as p − |x|) as field elements."""
+    return np.array([int(v) % MODULUS for v in values], dtype=U64)
+
+
+def from_int64(values: np.ndarray) -> np.ndarray:
+    """Encode an int64 array (negative values as p − |x|) as field elements, vectorised."""
+    v = np.asarray(values, dtype=np.int64)
+    out = v.astype(U64)
+    return np.where(v < 0, out - _CU, out)  # 2^64 − |x| − 189 = p − |x|
+
+
+def to_signed(values: np.ndarray) -> np.ndarray:
+    """Decode field elements to Python ints in (−p/2, p/2] (object array)."""
+    half = MODULUS // 2
+    return np.array([int(v) - MODULUS if int(v) > half else int(v) for v in values.ravel()],
+                    dtype=object).reshape(values.shape)
+
+
+def dot_small(x: np.ndarray, coef: np.ndarray, bits: int) -> np.ndarray:
+    """Return Σ_k x[..., k]·coef[k, j] mod p for small public coefficients.
+
+    Exact: each share is split into 32-bit halves and ``coef`` entries are below 2^bits with
+    ``32 + bits + log2(K) < 64``; the two integer products are combined mod p.
+    """
+    k = x.shape[-1]
+    if 32 + bits + max(k - 1, 1).bit_length() >= 64:
+        raise ValueError("coefficients too wide for an exact 64-bit inner product")
+    c = np.asarray(coef, dtype=U64)
+    lo = (x & _M32) @ c
+    hi = (x >> _S32) @ c
+    return add(reduce(lo), mul_small(mul_small(reduce(hi), 2**16), 2**16))
+
+
+# --- Shamir sharing, points 1..m -------------------------------------------------------
+
+
+def lagrange_at(points: Sequence[int], at: int) -> list[int]:
+    """Lagrange coefficients (mod p) that evaluate at ``at`` the polynomial through ``points``."""
+    coeffs = []
+    for i in points:
+        num, den = 1, 1
+        for j in points:
+            if j != i:
+                num = num * (at - j) % MODULUS
+                den = den * (i - j) % MODULUS
+        coeffs.append(num * pow(den, -1, MODULUS) % MODULUS)
+    return coeffs
+
+
+def combine(shares: Sequence[np.ndarray], coeffs: Sequence[int]) -> np.ndarray:
+    """Return Σ coeffs[j]·shares[j] mod p."""
+    out = np.zeros(np.shape(shares[0]), dtype=U64)
+    for s, c in zip(shares, coeffs, strict=True):
+        out = add(out, mul(np.asarray(s, dtype=U64), const(c)))
+    return out
+
+
+def share(secret: np.ndarray, t: int, m: int, coeffs: np.ndarray) -> list[np.ndarray]:
+    """Split field elements into ``m`` Shamir shares of degree ``t`` (points 1..m).
+
+    Args:
+        secret: field elements (any shape).
+        t: degree (threshold); the sharing hides the secret from any ``t`` shares.
+        m: number of shares.
+        coeffs: ``t`` uniformly random field arrays of the secret's shape (the
+            polynomial's coefficients of u^1..u^t); the caller supplies fresh randomness.
+    """
+    out = []
+    for u in range(1, m + 1):
+        acc = np.zeros_like(secret)
+        for j in range(t, 0, -1):  # Horner: ((c_t·u + c_{t−1})·u + …)·u + secret
+            acc = mul_small(add(acc, coeffs[j - 1]), u)
+        out.append(add(acc, secret))
+    return out
+
+
+def reconstruct(shares: Sequence[np.ndarray], t: int) -> np.ndarray:
+    """Rebuild the secret from all ``m`` shares, checking they lie on one degree-t polynomial.
+
+    Raises:
+        InconsistentShares: some share is off the polynomial through the first ``t + 1``.
+    """
+    m = len(shares)
+    if m < t + 1:
+        raise ValueError("not enough shares")
+    base = list(range(1, t + 2))
+    for u in range(t + 2, m + 1):
+        predicted = combine(shares[: t + 1], lagrange_at(base, u))
+        if not np.array_equal(predicted, np.asarray(shares[u - 1], dtype=U64)):
+            raise InconsistentShares("shares do not lie on one polynomial of degree t")
+    return combine(shares[: t + 1], lagrange_at(base, 0))
+
+
+def consistent(shares: Sequence[np.ndarray], t: int) -> np.ndarray:
+    """Elementwise: whether the ``m`` shares lie on one polynomial of degree ≤ t."""
+    m = len(shares)
+    ok = np.ones(np.shape(shares[0]), dtype=bool)
+    base = list(range(1, t + 2))
+    for u in range(t + 2, m + 1):
+        ok &= combine(shares[: t + 1], lagrange_at(base, u)) == np.asarray(shares[u - 1])
+    return ok
+
+
+# --- pseudorandom field elements -------------------------------------------------------
+
+
+def stream(key: bytes, label: str, n: int) -> np.ndarray:
+    """Return ``n`` pseudorandom field elements from AES-128-CTR keyed by ``key``.
+
+    ``label`` separates independent streams under one key. Values ≥ p (probability
+    2^-56 each) are folded down; the bias is far below any statistical parameter used here.
+    """
+    k = hashlib.sha256(b"sealgrid/field-stream\0" + key).digest()[:16]
+    nonce = hashlib.sha256(label.encode()).digest()[:16]
+    enc = Cipher(algorithms.AES(k), modes.CTR(nonce)).encryptor()
+    raw = enc.update(bytes(8 * n)) + enc.finalize()
+    return reduce(np.frombuffer(raw, dtype="<u8").astype(U64))
+
+
+def small_stream(key: bytes, label: str, n: int, bits: int) -> np.ndarray:
+    """Return ``n`` pseudorandom integers in [0, 2^bits) as uint64."""
+    x = stream(key, label, n)
+    return x >> U64(64 - bits)

@@ -1,0 +1,127 @@
+"""All servers in one process, for quick tests only: assumes nothing secret is at stake.
+
+The parties' local share arithmetic is exactly the code the real servers run; their messages
+pass through memory. The clearing step reconstructs the curves and runs the same oblivious
+algorithm in a one-party MPyC runtime, so one process sees everything: never use this mode
+for real bids (the real mode runs each server as its own process over mutual TLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+from collections.abc import Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from sealgrid.protocol import field as F
+from sealgrid.protocol.encoding import ShareBatch, threshold
+from sealgrid.protocol.mpcclear import Public
+from sealgrid.protocol.party import SEC_PARAM, SECINT_BITS, PartyResult, serve_period
+
+
+def one_party_mpc() -> Any:
+    """Import MPyC's runtime without letting it read this program's command line."""
+    argv = sys.argv
+    sys.argv = argv[:1]
+    try:
+        from mpyc.runtime import mpc
+    finally:
+        sys.argv = argv
+    if len(mpc.parties) != 1:
+        raise RuntimeError("the in-process mode needs MPyC's one-party runtime")
+    mpc.options.sec_param = SEC_PARAM
+    return mpc
+
+
+class Hub:
+    """Memory mailboxes shared by the in-process parties."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties = parties
+        self.t = threshold(parties)
+        self.boxes: dict[tuple[str, int], list[Any]] = {}
+        self.ready: dict[tuple[str, int], asyncio.Event] = {}
+        self.keys = {s: secrets.token_bytes(16)
+                     for s in combinations(range(parties), parties - self.t)}
+        self.sent = [0] * parties
+        self.mpc = one_party_mpc()
+
+    async def meet(self, tag: str, rnd: int, pid: int, item: Any) -> list[Any]:
+        key = (tag, rnd)
+        box = self.boxes.setdefault(key, [None] * self.parties)
+        event = self.ready.setdefault(key, asyncio.Event())
+        box[pid] = item
+        if all(b is not None for b in box):
+            event.set()
+        await event.wait()
+        return box
+
+
+class HubTransport:
+    """One in-process party's view of the :class:`Hub`."""
+
+    def __init__(self, hub: Hub, pid: int) -> None:
+        self.hub = hub
+        self.pid = pid
+        self.parties = hub.parties
+        self.threshold = hub.t
+        self.prss_keys = {s: k for s, k in hub.keys.items() if pid in s}
+        self.round = 0
+
+    def _next(self) -> int:
+        self.round += 1
+        return self.round
+
+    async def all_to_all(self, own: np.ndarray) -> list[np.ndarray]:
+        self.hub.sent[self.pid] += own.nbytes * (self.parties - 1)
+        return [np.asarray(x) for x in await self.hub.meet("a2a", self._next(), self.pid, own)]
+
+    async def reshare(self, values: np.ndarray) -> np.ndarray:
+        m, t = self.parties, self.threshold
+        coeffs = [F.stream(secrets.token_bytes(16), "reshare", len(values)) for _ in range(t)]
+        mine = F.share(values, t, m, coeffs)
+        self.hub.sent[self.pid] += values.nbytes * (m - 1)
+        boxes = await self.hub.meet("reshare", self._next(), self.pid, mine)
+        return F.combine([b[self.pid] for b in boxes], F.lagrange_at(list(range(1, m + 1)), 0))
+
+    async def clear(self, demand: np.ndarray, supply: np.ndarray, bound: int) -> Public:
+        rnd = self._next()
+        boxes = await self.hub.meet("clear", rnd, self.pid, (demand, supply))
+        mine = await self._clear_once(boxes, bound) if self.pid == 0 else True
+        result = await self.hub.meet("cleared", rnd, self.pid, mine)
+        public: Public = result[0]
+        return public
+
+    async def _clear_once(self, boxes: Sequence[tuple[np.ndarray, np.ndarray]],
+                          bound: int) -> Public:
+        from sealgrid.protocol.mpcclear import clear_curves
+
+        mpc = self.hub.mpc
+        secint = mpc.SecInt(SECINT_BITS, p=F.MODULUS)
+        d = F.reconstruct([b[0] for b in boxes], self.threshold)
+        s = F.reconstruct([b[1] for b in boxes], self.threshold)
+
+        def wrap(v: np.ndarray) -> Any:
+            return secint.array(secint.field.array(np.array([int(a) for a in v], dtype=object)))
+
+        return await clear_curves(mpc, wrap(d), wrap(s), bound)
+
+    def bytes_sent(self) -> int:
+        return self.hub.sent[self.pid]
+
+
+def run_in_process(batches: Sequence[ShareBatch]) -> list[PartyResult]:
+    """Run every party's :func:`serve_period` in this process; return their results."""
+    hub = Hub(len(batches))
+    transports = [HubTransport(hub, i) for i in range(len(batches))]
+
+    async def all_parties() -> list[PartyResult]:
+        return list(await asyncio.gather(*(serve_period(b, tr)
+                                           for b, tr in zip(batches, transports, strict=True))))
+
+    results: list[PartyResult] = hub.mpc.run(all_parties())
+    return results

@@ -1,0 +1,227 @@
+"""A computation server's clearing routine; assumes honest-majority, semi-honest servers.
+
+:func:`serve_period` takes only this party's stored share batch and a :class:`Transport` (the
+MPyC runtime between real processes, or an in-process hub for quick tests) and runs: public
+challenge → validation of every bid (one opening) → curves → oblivious clearing → outputs.
+It returns this party's output shares and the public results.
+
+Run as a process: ``python -m sealgrid.protocol.party --data-dir DIR -M3 -I i -B PORT --ssl
+-K 26`` with DIR as the working directory (MPyC reads ``.config/`` from there). It reads
+``DIR/shares.bin`` and writes ``DIR/result.json``, ``DIR/households.u64`` and
+``DIR/suppliers.u64``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import secrets
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from sealgrid.protocol import field as F
+from sealgrid.protocol.disclosure import reveal_shares
+from sealgrid.protocol.encoding import ShareBatch
+from sealgrid.protocol.mpcclear import Public
+from sealgrid.protocol.validation import PartyState, seed_from
+
+#: Bit length of the servers' secure integers, and the statistical security parameter, chosen
+#: so that MPyC's field is exactly GF(2^64 − 189) (see docs/privacy.md).
+SECINT_BITS = 36
+SEC_PARAM = 26
+#: Curves and differences must stay below 2^(SECINT_BITS − 2) for the comparisons to be exact.
+CURVE_LIMIT = 2 ** (SECINT_BITS - 2)
+
+
+class PeerTimeout(RuntimeError):
+    """A peer server did not answer in time (dead, frozen or unreachable)."""
+
+
+class Transport(Protocol):
+    """How one party talks to the others."""
+
+    pid: int
+    parties: int
+    threshold: int
+    prss_keys: Mapping[tuple[int, ...], bytes]
+
+    async def all_to_all(self, own: np.ndarray) -> list[np.ndarray]:
+        """Send ``own`` to every party; return every party's array (index = party)."""
+        ...
+
+    async def reshare(self, values: np.ndarray) -> np.ndarray:
+        """Turn degree-2t shares into fresh degree-t shares of the same values."""
+        ...
+
+    async def clear(self, demand: np.ndarray, supply: np.ndarray, bound: int) -> Public:
+        """Run the oblivious clearing on shared curves, opening only the public outputs."""
+        ...
+
+    def bytes_sent(self) -> int:
+        """Bytes this party has sent to its peers so far."""
+        ...
+
+
+@dataclass(frozen=True)
+class PartyResult:
+    """What one server ends a period with."""
+
+    public: Public
+    rejected: np.ndarray  # bid slots whose shares failed validation
+    households: np.ndarray  # this party's share of accepted·q per bid slot
+    suppliers: np.ndarray  # this party's shares of each supplier's bought then sold totals
+    online_seconds: float
+    bytes_sent: int
+    peak_rss_bytes: int
+
+
+async def serve_period(batch: ShareBatch, net: Transport) -> PartyResult:
+    """Validate, aggregate and clear one period on this party's shares."""
+    lay = batch.layout
+    n = len(batch)
+    bound = n * lay.max_quantity_wh + 1
+    if bound >= CURVE_LIMIT:
+        raise ValueError("bids × maximum quantity is too large for the secure integers")
+    state = PartyState(batch, net.pid, net.parties, net.threshold, net.prss_keys)
+    await net.all_to_all(np.zeros(1, dtype=F.U64))  # line the parties' clocks up
+    start = time.perf_counter()
+    own = np.frombuffer(secrets.token_bytes(32), dtype="<u8").astype(F.U64)
+    seed = seed_from([c.tobytes() for c in await reveal_shares("challenge_seed", own,
+                                                               net.all_to_all)])
+    masked = state.check(seed)
+    opened = await reveal_shares(("validity_check", "degree_check"), masked, net.all_to_all)
+    valid = state.accept([o.reshape(2, n) for o in opened])
+    demand, supply = state.curves()
+    public = await net.clear(demand, supply, bound)
+    households, totals = state.outputs(public.level)
+    suppliers = await net.reshare(totals)
+    online = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return PartyResult(public, np.flatnonzero(~valid), households, suppliers, online,
+                       net.bytes_sent(), peak)
+
+
+class MpycTransport:
+    """The MPyC runtime as a :class:`Transport`; every wait on a peer has a timeout."""
+
+    def __init__(self, mpc: Any, timeout: float) -> None:
+        self.mpc = mpc
+        self.pid = mpc.pid
+        self.parties = len(mpc.parties)
+        self.threshold = mpc.threshold
+        self.prss_keys = dict(mpc._prss_keys)
+        self.timeout = timeout
+        self.secint = mpc.SecInt(SECINT_BITS, p=F.MODULUS)
+        self.secfld = mpc.SecFld(F.MODULUS)
+
+    async def _wait(self, awaitable: Any) -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, self.timeout)
+        except asyncio.TimeoutError:
+            raise PeerTimeout(f"no answer from a peer server within {self.timeout:g} s") from None
+
+    async def all_to_all(self, own: np.ndarray) -> list[np.ndarray]:
+        data = await self._wait(self.mpc.transfer(np.ascontiguousarray(own, "<u8").tobytes()))
+        return [np.frombuffer(d, dtype="<u8").astype(F.U64) for d in data]
+
+    async def reshare(self, values: np.ndarray) -> np.ndarray:
+        field = self.secfld.field
+        x = self.secfld.array(field.array(np.array([int(v) for v in values], dtype=object)))
+        y = await self._wait(self.mpc.gather(self.mpc._reshare(x)))
+        return F.from_ints([int(v) for v in y.value])
+
+    async def clear(self, demand: np.ndarray, supply: np.ndarray, bound: int) -> Public:
+        from sealgrid.protocol.mpcclear import clear_curves
+
+        field = self.secint.field
+
+        def wrap(v: np.ndarray) -> Any:
+            return self.secint.array(field.array(np.array([int(a) for a in v], dtype=object)))
+
+        result: Public = await self._wait(clear_curves(self.mpc, wrap(demand), wrap(supply), bound))
+        return result
+
+    def bytes_sent(self) -> int:
+        return sum(p.protocol.nbytes_sent for p in self.mpc.parties if p.pid != self.pid)
+
+
+def write_result(directory: Path, result: PartyResult) -> None:
+    """Write a party's result files (JSON for public values, raw little-endian shares)."""
+    info = {
+        "version": 1,
+        "public": asdict(result.public),
+        "rejected": [int(i) for i in result.rejected],
+        "online_seconds": result.online_seconds,
+        "bytes_sent": result.bytes_sent,
+        "peak_rss_bytes": result.peak_rss_bytes,
+    }
+    (directory / "households.u64").write_bytes(result.households.astype("<u8").tobytes())
+    (directory / "suppliers.u64").write_bytes(result.suppliers.astype("<u8").tobytes())
+    (directory / "result.json").write_text(json.dumps(info))
+
+
+def read_result(directory: Path) -> PartyResult:
+    """Read what :func:`write_result` wrote."""
+    info = json.loads((directory / "result.json").read_text())
+    return PartyResult(
+        public=Public(**info["public"]),
+        rejected=np.array(info["rejected"], dtype=np.int64),
+        households=np.fromfile(directory / "households.u64", dtype="<u8").astype(F.U64),
+        suppliers=np.fromfile(directory / "suppliers.u64", dtype="<u8").astype(F.U64),
+        online_seconds=float(info["online_seconds"]),
+        bytes_sent=int(info["bytes_sent"]),
+        peak_rss_bytes=int(info["peak_rss_bytes"]),
+    )
+
+
+def main() -> int:
+    """Entry point of one server process (MPyC options on the command line)."""
+    from mpyc.runtime import mpc  # parses and strips MPyC's own options from sys.argv
+
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sealgrid.protocol.party")
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args(sys.argv[1:])
+    if mpc.options.sec_param != SEC_PARAM or len(mpc.parties) < 3:
+        print("run with -K 26 and at least 3 parties", file=sys.stderr)
+        return 2
+    batch = ShareBatch.load(args.data_dir / "shares.bin")
+    if batch.party != mpc.pid:
+        print("the share batch belongs to another party", file=sys.stderr)
+        return 2
+
+    async def run() -> PartyResult:
+        try:
+            await asyncio.wait_for(mpc.start(), args.timeout)
+        except asyncio.TimeoutError:
+            raise PeerTimeout("could not connect to every peer server") from None
+        try:
+            result = await serve_period(batch, MpycTransport(mpc, args.timeout))
+        except BaseException:
+            for peer in mpc.parties:
+                if peer.pid != mpc.pid and peer.protocol is not None:
+                    peer.protocol.close_connection()
+            raise
+        await asyncio.wait_for(mpc.shutdown(), args.timeout)
+        return result
+
+    try:
+        result = mpc.run(run())
+    except PeerTimeout as exc:
+        print(f"party {mpc.pid}: {exc}", file=sys.stderr)
+        return 3
+    write_result(args.data_dir, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

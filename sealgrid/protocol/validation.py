@@ -1,0 +1,248 @@
+"""One server's local share arithmetic (no I/O, no MPC runtime); assumes degree-t input shares.
+
+Everything here runs on this party's own shares only, in vectorised NumPy over uint64 field
+elements, chunk by chunk (the batch may be a memory map of millions of bids):
+
+* the **validity value** of each bid — every rule a bid must satisfy folded with public random
+  weights into one degree-2t value that is 0 for a valid bid (see :meth:`PartyState.check`);
+* the **degree check** — a random combination of all the bid's shares plus a random degree-t
+  mask; all ``m`` opened shares must lie on one degree-t polynomial;
+* the demand and supply curves as plain sums of shares over the valid bids;
+* after the clearing level is public: each bid's accepted quantity (a linear function of its
+  own shares) and each supplier's accepted totals (degree-2t, to be reshared).
+
+The masks come from pseudorandom secret sharing (Cramer–Damgård–Ishai) keyed by the MPyC
+runtime's PRSS keys, so they cost no communication.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sealgrid.protocol import field as F
+from sealgrid.protocol.encoding import Layout, ShareBatch
+
+CHUNK = 8192
+REPEATS = 2  # independent random challenges for each one-hot check (soundness ≈ 2^-42)
+
+
+def challenge_bits(levels: int) -> int:
+    """Width of the small public challenge coefficients for a grid of ``levels`` levels."""
+    return 31 - (2 * levels - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """Public random coefficients, derived from a seed the servers draw after inputs are fixed."""
+
+    w_cols: np.ndarray  # (2P, 1 + 3·REPEATS): ones, then r, r² low limb, r² high limb per repeat
+    s_cols: np.ndarray  # (S, 1 + 3·REPEATS) likewise for the supplier vector
+    bits: int
+    gamma: np.ndarray  # fold weights, full field
+    lam: np.ndarray  # degree-check weights, full field
+
+    @classmethod
+    def derive(cls, seed: bytes, layout: Layout) -> Challenge:
+        bits = challenge_bits(layout.levels)
+        low = np.uint64((1 << bits) - 1)
+
+        def cols(n: int, name: str) -> np.ndarray:
+            out = [np.ones(n, dtype=F.U64)]
+            for j in range(REPEATS):
+                r = F.small_stream(seed, f"{name}/{j}", n, bits)
+                r2 = r * r
+                out += [r, r2 & low, r2 >> np.uint64(bits)]
+            return np.stack(out, axis=1)
+
+        n_gamma = 3 + 2 * REPEATS + 2 * layout.bits
+        n_lam = 2 * REPEATS + 2 * layout.bits
+        return cls(cols(2 * layout.levels, "w"), cols(layout.suppliers, "s"), bits,
+                   F.stream(seed, "gamma", n_gamma), F.stream(seed, "lambda", n_lam))
+
+
+def _join(parts: np.ndarray, bits: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """From dot products with the challenge columns, return (r·x, r²·x) of repeat ``j``."""
+    a = parts[:, 1 + 3 * j]
+    b = F.add(parts[:, 2 + 3 * j], F.mul_small(parts[:, 3 + 3 * j], 1 << bits))
+    return a, b
+
+
+def _sum_rows(x: np.ndarray) -> np.ndarray:
+    """Σ over the last axis mod p (exact: 32-bit halves summed in uint64)."""
+    lo = (x & np.uint64(0xFFFFFFFF)).sum(axis=-1, dtype=F.U64)
+    hi = (x >> np.uint64(32)).sum(axis=-1, dtype=F.U64)
+    return F.add(F.reduce(lo), F.mul_small(F.mul_small(F.reduce(hi), 1 << 16), 1 << 16))
+
+
+def prss_masks(
+    keys: Mapping[tuple[int, ...], bytes], pid: int, m: int, t: int, label: str, n: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """This party's shares of ``n`` random values (degree t) and of ``n`` zeros (degree 2t).
+
+    Pseudorandom secret sharing: each set ``A`` of ``m − t`` parties holds a key; the polynomial
+    ``Π_{j∉A} (x_j − u)`` vanishes on the parties outside ``A``, so the ``t`` parties outside
+    never learn the stream of ``A`` and cannot tell the masks from uniform.
+    """
+    u = pid + 1
+    rnd = np.zeros(n, dtype=F.U64)
+    zero = np.zeros(n, dtype=F.U64)
+    for subset, key in sorted(keys.items()):
+        if pid not in subset:
+            continue
+        vanish = 1
+        for j in range(m):
+            if j not in subset:
+                vanish = vanish * (j + 1 - u) % F.MODULUS
+        rnd = F.add(rnd, F.mul(F.stream(key, f"{label}/rnd", n), F.const(vanish)))
+        for s in range(1, t + 1):
+            coef = vanish * pow(u, s, F.MODULUS) % F.MODULUS
+            zero = F.add(zero, F.mul(F.stream(key, f"{label}/zero/{s}", n), F.const(coef)))
+    return rnd, zero
+
+
+class PartyState:
+    """One server's view of one period: its share batch and what it has derived from it."""
+
+    def __init__(self, batch: ShareBatch, pid: int, parties: int, threshold: int,
+                 prss_keys: Mapping[tuple[int, ...], bytes]) -> None:
+        self.batch = batch
+        self.layout = batch.layout
+        self.pid = pid
+        self.m = parties
+        self.t = threshold
+        self.keys = prss_keys
+        self.valid = np.ones(len(batch), dtype=bool)
+        self._colsum = np.zeros((2, 2 * self.layout.levels), dtype=F.U64)
+
+    # --- validation -------------------------------------------------------------------
+    def check(self, seed: bytes) -> np.ndarray:
+        """Return this party's masked shares of (validity value, degree check), shape (2, N).
+
+        Validity value (degree 2t, 0 iff the bid is well formed, else random-looking): with
+        q = Σw, public random r (per repeat) and weights γ,
+        ``(q − 1 − Σ2^j·lo_j)``, ``(max − q − Σ2^j·hi_j)``, ``(Σs − 1)``,
+        ``(r·w)² − q·(r²·w)`` (w has at most one non-zero entry),
+        ``(r'·s)² − r'²·s`` (s is one-hot), ``Σ γ_j·b_j(b_j − 1)`` (bits are bits).
+        """
+        lay = self.layout
+        ch = Challenge.derive(seed, lay)
+        n = len(self.batch)
+        out = np.zeros((2, n), dtype=F.U64)
+        pow2 = (np.uint64(1) << np.arange(lay.bits, dtype=F.U64))[:, None]
+        g = ch.gamma
+        for start in range(0, n, CHUNK):
+            rows = np.asarray(self.batch.rows[start:start + CHUNK])
+            w = rows[:, lay.w]
+            self._colsum[0] += (w & np.uint64(0xFFFFFFFF)).sum(axis=0, dtype=F.U64)
+            self._colsum[1] += (w >> np.uint64(32)).sum(axis=0, dtype=F.U64)
+            pw = F.dot_small(w, ch.w_cols, ch.bits)
+            ps = F.dot_small(rows[:, lay.supplier], ch.s_cols, ch.bits)
+            low, high = rows[:, lay.low_bits], rows[:, lay.high_bits]
+            q = pw[:, 0]
+            one = F.const(1)
+            res = [
+                F.sub(F.sub(q, one), F.dot_small(low, pow2, lay.bits)[:, 0]),
+                F.sub(F.sub(F.const(lay.max_quantity_wh), q), F.dot_small(high, pow2, lay.bits)[:, 0]),
+                F.sub(ps[:, 0], one),
+            ]
+            rho = np.zeros(len(rows), dtype=F.U64)
+            for j in range(REPEATS):
+                a, b = _join(pw, ch.bits, j)
+                res.append(F.sub(F.mul(a, a), F.mul(q, b)))
+                a2, b2 = _join(ps, ch.bits, j)
+                res.append(F.sub(F.mul(a2, a2), b2))
+                rho = F.add(rho, F.add(F.mul(a, F.const(int(ch.lam[2 * j]))),
+                                       F.mul(a2, F.const(int(ch.lam[2 * j + 1])))))
+            bits = np.concatenate([low, high], axis=1)
+            nb = bits.shape[1]
+            gb = g[3 + 2 * REPEATS:3 + 2 * REPEATS + nb]
+            z = _sum_rows(F.mul(F.sub(F.mul(bits, bits), bits), gb))
+            for k, r in enumerate(res):
+                z = F.add(z, F.mul(r, F.const(int(g[k]))))
+            rho = F.add(rho, _sum_rows(F.mul(bits, ch.lam[2 * REPEATS:2 * REPEATS + nb])))
+            out[0, start:start + len(rows)] = z
+            out[1, start:start + len(rows)] = rho
+        rnd, zero = prss_masks(self.keys, self.pid, self.m, self.t, seed.hex() + "/check", n)
+        out[0] = F.add(out[0], zero)
+        out[1] = F.add(out[1], rnd)
+        return out
+
+    def accept(self, opened: Sequence[np.ndarray]) -> np.ndarray:
+        """Decide validity from every party's masked shares (index = party); return the mask."""
+        z_shares = [o[0] for o in opened]
+        rho_shares = [o[1] for o in opened]
+        points = list(range(1, self.m + 1))
+        z = F.combine(z_shares, F.lagrange_at(points, 0))
+        self.valid = (z == 0) & F.consistent(rho_shares, self.t)
+        return self.valid
+
+    # --- aggregation ------------------------------------------------------------------
+    def curves(self) -> tuple[np.ndarray, np.ndarray]:
+        """This party's shares of demand D(k) and supply S(k) over the valid bids."""
+        lay = self.layout
+        colsum = self._colsum.copy()
+        bad = np.flatnonzero(~self.valid)
+        if len(bad):
+            w = np.asarray(self.batch.rows[bad][:, lay.w])
+            colsum[0] -= (w & np.uint64(0xFFFFFFFF)).sum(axis=0, dtype=F.U64)
+            colsum[1] -= (w >> np.uint64(32)).sum(axis=0, dtype=F.U64)
+        per_level = [(int(lo) + (int(hi) << 32)) % F.MODULUS
+                     for lo, hi in zip(colsum[0], colsum[1], strict=True)]
+        buy, sell = per_level[:lay.levels], per_level[lay.levels:]
+        demand, supply = [0] * lay.levels, [0] * lay.levels
+        acc = 0
+        for k in range(lay.levels - 1, -1, -1):
+            acc = (acc + buy[k]) % F.MODULUS
+            demand[k] = acc
+        acc = 0
+        for k in range(lay.levels):
+            acc = (acc + sell[k]) % F.MODULUS
+            supply[k] = acc
+        return F.from_ints(demand), F.from_ints(supply)
+
+    # --- outputs ----------------------------------------------------------------------
+    def outputs(self, level: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Shares of each bid's accepted quantity (degree t) and suppliers' totals (degree 2t).
+
+        Returns:
+            ``(accepted_q, totals)``: ``accepted_q[i]`` is this party's share of
+            ``accepted_i · q_i`` (0 for an invalid bid); ``totals`` (length 2S) holds the
+            degree-2t shares of each supplier's accepted bought then sold quantity.
+        """
+        lay = self.layout
+        n = len(self.batch)
+        acc_q = np.zeros(n, dtype=F.U64)
+        totals = [0] * (2 * lay.suppliers)
+        if level is None:
+            return acc_q, F.from_ints(totals)
+        ind = np.zeros((2 * lay.levels, 2), dtype=F.U64)
+        ind[level:lay.levels, 0] = 1  # buyers at ≥ k*
+        ind[lay.levels:lay.levels + level + 1, 1] = 1  # sellers at ≤ k*
+        for start in range(0, n, CHUNK):
+            rows = np.asarray(self.batch.rows[start:start + CHUNK])
+            sides = F.dot_small(rows[:, lay.w], ind, 1)
+            sides[~self.valid[start:start + len(rows)]] = 0
+            acc_q[start:start + len(rows)] = F.add(sides[:, 0], sides[:, 1])
+            sup = rows[:, lay.supplier]
+            limbs = np.concatenate(
+                [(sides >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(4)], axis=1)
+            for half in range(2):  # (32-bit half of s) × (16-bit limb of side) summed: < 2^63
+                part = ((sup >> np.uint64(32 * half)) & np.uint64(0xFFFFFFFF)).T @ limbs
+                for k in range(4):
+                    shift = pow(2, 32 * half + 16 * k, F.MODULUS)
+                    for j in range(lay.suppliers):
+                        for side in range(2):
+                            totals[side * lay.suppliers + j] += int(part[j, 2 * k + side]) * shift
+        return acc_q, F.from_ints([v % F.MODULUS for v in totals])
+
+
+def seed_from(contributions: Sequence[bytes]) -> bytes:
+    """The public challenge seed: a hash of every party's fresh random contribution."""
+    h = hashlib.sha256(b"sealgrid/challenge\0")
+    for c in contributions:
+        h.update(len(c).to_bytes(4, "little") + c)
+    return h.digest()
