@@ -84,6 +84,14 @@ async def outputs(request: web.Request) -> web.Response:
     return message(result)
 
 
+async def hello(request: web.Request) -> web.Response:
+    """POST /v1/hello: a household proves it holds its registered key, now (liveness)."""
+    result = request.app[SERVER_KEY].hello(await request.read())
+    if isinstance(result, Rejected):
+        return refusal(result)
+    return web.json_response(result)
+
+
 async def statement(request: web.Request) -> web.Response:
     """GET /v1/periods/{period}: the signed statement of a finished period (public)."""
     period = request.match_info["period"]
@@ -139,6 +147,7 @@ def build_app(server: Server) -> web.Application:
     app.router.add_post("/v1/challenge", challenge)
     app.router.add_post("/v1/bids", submit_bid)
     app.router.add_post("/v1/outputs", outputs)
+    app.router.add_post("/v1/hello", hello)
     app.router.add_get("/v1/periods/{period}", statement)
     app.router.add_get("/v1/internal/periods/{period}/bidset", bidset)
     app.router.add_get("/v1/info", info)

@@ -2,44 +2,41 @@
 
 The service never looks inside a share payload and never computes a market result itself.
 At gate closure each server hands its stored payloads, in the agreed order (sorted by
-pseudonym), to the party-side clearing routine of :mod:`sealgrid.protocol`, run in a child
-process (MPyC keeps one runtime per process and reads its options at start-up; a child can
-also be killed when a peer hangs, which MPyC itself never notices).
+pseudonym), to the party-side clearing of :mod:`sealgrid.protocol`, run as a child process
+(``python -m sealgrid.protocol.party``: MPyC keeps one runtime per process and reads its
+options at start-up, and a child can be killed when a peer hangs). What this module uses
+from the protocol layer, and nothing else:
 
-The interface expected from the protocol layer (:data:`PROTOCOL_ENTRY`)::
+* ``sealgrid.protocol.encoding``: ``Layout``, ``BidShares.from_bytes`` (parse and check one
+  payload), ``ShareBatch.from_payloads(...).save(path)``, ``OutputShare(party, values)``;
+* ``sealgrid.protocol.party``: the process (``--data-dir D --timeout T -M m -I i -B port
+  --ssl -K SEC_PARAM``, working directory ``D`` holding ``.config/`` with the MPyC TLS files
+  from ``sealgrid.protocol.certs``, input ``D/shares.bin``) and ``read_result(D)`` giving
+  ``public`` (level, volume, demand, supply), ``rejected`` (bid slots whose shares failed
+  the servers' validation), ``households`` (this party's share of ``accepted·q`` per slot)
+  and ``suppliers`` (shares of each supplier's bought then sold totals).
 
-    def clear_period(*, party: int, peers: Sequence[str], period: str,
-                     payloads: Sequence[bytes], suppliers: Sequence[str],
-                     config_dir: Path, timeout: float) -> result
-
-``peers`` are ``"host:port"`` of every MPyC party by index (this party's own included);
-``config_dir`` holds this party's MPyC TLS files (made by ``sealgrid.protocol.certs``);
-``result`` has ``public`` (a JSON-ready dict: price, clearing level, volume, or no trade),
-``household`` (one ``bytes`` per payload, in order: this party's share of that household's
-output), ``suppliers`` (supplier id -> this party's share of its totals) and ``region``
-(``bytes``: this party's share of the region totals). Until the protocol layer provides it,
-:func:`clear` raises :class:`ClearingUnavailable` and the period is recorded as failed — the
-service never makes up a result.
+If the protocol layer is missing, :func:`clear` raises :class:`ClearingUnavailable` and the
+period is recorded as failed: the service never makes up a result.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import json
+import dataclasses
+import os
+import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sealgrid.service.wire import b64d, b64e
-
-PROTOCOL_ENTRY = "sealgrid.protocol.party:clear_period"
+from sealgrid.mechanism.bids import BidRejected, Reason
 
 
 class ClearingUnavailable(Exception):
-    """The secure clearing routine is not installed (sealgrid.protocol lacks it)."""
+    """The secure clearing is not installed (sealgrid.protocol lacks it)."""
 
 
 class ClearingFailed(Exception):
@@ -48,129 +45,134 @@ class ClearingFailed(Exception):
 
 @dataclass(frozen=True)
 class ClearingRequest:
-    """What one server hands the clearing for one period."""
+    """What one server hands the clearing for one period.
+
+    ``base_port``: MPyC party ``i`` listens on ``127.0.0.1:base_port + i`` (loopback only);
+    ``workdir``: a private directory for this period; ``mpc_config``: the directory holding
+    this party's MPyC TLS files (``.config/`` is copied from there).
+    """
 
     party: int
-    peers: tuple[str, ...]
+    parties: int
+    base_port: int
     period: str
     payloads: tuple[bytes, ...]
+    levels: int
     suppliers: tuple[str, ...]
-    config_dir: Path
+    max_quantity_wh: int
+    workdir: Path
+    mpc_config: Path
     timeout: float
 
 
 @dataclass(frozen=True)
 class ClearingResult:
-    """What comes back: public results and this party's output shares."""
+    """What comes back: public results and this party's output shares.
+
+    ``household[i]`` is this party's share of slot ``i``'s output (``b""`` for a slot the
+    servers refused, listed in ``invalid``); ``suppliers[id]`` its share of that supplier's
+    (bought, sold) totals; shares are ``OutputShare`` bytes of the protocol layer.
+    """
 
     public: Mapping[str, Any]
     household: tuple[bytes, ...]
+    invalid: tuple[int, ...]
     suppliers: Mapping[str, bytes]
-    region: bytes
 
 
-def protocol_entry() -> Callable[..., Any]:
-    """Return the protocol's party-side clearing function.
-
-    Raises:
-        ClearingUnavailable: sealgrid.protocol does not provide it.
-    """
-    module_name, _, attr = PROTOCOL_ENTRY.partition(":")
+def _protocol() -> tuple[Any, Any]:
     try:
-        module = importlib.import_module(module_name)
-        func: Callable[..., Any] = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise ClearingUnavailable(f"{PROTOCOL_ENTRY} is not available: {exc}") from exc
-    return func
+        from sealgrid.protocol import encoding, party
+    except ImportError as exc:
+        raise ClearingUnavailable(f"sealgrid.protocol's clearing is not available: {exc}") from exc
+    return encoding, party
 
 
-def _encode_request(req: ClearingRequest) -> bytes:
-    return json.dumps(
-        {
-            "party": req.party,
-            "peers": list(req.peers),
-            "period": req.period,
-            "payloads": [b64e(p) for p in req.payloads],
-            "suppliers": list(req.suppliers),
-            "config_dir": str(req.config_dir),
-            "timeout": req.timeout,
-        }
-    ).encode()
+def payload_checker(
+    party: int, levels: int, suppliers: int, max_quantity_wh: int
+) -> Callable[[bytes], None] | None:
+    """Return a check of one payload's format for this server and market, if available.
+
+    The check raises :class:`~sealgrid.mechanism.bids.BidRejected` (``MALFORMED``) for a
+    payload that is not a share message for this server and market; whether the shares
+    encode a valid bid is only known after the servers' joint validation at gate closure.
+    """
+    try:
+        encoding, _ = _protocol()
+    except ClearingUnavailable:
+        return None
+    layout = encoding.Layout(levels, suppliers, max_quantity_wh)
+
+    def check(payload: bytes) -> None:
+        shares = encoding.BidShares.from_bytes(payload)
+        if shares.party != party:
+            raise BidRejected(Reason.MALFORMED, f"shares made for server {shares.party}")
+        if shares.layout != layout:
+            raise BidRejected(Reason.MALFORMED, "shares made for another market configuration")
+
+    return check
 
 
-def _decode_result(raw: bytes, n: int) -> ClearingResult:
-    data = json.loads(raw)
-    household = tuple(b64d(x) for x in data["household"])
-    if len(household) != n:
-        raise ClearingFailed(f"the clearing returned {len(household)} outputs for {n} bids")
-    return ClearingResult(
-        public=dict(data["public"]),
-        household=household,
-        suppliers={k: b64d(v) for k, v in data["suppliers"].items()},
-        region=b64d(data["region"]),
-    )
+def _prepare(req: ClearingRequest, encoding: Any) -> None:
+    if req.workdir.exists():
+        shutil.rmtree(req.workdir)
+    req.workdir.mkdir(parents=True)
+    os.chmod(req.workdir, 0o700)
+    shutil.copytree(req.mpc_config / ".config", req.workdir / ".config")
+    layout = encoding.Layout(req.levels, len(req.suppliers), req.max_quantity_wh)
+    payloads = [encoding.BidShares.from_bytes(p) for p in req.payloads]
+    encoding.ShareBatch.from_payloads(payloads, req.party, layout).save(req.workdir / "shares.bin")
 
 
 async def clear(req: ClearingRequest) -> ClearingResult:
     """Run this party's part of the secure clearing in a child process.
 
     Raises:
-        ClearingUnavailable: the protocol routine is missing.
-        ClearingFailed: it failed or ran past ``req.timeout``.
+        ClearingUnavailable: the protocol layer is missing.
+        ClearingFailed: the clearing failed or ran past ``req.timeout``.
     """
-    protocol_entry()  # fail fast, in this process, with a clear message
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sealgrid.service.clearing",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=str(req.config_dir),
-    )
+    encoding, party = _protocol()
     try:
-        out, err = await asyncio.wait_for(
-            proc.communicate(_encode_request(req)), timeout=req.timeout + 5
-        )
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise ClearingFailed(f"no result within {req.timeout:.0f} s (a peer may be down)") from None
-    if proc.returncode != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        raise ClearingFailed(f"the clearing process exited with {proc.returncode}: {tail[0]}")
+        _prepare(req, encoding)
+    except (OSError, ValueError, BidRejected) as exc:
+        raise ClearingFailed(f"cannot prepare the share batch: {exc}") from exc
+    cmd = [
+        sys.executable, "-m", "sealgrid.protocol.party", "--data-dir", str(req.workdir),
+        "--timeout", str(req.timeout), "-M", str(req.parties), "-I", str(req.party),
+        "-B", str(req.base_port), "--ssl", "-K", str(party.SEC_PARAM), "--log-level", "warning",
+    ]  # fmt: skip
+    with open(req.workdir / "party.log", "wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=req.workdir, stdout=log, stderr=log,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )  # fmt: skip
+        try:
+            code = await asyncio.wait_for(proc.wait(), timeout=3 * req.timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise ClearingFailed(f"no result within {3 * req.timeout:.0f} s") from None
+    if code != 0:
+        tail = (req.workdir / "party.log").read_text(errors="replace").strip().splitlines()
+        raise ClearingFailed(f"the clearing process exited with {code}: {(tail or [''])[-1]}")
     try:
-        return _decode_result(out, len(req.payloads))
-    except (ValueError, KeyError, TypeError) as exc:
+        result = party.read_result(req.workdir)
+    except (OSError, ValueError, KeyError) as exc:
         raise ClearingFailed(f"unreadable clearing result: {exc}") from exc
-
-
-def _child() -> int:
-    """Run inside the child: read the request on stdin, write the result on stdout."""
-    data = json.loads(sys.stdin.buffer.read())
-    func = protocol_entry()
-    real_stdout = sys.stdout
-    sys.stdout = sys.stderr  # MPyC prints progress; keep stdout for the result only
-    result = func(
-        party=data["party"],
-        peers=data["peers"],
-        period=data["period"],
-        payloads=[b64d(p) for p in data["payloads"]],
-        suppliers=data["suppliers"],
-        config_dir=Path(data["config_dir"]),
-        timeout=float(data["timeout"]),
+    n, s = len(req.payloads), len(req.suppliers)
+    if len(result.households) != n or len(result.suppliers) != 2 * s:
+        raise ClearingFailed("the clearing returned outputs of the wrong size")
+    invalid = tuple(sorted(int(i) for i in result.rejected))
+    household = tuple(
+        b""
+        if i in invalid
+        else encoding.OutputShare(req.party, result.households[i : i + 1]).to_bytes()
+        for i in range(n)
     )
-    sys.stdout = real_stdout
-    household: Sequence[bytes] = result.household
-    out = {
-        "public": result.public,
-        "household": [b64e(bytes(x)) for x in household],
-        "suppliers": {k: b64e(bytes(v)) for k, v in result.suppliers.items()},
-        "region": b64e(bytes(result.region)),
+    suppliers = {
+        sid: encoding.OutputShare(req.party, result.suppliers[[j, s + j]]).to_bytes()
+        for j, sid in enumerate(req.suppliers)
     }
-    sys.stdout.write(json.dumps(out))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - runs in the child process
-    sys.exit(_child())
+    public = dict(dataclasses.asdict(result.public))
+    public["invalid_bids"] = len(invalid)
+    return ClearingResult(public, household, invalid, suppliers)

@@ -178,6 +178,20 @@ class HouseholdClient(Client):
         await asyncio.gather(*(one(i) for i in range(self.servers)))
         return BidOutcome(pseudonym, receipts, refusals)
 
+    async def register(self) -> list[dict[str, Any]]:
+        """Prove to every server that this household holds its registered key (liveness)."""
+
+        async def one(server: int) -> dict[str, Any]:
+            nonce = await self.challenge(server)
+            raw = auth_request("household", self.household, "", nonce, self.key)
+            status, body = await self._call(server, "POST", "/v1/hello", raw)
+            if status != 200:
+                raise ServiceError(f"server {server} refused: {body.decode(errors='replace')}")
+            data: dict[str, Any] = json.loads(body)
+            return data
+
+        return list(await asyncio.gather(*(one(i) for i in range(self.servers))))
+
     async def result(self, pseudonym: Pseudonym) -> list[OutputShares]:
         """Fetch every server's share of this household's result for the pseudonym's period."""
         return await self.outputs(

@@ -20,6 +20,10 @@ Example (written by ``sealgrid init``)::
     rate_window_seconds = 60      # … per this many seconds
     challenge_ttl_seconds = 60
     peer_timeout_seconds = 30     # waiting for peers at gate closure
+    price_floor = "80"            # price grid, currency per kWh (cents here): the feed-in
+    price_ceiling = "120"         # tariff to the retail price (SPEC §3)
+    price_tick = "0.1"
+    max_quantity_wh = 10000
 
     [mpc]
     base_port = 11365
@@ -31,6 +35,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sealgrid.mechanism.grid import PriceGrid
 
 
 class ConfigError(Exception):
@@ -48,6 +54,15 @@ class MarketConfig:
     rate_window_seconds: int = 60
     challenge_ttl_seconds: int = 60
     peer_timeout_seconds: int = 30
+    price_floor: str = "80"
+    price_ceiling: str = "120"
+    price_tick: str = "0.1"
+    max_quantity_wh: int = 10_000
+
+    @property
+    def grid(self) -> PriceGrid:
+        """The market's price grid (cents per kWh by default: feed-in 80 to retail 120)."""
+        return PriceGrid.from_values(self.price_floor, self.price_ceiling, self.price_tick)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sealgrid.mechanism.bids import Reason
+from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.service import wire
 from sealgrid.service.schedule import Schedule, iso
 from sealgrid.service.wire import BidSubmission, PseudonymCert, PseudonymousBid, Receipt
@@ -144,12 +145,14 @@ class Intake:
         households: dict[str, bytes],
         schedule: Schedule,
         limits: Limits | None = None,
+        check_payload: Callable[[bytes], None] | None = None,
     ) -> None:
         self.party = party
         self._key = signing_key
         self._households = households
         self.schedule = schedule
         self.limits = limits or Limits()
+        self._check_payload = check_payload
         self._challenges: dict[bytes, dt.datetime] = {}
         self._periods: dict[str, _Period] = {}
         self._recent: dict[str, deque[dt.datetime]] = {}
@@ -277,6 +280,11 @@ class Intake:
             raise _Refuse(Reason.DUPLICATE_PSEUDONYM)
         if sub.household in state.households:
             raise _Refuse(Reason.TOO_FREQUENT, "one bid per household and period")
+        if self._check_payload is not None:
+            try:
+                self._check_payload(bid.payload)
+            except BidRejected as exc:
+                raise _Refuse(exc.reason, exc.detail) from None
         self._seq += 1
         receipt = wire.sign(
             Receipt(

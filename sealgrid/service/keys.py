@@ -13,6 +13,7 @@ Layout::
     DIR/server-N/server.toml        one TOML per server (see :mod:`sealgrid.service.config`)
     DIR/server-N/tls.crt, tls.key   HTTPS certificate for 127.0.0.1/localhost (server and client)
     DIR/server-N/signing.key        Ed25519 key signing receipts and statements
+    DIR/server-N/.config/           MPyC party certificate, key and CA (sealgrid.protocol.certs)
     DIR/households/ID.key, ID.json  household signing key and its demo profile (its supplier)
     DIR/suppliers/ID.key            supplier key (reads its own aggregates)
     DIR/operators/ID.key            grid operator (DSO/TSO) key (reads region totals)
@@ -232,6 +233,11 @@ def init_data_dir(
             period_seconds=period_seconds,
             extra=extra_config or {},
         )
+
+    from sealgrid.protocol.certs import make_party_certificates
+
+    # MPyC's own mutual TLS between the servers: .config/ in each server directory
+    make_party_certificates([data_dir / f"server-{i}" for i in range(servers)], days=365)
 
     house: dict[str, bytes] = {}
     for i in range(1, households + 1):

@@ -89,7 +89,15 @@ SCHEMAS: dict[str, Any] = {
             "subject": {"type": "string"},
             "status": {
                 "type": "string",
-                "enum": ["pending", "cleared", "no_trade", "excluded", "failed", "unknown"],
+                "enum": [
+                    "pending",
+                    "cleared",
+                    "no_trade",
+                    "excluded",
+                    "invalid",
+                    "failed",
+                    "unknown",
+                ],
             },
             "shares": {**B64, "description": "this server's share of the output"},
             "public": {"type": "string", "description": "canonical JSON of the public outcome"},
@@ -213,6 +221,18 @@ OPENAPI: dict[str, Any] = {
                     "200": _json("OutputShares", "the signed share (or a status)"),
                     **ERRORS,
                 },
+            }
+        },
+        "/v1/hello": {
+            "post": {
+                "summary": "Challenge–response: a household proves it holds its registered key",
+                "description": "AuthRequest with role household, subject the household key id, "
+                "period empty, signed by the household's long-term key.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("AuthRequest")}},
+                },
+                "responses": {"200": {"description": "registered: true"}, **ERRORS},
             }
         },
         "/v1/periods/{period}": {

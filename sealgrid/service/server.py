@@ -65,6 +65,8 @@ class Server:
         self.key = load_signing_key(cfg.signing_key)
         m = cfg.market
         self.schedule = Schedule(m.period_seconds, m.horizon_periods)
+        self.suppliers = tuple(sorted(self.registry.suppliers)) or DEFAULT_SUPPLIERS
+        self.levels = m.grid.levels
         self.intake = Intake(
             cfg.party,
             self.key,
@@ -73,11 +75,13 @@ class Server:
             Limits(
                 m.max_payload_bytes, m.rate_limit, m.rate_window_seconds, m.challenge_ttl_seconds
             ),
+            clearing.payload_checker(
+                cfg.party, self.levels, len(self.suppliers), m.max_quantity_wh
+            ),
         )
         self.store = Store(cfg.database)
         bids, parts, closed = self.store.load_state()
         self.intake.restore(bids, parts, closed)
-        self.suppliers = tuple(sorted(self.registry.suppliers)) or DEFAULT_SUPPLIERS
         self._db = ThreadPoolExecutor(1, thread_name_prefix=f"db{cfg.party}")
         self._queue: asyncio.Queue[tuple[Accepted, asyncio.Future[None]]] = asyncio.Queue()
         self._pending = 0
@@ -284,26 +288,33 @@ class Server:
     ) -> tuple[str, dict[str, Any], list[tuple[str, str, bytes]]]:
         stored = {b.pseudonym: b.payload for b in await self.db(self.store.bids, period)}
         index = self.schedule.parse_period(period).timestamp() // self.schedule.period_seconds
-        base = self.cfg.mpc_base_port + len(self.cfg.servers) * int(index % 8)
+        parties = len(self.cfg.servers)
         request = clearing.ClearingRequest(
             party=self.cfg.party,
-            peers=tuple(f"127.0.0.1:{base + i}" for i in range(len(self.cfg.servers))),
+            parties=parties,
+            base_port=self.cfg.mpc_base_port + parties * int(index % 8),
             period=period,
             payloads=tuple(stored[p] for p in agreed),
+            levels=self.levels,
             suppliers=self.suppliers,
-            config_dir=self.cfg.data_dir,
-            timeout=float(max(10, self.schedule.period_seconds)),
+            max_quantity_wh=self.cfg.market.max_quantity_wh,
+            workdir=self.cfg.data_dir / "mpc" / period.replace(":", ""),
+            mpc_config=self.cfg.data_dir,
+            timeout=float(max(20, self.cfg.market.peer_timeout_seconds)),
         )
         try:
             result = await clearing.clear(request)
         except (clearing.ClearingUnavailable, clearing.ClearingFailed) as exc:
             return "failed", {"reason": str(exc)}, []
+        public = dict(result.public)
+        level = public.get("level")
+        public["price"] = None if level is None else str(self.cfg.market.grid.price(int(level)))
         outputs = [
-            ("household", wire.b64e(p), s) for p, s in zip(agreed, result.household, strict=True)
+            ("household", wire.b64e(p), s if s else b"invalid")
+            for p, s in zip(agreed, result.household, strict=True)
         ]
         outputs += [("supplier", k, v) for k, v in sorted(result.suppliers.items())]
-        outputs.append(("operator", "region", result.region))
-        return "cleared", dict(result.public), outputs
+        return "cleared", public, outputs
 
     # -- outputs
 
@@ -338,6 +349,19 @@ class Server:
         answer = await self.db(self._output, req)
         return wire.sign(answer, self.key)
 
+    def hello(self, raw: bytes) -> dict[str, Any] | Rejected:
+        """Check a household's challenge–response (entity authentication with liveness)."""
+        try:
+            req = wire.decode(AuthRequest, raw)
+        except wire.WireError as exc:
+            return Rejected(Reason.MALFORMED, str(exc))
+        key = self.registry.households.get(req.subject)
+        if req.role != "household" or key is None or not wire.verify(req, key):
+            return Rejected(Reason.BAD_SIGNATURE, "not signed by a registered household key")
+        if not self.intake.take_challenge(req.nonce, self.clock()):
+            return Rejected(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
+        return {"server": self.cfg.party, "household": req.subject, "registered": True}
+
     def _output(self, req: AuthRequest) -> OutputShares:
         """Look the answer up (runs on the database thread)."""
         record = self.store.period(req.period)
@@ -360,8 +384,11 @@ class Server:
             return answer("pending")
         if record.status == "failed":
             return answer("failed")
-        subject = "region" if req.role == "operator" else req.subject
-        shares = self.store.output(req.period, req.role, subject)
+        if req.role == "operator":  # region totals: bought = sold = the public volume
+            return answer("cleared")
+        shares = self.store.output(req.period, req.role, req.subject)
+        if shares == b"invalid":
+            return answer("invalid")
         return answer("cleared" if shares is not None else "no_trade", shares or b"")
 
     def info(self) -> dict[str, Any]:
@@ -379,6 +406,12 @@ class Server:
             "max_payload_bytes": m.max_payload_bytes,
             "rate_limit": {"requests": m.rate_limit, "window_seconds": m.rate_window_seconds},
             "suppliers": list(self.suppliers),
+            "price_grid": {
+                "floor": m.price_floor,
+                "ceiling": m.price_ceiling,
+                "tick": m.price_tick,
+            },
+            "max_quantity_wh": m.max_quantity_wh,
             "stats": dict(self.stats),
         }
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+from fractions import Fraction
 
 import pytest
 
-from sealgrid.mechanism.bids import Reason
+from sealgrid.mechanism.auction import clear
+from sealgrid.mechanism.bids import Bid, MarketRules, OrderBook, Reason, check_bid
 from sealgrid.service import wire
-from sealgrid.service.clearing import protocol_entry
+from sealgrid.service.config import MarketConfig
 from sealgrid.service.keys import load_signing_key
+from sealgrid.service.shares import encode_payloads, reconstruct, supplier_totals, traded_wh
 
 from .cluster import Cluster
 
@@ -30,57 +32,100 @@ def cluster(tmp_path):
         c.stop()
 
 
-def _payloads() -> list[bytes]:
-    return [os.urandom(128) for _ in range(3)]
+GRID = MarketConfig().grid
+SUPPLIERS = ("s1", "s2", "s3")
+
+
+def _bid(hid: str, side: str, kwh: str, price: str, supplier: str) -> Bid:
+    rules = MarketRules(GRID, 10_000, SUPPLIERS)
+    bid, errors = check_bid(rules, hid, side, kwh, price, supplier)
+    assert bid is not None, errors
+    return bid
+
+
+def _payloads(bid: Bid) -> list[bytes]:
+    return encode_payloads(bid, SUPPLIERS, GRID.levels, 10_000, 3)
+
+
+def _any_payloads(i: int = 1) -> list[bytes]:
+    return _payloads(_bid(f"h{i:04d}", "buy", "1", "100", "s1"))
+
+
+BIDS = {  # household: (side, kWh, price) — suppliers by init: h0001 s1, h0002 s2, h0003 s3 …
+    "h0001": ("buy", "2.5", "110"),
+    "h0002": ("buy", "1.2", "95.5"),
+    "h0003": ("sell", "3", "90"),
+    "h0004": ("sell", "1", "99.9"),
+    "h0005": ("buy", "0.8", "85"),
+}
 
 
 def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -> None:
+    from sealgrid.service.household import Pseudonym, make_submission
+
+    bids = {
+        h: _bid(h, side, kwh, price, SUPPLIERS[(int(h[1:]) - 1) % 3])
+        for h, (side, kwh, price) in BIDS.items()
+    }
+
     async def scenario() -> None:
-        p1 = cluster.period_ahead(0, min_lead=2.5)
-        p2 = cluster.period_ahead(1, min_lead=2.5)
+        p1 = cluster.period_ahead(0, min_lead=3.0)
+        p2 = cluster.period_ahead(1, min_lead=3.0)
         outcomes = {}
-        for hid in ("h0001", "h0002", "h0003"):
+        for hid, bid in bids.items():
             async with cluster.household(hid) as h:
                 for p in (p1, p2):
-                    outcomes[hid, p] = await h.bid(p, _payloads())
-        assert all(o.complete for o in outcomes.values())
-        # h0004 reaches only servers 0 and 1 (its request to server 2 is lost)
-        async with cluster.household("h0004") as h:
-            partial = __import__("sealgrid.service.household", fromlist=["x"]).Pseudonym.fresh(
-                p1, "h0004", h.key
-            )
+                    outcomes[hid, p] = await h.bid(p, _payloads(bid))
+        assert all(o.complete for o in outcomes.values()), outcomes
+        # h0006 reaches only servers 0 and 1 in p1 (its request to server 2 is lost)
+        async with cluster.household("h0006") as h:
+            partial = Pseudonym.fresh(p1, "h0006", h.key)
+            payloads = _payloads(_bid("h0006", "sell", "5", "80", "s3"))
             for server in (0, 1):
                 nonce = await h.challenge(server)
-                from sealgrid.service.household import make_submission
-
-                raw = make_submission(partial, server, nonce, b"share")
+                raw = make_submission(partial, server, nonce, payloads[server])
                 status, _ = await h._call(server, "POST", "/v1/bids", raw)
                 assert status == 201
-        # the API is described
         async with cluster.client() as c:
             status, body = await c._call(0, "GET", "/openapi.json")
             assert status == 200 and json.loads(body)["openapi"].startswith("3.")
             # the internal bid-set route refuses a client without a server certificate
             status, _ = await c._call(1, "GET", f"/v1/internal/periods/{p1}/bidset")
             assert status == 403
+        reference = clear(OrderBook.from_bids(bids.values(), SUPPLIERS), GRID.levels)
+        assert reference.level is not None
         for p, extra in ((p1, 1), (p2, 0)):
-            sts = await cluster.statements(p, timeout=60)
-            assert {s.bid_count for s in sts} == {3}
+            sts = await cluster.statements(p, timeout=90)
+            assert {s.bid_count for s in sts} == {len(bids)}
             assert len({s.bidset_sha256 for s in sts}) == 1
             assert sum(len(s.excluded) for s in sts) == 2 * extra  # servers 0 and 1 say so
-            assert len({(s.status, s.outcome) for s in sts}) == 1
-        async with cluster.household("h0004") as h:
+            assert {s.status for s in sts} == {"cleared"}, sts[0].outcome
+            assert len({s.outcome for s in sts}) == 1
+            public = json.loads(sts[0].outcome)
+            assert public["level"] == reference.level
+            assert public["volume"] == reference.volume_wh
+            assert public["price"] == str(GRID.price(reference.level))
+        async with cluster.household("h0006") as h:
             shares = await h.result(partial)
             assert [s.status for s in shares] == ["excluded", "excluded", "unknown"]
-        async with cluster.household("h0001") as h:
-            shares = await h.result(outcomes["h0001", p1].pseudonym)
-            assert len({s.status for s in shares}) == 1
-            assert shares[0].status in ("cleared", "failed")
-        # a supplier reads its own aggregate, and cannot read another's
+        book = OrderBook.from_bids(bids.values(), SUPPLIERS)
+        for i, (hid, bid) in enumerate(bids.items()):
+            async with cluster.household(hid) as h:
+                shares = await h.result(outcomes[hid, p1].pseudonym)
+            assert {s.status for s in shares} == {"cleared"}
+            (accepted_q,) = reconstruct([s.shares for s in shares])
+            got = traded_wh(accepted_q, bid.side.value == "buy", json.loads(shares[0].public))
+            assert got == Fraction(
+                int(reference.traded_numerator[i]),
+                reference.denominator_buy if book.is_buy[i] else reference.denominator_sell,
+            )
+        # a supplier reads its own totals, and cannot read another's
         async with cluster.client() as c:
             key = load_signing_key(cluster.root / "suppliers" / "s1.key")
-            got = await c.outputs("supplier", "s1", p1, key)
-            assert len({g.status for g in got}) == 1
+            got_s = await c.outputs("supplier", "s1", p1, key)
+            bought, sold = reconstruct([g.shares for g in got_s])
+            totals = supplier_totals(bought, sold, json.loads(got_s[0].public))
+            assert totals == (reference.supplier_bought_wh[0], reference.supplier_sold_wh[0])
             from sealgrid.service.client import ServiceError
 
             with pytest.raises(ServiceError, match="bad_signature"):
@@ -95,7 +140,7 @@ def test_a_killed_server_loses_no_receipted_bid(cluster: Cluster) -> None:
         receipted = []
         for i in range(1, 7):
             async with cluster.household(f"h{i:04d}") as h:
-                outcome = await h.bid(period, _payloads())
+                outcome = await h.bid(period, _any_payloads(i))
                 assert outcome.complete
                 receipted.append(outcome.pseudonym.public)
         cluster.kill(1)  # SIGKILL: no clean shutdown
@@ -104,7 +149,7 @@ def test_a_killed_server_loses_no_receipted_bid(cluster: Cluster) -> None:
         assert cluster.seconds_to_gate(period) > 0, "restart took too long for this test"
         # the restarted server remembers: the same household cannot bid again
         async with cluster.household("h0001") as h:
-            again = await h.bid(period, _payloads())
+            again = await h.bid(period, _any_payloads())
             assert again.refusals[1].reason is Reason.TOO_FREQUENT
         sts = await cluster.statements(period, timeout=60)
         for s in sts:
@@ -121,12 +166,7 @@ def test_late_bids_are_refused_by_real_servers(cluster: Cluster) -> None:
 
         closed = schedule.period_id(schedule.first_open(utc_now()) - schedule.length)
         async with cluster.household("h0005") as h:
-            outcome = await h.bid(closed, _payloads())
+            outcome = await h.bid(closed, _any_payloads())
             assert {r.reason for r in outcome.refusals.values()} == {Reason.LATE}
 
     asyncio.run(scenario())
-
-
-@pytest.mark.xfail(strict=True, reason="sealgrid.protocol does not yet provide clear_period")
-def test_protocol_provides_the_party_clearing() -> None:
-    protocol_entry()
