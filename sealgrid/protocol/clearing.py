@@ -49,6 +49,7 @@ class SecureStats:
     share_seconds: float  # households' share generation, all bids
     upload_bytes_per_bid: int  # one household's upload to one server
     rejected: dict[int, Reason] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # slowest party's seconds per phase
 
 
 @dataclass(frozen=True)
@@ -222,5 +223,6 @@ def secure_clear(
         share_seconds=share_seconds,
         upload_bytes_per_bid=len(b"") + 24 + 8 * layout.width,
         rejected={int(i): Reason.INVALID_SHARES for i in rejected},
+        phases={k: max(r.phases.get(k, 0.0) for r in results) for k in results[0].phases},
     )
     return SecureClearing(clearing, stats)

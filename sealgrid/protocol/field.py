@@ -31,20 +31,30 @@ class InconsistentShares(ValueError):
 
 
 def reduce(a: np.ndarray) -> np.ndarray:
-    """Map arbitrary uint64 values into [0, p)."""
-    return np.where(a >= _P, a - _P, a)
+    """Map arbitrary uint64 values into [0, p) (a − p ≡ a + 189 mod 2^64)."""
+    out = np.array(a, dtype=U64, copy=True)
+    np.add(out, _CU, out=out, where=out >= _P)
+    return out
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Return a + b mod p (inputs in [0, p))."""
-    s = a + b
-    return np.where(s < a, s + _CU, np.where(s >= _P, s - _P, s))
+    """Return a + b mod p (inputs in [0, p)).
+
+    On a wrap past 2^64 the true sum is s + 2^64 ≡ s + 189; when s ≥ p, s − p ≡ s + 189
+    (mod 2^64) as well, so both cases add 189.
+    """
+    s = np.add(a, b, dtype=U64)
+    fix = s < a
+    fix |= s >= _P
+    np.add(s, _CU, out=s, where=fix)
+    return s
 
 
 def sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Return a − b mod p (inputs in [0, p))."""
-    d = a - b
-    return np.where(a < b, d - _CU, d)
+    d = np.subtract(a, b, dtype=U64)
+    np.subtract(d, _CU, out=d, where=a < b)
+    return d
 
 
 def neg(a: np.ndarray) -> np.ndarray:
@@ -152,6 +162,11 @@ def share(secret: np.ndarray, t: int, m: int, coeffs: np.ndarray) -> list[np.nda
         coeffs: ``t`` uniformly random field arrays of the secret's shape (the
             polynomial's coefficients of u^1..u^t); the caller supplies fresh randomness.
     """
+    if t == 1:  # points 1, 2, …: add the coefficient once per step
+        out = [add(secret, coeffs[0])]
+        for _ in range(2, m + 1):
+            out.append(add(out[-1], coeffs[0]))
+        return out
     out = []
     for u in range(1, m + 1):
         acc = np.zeros_like(secret)

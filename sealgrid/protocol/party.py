@@ -80,6 +80,7 @@ class PartyResult:
     online_seconds: float
     bytes_sent: int
     peak_rss_bytes: int
+    phases: dict[str, float]
 
 
 async def serve_period(batch: ShareBatch, net: Transport) -> PartyResult:
@@ -95,17 +96,32 @@ async def serve_period(batch: ShareBatch, net: Transport) -> PartyResult:
     own = np.frombuffer(secrets.token_bytes(32), dtype="<u8").astype(F.U64)
     seed = seed_from([c.tobytes() for c in await reveal_shares("challenge_seed", own,
                                                                net.all_to_all)])
+    phases: dict[str, float] = {}
+    mark = start
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = now - mark
+        mark = now
+
+    lap("challenge")
     masked = state.check(seed)
+    lap("validate_local")
     opened = await reveal_shares(("validity_check", "degree_check"), masked, net.all_to_all)
     valid = state.accept([o.reshape(2, n) for o in opened])
+    lap("validate_open")
     demand, supply = state.curves()
+    lap("curves")
     public = await net.clear(demand, supply, bound)
+    lap("clearing")
     households, totals = state.outputs(public.level)
     suppliers = await net.reshare(totals)
+    lap("outputs")
     online = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return PartyResult(public, np.flatnonzero(~valid), households, suppliers, online,
-                       net.bytes_sent(), peak)
+                       net.bytes_sent(), peak, phases)
 
 
 class MpycTransport:
@@ -161,6 +177,7 @@ def write_result(directory: Path, result: PartyResult) -> None:
         "online_seconds": result.online_seconds,
         "bytes_sent": result.bytes_sent,
         "peak_rss_bytes": result.peak_rss_bytes,
+        "phases": result.phases,
     }
     (directory / "households.u64").write_bytes(result.households.astype("<u8").tobytes())
     (directory / "suppliers.u64").write_bytes(result.suppliers.astype("<u8").tobytes())
@@ -178,6 +195,7 @@ def read_result(directory: Path) -> PartyResult:
         online_seconds=float(info["online_seconds"]),
         bytes_sent=int(info["bytes_sent"]),
         peak_rss_bytes=int(info["peak_rss_bytes"]),
+        phases={k: float(v) for k, v in info["phases"].items()},
     )
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from sealgrid.protocol import field as F
 from sealgrid.protocol.encoding import Layout, ShareBatch
 
-CHUNK = 8192
+CHUNK = 2048
 REPEATS = 2  # independent random challenges for each one-hot check (soundness ≈ 2^-42)
 
 

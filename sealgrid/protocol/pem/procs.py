@@ -101,9 +101,10 @@ async def _worker_main(conn: Connection) -> None:
 
 
 def _output_doc(o: PartyOutput) -> list[Any]:
-    load = None if o.optimal_load is None else [o.optimal_load.numerator, o.optimal_load.denominator]
+    load = o.optimal_load
+    load_doc = None if load is None else [load.numerator, load.denominator]
     trades = [[s, b, e.numerator, e.denominator] for s, b, e in o.trades]
-    return [o.agent, o.kind.value, o.price.numerator, o.price.denominator, trades, load]
+    return [o.agent, o.kind.value, o.price.numerator, o.price.denominator, trades, load_doc]
 
 
 def _output(doc: list[Any]) -> PartyOutput:
@@ -150,11 +151,13 @@ def run_windows_processes(
             _send(conn, plan)
         for conn in conns:
             _recv(conn)
-        outcomes, offline, online = [], 0.0, 0.0
+        outcomes, offline, offline_wall, online = [], 0.0, 0.0, 0.0
         for w, agents in enumerate(windows):
+            wall = time.perf_counter()
             for conn in conns:
                 _send(conn, {"op": "offline", "window": w})
             offline += sum(_recv(conn)["cpu"] for conn in conns)
+            offline_wall += time.perf_counter() - wall
             wall = time.perf_counter()
             for p, conn in enumerate(conns):
                 rows = {i: _agent_row(agents[i]) for i in groups[p]}
@@ -182,6 +185,7 @@ def run_windows_processes(
         messages=sum(c[2] for c in counters),
         online_seconds=online / len(windows),
         offline_seconds=offline / len(windows),
+        offline_wall_seconds=offline_wall / len(windows),
         setup_seconds=setup,
         pool_misses=sum(c[3] for c in counters),
     )

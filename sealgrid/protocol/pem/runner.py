@@ -25,11 +25,12 @@ from sealgrid.mechanism.pem import (
     PemOutcome,
     SellerPlan,
     Trade,
+    run_pem,
 )
 from sealgrid.protocol.pem import dgk
 from sealgrid.protocol.pem import paillier as pa
 from sealgrid.protocol.pem.net import LocalRouter
-from sealgrid.protocol.pem.params import DGK_U, check_net
+from sealgrid.protocol.pem.params import DGK_U, RATIO_BITS, check_net
 from sealgrid.protocol.pem.party import Directory, PartyOutput, PemParty
 
 #: Key sizes the private PEM accepts.
@@ -42,7 +43,8 @@ class PemStats:
 
     ``bytes_per_agent`` is the mean over agents of bytes sent plus received per window;
     times are per window: ``online_seconds`` is wall time, ``offline_seconds`` the CPU time of
-    all agents' offline work summed; ``setup_seconds`` is key generation, wall time.
+    all agents' offline work summed, ``offline_wall_seconds`` its wall time on this machine;
+    ``setup_seconds`` is key generation (and process start), wall time, once per run.
     """
 
     agents: int
@@ -55,6 +57,7 @@ class PemStats:
     messages: int
     online_seconds: float
     offline_seconds: float
+    offline_wall_seconds: float
     setup_seconds: float
     pool_misses: int
 
@@ -121,6 +124,26 @@ def assemble(outputs: Sequence[PartyOutput], agents: Sequence[Agent]) -> PemOutc
     )
 
 
+def matches_plaintext(agents: Sequence[Agent], market: PemMarket, outcome: PemOutcome) -> bool:
+    """Check a private outcome against :func:`run_pem`: kind, price and sellers' plans exactly,
+    every amount within the Protocol 4 bound ``0 ≤ e' − e < e·s/(K − s)`` (docs/pem.md), with
+    ``s`` the |sn| (fixed point) of the agent whose ratio was scaled, and payments ``p·e'``."""
+    ref = run_pem(agents, market)
+    if (outcome.market, outcome.price, outcome.sellers) != (ref.market, ref.price, ref.sellers):
+        return False
+    if [(t.seller, t.buyer) for t in outcome.trades] != [(t.seller, t.buyer) for t in ref.trades]:
+        return False
+    k = 1 << RATIO_BITS
+    net = {a.name: abs(a.net) for a in agents}
+    for got, want in zip(outcome.trades, ref.trades, strict=True):
+        s = net[want.buyer] if ref.market is MarketKind.GENERAL else net[want.seller]
+        if not want.energy <= got.energy < want.energy * (1 + Fraction(s, k - s)):
+            return False
+        if got.payment != outcome.price * got.energy:
+            return False
+    return True
+
+
 def run_windows_local(
     windows: Sequence[Sequence[Agent]], market: PemMarket, *, key_bits: int, seed: int = 0,
     keys: Sequence[tuple[pa.SecretKey, dgk.DgkSecretKey]] | None = None,
@@ -146,12 +169,13 @@ def run_windows_local(
     )
     for party in parties:
         party.directory = directory
-    outcomes, offline, online = [], 0.0, 0.0
+    outcomes, offline, offline_wall, online = [], 0.0, 0.0, 0.0
     for w, agents in enumerate(windows):
-        cpu = time.process_time()
+        cpu, wall = time.process_time(), time.perf_counter()
         for party in parties:
             party.offline(w)
         offline += time.process_time() - cpu
+        offline_wall += time.perf_counter() - wall
         wall = time.perf_counter()
         outputs = asyncio.run(_online(parties, w, agents))
         online += time.perf_counter() - wall
@@ -169,6 +193,7 @@ def run_windows_local(
         messages=sum(e.messages_sent for e in endpoints),
         online_seconds=online / len(windows),
         offline_seconds=offline / len(windows),
+        offline_wall_seconds=offline_wall / len(windows),
         setup_seconds=setup,
         pool_misses=sum(p.pool.misses for p in parties),
     )
