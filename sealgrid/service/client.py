@@ -45,28 +45,43 @@ class BidOutcome:
         return not self.refusals
 
 
+def open_session(ca: Path, connections: int = 100) -> aiohttp.ClientSession:
+    """Open an HTTPS session that trusts only the market's CA (to share among clients)."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ctx, limit=connections),
+        timeout=aiohttp.ClientTimeout(total=120),
+    )
+
+
 class Client:
     """An HTTPS client of every computation server in the registry."""
 
-    def __init__(self, registry: Registry, ca: Path, *, connections: int = 100) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        ca: Path,
+        *,
+        connections: int = 100,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
         self.registry = registry
-        self._ctx = ssl.create_default_context(cafile=str(ca))
+        self._ca = ca
         self._connections = connections
-        self._session: aiohttp.ClientSession | None = None
+        self._session = session
+        self._owned = session is None
 
     async def __aenter__(self) -> Client:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self._ctx, limit=self._connections),
-            timeout=aiohttp.ClientTimeout(total=60),
-        )
+        if self._session is None:
+            self._session = open_session(self._ca, self._connections)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connections."""
-        if self._session is not None:
+        """Close the connections (only those this client opened)."""
+        if self._session is not None and self._owned:
             await self._session.close()
             self._session = None
 
@@ -142,9 +157,14 @@ class HouseholdClient(Client):
     """A household agent: bids under a fresh pseudonym and fetches its own result."""
 
     def __init__(
-        self, registry: Registry, ca: Path, household: str, key: Ed25519PrivateKey
+        self,
+        registry: Registry,
+        ca: Path,
+        household: str,
+        key: Ed25519PrivateKey,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
-        super().__init__(registry, ca, connections=10)
+        super().__init__(registry, ca, connections=10, session=session)
         self.household = household
         self.key = key
 

@@ -1,0 +1,149 @@
+"""Three servers as child processes on this machine; assumes loopback ports are free to take.
+
+Used by ``sealgrid demo`` and ``sealgrid bench service``: makes a data directory with
+``sealgrid init``'s defaults (SQLite, loopback, TLS), starts ``sealgrid serve`` three times,
+waits until every server answers, and stops them all on exit (also on errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from sealgrid.service.client import Client, HouseholdClient, open_session
+from sealgrid.service.keys import Registry, init_data_dir, load_signing_key
+from sealgrid.service.schedule import Schedule
+
+
+class LocalMarketError(Exception):
+    """A local server did not start or stopped unexpectedly."""
+
+
+def free_port_range(count: int) -> int:
+    """Return a port ``p`` with ``p … p+count-1`` free on 127.0.0.1 at this moment."""
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(20000, 60000 - count)
+        taken: list[socket.socket] = []
+        try:
+            for i in range(count):
+                s = socket.socket()
+                taken.append(s)
+                s.bind(("127.0.0.1", base + i))
+        except OSError:
+            continue
+        finally:
+            for s in taken:
+                s.close()
+        return base
+    raise LocalMarketError("no free range of local ports")
+
+
+class LocalMarket:
+    """A data directory and three ``sealgrid serve`` processes; a context manager."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        households: int,
+        period_seconds: int,
+        servers: int = 3,
+        market: dict[str, Any] | None = None,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.servers = servers
+        self.registry: Registry = init_data_dir(
+            self.root,
+            households=households,
+            servers=servers,
+            base_port=free_port_range(servers),
+            period_seconds=period_seconds,
+            extra_config={
+                "market": {"peer_timeout_seconds": 30, **(market or {})},
+                "mpc_base_port": free_port_range(8 * servers),
+            },
+        )
+        self.schedule = Schedule(period_seconds)
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    def __enter__(self) -> LocalMarket:
+        for i in range(self.servers):
+            self.start(i)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, i: int) -> None:
+        """Start server ``i`` (its output goes to ``server-i.log`` in the data directory)."""
+        log = open(self.root / f"server-{i}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log)
+        config = self.root / f"server-{i}" / "server.toml"
+        self.procs[i] = subprocess.Popen(
+            [sys.executable, "-m", "sealgrid", "serve", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def stop(self) -> None:
+        """Stop every server this object started (SIGTERM, then SIGKILL after 10 s)."""
+        for i in list(self.procs):
+            proc = self.procs.pop(i)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until every server answers ``/v1/info``."""
+        deadline = time.monotonic() + timeout
+        async with self.client() as c:
+            for i in range(self.servers):
+                while True:
+                    proc = self.procs.get(i)
+                    if proc is None or proc.poll() is not None:
+                        tail = (self.root / f"server-{i}.log").read_text(errors="replace")
+                        raise LocalMarketError(f"server {i} stopped:\n{tail[-1500:]}")
+                    try:
+                        await c.info(i)
+                        break
+                    except Exception:
+                        if time.monotonic() > deadline:
+                            raise LocalMarketError(f"server {i} did not answer") from None
+                        await asyncio.sleep(0.1)
+
+    def client(self) -> Client:
+        """A client of every server (use with ``async with``)."""
+        return Client(self.registry, self.root / "ca.crt")
+
+    def session(self, connections: int = 100) -> Any:
+        """An HTTPS session to share among many household clients."""
+        return open_session(self.root / "ca.crt", connections)
+
+    def household(self, hid: str, session: Any = None) -> HouseholdClient:
+        """The client of household ``hid`` (its key from the data directory)."""
+        key = load_signing_key(self.root / "households" / f"{hid}.key")
+        return HouseholdClient(self.registry, self.root / "ca.crt", hid, key, session)
