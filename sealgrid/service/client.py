@@ -90,7 +90,10 @@ class Client:
         """Number of computation servers."""
         return len(self.registry.servers)
 
-    async def _call(self, server: int, method: str, path: str, body: bytes | None = None) -> Any:
+    async def call(
+        self, server: int, method: str, path: str, body: bytes | None = None
+    ) -> tuple[int, bytes]:
+        """Send one HTTPS request to ``server``; return the status and the raw body."""
         if self._session is None:
             raise RuntimeError("use the client inside 'async with'")
         url = self.registry.servers[server][0] + path
@@ -104,14 +107,14 @@ class Client:
 
     async def challenge(self, server: int) -> bytes:
         """Fetch a fresh challenge nonce from ``server``."""
-        status, body = await self._call(server, "POST", "/v1/challenge")
+        status, body = await self.call(server, "POST", "/v1/challenge")
         if status != 200:
             raise ServiceError(f"server {server} gave no challenge (HTTP {status})")
         return wire.b64d(json.loads(body)["nonce"])
 
     async def statement(self, server: int, period: str) -> PeriodStatement | None:
         """Return ``server``'s verified statement of ``period``, or None if not finished."""
-        status, body = await self._call(server, "GET", f"/v1/periods/{period}")
+        status, body = await self.call(server, "GET", f"/v1/periods/{period}")
         if status == 404:
             return None
         if status != 200:
@@ -123,7 +126,7 @@ class Client:
 
     async def info(self, server: int) -> dict[str, Any]:
         """Return ``server``'s public info."""
-        status, body = await self._call(server, "GET", "/v1/info")
+        status, body = await self.call(server, "GET", "/v1/info")
         if status != 200:
             raise ServiceError(f"server {server}: HTTP {status}")
         data: dict[str, Any] = json.loads(body)
@@ -137,7 +140,7 @@ class Client:
         async def one(server: int) -> OutputShares:
             nonce = await self.challenge(server)
             raw = auth_request(role, subject, period, nonce, key)
-            status, body = await self._call(server, "POST", "/v1/outputs", raw)
+            status, body = await self.call(server, "POST", "/v1/outputs", raw)
             if status != 200:
                 raise ServiceError(f"server {server} refused: {body.decode(errors='replace')}")
             got = wire.decode(OutputShares, body)
@@ -181,7 +184,7 @@ class HouseholdClient(Client):
         async def one(server: int) -> None:
             nonce = await self.challenge(server)
             raw = make_submission(pseudonym, server, nonce, payloads[server])
-            status, body = await self._call(server, "POST", "/v1/bids", raw)
+            status, body = await self.call(server, "POST", "/v1/bids", raw)
             if status == 201:
                 receipt = wire.decode(Receipt, body)
                 key = self.registry.servers[server][1]
@@ -204,7 +207,7 @@ class HouseholdClient(Client):
         async def one(server: int) -> dict[str, Any]:
             nonce = await self.challenge(server)
             raw = auth_request("household", self.household, "", nonce, self.key)
-            status, body = await self._call(server, "POST", "/v1/hello", raw)
+            status, body = await self.call(server, "POST", "/v1/hello", raw)
             if status != 200:
                 raise ServiceError(f"server {server} refused: {body.decode(errors='replace')}")
             data: dict[str, Any] = json.loads(body)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import typing
@@ -205,6 +206,11 @@ def encode(msg: Any) -> bytes:
     return canonical_json(to_dict(msg))
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def from_dict(cls: type[M], data: Any) -> M:
     """Build message ``cls`` from a decoded JSON object, checking every field's type.
 
@@ -217,7 +223,7 @@ def from_dict(cls: type[M], data: Any) -> M:
         raise WireError(f"expected a {cls.__name__} message")
     if data.get("v") != WIRE_VERSION:
         raise WireError(f"unsupported wire version (this server speaks v{WIRE_VERSION})")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     extra = set(data) - names - {"type", "v"}
     if extra:

@@ -84,13 +84,13 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
             for server in (0, 1):
                 nonce = await h.challenge(server)
                 raw = make_submission(partial, server, nonce, payloads[server])
-                status, _ = await h._call(server, "POST", "/v1/bids", raw)
+                status, _ = await h.call(server, "POST", "/v1/bids", raw)
                 assert status == 201
         async with cluster.client() as c:
-            status, body = await c._call(0, "GET", "/openapi.json")
+            status, body = await c.call(0, "GET", "/openapi.json")
             assert status == 200 and json.loads(body)["openapi"].startswith("3.")
             # the internal bid-set route refuses a client without a server certificate
-            status, _ = await c._call(1, "GET", f"/v1/internal/periods/{p1}/bidset")
+            status, _ = await c.call(1, "GET", f"/v1/internal/periods/{p1}/bidset")
             assert status == 403
         reference = clear(OrderBook.from_bids(bids.values(), SUPPLIERS), GRID.levels)
         assert reference.level is not None
