@@ -37,7 +37,7 @@ def make_party_certificates(party_dirs: list[Path], *, days: int = 7) -> None:
     The CA's private key is discarded once the party certificates are signed, so no one can
     issue another certificate for this set of servers.
     """
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("sealgrid servers CA")

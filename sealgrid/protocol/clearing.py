@@ -106,8 +106,8 @@ def run_processes(dirs: Sequence[Path], timeout: float) -> list[PartyResult]:
                 p.kill()
                 p.wait()
     if failed:
-        log = (dirs[failed[0]] / "party.log").read_text(errors="replace")[-2000:]
-        raise SecureClearingError(f"server {failed[0]} failed:\n{log}")
+        tail = (dirs[failed[0]] / "party.log").read_text(errors="replace")[-2000:]
+        raise SecureClearingError(f"server {failed[0]} failed:\n{tail}")
     return [read_result(d) for d in dirs]
 
 

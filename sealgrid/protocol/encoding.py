@@ -155,7 +155,7 @@ def encode_bid(
     Raises:
         BidRejected: the bid breaks a market rule (an honest household never sends it).
     """
-    if not 1 <= quantity_wh:
+    if not quantity_wh >= 1:
         raise BidRejected(Reason.QUANTITY_NOT_POSITIVE)
     if quantity_wh > layout.max_quantity_wh:
         raise BidRejected(Reason.QUANTITY_TOO_LARGE)

@@ -152,7 +152,7 @@ def combine(shares: Sequence[np.ndarray], coeffs: Sequence[int]) -> np.ndarray:
     return out
 
 
-def share(secret: np.ndarray, t: int, m: int, coeffs: np.ndarray) -> list[np.ndarray]:
+def share(secret: np.ndarray, t: int, m: int, coeffs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Split field elements into ``m`` Shamir shares of degree ``t`` (points 1..m).
 
     Args:

@@ -47,10 +47,14 @@ class PeerTimeout(RuntimeError):
 class Transport(Protocol):
     """How one party talks to the others."""
 
-    pid: int
-    parties: int
-    threshold: int
-    prss_keys: Mapping[tuple[int, ...], bytes]
+    @property
+    def pid(self) -> int: ...
+    @property
+    def parties(self) -> int: ...
+    @property
+    def threshold(self) -> int: ...
+    @property
+    def prss_keys(self) -> Mapping[tuple[int, ...], bytes]: ...
 
     async def all_to_all(self, own: np.ndarray) -> list[np.ndarray]:
         """Send ``own`` to every party; return every party's array (index = party)."""
@@ -132,7 +136,7 @@ class MpycTransport:
         self.pid = mpc.pid
         self.parties = len(mpc.parties)
         self.threshold = mpc.threshold
-        self.prss_keys = dict(mpc._prss_keys)
+        self.prss_keys: dict[tuple[int, ...], bytes] = dict(mpc._prss_keys)
         self.timeout = timeout
         self.secint = mpc.SecInt(SECINT_BITS, p=F.MODULUS)
         self.secfld = mpc.SecFld(F.MODULUS)
@@ -140,7 +144,7 @@ class MpycTransport:
     async def _wait(self, awaitable: Any) -> Any:
         try:
             return await asyncio.wait_for(awaitable, self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise PeerTimeout(f"no answer from a peer server within {self.timeout:g} s") from None
 
     async def all_to_all(self, own: np.ndarray) -> list[np.ndarray]:
@@ -201,9 +205,9 @@ def read_result(directory: Path) -> PartyResult:
 
 def main() -> int:
     """Entry point of one server process (MPyC options on the command line)."""
-    from mpyc.runtime import mpc  # parses and strips MPyC's own options from sys.argv
-
     import argparse
+
+    from mpyc.runtime import mpc  # parses and strips MPyC's own options from sys.argv
 
     parser = argparse.ArgumentParser(prog="sealgrid.protocol.party")
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -220,7 +224,7 @@ def main() -> int:
     async def run() -> PartyResult:
         try:
             await asyncio.wait_for(mpc.start(), args.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise PeerTimeout("could not connect to every peer server") from None
         try:
             result = await serve_period(batch, MpycTransport(mpc, args.timeout))

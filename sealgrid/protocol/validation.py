@@ -144,9 +144,10 @@ class PartyState:
             low, high = rows[:, lay.low_bits], rows[:, lay.high_bits]
             q = pw[:, 0]
             one = F.const(1)
+            top = F.const(lay.max_quantity_wh)
             res = [
                 F.sub(F.sub(q, one), F.dot_small(low, pow2, lay.bits)[:, 0]),
-                F.sub(F.sub(F.const(lay.max_quantity_wh), q), F.dot_small(high, pow2, lay.bits)[:, 0]),
+                F.sub(F.sub(top, q), F.dot_small(high, pow2, lay.bits)[:, 0]),
                 F.sub(ps[:, 0], one),
             ]
             rho = np.zeros(len(rows), dtype=F.U64)

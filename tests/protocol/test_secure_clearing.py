@@ -1,0 +1,194 @@
+"""Secure clearing (in-process servers) equals the plaintext reference; cheaters are excluded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from sealgrid.mechanism.auction import clear
+from sealgrid.mechanism.bids import Reason
+from sealgrid.protocol import disclosure
+from sealgrid.protocol import field as F
+from sealgrid.protocol.clearing import secure_clear
+from sealgrid.protocol.encoding import Layout
+
+from .secure_helpers import (
+    assert_equal_on,
+    bits_of,
+    book,
+    cheat,
+    honest_vector,
+    random_book,
+)
+
+P = F.MODULUS
+
+EDGE_BOOKS = {
+    "no_trade": (book([True, False], [500, 500], [1, 3]), 4),
+    "all_buyers": (book([True, True, True], [10, 20, 30], [0, 2, 3]), 4),
+    "all_sellers": (book([False, False], [10, 20], [0, 2]), 4),
+    "equal_prices": (book([True, False, True, False], [300, 200, 100, 250], [2, 2, 2, 2]), 5),
+    "tie_plateau": (book([True, False], [100, 100], [5, 0]), 8),
+    "one_bidder": (book([False], [10_000], [0]), 3),
+    "ration_buyers": (book([True, True, False], [700, 500, 400], [3, 4, 1]), 6),
+    "ration_sellers": (book([True, False, False, False], [900, 500, 700, 300], [2, 0, 1, 2]), 3),
+    "one_level": (book([True, False, False], [10, 4, 3], [0, 0, 0]), 1),
+    "max_quantity": (book([True, False], [10_000, 10_000], [0, 0]), 2),
+    "empty": (book([], [], []), 4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_BOOKS))
+def test_edge_books_equal_the_reference(name: str) -> None:
+    b, levels = EDGE_BOOKS[name]
+    result = secure_clear(b, levels, mode="inprocess", key=b"e" * 16)
+    assert result.stats.rejected == {}
+    assert_equal_on(result.clearing, b, levels, np.ones(len(b), dtype=bool))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_books_equal_the_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    levels = int(rng.integers(1, 20))
+    max_q = int(rng.choice([1, 7, 10_000]))
+    b = random_book(rng, int(rng.integers(1, 80)), levels, int(rng.integers(1, 5)), max_q)
+    if seed % 3 == 0:  # many equal prices and quantities: ties everywhere
+        b.level[:] = b.level % 2
+    result = secure_clear(b, levels, mode="inprocess", max_quantity_wh=max_q)
+    assert_equal_on(result.clearing, b, levels, np.ones(len(b), dtype=bool))
+
+
+def test_five_servers_in_process() -> None:
+    b = random_book(np.random.default_rng(9), 40, 6, 2)
+    result = secure_clear(b, 6, parties=5, mode="inprocess")
+    assert_equal_on(result.clearing, b, 6, np.ones(len(b), dtype=bool))
+
+
+def test_only_declared_values_are_opened() -> None:
+    b = random_book(np.random.default_rng(1), 30, 5, 2)
+    disclosure.LOG.clear()
+    secure_clear(b, 5, mode="inprocess")
+    assert set(disclosure.LOG) <= set(disclosure.DISCLOSED)
+    disclosure.LOG.clear()
+    secure_clear(EDGE_BOOKS["no_trade"][0], 4, mode="inprocess")
+    assert "clearing_level" not in disclosure.LOG and "demand_at_clearing" not in disclosure.LOG
+
+
+# --- malicious households ---------------------------------------------------------------
+
+LEVELS = 6
+LAYOUT = Layout(LEVELS, 2, 10_000)
+HONEST = book([True, True, False, False, True, False], [4_000, 2_500, 3_000, 1_500, 800, 2_200],
+              [5, 3, 1, 2, 4, 0], [0, 1, 0, 1, 1, 0])
+SLOT = 2  # the cheater's bid slot (its plaintext in HONEST is ignored: its shares are replaced)
+
+
+def _set(row: np.ndarray, buy: bool, level: int, value: int) -> None:
+    row[(0 if buy else LEVELS) + level] = value % P
+
+
+def negative_quantity(row: np.ndarray) -> None:
+    row[:] = honest_vector(LAYOUT, False, 100, 1, 0)
+    _set(row, False, 1, -100)
+
+
+def oversized_quantity(row: np.ndarray) -> None:
+    row[:] = honest_vector(LAYOUT, False, 10_000, 1, 0)
+    _set(row, False, 1, 20_000)
+    row[LAYOUT.low_bits] = bits_of(19_999 % 2**14, 14)
+
+
+def two_levels(row: np.ndarray) -> None:
+    row[:] = honest_vector(LAYOUT, False, 5_000, 1, 0)  # bits say q = 5,000: they still hold
+    _set(row, False, 1, 3_000)
+    _set(row, False, 4, 2_000)
+
+
+def both_sides(row: np.ndarray) -> None:
+    row[:] = honest_vector(LAYOUT, False, 5_000, 1, 0)
+    _set(row, False, 1, 3_000)
+    _set(row, True, 1, 2_000)
+
+
+def two_suppliers(row: np.ndarray) -> None:
+    row[:] = honest_vector(LAYOUT, False, 3_000, 1, 0)
+    row[LAYOUT.supplier] = [1, 1]
+
+
+def split_supplier(row: np.ndarray) -> None:  # sums to 1, but is not one-hot
+    row[:] = honest_vector(LAYOUT, False, 3_000, 1, 0)
+    row[LAYOUT.supplier] = F.from_ints([2, -1])
+
+
+def non_bits(row: np.ndarray) -> None:  # q − 1 = 4 = 2·2^1: the sum holds, a "bit" is 2
+    row[:] = honest_vector(LAYOUT, False, 5, 1, 0)
+    row[LAYOUT.low_bits] = 0
+    row[LAYOUT.low_bits.start + 1] = 2
+
+
+def zero_bid(row: np.ndarray) -> None:
+    row[:] = honest_vector(LAYOUT, False, 1, 1, 0)
+    _set(row, False, 1, 0)
+
+
+def wrong_range_bits(row: np.ndarray) -> None:  # bits of max − q do not add up
+    row[:] = honest_vector(LAYOUT, False, 3_000, 1, 0)
+    row[LAYOUT.high_bits] = bits_of(1, 14)
+
+
+def off_polynomial(shares: list[np.ndarray]) -> None:  # server 3's share is off the line
+    shares[2][LEVELS + 1] = F.add(shares[2][LEVELS + 1 : LEVELS + 2], F.from_ints([1]))[0]
+
+
+def off_polynomial_bits(shares: list[np.ndarray]) -> None:
+    i = LAYOUT.low_bits.start + 3
+    shares[0][i] = F.add(shares[0][i : i + 1], F.from_ints([12345]))[0]
+
+
+CHEATS: dict[str, tuple[Callable, Callable | None]] = {
+    "negative_quantity": (negative_quantity, None),
+    "oversized_quantity": (oversized_quantity, None),
+    "two_levels": (two_levels, None),
+    "both_sides": (both_sides, None),
+    "two_suppliers": (two_suppliers, None),
+    "split_supplier": (split_supplier, None),
+    "non_bits": (non_bits, None),
+    "zero_bid": (zero_bid, None),
+    "wrong_range_bits": (wrong_range_bits, None),
+    "inconsistent_shares": (lambda r: r.__setitem__(slice(None),
+                                                    honest_vector(LAYOUT, False, 3_000, 1, 0)),
+                            off_polynomial),
+    "inconsistent_bit_shares": (lambda r: r.__setitem__(slice(None),
+                                                        honest_vector(LAYOUT, False, 3_000, 1, 0)),
+                                off_polynomial_bits),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHEATS))
+def test_a_cheating_household_is_excluded_and_the_period_clears(name: str) -> None:
+    make, corrupt = CHEATS[name]
+    result = secure_clear(HONEST, LEVELS, mode="inprocess",
+                          tamper=cheat(LAYOUT, SLOT, make, corrupt))
+    assert result.stats.rejected == {SLOT: Reason.INVALID_SHARES}
+    honest = np.ones(len(HONEST), dtype=bool)
+    honest[SLOT] = False
+    assert_equal_on(result.clearing, HONEST, LEVELS, honest)
+
+
+def test_an_honest_vector_through_the_tamper_hook_is_accepted() -> None:
+    """The cheat harness itself makes valid shares when the vector is honest."""
+    make = lambda r: r.__setitem__(slice(None), honest_vector(LAYOUT, False, 3_000, 1, 0))  # noqa: E731
+    result = secure_clear(HONEST, LEVELS, mode="inprocess", tamper=cheat(LAYOUT, SLOT, make))
+    assert result.stats.rejected == {}
+    assert_equal_on(result.clearing, HONEST, LEVELS, np.ones(len(HONEST), dtype=bool))
+
+
+def test_every_household_cheating_means_no_trade() -> None:
+    hooks = [cheat(LAYOUT, i, two_levels) for i in range(len(HONEST))]
+    result = secure_clear(HONEST, LEVELS, mode="inprocess",
+                          tamper=lambda paths: [h(paths) for h in hooks])
+    assert set(result.stats.rejected) == set(range(len(HONEST)))
+    assert result.clearing.level is None and not result.clearing.accepted.any()
+    assert clear(HONEST, LEVELS).level is not None
