@@ -98,10 +98,17 @@ def minute_weather(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DatetimeI
     clear = loc.get_clearsky(mid, model="ineichen", solar_position=solpos)
     # Hour-ending TMY stamp T covers [T−1h, T): label each minute by its hour's end.
     hour_end = mid.ceil("h")
-    cs_hour = clear["ghi"].groupby(hour_end).transform("mean").to_numpy()
-    ghi_hour = tmy["ghi"].reindex(hour_end).to_numpy()
-    kc_hour = np.where(cs_hour > 5.0, ghi_hour / np.maximum(cs_hour, 1e-9), 0.0)
-    kc_hour = np.clip(kc_hour, 0.0, 1.2)
+    cs_by_hour = clear["ghi"].groupby(hour_end).mean()
+    ghi_by_hour = tmy["ghi"].reindex(cs_by_hour.index).astype(float)
+    kc_by_hour = (ghi_by_hour / cs_by_hour.clip(lower=1e-9)).where(cs_by_hour > 5.0, 0.0)
+    # TMY3 gives 0 for the hours holding sunrise and sunset (e.g. 06:00–07:00 EST on 20 Sep,
+    # sunrise 06:11 EST) although the sun is up: take the next or previous hour's clearness
+    # for those hours and do not rescale them, rather than a one-minute jump from 0 at 08:00.
+    edge = (ghi_by_hour == 0) & (cs_by_hour > 5.0)
+    kc_by_hour = kc_by_hour.mask(edge).bfill(limit=1).ffill(limit=1).fillna(0.0).clip(0.0, 1.2)
+    ghi_hour = ghi_by_hour.reindex(hour_end).to_numpy()
+    kc_hour = kc_by_hour.reindex(hour_end).to_numpy()
+    edge_minute = edge.reindex(hour_end).to_numpy()
     # Smooth hourly kc (centre-of-hour interpolation), then seeded cloud variability.
     kc_centres = pd.Series(kc_hour, index=mid).groupby(hour_end).first()
     centre_times = kc_centres.index - pd.Timedelta(minutes=30)
@@ -117,7 +124,8 @@ def minute_weather(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DatetimeI
     ghi = kc * clear["ghi"].to_numpy()
     # Keep every hour's TMY3 irradiation.
     sums = pd.Series(ghi, index=mid).groupby(hour_end).transform("mean").to_numpy()
-    ghi = np.where(sums > 0, ghi * ghi_hour / np.maximum(sums, 1e-9), 0.0)
+    ghi = np.where(edge_minute, ghi,
+                   np.where(sums > 0, ghi * ghi_hour / np.maximum(sums, 1e-9), 0.0))
     ghi = np.clip(ghi, 0.0, 1.3 * clear["ghi"].to_numpy() + 1.0)
     erbs = pvlib.irradiance.erbs(ghi, solpos["apparent_zenith"].to_numpy(), mid)
     hourly = tmy[["temp_air", "wind_speed"]]

@@ -57,8 +57,8 @@ def price(windows: pd.DataFrame, params: MarketParams, out: Path, multi_day: boo
     for run, g in _by_run(windows).items():
         if run == "none":
             continue
-        style = "-" if run.startswith("pem") else "."
-        ax.plot(g.index, g["price"], style, ms=2, lw=1.2, color=COLOURS.get(run),
+        style = {"pem-k20": "-", "pem-k40": "--"}.get(run, ".")
+        ax.plot(g.index, g["price"], style, ms=3, lw=1.4, color=COLOURS.get(run),
                 label=_label(run))
     for value, text in ((params.retail, "retail"), (params.feed_in, "feed-in"),
                         (params.pem_low, "PEM p_l"), (params.pem_high, "PEM p_h")):
@@ -82,18 +82,28 @@ def coalitions(windows: pd.DataFrame, out: Path, multi_day: bool) -> Path:
 
 def utility(util: pd.DataFrame, out: Path, multi_day: bool) -> Path:
     """Fig. 6(b): utility (Eq. 4) of the selected sellers, with PEM and with feed-in only."""
-    fig, ax = _axes("Utility of selected sellers (Fig. 6b)", "utility U (Eq. 4)", multi_day)
-    styles = {20: "-", 40: "--"}
-    for (home, k), g in util.groupby(["home", "k"], sort=True):
-        g = g.set_index("timestamp")
-        ls = styles.get(int(k), ":")
-        line = ax.plot(g.index, g["utility_with"], ls, lw=1.0, label=f"{home}, k = {k}, PEM")
-        ax.plot(g.index, g["utility_without"], ls, lw=0.8, alpha=0.5,
-                color=line[0].get_color(), label=f"{home}, k = {k}, no market")
-    if len(util):
+    homes = sorted(util["home"].unique()) if len(util) else []
+    fig, axes = plt.subplots(max(len(homes), 1), 1, figsize=(7.5, 4.2), dpi=110, sharex=True,
+                             squeeze=False)
+    fig.suptitle("Utility of selected sellers (Fig. 6b)", fontsize=11)
+    colours = {20: "#d62728", 40: "#ff7f0e"}
+    for ax, home in zip(axes[:, 0], homes, strict=False):
+        for k, g in util[util["home"] == home].groupby("k", sort=True):
+            g = g.set_index("timestamp")
+            c = colours.get(int(k))
+            ax.plot(g.index, g["utility_with"], "-", lw=1.0, color=c, label=f"k = {k}, PEM")
+            ax.plot(g.index, g["utility_without"], ":", lw=1.0, color=c,
+                    label=f"k = {k}, no market")
+        ax.set_ylabel(f"U of {home}", fontsize=9)
+        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-    else:
-        ax.text(0.5, 0.5, "no PEM run or no seller", transform=ax.transAxes, ha="center")
+    if not homes:
+        axes[0, 0].text(0.5, 0.5, "no PEM run or no seller", transform=axes[0, 0].transAxes,
+                        ha="center")
+    last = axes[-1, 0]
+    last.set_xlabel("local time (America/New_York)")
+    last.xaxis.set_major_formatter(
+        mdates.DateFormatter("%a %H:%M" if multi_day else "%H:%M", tz=SITE_TZ))
     return _save(fig, out / "utility.png")
 
 

@@ -115,8 +115,11 @@ def _secure(module: str, name: str) -> Callable[..., Any]:
 
 
 def _first(result: Any) -> Any:
-    """A secure entry point may return ``(outcome, stats)``; keep the outcome."""
-    return result[0] if isinstance(result, tuple) else result
+    """Keep the outcome of a secure entry point that returns ``(outcome, stats)`` or an
+    object holding ``.clearing`` and ``.stats``."""
+    if isinstance(result, tuple):
+        return result[0]
+    return getattr(result, "clearing", result)
 
 
 def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, ...],
