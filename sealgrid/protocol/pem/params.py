@@ -13,6 +13,7 @@ Bounds (all public):
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -68,9 +69,14 @@ def check_net(net: int) -> None:
 
 def window_order(seed: int, window: int, agents: int) -> list[int]:
     """The public random order of all agents for one window (drawn from the shared seed)."""
+    return list(_order(seed, window, agents))
+
+
+@functools.lru_cache(maxsize=64)
+def _order(seed: int, window: int, agents: int) -> tuple[int, ...]:
     order = list(range(agents))
     random.Random(f"sealgrid-pem:{seed}:{window}").shuffle(order)
-    return order
+    return tuple(order)
 
 
 @dataclass(frozen=True)

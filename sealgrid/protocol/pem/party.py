@@ -31,6 +31,7 @@ from sealgrid.protocol.pem.net import Endpoint
 from sealgrid.protocol.pem.params import (
     CANDIDATES,
     FANOUT,
+    NET_BITS,
     PER_KEY,
     RATIO_BITS,
     Designation,
@@ -76,10 +77,25 @@ def _tree(members: Sequence[int], me: int) -> tuple[int | None, list[int]]:
     return parent, list(members[FANOUT * pos + 1 : FANOUT * pos + 1 + FANOUT])
 
 
-def _pairs(flat: Values) -> list[tuple[int, int]]:
-    if len(flat) % 2:
-        raise RemoteProtocolError("a list of pairs has an odd length")
-    return list(zip(flat[::2], flat[1::2], strict=True))
+def _union(a: Values, b: Values) -> Values:
+    if len(a) != len(b) or any(x & y for x, y in zip(a[:1], b[:1], strict=True)):
+        raise RemoteProtocolError("role masks overlap or differ in length")
+    return tuple(x | y for x, y in zip(a, b, strict=True))
+
+
+def _pack(values: Sequence[int], width: int) -> int:
+    """Pack non-negative integers below ``2^width`` into one integer, first value lowest."""
+    packed = 0
+    for v in reversed(values):
+        packed = packed << width | v
+    return packed
+
+
+def _unpack(packed: int, width: int, count: int) -> list[int]:
+    if packed < 0 or packed >> (width * count):
+        raise RemoteProtocolError("a packed list has the wrong size")
+    mask = (1 << width) - 1
+    return [packed >> (width * i) & mask for i in range(count)]
 
 
 class PemParty:
@@ -182,12 +198,14 @@ class PemParty:
         net = agent.net
         role = (net > 0) - (net < 0)
         order = window_order(self.seed, w, self.n)
-        up = await self._gather(w, Topic.ROLES_UP, order, (self.me, role), lambda a, b: a + b)
-        roles = dict(_pairs(await self._spread(w, Topic.ROLES, order, up)))
-        if sorted(roles) != list(range(self.n)) or not set(roles.values()) <= {-1, 0, 1}:
+        bit = 1 << self.me  # roles travel as bit masks: (present, sellers, buyers)
+        mine = (bit, bit if role > 0 else 0, bit if role < 0 else 0)
+        up = await self._gather(w, Topic.ROLES_UP, order, mine, _union)
+        present, selling, buying = await self._spread(w, Topic.ROLES, order, up)
+        if present != (1 << self.n) - 1 or selling & buying or (selling | buying) >> self.n:
             raise RemoteProtocolError("the role vector is malformed")
-        sellers = [i for i in order if roles[i] > 0]
-        buyers = [i for i in order if roles[i] < 0]
+        sellers = [i for i in order if selling >> i & 1]
+        buyers = [i for i in order if buying >> i & 1]
         if not sellers:
             return PartyOutput(self.me, MarketKind.NO_SELLERS, self.market.retail, (), None)
         trades: tuple[tuple[int, int, Fraction], ...] = ()
@@ -307,17 +325,21 @@ class PemParty:
             rho = self.pool.take(holder, lambda: pa.randomizer(pk, self.rng))
             ratio = pa.scale(pk, total, K // amount) * rho % pk.nsquare  # Enc(E · ⌊K/|sn|⌋)
             self.net.send(holder, Topic.DIST_RATIO, w, (ratio,))
+        width = RATIO_BITS + NET_BITS + self.n.bit_length()  # E·⌊K/|sn|⌋ < 2^width
         value: Values | None = None
         if self.me == holder:
-            flat: list[int] = []
+            inverses = []
             for j in contributors:
                 (c,) = await self.net.recv(w, Topic.DIST_RATIO, j)
-                flat += (j, self.sk.decrypt(c))
-            value = tuple(flat)
+                inverses.append(self.sk.decrypt(c))
+            if not all(0 < x < 1 << width for x in inverses):
+                raise RemoteProtocolError("a scaled ratio is out of range")
+            value = (_pack(inverses, width),)  # in the contributors' public order
         if self.me not in receivers:
             return ()
         members = [holder] + [i for i in receivers if i != holder]
-        scaled = _pairs(await self._spread(w, Topic.DIST_RATIOS, members, value))
+        (packed,) = await self._spread(w, Topic.DIST_RATIOS, members, value)
+        scaled = list(zip(contributors, _unpack(packed, width, len(contributors)), strict=True))
         self._reveal("scaled_inverse_ratios", scaled)
         trades = []
         for other, inverse in scaled:

@@ -30,8 +30,8 @@ class RemoteProtocolError(ValueError):
 class Topic(enum.IntEnum):
     """What a message is for; one value per step of Protocols 1–4."""
 
-    ROLES_UP = 1  # Protocol 1: (id, role) pairs gathered up the tree of all agents
-    ROLES = 2  # Protocol 1: the role vector broadcast down
+    ROLES_UP = 1  # Protocol 1: bit masks (present, sellers, buyers) gathered up the tree
+    ROLES = 2  # Protocol 1: the complete masks broadcast down
     EVAL_B = 3  # Protocol 2: aggregate of Enc_r1(|sn_j| + r_j), Enc_r1(r_i)
     EVAL_B_TOTAL = 4  # Protocol 2: the root hands the aggregate to H_r1
     EVAL_S = 5  # Protocol 2: aggregate of Enc_r2(sn_i + r_i), Enc_r2(r_j)
@@ -47,7 +47,7 @@ class Topic(enum.IntEnum):
     DIST_UP = 15  # Protocol 4: aggregate of Enc_s(|sn|) within the contributing coalition
     DIST_TOTAL = 16  # Protocol 4: Enc_s(E) broadcast down the same coalition
     DIST_RATIO = 17  # Protocol 4: Enc_s(E · floor(K / |sn|)) sent to the key holder
-    DIST_RATIOS = 18  # Protocol 4: (id, E · floor(K / |sn|)) pairs broadcast by the key holder
+    DIST_RATIOS = 18  # Protocol 4: all E · floor(K / |sn|), packed in one integer, broadcast
 
 
 @dataclass(frozen=True)

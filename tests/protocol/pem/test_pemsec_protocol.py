@@ -85,7 +85,7 @@ def test_no_sellers_no_buyers_and_prices_clipped(keys: type) -> None:
     buyers_only = [Agent.from_values(f"b{i}", "0", f"{i + 1}", "0", "20", "0.5") for i in range(4)]
     sellers_only = [Agent.from_values(f"b{i}", "3", "1", "0", "20", "0.5") for i in range(4)]
     # one tiny seller against big buyers: p̂ far above p_h, clipped to p_h
-    high = [Agent.from_values("s", "0.2", "0.1", "0", "200", "0.5")] + buyers_only[1:]
+    high = [Agent.from_values("s", "0.2", "0.1", "0", "200", "0.5"), *buyers_only[1:]]
     mixed = [Agent.from_values("s", "2", "0", "0", "1", "0.5"), buyers_only[1],
              Agent.from_values("z", "1", "1", "0", "20", "0.5"), buyers_only[3]]  # z: sn = 0
     windows = [buyers_only, sellers_only, high, mixed]
