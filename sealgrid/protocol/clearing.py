@@ -88,7 +88,8 @@ def run_processes(dirs: Sequence[Path], timeout: float) -> list[PartyResult]:
                "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning"]
         with open(d / "party.log", "wb") as log:
             procs.append(subprocess.Popen(cmd, cwd=d, stdout=log, stderr=subprocess.STDOUT,
-                                          env={**os.environ, "PYTHONHASHSEED": "0"}))
+                                          env={**os.environ, "PYTHONHASHSEED": "0",
+                                               "OPENBLAS_NUM_THREADS": "1"}))
     deadline = time.monotonic() + 3 * timeout
     failed = []
     try:

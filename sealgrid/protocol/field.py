@@ -113,19 +113,38 @@ def to_signed(values: np.ndarray) -> np.ndarray:
                     dtype=object).reshape(values.shape)
 
 
-def dot_small(x: np.ndarray, coef: np.ndarray, bits: int) -> np.ndarray:
-    """Return Σ_k x[..., k]·coef[k, j] mod p for small public coefficients.
+def halves(x: np.ndarray) -> np.ndarray:
+    """The 32-bit halves of each share as float64, interleaved (low, high): shape (…, 2K)."""
+    x = np.ascontiguousarray(x, dtype=U64)
+    return x.view(np.uint32).astype(np.float64)
 
-    Exact: each share is split into 32-bit halves and ``coef`` entries are below 2^bits with
-    ``32 + bits + log2(K) < 64``; the two integer products are combined mod p.
+
+def dot_small(x: np.ndarray, coef: np.ndarray, bits: int, *, split: np.ndarray | None = None,
+              ) -> np.ndarray:
+    """Return Σ_k x[..., k]·coef[k, j] mod p for small public coefficients, exactly.
+
+    Each share is split into 32-bit halves (as float64) and ``coef`` entries are below 2^bits
+    with ``32 + bits + log2(K) ≤ 53``, so one BLAS product is exact; the low and high halves'
+    results are combined mod p. ``split`` may pass ``halves(x)`` when already computed.
     """
-    k = x.shape[-1]
-    if 32 + bits + max(k - 1, 1).bit_length() >= 64:
-        raise ValueError("coefficients too wide for an exact 64-bit inner product")
-    c = np.asarray(coef, dtype=U64)
-    lo = (x & _M32) @ c
-    hi = (x >> _S32) @ c
-    return add(reduce(lo), mul_small(mul_small(reduce(hi), 2**16), 2**16))
+    k = x.shape[-1] if split is None else split.shape[-1] // 2
+    if 32 + bits + max(k - 1, 1).bit_length() > 53:
+        raise ValueError("coefficients too wide for an exact float64 inner product")
+    c = np.asarray(coef, dtype=np.float64)
+    j = c.shape[1]
+    wide = np.zeros((2 * k, 2 * j))
+    wide[0::2, :j] = c
+    wide[1::2, j:] = c
+    v = halves(x) if split is None else split
+    r = v @ wide
+    lo = r[..., :j].astype(U64)
+    hi = r[..., j:].astype(U64)
+    return add(reduce(lo), shift32(reduce(hi)))
+
+
+def shift32(h: np.ndarray) -> np.ndarray:
+    """Return h·2^32 mod p (h in [0, p))."""
+    return mul_small(mul_small(h, 1 << 16), 1 << 16)
 
 
 # --- Shamir sharing, points 1..m -------------------------------------------------------

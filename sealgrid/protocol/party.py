@@ -13,6 +13,11 @@ Run as a process: ``python -m sealgrid.protocol.party --data-dir DIR -M3 -I i -B
 
 from __future__ import annotations
 
+import os
+
+if __name__ == "__main__":  # one BLAS thread per server process: m servers share the cores
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import asyncio
 import json
 import resource

@@ -27,41 +27,61 @@ from sealgrid.protocol import field as F
 from sealgrid.protocol.encoding import Layout, ShareBatch
 
 CHUNK = 2048
-REPEATS = 2  # independent random challenges for each one-hot check (soundness ≈ 2^-42)
+SOUNDNESS_BITS = 40  # a malformed bid passes a one-hot check with probability < 2^-40
 
 
-def challenge_bits(levels: int) -> int:
-    """Width of the small public challenge coefficients for a grid of ``levels`` levels."""
-    return 31 - (2 * levels - 1).bit_length()
+def challenge_bits(layout: Layout) -> int:
+    """Width of the small public challenge coefficients for one market configuration.
+
+    Chosen so that a 32-bit half of a share times a coefficient, summed over the longest
+    vector of a bid, stays below 2^53: the products run exactly in float64 BLAS.
+    """
+    longest = max(2 * layout.levels, 2 * layout.bits, layout.suppliers)
+    bits = min(12, 53 - 32 - (longest - 1).bit_length())
+    if bits < 4:
+        raise ValueError("too many price levels or suppliers for the exact one-hot check")
+    return bits
+
+
+def repeats(layout: Layout) -> int:
+    """Independent challenges per check; each is passed falsely with p ≤ 2^-(bits−1)."""
+    return -(-SOUNDNESS_BITS // (challenge_bits(layout) - 1))
+
+
+_LIMB = 8  # powers of two in the range proof are applied 8 bits at a time (exact in BLAS)
 
 
 @dataclass(frozen=True)
 class Challenge:
     """Public random coefficients, derived from a seed the servers draw after inputs are fixed."""
 
-    w_cols: np.ndarray  # (2P, 1 + 3·REPEATS): ones, then r, r² low limb, r² high limb per repeat
-    s_cols: np.ndarray  # (S, 1 + 3·REPEATS) likewise for the supplier vector
+    w_cols: np.ndarray  # (2P, 1 + 3·R): ones, then r, r² low limb, r² high limb per repeat
+    s_cols: np.ndarray  # (S, 1 + 3·R) likewise for the supplier vector
+    b_cols: np.ndarray  # (2b, R) small random weights for the bit checks
     bits: int
+    repeats: int
     gamma: np.ndarray  # fold weights, full field
     lam: np.ndarray  # degree-check weights, full field
 
     @classmethod
     def derive(cls, seed: bytes, layout: Layout) -> Challenge:
-        bits = challenge_bits(layout.levels)
+        bits = challenge_bits(layout)
+        reps = repeats(layout)
         low = np.uint64((1 << bits) - 1)
 
         def cols(n: int, name: str) -> np.ndarray:
             out = [np.ones(n, dtype=F.U64)]
-            for j in range(REPEATS):
+            for j in range(reps):
                 r = F.small_stream(seed, f"{name}/{j}", n, bits)
                 r2 = r * r
                 out += [r, r2 & low, r2 >> np.uint64(bits)]
             return np.stack(out, axis=1)
 
-        n_gamma = 3 + 2 * REPEATS + 2 * layout.bits
-        n_lam = 2 * REPEATS + 2 * layout.bits
-        return cls(cols(2 * layout.levels, "w"), cols(layout.suppliers, "s"), bits,
-                   F.stream(seed, "gamma", n_gamma), F.stream(seed, "lambda", n_lam))
+        b_cols = np.stack([F.small_stream(seed, f"b/{j}", 2 * layout.bits, bits)
+                           for j in range(reps)], axis=1)
+        n = 3 + 3 * reps
+        return cls(cols(2 * layout.levels, "w"), cols(layout.suppliers, "s"), b_cols, bits,
+                   reps, F.stream(seed, "gamma", n), F.stream(seed, "lambda", n))
 
 
 def _join(parts: np.ndarray, bits: int, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +136,7 @@ class PartyState:
         self.t = threshold
         self.keys = prss_keys
         self.valid = np.ones(len(batch), dtype=bool)
-        self._colsum = np.zeros((2, 2 * self.layout.levels), dtype=F.U64)
+        self._colsum = np.zeros(4 * self.layout.levels, dtype=F.U64)  # (low, high) halves
 
     # --- validation -------------------------------------------------------------------
     def check(self, seed: bytes) -> np.ndarray:
@@ -131,42 +151,63 @@ class PartyState:
         lay = self.layout
         ch = Challenge.derive(seed, lay)
         n = len(self.batch)
-        out = np.zeros((2, n), dtype=F.U64)
-        pow2 = (np.uint64(1) << np.arange(lay.bits, dtype=F.U64))[:, None]
-        g = ch.gamma
+        g, lam, reps = ch.gamma, ch.lam, ch.repeats
+        nb = 2 * lay.bits
+        groups = -(-lay.bits // _LIMB)
+        pow2 = np.zeros((nb, 2 * groups), dtype=F.U64)  # column (side, group): 2^(j mod 8)
+        for j in range(lay.bits):
+            for side in range(2):
+                pow2[side * lay.bits + j, side * groups + j // _LIMB] = 1 << (j % _LIMB)
+        bit_cols = np.concatenate([ch.b_cols, pow2], axis=1)
+        pw = np.empty((n, ch.w_cols.shape[1]), dtype=F.U64)
+        ps = np.empty((n, ch.s_cols.shape[1]), dtype=F.U64)
+        pb = np.empty((n, reps + 2 * groups), dtype=F.U64)  # Σ β_j·b_j, then 2^j·bits by 8
+        pb2 = np.empty((n, reps), dtype=F.U64)  # Σ β_j·b_j(b_j − 1)
+        bit_range = slice(lay.low_bits.start, lay.high_bits.stop)
+        # Pass over the N×P shares, chunk by chunk: everything that needs a whole bid vector.
         for start in range(0, n, CHUNK):
             rows = np.asarray(self.batch.rows[start:start + CHUNK])
+            sl = slice(start, start + len(rows))
             w = rows[:, lay.w]
-            self._colsum[0] += (w & np.uint64(0xFFFFFFFF)).sum(axis=0, dtype=F.U64)
-            self._colsum[1] += (w >> np.uint64(32)).sum(axis=0, dtype=F.U64)
-            pw = F.dot_small(w, ch.w_cols, ch.bits)
-            ps = F.dot_small(rows[:, lay.supplier], ch.s_cols, ch.bits)
-            low, high = rows[:, lay.low_bits], rows[:, lay.high_bits]
-            q = pw[:, 0]
-            one = F.const(1)
-            top = F.const(lay.max_quantity_wh)
-            res = [
-                F.sub(F.sub(q, one), F.dot_small(low, pow2, lay.bits)[:, 0]),
-                F.sub(F.sub(top, q), F.dot_small(high, pow2, lay.bits)[:, 0]),
-                F.sub(ps[:, 0], one),
-            ]
-            rho = np.zeros(len(rows), dtype=F.U64)
-            for j in range(REPEATS):
-                a, b = _join(pw, ch.bits, j)
-                res.append(F.sub(F.mul(a, a), F.mul(q, b)))
-                a2, b2 = _join(ps, ch.bits, j)
-                res.append(F.sub(F.mul(a2, a2), b2))
-                rho = F.add(rho, F.add(F.mul(a, F.const(int(ch.lam[2 * j]))),
-                                       F.mul(a2, F.const(int(ch.lam[2 * j + 1])))))
-            bits = np.concatenate([low, high], axis=1)
-            nb = bits.shape[1]
-            gb = g[3 + 2 * REPEATS:3 + 2 * REPEATS + nb]
-            z = _sum_rows(F.mul(F.sub(F.mul(bits, bits), bits), gb))
-            for k, r in enumerate(res):
-                z = F.add(z, F.mul(r, F.const(int(g[k]))))
-            rho = F.add(rho, _sum_rows(F.mul(bits, ch.lam[2 * REPEATS:2 * REPEATS + nb])))
-            out[0, start:start + len(rows)] = z
-            out[1, start:start + len(rows)] = rho
+            split = F.halves(w)
+            self._colsum += split.sum(axis=0).astype(F.U64)  # exact: < 2^32 · CHUNK
+            pw[sl] = F.dot_small(w, ch.w_cols, ch.bits, split=split)
+            ps[sl] = F.dot_small(rows[:, lay.supplier], ch.s_cols, ch.bits)
+            bits = rows[:, bit_range]
+            pb[sl] = F.dot_small(bits, bit_cols, max(ch.bits, _LIMB))
+            pb2[sl] = F.dot_small(F.sub(F.mul(bits, bits), bits), ch.b_cols, ch.bits)
+        # Per-bid values, on whole vectors of length N: every rule's residual, weighted by γ.
+        q = pw[:, 0]
+        one = F.const(1)
+        value = [np.zeros(n, dtype=F.U64), np.zeros(n, dtype=F.U64)]  # Σ2^j·lo_j, Σ2^j·hi_j
+        for side in range(2):
+            for grp in range(groups - 1, -1, -1):
+                value[side] = F.add(F.mul_small(value[side], 1 << _LIMB),
+                                    pb[:, reps + side * groups + grp])
+        res = [
+            F.sub(F.sub(q, one), value[0]),
+            F.sub(F.sub(F.const(lay.max_quantity_wh), q), value[1]),
+            F.sub(ps[:, 0], one),
+        ]
+        z = np.zeros(n, dtype=F.U64)
+        rho = np.zeros(n, dtype=F.U64)
+        b_weighted = np.zeros(n, dtype=F.U64)
+        for j in range(reps):
+            a, b = _join(pw, ch.bits, j)
+            # (r·w)² − q·(r²·w), weighted: γ·a² here, q·Σγ·b once after the loop
+            z = F.add(z, F.mul(F.mul(a, a), F.const(int(g[3 + 3 * j]))))
+            b_weighted = F.add(b_weighted, F.mul(b, F.const(int(g[3 + 3 * j]))))
+            a2, b2 = _join(ps, ch.bits, j)
+            res.append(F.sub(F.mul(a2, a2), b2))
+            res.append(pb2[:, j])
+            rho = F.add(rho, F.mul(a, F.const(int(lam[3 * j]))))
+            rho = F.add(rho, F.mul(a2, F.const(int(lam[3 * j + 1]))))
+            rho = F.add(rho, F.mul(pb[:, j], F.const(int(lam[3 * j + 2]))))
+        z = F.sub(z, F.mul(q, b_weighted))
+        weights = [0, 1, 2] + [k for j in range(reps) for k in (4 + 3 * j, 5 + 3 * j)]
+        for k, r in zip(weights, res, strict=True):
+            z = F.add(z, F.mul(r, F.const(int(g[k]))))
+        out = np.stack([z, rho])
         rnd, zero = prss_masks(self.keys, self.pid, self.m, self.t, seed.hex() + "/check", n)
         out[0] = F.add(out[0], zero)
         out[1] = F.add(out[1], rnd)
@@ -188,11 +229,9 @@ class PartyState:
         colsum = self._colsum.copy()
         bad = np.flatnonzero(~self.valid)
         if len(bad):
-            w = np.asarray(self.batch.rows[bad][:, lay.w])
-            colsum[0] -= (w & np.uint64(0xFFFFFFFF)).sum(axis=0, dtype=F.U64)
-            colsum[1] -= (w >> np.uint64(32)).sum(axis=0, dtype=F.U64)
+            colsum -= F.halves(np.asarray(self.batch.rows[bad][:, lay.w])).sum(axis=0).astype(F.U64)
         per_level = [(int(lo) + (int(hi) << 32)) % F.MODULUS
-                     for lo, hi in zip(colsum[0], colsum[1], strict=True)]
+                     for lo, hi in zip(colsum[0::2], colsum[1::2], strict=True)]
         buy, sell = per_level[:lay.levels], per_level[lay.levels:]
         demand, supply = [0] * lay.levels, [0] * lay.levels
         acc = 0

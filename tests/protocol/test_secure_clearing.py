@@ -192,3 +192,16 @@ def test_every_household_cheating_means_no_trade() -> None:
     assert set(result.stats.rejected) == set(range(len(HONEST)))
     assert result.clearing.level is None and not result.clearing.accepted.any()
     assert clear(HONEST, LEVELS).level is not None
+
+
+@pytest.mark.parametrize("max_q", [2**20, 2**31 - 1])
+def test_large_quantity_limits(max_q: int) -> None:
+    b = book([True, False, False], [max_q, max_q // 2, 3], [2, 0, 1])
+    result = secure_clear(b, 3, mode="inprocess", max_quantity_wh=max_q)
+    assert_equal_on(result.clearing, b, 3, np.ones(3, dtype=bool))
+    layout = Layout(3, 2, max_q)
+    over = cheat(layout, 2, lambda r: (r.__setitem__(slice(None),
+                                                     honest_vector(layout, False, 3, 1, 0)),
+                                       r.__setitem__(3 + 1, max_q + 1)))
+    result = secure_clear(b, 3, mode="inprocess", max_quantity_wh=max_q, tamper=over)
+    assert result.stats.rejected == {2: Reason.INVALID_SHARES}
