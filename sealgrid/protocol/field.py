@@ -115,7 +115,8 @@ def to_signed(values: np.ndarray) -> np.ndarray:
 
 def halves(x: np.ndarray) -> np.ndarray:
     """The 32-bit halves of each share as float64, interleaved (low, high): shape (…, 2K)."""
-    x = np.ascontiguousarray(x, dtype=U64)
+    if x.dtype != U64 or x.strides[-1] != 8:
+        x = np.ascontiguousarray(x, dtype=U64)
     return x.view(np.uint32).astype(np.float64)
 
 

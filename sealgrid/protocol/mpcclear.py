@@ -2,23 +2,27 @@
 
 Input: shares of the demand ``D(k)`` and supply ``S(k)`` curves on P levels. The rule of SPEC §4
 is evaluated without opening the curves, using that D is non-increasing and S non-decreasing,
-so ``c(k) = [D(k) ≥ S(k)]`` is 1 up to a crossing ``j`` and 0 from there on:
+so ``D(k) ≥ S(k)`` holds up to a crossing ``j`` and fails from there on:
 
-* with ``c``, four inner products give ``S(j−1), D(j−1), S(j), D(j)``; ``V = min(D, S)`` is
-  ``S`` left of ``j`` and ``D`` from ``j`` on, so ``max V = max(S(j−1), D(j))``;
-* the levels that maximise V and then minimise ``I = |D − S|`` are a run ending at ``j−1``
-  (where ``I(k) = I(j−1)``), a run starting at ``j`` (where ``I(k) = I(j)``), or both; one
-  comparison of ``I`` with a per-level threshold measures both runs;
+* every monotone count (like ``j = #{k : D(k) ≥ S(k)}``) is found with ``2·⌈√P⌉`` secure
+  comparisons: the first level of each of ``⌈√P⌉`` blocks, then, inside the block that
+  holds the change (selected obliviously by a one-hot product), every level;
+* ``V = min(D, S)`` is ``S`` left of ``j`` and ``D`` from ``j`` on, so
+  ``max V = max(S(j−1), D(j))``;
+* the levels that maximise V and then minimise ``|D − S|`` are a run ending at ``j−1``
+  (where ``D − S = D(j−1) − S(j−1)``), a run starting at ``j`` (where ``S − D = S(j) − D(j)``),
+  or both: two more monotone counts give their ends;
 * the middle level (the lower of two) is ``start + ⌊(length − 1)/2⌋``, with one secure
   least-significant-bit extraction for the halving.
 
-Two vectorised comparisons of length P and a handful of scalar ones. Opened, through the
-disclosure door only: the volume (0 means no trade, and then nothing else), ``k*``,
-``D(k*)`` and ``S(k*)``.
+For P = 256: comparisons on 16, 16, 4, 32 and 32 values and one bit extraction, whatever the
+curves. Opened, through the disclosure door only: the volume (0 means no trade, and then
+nothing else), ``k*``, ``D(k*)`` and ``S(k*)``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +39,44 @@ class Public:
     supply: int
 
 
-def _shifted(mpc: Any, x: Any, fill_last: bool) -> Any:
-    """Return ``x(k+1)`` for every level; the last entry is ``x(P−1)`` or 0."""
-    last = x[-1:] if fill_last else x[-1:] * 0
-    return mpc.np_concatenate((x[1:], last)) if len(x) > 1 else last
+def _next(mpc: Any, x: Any) -> Any:
+    """``x`` shifted by one to the left, ending in 0: ``x(i+1)`` with ``x(len) = 0``."""
+    return mpc.np_concatenate((x[1:], x[:1] * 0)) if len(x) > 1 else x * 0
+
+
+def _blocks(mpc: Any, x: Any, b: int, fill: Any) -> Any:
+    """Pad ``x`` to ``b² + 1`` entries with ``fill`` and cut it into rows ``x[bB : bB + b + 1]``."""
+    pad = b * b + 1 - len(x)
+    xp = mpc.np_concatenate([x] + [fill] * pad)
+    return mpc.np_stack([xp[i * b:i * b + b + 1] for i in range(b)])
+
+
+async def _count(mpc: Any, blocks: Any, shift: Any, b: int) -> tuple[Any, Any, Any, Any]:
+    """Count the levels where ``x(k) + shift ≥ 0`` for x non-increasing, with 2b comparisons.
+
+    Compares the first level of each block, selects the last block that starts true (a
+    one-hot ``h`` over blocks, all zero when none does) and compares inside it. Several
+    counts can share the calls: ``blocks`` is a list of (b, b+1) matrices, ``shift`` a list.
+
+    Returns:
+        ``(counts, h, f, g0)`` per count: the count, the block one-hot, the in-block bits,
+        and whether level 0 is true.
+    """
+    coarse = mpc.np_concatenate([m[:, 0] + s for m, s in zip(blocks, shift, strict=True)]) >= 0
+    hs, selected = [], []
+    for i, m in enumerate(blocks):
+        g = coarse[i * b:(i + 1) * b]
+        h = g - _next(mpc, g)
+        hs.append((h, g))
+        selected.append(h @ m)
+    sel = [s_ + shift[i] * hs[i][1][0] for i, s_ in enumerate(selected)]
+    fine = mpc.np_concatenate([x[:b] for x in sel]) >= 0
+    out = []
+    for i in range(len(blocks)):
+        f = fine[i * b:(i + 1) * b]
+        h, g = hs[i]
+        out.append((b * (mpc.np_sum(g) - 1) + mpc.np_sum(f), h, f, g[0]))
+    return tuple(zip(*out, strict=True))  # type: ignore[return-value]
 
 
 async def clear_curves(mpc: Any, demand: Any, supply: Any, bound: int) -> Public:
@@ -49,38 +87,37 @@ async def clear_curves(mpc: Any, demand: Any, supply: Any, bound: int) -> Public
         demand, supply: secure integer arrays of length P (D non-increasing, S non-decreasing).
         bound: a public integer above every curve value (bids × max quantity + 1).
     """
-    del bound  # every comparison below is between values of at most the curves' size
+    del bound  # every compared value is a curve value or difference: below 2^(l−2) already
     p = len(demand)
-    c = demand >= supply
-    # Inner products with c: Σ c(k)·Δ(k) telescopes to a curve value at the crossing.
-    d_prev = mpc.np_concatenate((demand[:1] * 0, demand[:-1])) if p > 1 else demand * 0
-    s_prev = mpc.np_concatenate((supply[:1] * 0, supply[:-1])) if p > 1 else supply * 0
-    rows = mpc.np_stack([supply - s_prev, demand - d_prev,
-                         _shifted(mpc, demand, False) - demand,
-                         _shifted(mpc, supply, True) - supply])
-    at = mpc.np_matmul(rows, c)
-    # 1-element arrays: S(j−1), D(j−1) (0 when j = 0); D(j), S(j) (D = 0 when j = P)
-    s_left, d_left = at[0:1], at[1:2]
-    d_right, s_right = demand[0:1] + at[2:3], supply[0:1] + at[3:4]
+    b = max(1, math.isqrt(p - 1) + 1) if p > 1 else 1
+    zero = demand[:1] * 0
+    dm = _blocks(mpc, demand, b, zero)  # D(k) = 0 beyond the grid: still non-increasing
+    sm = _blocks(mpc, supply, b, supply[-1:])  # S(k) = S(P−1) beyond: still non-decreasing
+    x = dm - sm
+    # The crossing j = #{k : D(k) ≥ S(k)} and the curves on both sides of it.
+    (j,), (h,), (f,), (g0,) = await _count(mpc, [x], [zero[0]], b)
+    e = f - _next(mpc, f)  # one-hot of j − 1 inside the selected block
+    sel_d, sel_s = h @ dm, h @ sm
+    at = mpc.np_matmul(mpc.np_stack([sel_s[:b], sel_d[:b], sel_d[1:], sel_s[1:]]), e)
+    s_left, d_left = at[0:1], at[1:2]  # S(j−1), D(j−1): 0 when j = 0
+    d_right = at[2:3] + (1 - g0) * demand[0:1]  # D(j): 0 when j = P
+    s_right = at[3:4] + (1 - g0) * supply[0:1]
     i_left, i_right = d_left - s_left, s_right - d_right
     u, w = s_left - d_right, i_right - i_left
     flags = mpc.np_concatenate((u, -u, w, -w)) >= 0
     has_left, has_right, le_left, le_right = flags[0], flags[1], flags[2], flags[3]
     vmax = d_right[0] + has_left * (s_left[0] - d_right[0])
-    i_left, i_right = i_left[0], i_right[0]
     v = int(await reveal("volume", vmax, mpc.output))
     if v == 0:
         return Public(None, 0, 0, 0)
-    e = c * (supply - demand)
-    imbalance = supply - demand - 2 * e  # |D − S| at every level
-    threshold = i_right + c * (i_left - i_right)
-    member = imbalance <= threshold  # in the run ending at j−1 (c = 1) or starting at j
-    run_left = mpc.np_matmul(c, member)
-    run_right = mpc.np_sum(member) - run_left
-    crossing = mpc.np_sum(c)
+    # The run ending at j − 1 starts at #{k : D − S > I(j−1)}; the run starting at j ends
+    # before #{k : D − S ≥ −I(j)}; both counted in the same comparison calls.
+    (start_left, end_right), _, _, _ = await _count(
+        mpc, [x, x], [-(i_left[0] + 1), i_right[0]], b)
+    run_left, run_right = j - start_left, end_right - j
     sel_left = has_left * (1 - has_right * (1 - le_left))
     sel_right = has_right * (1 - has_left * (1 - le_right))
-    start = crossing - sel_left * run_left
+    start = j - sel_left * run_left
     span = sel_left * run_left + sel_right * run_right - 1  # length − 1 ≥ 0
     odd = mpc.lsb(span)
     half = (span - odd) * _half(type(span))
