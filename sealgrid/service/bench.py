@@ -38,7 +38,7 @@ async def bench_service(
     root: Path, *, households: int, concurrency: int = 64, seed: int = 0
 ) -> dict[str, Any]:
     """Run the benchmark in ``root`` (a new data directory); return the figures."""
-    submit_estimate = 15 + households / 150
+    submit_estimate = 15 + households / 50  # generous: a late bid spoils the run
     period_seconds = max(5, int(submit_estimate / 40) + 1)
     with LocalMarket(root, households=households, period_seconds=period_seconds) as market:
         await market.wait_ready()

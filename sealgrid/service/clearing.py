@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sealgrid.mechanism.bids import BidRejected, Reason
+
+log = logging.getLogger("sealgrid.clearing")
 
 
 class ClearingUnavailable(Exception):
@@ -132,6 +136,7 @@ async def clear(req: ClearingRequest) -> ClearingResult:
         ClearingFailed: the clearing failed or ran past ``req.timeout``.
     """
     encoding, party = _protocol()
+    started = time.monotonic()
     try:
         _prepare(req, encoding)
     except (OSError, ValueError, BidRejected) as exc:
@@ -141,9 +146,10 @@ async def clear(req: ClearingRequest) -> ClearingResult:
         "--timeout", str(req.timeout), "-M", str(req.parties), "-I", str(req.party),
         "-B", str(req.base_port), "--ssl", "-K", str(party.SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip
-    with open(req.workdir / "party.log", "wb") as log:
+    prepared = time.monotonic()
+    with open(req.workdir / "party.log", "wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            *cmd, cwd=req.workdir, stdout=log, stderr=log,
+            *cmd, cwd=req.workdir, stdout=out, stderr=out,
             env={**os.environ, "PYTHONHASHSEED": "0"},
         )  # fmt: skip
         try:
@@ -152,6 +158,10 @@ async def clear(req: ClearingRequest) -> ClearingResult:
             proc.kill()
             await proc.wait()
             raise ClearingFailed(f"no result within {3 * req.timeout:.0f} s") from None
+    log.info(
+        "period %s: share batch of %d bids written in %.2f s, MPC party ran %.2f s",
+        req.period, len(req.payloads), prepared - started, time.monotonic() - prepared,
+    )  # fmt: skip
     if code != 0:
         tail = (req.workdir / "party.log").read_text(errors="replace").strip().splitlines()
         raise ClearingFailed(f"the clearing process exited with {code}: {(tail or [''])[-1]}")

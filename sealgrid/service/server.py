@@ -229,7 +229,8 @@ class Server:
             return
         if record is None:
             await loop.run_in_executor(self._db, lambda: self.store.set_period(period, "closed"))
-        deadline = loop.time() + self.cfg.market.peer_timeout_seconds
+        t0 = loop.time()
+        deadline = t0 + self.cfg.market.peer_timeout_seconds
         agreed_set = set(own.pseudonyms)
         failure = ""
         peers = [i for i in range(len(self.cfg.servers)) if i != self.cfg.party]
@@ -242,6 +243,7 @@ class Server:
             agreed_set = set()
         agreed = tuple(sorted(agreed_set))
         excluded = tuple(p for p in own.pseudonyms if p not in agreed_set) if not failure else ()
+        t_agreed = loop.time()
         outputs: list[tuple[str, str, bytes]] = []
         public: dict[str, Any]
         if failure:
@@ -254,6 +256,7 @@ class Server:
                 lambda: self.store.set_period(period, "agreed", agreed=agreed, excluded=excluded),
             )
             status, public, outputs = await self._clear(period, agreed)
+        t_cleared = loop.time()
         outcome = wire.canonical_json(public).decode()
         start = self.schedule.parse_period(period)
         statement = wire.sign(
@@ -281,7 +284,12 @@ class Server:
                 outputs=outputs,
             ),
         )
-        log.info("period %s %s: %d bids, %d excluded", period, status, len(agreed), len(excluded))
+        t_end = loop.time()
+        log.info(
+            "period %s %s: %d bids, %d excluded; agreement %.2f s, clearing %.2f s, storing %.2f s",
+            period, status, len(agreed), len(excluded),
+            t_agreed - t0, t_cleared - t_agreed, t_end - t_cleared,
+        )  # fmt: skip
 
     async def _clear(
         self, period: str, agreed: tuple[bytes, ...]

@@ -223,7 +223,7 @@ def from_dict(cls: type[M], data: Any) -> M:
         raise WireError(f"expected a {cls.__name__} message")
     if data.get("v") != WIRE_VERSION:
         raise WireError(f"unsupported wire version (this server speaks v{WIRE_VERSION})")
-    hints = _hints(cls)
+    hints = _hints(cls)  # type: ignore[arg-type]
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     extra = set(data) - names - {"type", "v"}
     if extra:
