@@ -128,9 +128,20 @@ async def serve_period(batch: ShareBatch, net: Transport) -> PartyResult:
     suppliers = await net.reshare(totals)
     lap("outputs")
     online = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_memory_bytes()
     return PartyResult(public, np.flatnonzero(~valid), households, suppliers, online,
                        net.bytes_sent(), peak, phases)
+
+
+def peak_memory_bytes() -> int:
+    """This process's peak resident memory (VmHWM; it restarts at exec, unlike ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class MpycTransport:
