@@ -32,6 +32,7 @@ def summarise_run(rows: pd.DataFrame) -> dict[str, Any]:
     per_window = 100.0 * (
         with_buyers["buyers_cost_with"] / with_buyers["buyers_cost_without"] - 1.0
     )
+    per_traded = per_window[with_buyers["traded_kwh"] > 0]
     volume = float(rows["traded_kwh"].sum())
     paid = float((traded["price"] * traded["traded_kwh"]).sum())
     weighted = paid / volume if volume else math.nan
@@ -50,6 +51,9 @@ def summarise_run(rows: pd.DataFrame) -> dict[str, Any]:
         ),
         "buyers_cost_vs_grid_only_pct_mean_of_windows": (
             _num(per_window.mean()) if len(per_window) else None
+        ),
+        "buyers_cost_vs_grid_only_pct_mean_of_traded_windows": (
+            _num(per_traded.mean()) if len(per_traded) else None
         ),
         "sellers_revenue_cents": _num(rows["sellers_revenue_with"].sum()),
         "sellers_revenue_feed_in_only_cents": _num(rows["sellers_revenue_without"].sum()),

@@ -28,7 +28,8 @@ ROWS = [
     ("volume_weighted_price_cents_per_kwh", "volume-weighted price (¢/kWh)"),
     ("traded_kwh", "traded on the market (kWh)"),
     ("buyers_cost_vs_grid_only_pct", "buyers' cost vs grid only (%)"),
-    ("buyers_cost_vs_grid_only_pct_mean_of_windows", "… mean of per-window % "),
+    ("buyers_cost_vs_grid_only_pct_mean_of_windows", "… mean of per-window %"),
+    ("buyers_cost_vs_grid_only_pct_mean_of_traded_windows", "… mean over windows with trade"),
     ("sellers_revenue_vs_feed_in_pct", "sellers' revenue vs feed-in only (%)"),
     ("grid_exchange_vs_without_market_pct", "energy exchanged with the grid vs no market (%)"),
     ("seconds_per_window", "clearing seconds per window (mean)"),
@@ -53,6 +54,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     return html.escape(str(value))
+
+
+def _when(iso: str) -> str:
+    """``2021-09-20T07:00:00-04:00`` → ``2021-09-20 07:00``."""
+    return pd.Timestamp(iso).strftime("%Y-%m-%d %H:%M")
 
 
 def build_summary(result: SimulationResult, data: Neighbourhood, params: MarketParams,
@@ -97,26 +103,35 @@ def build_summary(result: SimulationResult, data: Neighbourhood, params: MarketP
 
 def _discussion(summary: dict[str, Any], windows: pd.DataFrame) -> list[str]:
     """Sentences that put the run next to the paper's figures."""
+    p = summary["parameters"]
+    retail, low = p["retail"], p["pem_range"][0]
     out = []
     for key, m in summary["mechanisms"].items():
         if key == "none" or m["buyers_cost_vs_grid_only_pct"] is None:
             continue
         out.append(
-            f"{key}: buyers' cost {m['buyers_cost_vs_grid_only_pct']:+.1f}% over the run "
-            f"({_fmt(m['buyers_cost_vs_grid_only_pct_mean_of_windows'])}% as a mean of "
-            f"windows); the paper reports {PAPER_BUYERS_COST_PCT}% on average."
+            f"{key}: buyers' cost {m['buyers_cost_vs_grid_only_pct']:+.1f}% over the run, "
+            f"{_fmt(m['buyers_cost_vs_grid_only_pct_mean_of_windows'])}% as a mean of windows, "
+            f"{_fmt(m['buyers_cost_vs_grid_only_pct_mean_of_traded_windows'])}% over windows "
+            f"with trade; the paper reports {PAPER_BUYERS_COST_PCT}% on average."
         )
-    pem = windows[windows["mechanism"] == "pem"]
+    pem = windows[windows["mechanism"] == "pem"].drop_duplicates("window")
     if len(pem):
-        first = pem[pem["window"] == pem["window"].min()].iloc[0]
-        last = pem[pem["window"] == pem["window"].max()].iloc[0]
-        retail = summary["parameters"]["retail"]
-        at_retail = pem.drop_duplicates("window")
-        n_retail = int((at_retail["price"] == retail).sum())
+        local = pem["timestamp"].dt.tz_convert(SITE_TZ).dt.strftime("%H:%M")
+        at_retail = local[pem["price"] == retail].tolist()
         out.append(
-            f"PEM price in the first window {first['price']:.4g}, in the last "
-            f"{last['price']:.4g} ¢/kWh; at retail ({retail:g}) in {n_retail} of "
-            f"{len(at_retail)} windows (no sellers). The paper: retail at dawn and dusk."
+            f"PEM price: {pem['price'].iloc[0]:.4g} in the first and {pem['price'].iloc[-1]:.4g}"
+            f" ¢/kWh in the last window; at retail ({retail:g}, nobody sells) in "
+            f"{len(at_retail)} of {len(pem)} windows"
+            + (f" ({at_retail[0]}…, …{at_retail[-1]} local)" if at_retail else "")
+            + ". The paper: retail at dawn and dusk, lower-bounded in many midday windows."
+        )
+        out.append(
+            f"PEM cannot lower the buyers' cost by more than 1 − p_l/ps = "
+            f"{100 * (1 - low / retail):.1f}% (all demand bought at p_l); with b = 0, Eq. 13 "
+            f"gives p̂ ≤ √(ps·k) = {(retail * max(p['pem_k'])) ** 0.5:.1f} < p_l for "
+            f"k ≤ {max(p['pem_k'])}, so the price is p_l in every window with sellers and k "
+            "changes only the sellers' utility."
         )
     return out
 
@@ -156,9 +171,9 @@ figcaption {{ font-size: 13px; color: #555; }}
 </style></head><body>
 <h1>A day of a neighbourhood — sealgrid simulation</h1>
 <p class="meta">{d['homes']} homes ({d['homes_with_pv']} with rooftop PV), {d['windows']}
-windows of {d['window_minutes']} min, {html.escape(d['first_window_local'])} to
-{html.escape(d['end_local'])} ({html.escape(d['first_window_utc'])} to
-{html.escape(d['end_utc'])} UTC); {mode} clearing. Retail {p['retail']:g}, feed-in
+windows of {d['window_minutes']} min, {html.escape(_when(d['first_window_local']))} to
+{html.escape(_when(d['end_local']))} local time ({html.escape(_when(d['first_window_utc']))}
+to {html.escape(_when(d['end_utc']))} UTC); {mode} clearing. Retail {p['retail']:g}, feed-in
 {p['feed_in']:g}, network fee {p['network_fee']:g} ¢/kWh; PEM range
 [{p['pem_range'][0]:g}, {p['pem_range'][1]:g}], k = {', '.join(map(str, p['pem_k']))},
 ε = {p['pem_epsilon']:g}; double auction on {p['auction_grid']['levels']} levels of
