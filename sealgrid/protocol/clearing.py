@@ -29,9 +29,15 @@ from sealgrid.mechanism.auction import Clearing
 from sealgrid.mechanism.bids import DEFAULT_MAX_QUANTITY_WH, OrderBook, Reason
 from sealgrid.protocol import field as F
 from sealgrid.protocol.certs import make_party_certificates
-from sealgrid.protocol.encoding import Layout, ShareBatch, threshold, write_book_shares
+from sealgrid.protocol.encoding import (
+    Layout,
+    ShareBatch,
+    payload_size,
+    threshold,
+    write_book_shares,
+)
 from sealgrid.protocol.mpcclear import Public
-from sealgrid.protocol.party import SEC_PARAM, PartyResult, read_result
+from sealgrid.protocol.party import CURVE_LIMIT, SEC_PARAM, PartyResult, read_result
 
 
 class SecureClearingError(RuntimeError):
@@ -190,6 +196,8 @@ def secure_clear(
     if len(book) and int(book.quantity_wh.max()) > max_quantity_wh:
         raise ValueError("a bid exceeds the maximum quantity")
     layout = Layout(levels, max(1, len(book.suppliers)), max_quantity_wh)
+    if len(book) * max_quantity_wh + 1 >= CURVE_LIMIT:
+        raise ValueError("bids × maximum quantity exceeds the secure integers' range (2^34 Wh)")
     own_dir = data_dir is None
     root = Path(tempfile.mkdtemp(prefix="sealgrid-")) if data_dir is None else Path(data_dir)
     try:
@@ -222,7 +230,7 @@ def secure_clear(
         bytes_per_party=tuple(r.bytes_sent for r in results),
         peak_rss_bytes=tuple(r.peak_rss_bytes for r in results),
         share_seconds=share_seconds,
-        upload_bytes_per_bid=len(b"") + 24 + 8 * layout.width,
+        upload_bytes_per_bid=payload_size(layout),
         rejected={int(i): Reason.INVALID_SHARES for i in rejected},
         phases={k: max(r.phases.get(k, 0.0) for r in results) for k in results[0].phases},
     )

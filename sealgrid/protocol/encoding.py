@@ -79,6 +79,11 @@ class Layout:
         return slice(start, start + self.suppliers)
 
 
+def payload_size(layout: Layout) -> int:
+    """Bytes of one household's upload to one server (:meth:`BidShares.to_bytes`)."""
+    return _HEADER.size + 8 * layout.width
+
+
 def threshold(parties: int) -> int:
     """The honest-majority threshold ``t = ⌊(m − 1)/2⌋`` (1 for 3 servers)."""
     if parties < 3 or parties % 2 == 0:

@@ -262,7 +262,8 @@ class PartyState:
         ind = np.zeros((2 * lay.levels, 2), dtype=F.U64)
         ind[level:lay.levels, 0] = 1  # buyers at ≥ k*
         ind[lay.levels:lay.levels + level + 1, 1] = 1  # sellers at ≤ k*
-        for start in range(0, n, CHUNK):
+        # Backwards: the chunks read last by the validation pass are likeliest still cached.
+        for start in reversed(range(0, n, CHUNK)):
             rows = np.asarray(self.batch.rows[start:start + CHUNK])
             sides = F.dot_small(rows[:, lay.w], ind, 1)
             sides[~self.valid[start:start + len(rows)]] = 0
