@@ -112,7 +112,7 @@ def run_bid(args: argparse.Namespace) -> int:
             payloads = encode_payloads(
                 bid, info["suppliers"], grid.levels, info["max_quantity_wh"], client.servers
             )
-            pseudonym = Pseudonym.fresh(period, args.household, client.key)
+            pseudonym = Pseudonym.fresh(period)
             from cryptography.hazmat.primitives import serialization
 
             seed = pseudonym.key.private_bytes(
@@ -153,7 +153,7 @@ def run_result(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"no bid of {args.household} for {args.period} on record here") from exc
     key = Ed25519PrivateKey.from_private_bytes(b64d(saved["seed"]))
-    pseudonym = Pseudonym(args.period, key, args.household, b"")
+    pseudonym = Pseudonym(args.period, key)
 
     async def go() -> dict[str, Any]:
         async with _household(args) as client:

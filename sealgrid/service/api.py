@@ -62,6 +62,28 @@ def wire_time(issued: Any) -> str:
     return iso(issued.expires)
 
 
+async def issuer(request: web.Request) -> web.Response:
+    """GET /v1/periods/{period}/issuer: this server's signed issuer key for an open period."""
+    found = await request.app[SERVER_KEY].issuer_key(request.match_info["period"])
+    if isinstance(found, Rejected):
+        return refusal(found)
+    return message(found)
+
+
+async def pseudonyms(request: web.Request) -> web.Response:
+    """POST /v1/pseudonyms: a blind signature on a household's pseudonym for one period."""
+    raw = await request.read()
+    try:
+        result = await request.app[SERVER_KEY].grant(raw)
+    except StorageError:
+        return web.json_response(
+            {"error": "unavailable", "message": "could not be stored; retry"}, status=503
+        )
+    if isinstance(result, Rejected):
+        return refusal(result)
+    return message(result, status=201)
+
+
 async def submit_bid(request: web.Request) -> web.Response:
     """POST /v1/bids: submit one bid share; 201 with the signed receipt once stored."""
     raw = await request.read()
@@ -141,10 +163,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 def build_app(server: Server) -> web.Application:
     """Return the aiohttp application for ``server``."""
-    max_size = 2 * server.cfg.market.max_payload_bytes + ENVELOPE_BYTES
+    max_size = 2 * server.cfg.market.max_payload_bytes + 2 * ENVELOPE_BYTES
     app = web.Application(client_max_size=max_size)
     app[SERVER_KEY] = server
     app.router.add_post("/v1/challenge", challenge)
+    app.router.add_post("/v1/pseudonyms", pseudonyms)
+    app.router.add_get("/v1/periods/{period}/issuer", issuer)
     app.router.add_post("/v1/bids", submit_bid)
     app.router.add_post("/v1/outputs", outputs)
     app.router.add_post("/v1/hello", hello)

@@ -1,7 +1,9 @@
 """Benchmark of the running service; assumes this machine runs the servers and the households.
 
 Measures, with three local servers (TLS, SQLite) and ``N`` households bidding once each:
-bids accepted per second (a bid counts when all three servers have receipted their share),
+pseudonyms issued per second (every server's blind signature on a household's pseudonym,
+done ahead of bidding), bids accepted per second (a bid counts when all three servers have
+receipted their share),
 the receipt latency (one share's POST until its signed receipt; and a whole bid: challenges
 and shares to the three servers in parallel), and the time from gate closure until all three
 servers publish their signed statements (agreement + secure clearing + storing outputs).
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sealgrid.mechanism.grid import PriceGrid
-from sealgrid.service.client import Client
+from sealgrid.service.client import Client, HouseholdClient
 from sealgrid.service.demo import demo_bid
 from sealgrid.service.household import Pseudonym, make_submission
 from sealgrid.service.keys import household_profile, load_signing_key
@@ -58,7 +60,7 @@ async def bench_service(
             key = load_signing_key(market.root / "households" / f"{hid}.key")
             bid = demo_bid(hid, household_profile(market.root, hid)["supplier"], 0, seed, grid)
             payloads = encode_payloads(bid, suppliers, grid.levels, info["max_quantity_wh"], 3)
-            prepared.append((Pseudonym.fresh(period, hid, key), payloads))
+            prepared.append((hid, key, Pseudonym.fresh(period), payloads))
         prep_seconds = time.perf_counter() - prep_started
 
         share_latency: list[float] = []
@@ -68,6 +70,17 @@ async def bench_service(
         session = market.session(connections=concurrency * 3)
         gate = asyncio.Semaphore(concurrency)
         async with Client(market.registry, market.root / "ca.crt", session=session) as c0:
+            issue_failed = 0
+
+            async def issue(hid: str, key: Any, pseudonym: Pseudonym) -> None:
+                nonlocal issue_failed
+                async with gate:
+                    h = HouseholdClient(market.registry, market.root / "ca.crt", hid, key, session)
+                    issue_failed += bool(await h.obtain(pseudonym))
+
+            started = time.perf_counter()
+            await asyncio.gather(*(issue(h, k, p) for h, k, p, _ in prepared))
+            issue_seconds = time.perf_counter() - started
 
             async def share(pseudonym: Pseudonym, server: int, payload: bytes) -> bool:
                 nonce = await c0.challenge(server)
@@ -91,7 +104,7 @@ async def bench_service(
                     accepted += all(ok)
 
             started = time.perf_counter()
-            await asyncio.gather(*(one(p, pl) for p, pl in prepared))
+            await asyncio.gather(*(one(p, pl) for _, _, p, pl in prepared))
             submit_seconds = time.perf_counter() - started
 
             gate_time = schedule.gate_closure(start).timestamp()
@@ -110,6 +123,9 @@ async def bench_service(
         "concurrency": concurrency,
         "servers": 3,
         "cpu_count": os.cpu_count(),
+        "pseudonyms_issued": households - issue_failed,
+        "issue_seconds": round(issue_seconds, 3),
+        "pseudonyms_per_second": round((households - issue_failed) / issue_seconds, 1),
         "bids_accepted": accepted,
         "refused": refused,
         "submit_seconds": round(submit_seconds, 3),

@@ -22,9 +22,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.service import wire
-from sealgrid.service.household import Pseudonym, auth_request, check_receipt, make_submission
+from sealgrid.service.blind import IssuerPublic
+from sealgrid.service.household import (
+    GrantError,
+    Pseudonym,
+    accept_grant,
+    auth_request,
+    check_receipt,
+    issue_request,
+    make_submission,
+)
 from sealgrid.service.keys import Registry
-from sealgrid.service.wire import OutputShares, PeriodStatement, Receipt
+from sealgrid.service.wire import IssuerKey, OutputShares, PeriodStatement, PseudonymGrant, Receipt
 
 
 class ServiceError(Exception):
@@ -171,13 +180,47 @@ class HouseholdClient(Client):
         self.household = household
         self.key = key
 
-    async def bid(
-        self, period: str, payloads: Sequence[bytes], pseudonym: Pseudonym | None = None
-    ) -> BidOutcome:
-        """Send ``payloads[i]`` to server ``i`` under one pseudonym; check every receipt."""
-        if len(payloads) != self.servers:
-            raise ValueError(f"one payload per server ({self.servers}) is needed")
-        pseudonym = pseudonym or Pseudonym.fresh(period, self.household, self.key)
+    async def _refusal(self, server: int, status: int, body: bytes) -> BidRejected:
+        try:
+            error = json.loads(body)
+            return BidRejected(Reason(error["error"]), error.get("detail", ""))
+        except (ValueError, KeyError):
+            raise ServiceError(f"server {server}: HTTP {status}") from None
+
+    async def obtain(self, pseudonym: Pseudonym) -> dict[int, BidRejected]:
+        """Get every server's blind signature on the pseudonym (its tokens); return refusals."""
+        refusals: dict[int, BidRejected] = {}
+        period = pseudonym.period
+
+        async def one(server: int) -> None:
+            server_key = self.registry.servers[server][1]
+            status, body = await self.call(server, "GET", f"/v1/periods/{period}/issuer")
+            if status != 200:
+                refusals[server] = await self._refusal(server, status, body)
+                return
+            key = wire.decode(IssuerKey, body)
+            if (key.server, key.period) != (server, period) or not wire.verify(key, server_key):
+                raise ServiceError(f"server {server}'s issuer key does not verify")
+            issuer = IssuerPublic(int.from_bytes(key.modulus, "big"), key.exponent)
+            nonce = await self.challenge(server)
+            raw, blinding = issue_request(pseudonym, issuer, self.household, self.key, nonce)
+            status, body = await self.call(server, "POST", "/v1/pseudonyms", raw)
+            if status != 201:
+                refusals[server] = await self._refusal(server, status, body)
+                return
+            grant = wire.decode(PseudonymGrant, body)
+            try:
+                accept_grant(pseudonym, server, server_key, grant, blinding, issuer)
+            except GrantError as exc:
+                raise ServiceError(str(exc)) from exc
+
+        await asyncio.gather(*(one(i) for i in range(self.servers) if i not in pseudonym.tokens))
+        return refusals
+
+    async def submit(
+        self, pseudonym: Pseudonym, payloads: Sequence[bytes]
+    ) -> tuple[dict[int, Receipt], dict[int, BidRejected]]:
+        """Send ``payloads[i]`` to every server ``i`` the pseudonym has a token for."""
         receipts: dict[int, Receipt] = {}
         refusals: dict[int, BidRejected] = {}
 
@@ -185,21 +228,28 @@ class HouseholdClient(Client):
             nonce = await self.challenge(server)
             raw = make_submission(pseudonym, server, nonce, payloads[server])
             status, body = await self.call(server, "POST", "/v1/bids", raw)
-            if status == 201:
-                receipt = wire.decode(Receipt, body)
-                key = self.registry.servers[server][1]
-                if not check_receipt(receipt, server, key, raw, payloads[server]):
-                    raise ServiceError(f"server {server}'s receipt does not verify")
-                receipts[server] = receipt
+            if status != 201:
+                refusals[server] = await self._refusal(server, status, body)
                 return
-            try:
-                error = json.loads(body)
-                refusals[server] = BidRejected(Reason(error["error"]), error.get("detail", ""))
-            except (ValueError, KeyError):
-                raise ServiceError(f"server {server}: HTTP {status}") from None
+            receipt = wire.decode(Receipt, body)
+            key = self.registry.servers[server][1]
+            if not check_receipt(receipt, server, key, raw, payloads[server]):
+                raise ServiceError(f"server {server}'s receipt does not verify")
+            receipts[server] = receipt
 
-        await asyncio.gather(*(one(i) for i in range(self.servers)))
-        return BidOutcome(pseudonym, receipts, refusals)
+        await asyncio.gather(*(one(i) for i in sorted(pseudonym.tokens)))
+        return receipts, refusals
+
+    async def bid(
+        self, period: str, payloads: Sequence[bytes], pseudonym: Pseudonym | None = None
+    ) -> BidOutcome:
+        """Bid ``payloads[i]`` to server ``i`` under one fresh pseudonym; check every receipt."""
+        if len(payloads) != self.servers:
+            raise ValueError(f"one payload per server ({self.servers}) is needed")
+        pseudonym = pseudonym or Pseudonym.fresh(period)
+        refusals = await self.obtain(pseudonym)
+        receipts, more = await self.submit(pseudonym, payloads)
+        return BidOutcome(pseudonym, receipts, {**refusals, **more})
 
     async def register(self) -> list[dict[str, Any]]:
         """Prove to every server that this household holds its registered key (liveness)."""

@@ -1,35 +1,42 @@
 """The household's side of the wire, without I/O; assumes the household holds its signing key.
 
-Each period the household makes a fresh Ed25519 *pseudonym* key, certifies it once with its
-long-term key (:class:`~sealgrid.service.wire.PseudonymCert`), and signs each server's bid
-share with the pseudonym key. The same pseudonym goes to every server, so the servers can
-agree on the bid set; it is never reused in another period.
+Each period the household makes a fresh Ed25519 *pseudonym* key. From every server it gets a
+blind signature on ``FDH(period, pseudonym)``, asked for under its long-term key (the server
+knows who asked, not what it signed); unblinded, that signature is the pseudonym's *token*
+for that server. It then signs each server's bid share with the pseudonym key and attaches
+the token: the bid names no household. The same pseudonym goes to every server, so the
+servers can agree on the bid set; it is never reused in another period.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.service import wire
+from sealgrid.service.blind import Blinding, IssuerPublic, blind, unblind
 from sealgrid.service.wire import (
     AuthRequest,
-    BidSubmission,
-    PseudonymCert,
+    IssueRequest,
+    PseudonymGrant,
     PseudonymousBid,
     Receipt,
 )
 
 
-@dataclass(frozen=True)
+class GrantError(Exception):
+    """A server's grant does not verify (wrong server, period, key or blind signature)."""
+
+
+@dataclass
 class Pseudonym:
-    """A one-time pseudonym for one period: its key and the household's certificate of it."""
+    """A one-time pseudonym for one period: its key and, per server, its token."""
 
     period: str
     key: Ed25519PrivateKey
-    household: str
-    household_sig: bytes
+    tokens: dict[int, bytes] = field(default_factory=dict)
+    issuers: dict[int, bytes] = field(default_factory=dict)  # server -> SHA-256 of modulus
 
     @property
     def public(self) -> bytes:
@@ -37,31 +44,69 @@ class Pseudonym:
         return wire.raw_public(self.key)
 
     @classmethod
-    def fresh(cls, period: str, household: str, household_key: Ed25519PrivateKey) -> Pseudonym:
-        """Make a fresh pseudonym for ``period`` certified by ``household_key``."""
-        key = Ed25519PrivateKey.generate()
-        cert = PseudonymCert(period, wire.raw_public(key))
-        return cls(period, key, household, wire.sign_detached(cert, household_key))
+    def fresh(cls, period: str) -> Pseudonym:
+        """Make a fresh pseudonym for ``period`` (no tokens yet)."""
+        return cls(period, Ed25519PrivateKey.generate())
+
+
+def issue_request(
+    pseudonym: Pseudonym,
+    issuer: IssuerPublic,
+    household: str,
+    household_key: Ed25519PrivateKey,
+    nonce: bytes,
+) -> tuple[bytes, Blinding]:
+    """Return a signed request for a blind signature on the pseudonym, and its blinding."""
+    blinding = blind(issuer, pseudonym.period, pseudonym.public)
+    req = IssueRequest(household, pseudonym.period, blinding.blinded, nonce)
+    return wire.encode(wire.sign(req, household_key)), blinding
+
+
+def accept_grant(
+    pseudonym: Pseudonym,
+    server: int,
+    server_key: bytes,
+    grant: PseudonymGrant,
+    blinding: Blinding,
+    issuer: IssuerPublic,
+) -> None:
+    """Check a server's grant, unblind it and keep the token for that server.
+
+    Raises:
+        GrantError: the grant is not ``server``'s, not for this period or issuer key, or the
+            unblinded signature does not verify.
+    """
+    modulus = int.from_bytes(grant.modulus, "big")
+    if (
+        grant.server != server
+        or grant.period != pseudonym.period
+        or (modulus, grant.exponent) != (issuer.n, issuer.e)
+        or not wire.verify(grant, server_key)
+    ):
+        raise GrantError(f"server {server}'s grant does not verify")
+    token = unblind(issuer, blinding, grant.blind_signature)
+    if not issuer.verify(pseudonym.period, pseudonym.public, token):
+        raise GrantError(f"server {server}'s blind signature does not verify")
+    pseudonym.tokens[server] = token
+    pseudonym.issuers[server] = wire.sha256(grant.modulus)
 
 
 def make_submission(pseudonym: Pseudonym, server: int, nonce: bytes, payload: bytes) -> bytes:
     """Return the wire bytes of a bid share for ``server`` answering challenge ``nonce``."""
-    bid = wire.sign(
-        PseudonymousBid(pseudonym.period, server, pseudonym.public, nonce, payload),
-        pseudonym.key,
-    )
-    sub = BidSubmission(pseudonym.household, pseudonym.household_sig, wire.encode(bid))
-    return wire.encode(sub)
+    bid = PseudonymousBid(
+        pseudonym.period, server, pseudonym.public, pseudonym.tokens.get(server, b""), nonce,
+        payload,
+    )  # fmt: skip
+    return wire.encode(wire.sign(bid, pseudonym.key))
 
 
 def check_receipt(
     receipt: Receipt, server: int, server_key: bytes, submission: bytes, payload: bytes
 ) -> bool:
     """Return whether ``receipt`` is ``server``'s valid receipt for this exact submission."""
-    sub = wire.decode(BidSubmission, submission)
     return (
         receipt.server == server
-        and receipt.submission_sha256 == wire.sha256(sub.bid)
+        and receipt.submission_sha256 == wire.sha256(submission)
         and receipt.payload_sha256 == wire.sha256(payload)
         and wire.verify(receipt, server_key)
     )

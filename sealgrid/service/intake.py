@@ -1,11 +1,18 @@
 """Bid intake and gate closure as one pure state machine; assumes nothing about I/O or clocks.
 
 In the style of h11: the server shell feeds events (:class:`IssueChallenge`,
-:class:`SubmitBid`, :class:`Tick`) with the current time and fresh randomness inside them,
-and gets events back (:class:`ChallengeIssued`, :class:`Accepted`, :class:`Rejected`,
-:class:`GateClosed`). Tests drive it without sockets. The shell must store an
-:class:`Accepted` bid durably before it hands the receipt out; if storing fails it calls
-:meth:`Intake.forget`. Every refusal names one :class:`~sealgrid.mechanism.bids.Reason`.
+:class:`IssuePseudonym`, :class:`SubmitBid`, :class:`Tick`) with the current time and fresh
+randomness inside them, and gets events back (:class:`ChallengeIssued`, :class:`Granted`,
+:class:`Accepted`, :class:`Rejected`, :class:`GateClosed`). Tests drive it without sockets.
+
+Two steps per household and period: a registered household gets one blind signature on its
+pseudonym (:class:`IssuePseudonym` → :class:`Granted`; one per household and period), then
+bids under the pseudonym with the unblinded signature as its token (:class:`SubmitBid` →
+:class:`Accepted`); the bid names no household. The shell must store a :class:`Granted`
+participation and an :class:`Accepted` bid durably before it answers; if storing fails it
+calls :meth:`Intake.forget`. Issuer keys (one RSA key per period) come from the shell
+(:meth:`Intake.add_issuer`): making one needs randomness. Every refusal names one
+:class:`~sealgrid.mechanism.bids.Reason`.
 
 The same inputs give the same outputs byte for byte (Ed25519 signatures are deterministic),
 so the journal of accepted bids replays to the same state after a restart.
@@ -22,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.service import wire
+from sealgrid.service.blind import Issuer
 from sealgrid.service.schedule import Schedule, iso
-from sealgrid.service.wire import BidSubmission, PseudonymCert, PseudonymousBid, Receipt
+from sealgrid.service.wire import IssueRequest, PseudonymGrant, PseudonymousBid, Receipt
 
 #: Bytes a submission may carry beyond its payload (base64 growth, keys, signatures).
 ENVELOPE_BYTES = 4096
@@ -41,8 +49,16 @@ class IssueChallenge:
 
 
 @dataclass(frozen=True)
+class IssuePseudonym:
+    """A household asks for a blind signature on its pseudonym: the raw ``IssueRequest``."""
+
+    now: dt.datetime
+    raw: bytes
+
+
+@dataclass(frozen=True)
 class SubmitBid:
-    """A submission arrived: its raw wire bytes, as received."""
+    """A bid share arrived: the raw ``PseudonymousBid``, as received."""
 
     now: dt.datetime
     raw: bytes
@@ -68,7 +84,7 @@ class ChallengeIssued:
 
 @dataclass(frozen=True)
 class StoredBid:
-    """What a server keeps of an accepted bid (no household id: see :class:`Participation`)."""
+    """What a server keeps of an accepted bid: it names no household."""
 
     period: str
     pseudonym: bytes
@@ -80,18 +96,25 @@ class StoredBid:
 
 @dataclass(frozen=True)
 class Participation:
-    """That ``household`` has bid in ``period`` (one bid per household and period)."""
+    """That ``household`` got its pseudonym signed for ``period`` (once per period)."""
 
     period: str
     household: str
 
 
 @dataclass(frozen=True)
+class Granted:
+    """A blind signature was issued: store ``participation``, then send ``grant``."""
+
+    participation: Participation
+    grant: PseudonymGrant
+
+
+@dataclass(frozen=True)
 class Accepted:
-    """A bid passed every check: store ``bid`` and ``participation``, then send ``receipt``."""
+    """A bid passed every check: store ``bid``, then send ``receipt``."""
 
     bid: StoredBid
-    participation: Participation
     receipt: Receipt
 
 
@@ -111,7 +134,7 @@ class GateClosed:
     pseudonyms: tuple[bytes, ...]
 
 
-Event = ChallengeIssued | Accepted | Rejected | GateClosed
+Event = ChallengeIssued | Granted | Accepted | Rejected | GateClosed
 
 
 # --------------------------------------------------------------------------- the machine
@@ -157,6 +180,17 @@ class Intake:
         self._periods: dict[str, _Period] = {}
         self._recent: dict[str, deque[dt.datetime]] = {}
         self._seq = 0
+        self._issuers: dict[str, Issuer] = {}
+
+    # -- issuer keys
+
+    def add_issuer(self, period: str, issuer: Issuer) -> None:
+        """Install the (stored) issuer key of ``period``; the first one stays."""
+        self._issuers.setdefault(period, issuer)
+
+    def issuer(self, period: str) -> Issuer | None:
+        """Return the issuer key of ``period``, if there is one."""
+        return self._issuers.get(period)
 
     # -- restart
 
@@ -173,12 +207,16 @@ class Intake:
             state = self._period(period)
             state.closed = state.announced = True
 
-    def forget(self, accepted: Accepted) -> None:
-        """Undo an :class:`Accepted` whose bid could not be stored."""
-        state = self._periods.get(accepted.bid.period)
-        if state is not None:
-            state.bids.pop(accepted.bid.pseudonym, None)
-            state.households.discard(accepted.participation.household)
+    def forget(self, event: Accepted | Granted) -> None:
+        """Undo an :class:`Accepted` or :class:`Granted` that could not be stored."""
+        if isinstance(event, Accepted):
+            state = self._periods.get(event.bid.period)
+            if state is not None:
+                state.bids.pop(event.bid.pseudonym, None)
+        else:
+            state = self._periods.get(event.participation.period)
+            if state is not None:
+                state.households.discard(event.participation.household)
 
     def pseudonyms(self, period: str) -> tuple[bytes, ...]:
         """Return this server's accepted pseudonyms for ``period``, sorted."""
@@ -203,15 +241,17 @@ class Intake:
 
     # -- events
 
-    def receive(self, event: IssueChallenge | SubmitBid | Tick) -> list[Event]:
+    def receive(self, event: IssueChallenge | IssuePseudonym | SubmitBid | Tick) -> list[Event]:
         """Process one event; return the events it causes."""
         if isinstance(event, IssueChallenge):
             expires = event.now + dt.timedelta(seconds=self.limits.challenge_ttl_seconds)
             self._challenges[event.nonce] = expires
             return [ChallengeIssued(event.nonce, expires)]
-        if isinstance(event, SubmitBid):
+        if isinstance(event, IssuePseudonym | SubmitBid):
             try:
-                return [self._submit(event)]
+                return [
+                    self._issue(event) if isinstance(event, IssuePseudonym) else self._submit(event)
+                ]
             except _Refuse as refusal:
                 return [Rejected(refusal.reason, refusal.detail)]
         if isinstance(event, Tick):
@@ -242,6 +282,49 @@ class Intake:
         self._period(period).closed = True
         return True
 
+    def _issue(self, event: IssuePseudonym) -> Granted:
+        if len(event.raw) > ENVELOPE_BYTES:
+            raise _Refuse(Reason.MALFORMED, "request larger than the limit")
+        try:
+            req = wire.decode(IssueRequest, event.raw)
+        except wire.WireError as exc:
+            raise _Refuse(Reason.MALFORMED, str(exc)) from None
+        household_key = self._households.get(req.household)
+        if household_key is None:
+            raise _Refuse(Reason.BAD_SIGNATURE, "unknown household key id")
+        if not wire.verify(req, household_key):
+            raise _Refuse(Reason.BAD_SIGNATURE, "household signature on the request")
+        if not self.take_challenge(req.nonce, event.now):
+            raise _Refuse(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
+        self._rate(req.household, event.now)
+        why = self.schedule.check(req.period, event.now)
+        if why is not None:
+            raise _Refuse(*why)
+        state = self._period(req.period)
+        if state.closed:
+            raise _Refuse(Reason.LATE, "the gate of this period has closed")
+        if req.household in state.households:
+            raise _Refuse(Reason.TOO_FREQUENT, "one pseudonym per household and period")
+        issuer = self._issuers.get(req.period)
+        if issuer is None:  # the shell installs one before it feeds the request
+            raise _Refuse(Reason.WRONG_PERIOD, "no issuer key for this period yet; retry")
+        try:
+            blind_signature = issuer.sign_blinded(req.blinded)
+        except ValueError as exc:
+            raise _Refuse(Reason.MALFORMED, str(exc)) from None
+        state.households.add(req.household)
+        grant = wire.sign(
+            PseudonymGrant(
+                server=self.party,
+                period=req.period,
+                modulus=issuer.public.n.to_bytes(issuer.public.size, "big"),
+                exponent=issuer.public.e,
+                blind_signature=blind_signature,
+            ),
+            self._key,
+        )
+        return Granted(Participation(req.period, req.household), grant)
+
     def _submit(self, event: SubmitBid) -> Accepted:
         limit = self.limits.max_payload_bytes
         if len(event.raw) > 2 * limit + ENVELOPE_BYTES:
@@ -249,8 +332,7 @@ class Intake:
                 Reason.MALFORMED, f"message larger than the limit for {limit}-byte payloads"
             )
         try:
-            sub = wire.decode(BidSubmission, event.raw)
-            bid = wire.decode(PseudonymousBid, sub.bid)
+            bid = wire.decode(PseudonymousBid, event.raw)
         except wire.WireError as exc:
             raise _Refuse(Reason.MALFORMED, str(exc)) from None
         if bid.server != self.party:
@@ -259,17 +341,13 @@ class Intake:
             raise _Refuse(Reason.MALFORMED, f"share payload larger than {limit} bytes")
         if len(bid.pseudonym) != 32:
             raise _Refuse(Reason.MALFORMED, "pseudonym must be a 32-byte Ed25519 public key")
-        household_key = self._households.get(sub.household)
-        if household_key is None:
-            raise _Refuse(Reason.BAD_SIGNATURE, "unknown household key id")
-        cert = PseudonymCert(bid.period, bid.pseudonym)
-        if not wire.verify(cert, household_key, sub.household_sig):
-            raise _Refuse(Reason.BAD_SIGNATURE, "household signature on the pseudonym")
+        issuer = self._issuers.get(bid.period)
+        if issuer is None or not issuer.public.verify(bid.period, bid.pseudonym, bid.token):
+            raise _Refuse(Reason.BAD_SIGNATURE, "the pseudonym carries no valid token")
         if not wire.verify(bid, bid.pseudonym):
             raise _Refuse(Reason.BAD_SIGNATURE, "pseudonym signature on the bid")
         if not self.take_challenge(bid.nonce, event.now):
             raise _Refuse(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
-        self._rate(sub.household, event.now)
         why = self.schedule.check(bid.period, event.now)
         if why is not None:
             raise _Refuse(*why)
@@ -278,8 +356,6 @@ class Intake:
             raise _Refuse(Reason.LATE, "the gate of this period has closed")
         if bid.pseudonym in state.bids:
             raise _Refuse(Reason.DUPLICATE_PSEUDONYM)
-        if sub.household in state.households:
-            raise _Refuse(Reason.TOO_FREQUENT, "one bid per household and period")
         if self._check_payload is not None:
             try:
                 self._check_payload(bid.payload)
@@ -292,18 +368,17 @@ class Intake:
                 period=bid.period,
                 pseudonym=bid.pseudonym,
                 payload_sha256=wire.sha256(bid.payload),
-                submission_sha256=wire.sha256(sub.bid),
+                submission_sha256=wire.sha256(event.raw),
                 accepted_at=iso(event.now),
                 seq=self._seq,
             ),
             self._key,
         )
         state.bids[bid.pseudonym] = self._seq
-        state.households.add(sub.household)
         stored = StoredBid(
-            bid.period, bid.pseudonym, sub.bid, bid.payload, wire.encode(receipt), self._seq
+            bid.period, bid.pseudonym, event.raw, bid.payload, wire.encode(receipt), self._seq
         )
-        return Accepted(stored, Participation(bid.period, sub.household), receipt)
+        return Accepted(stored, receipt)
 
     def _rate(self, household: str, now: dt.datetime) -> None:
         window = dt.timedelta(seconds=self.limits.rate_window_seconds)

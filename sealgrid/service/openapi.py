@@ -28,29 +28,55 @@ def _msg(name: str, props: dict[str, Any], doc: str) -> dict[str, Any]:
 
 
 SCHEMAS: dict[str, Any] = {
+    "IssuerKey": _msg(
+        "IssuerKey",
+        {
+            "server": {"type": "integer"},
+            "period": {"type": "string"},
+            "modulus": {**B64, "description": "RSA modulus n, big-endian (2048 bits)"},
+            "exponent": {"type": "integer", "description": "RSA public exponent e"},
+            "signature": {**B64, "description": "Ed25519 by the server's signing key"},
+        },
+        "A server's RSA issuer key for one period (blind signatures on pseudonyms).",
+    ),
+    "IssueRequest": _msg(
+        "IssueRequest",
+        {
+            "household": {"type": "string", "description": "registered household key id"},
+            "period": {"type": "string"},
+            "blinded": {**B64, "description": "FDH(period, pseudonym)·r^e mod n, big-endian"},
+            "nonce": {**B64, "description": "a challenge from POST /v1/challenge"},
+            "signature": {**B64, "description": "Ed25519 by the household's long-term key"},
+        },
+        "A household's request for a blind signature on its pseudonym (once per period).",
+    ),
+    "PseudonymGrant": _msg(
+        "PseudonymGrant",
+        {
+            "server": {"type": "integer"},
+            "period": {"type": "string"},
+            "modulus": B64,
+            "exponent": {"type": "integer"},
+            "blind_signature": {**B64, "description": "(blinded)^d mod n"},
+            "signature": {**B64, "description": "Ed25519 by the server's signing key"},
+        },
+        "The blind signature and the issuer key it was made with.",
+    ),
     "PseudonymousBid": _msg(
         "PseudonymousBid",
         {
             "period": {"type": "string", "example": "2026-11-22T21:45:00Z"},
             "server": {"type": "integer", "description": "index of the server this share is for"},
             "pseudonym": {**B64, "description": "32-byte Ed25519 public key, fresh per period"},
+            "token": {
+                **B64,
+                "description": "the server's unblinded RSA signature on FDH(period, pseudonym)",
+            },
             "nonce": {**B64, "description": "a challenge from POST /v1/challenge"},
             "payload": {**B64, "description": "this server's share payload (sealgrid.protocol)"},
             "signature": {**B64, "description": "Ed25519 by the pseudonym key"},
         },
-        "The part of a bid signed by its pseudonym and kept by the server.",
-    ),
-    "BidSubmission": _msg(
-        "BidSubmission",
-        {
-            "household": {"type": "string", "description": "registered household key id"},
-            "household_sig": {
-                **B64,
-                "description": "household key's signature over PseudonymCert(period, pseudonym)",
-            },
-            "bid": {**B64, "description": "canonical JSON of a signed PseudonymousBid"},
-        },
-        "One household's bid share for one server.",
+        "One bid share for one server; names no household.",
     ),
     "Receipt": _msg(
         "Receipt",
@@ -126,6 +152,7 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["cleared", "failed"]},
             "outcome": {"type": "string", "description": "canonical JSON of the public outcome"},
             "gate_closure": {"type": "string", "format": "date-time"},
+            "issuer_sha256": {**B64, "description": "SHA-256 of the period's issuer modulus"},
             "signature": B64,
         },
         "A server's signed account of one period.",
@@ -157,7 +184,7 @@ def _json(name: str, description: str) -> dict[str, Any]:
 
 ERRORS = {
     "400": _json("Error", "malformed (also: a payload over the size limit)"),
-    "401": _json("Error", "bad_signature: not signed by a registered key"),
+    "401": _json("Error", "bad_signature: not signed by a registered key, or no valid token"),
     "409": _json("Error", "replayed or duplicate_pseudonym"),
     "422": _json("Error", "late or wrong_period"),
     "429": _json("Error", "too_frequent"),
@@ -195,12 +222,35 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/v1/periods/{period}/issuer": {
+            "get": {
+                "summary": "This server's RSA issuer key for an open period",
+                "parameters": [
+                    {"name": "period", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json("IssuerKey", "the signed key"), **ERRORS},
+            }
+        },
+        "/v1/pseudonyms": {
+            "post": {
+                "summary": "Blind-sign a household's pseudonym (once per household and period)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("IssueRequest")}},
+                },
+                "responses": {
+                    "201": _json("PseudonymGrant", "stored; the blind signature"),
+                    **ERRORS,
+                    "503": _json("Error", "unavailable: could not be stored, retry"),
+                },
+            }
+        },
         "/v1/bids": {
             "post": {
                 "summary": "Submit one bid share; the receipt comes after it is stored",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("BidSubmission")}},
+                    "content": {"application/json": {"schema": _ref("PseudonymousBid")}},
                 },
                 "responses": {
                     "201": _json("Receipt", "stored; the signed receipt"),

@@ -22,6 +22,7 @@ A restarted server reloads the intake's state and resumes every unfinished perio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -30,16 +31,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sealgrid.mechanism.bids import Reason
 from sealgrid.service import clearing, wire
+from sealgrid.service.blind import Issuer
 from sealgrid.service.config import ServerConfig
 from sealgrid.service.intake import (
     Accepted,
     ChallengeIssued,
     GateClosed,
+    Granted,
     Intake,
     IssueChallenge,
+    IssuePseudonym,
     Limits,
     Rejected,
     SubmitBid,
@@ -48,7 +54,16 @@ from sealgrid.service.intake import (
 from sealgrid.service.keys import DEFAULT_SUPPLIERS, Registry, load_signing_key
 from sealgrid.service.schedule import Clock, Schedule, iso, utc_now
 from sealgrid.service.storage import StorageError, Store
-from sealgrid.service.wire import AuthRequest, BidSet, OutputShares, PeriodStatement, Receipt
+from sealgrid.service.wire import (
+    AuthRequest,
+    BidSet,
+    IssueRequest,
+    IssuerKey,
+    OutputShares,
+    PeriodStatement,
+    PseudonymGrant,
+    Receipt,
+)
 
 log = logging.getLogger("sealgrid.server")
 
@@ -82,8 +97,13 @@ class Server:
         self.store = Store(cfg.database)
         bids, parts, closed = self.store.load_state()
         self.intake.restore(bids, parts, closed)
+        for period, pem in self.store.issuers().items():
+            self.intake.add_issuer(period, _load_issuer(pem))
+        self._issuer_locks: dict[str, asyncio.Lock] = {}
         self._db = ThreadPoolExecutor(1, thread_name_prefix=f"db{cfg.party}")
-        self._queue: asyncio.Queue[tuple[Accepted, asyncio.Future[None]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Accepted | Granted, asyncio.Future[None]]] = (
+            asyncio.Queue()
+        )
         self._pending = 0
         self._drained = asyncio.Event()
         self._drained.set()
@@ -136,6 +156,49 @@ class Server:
         assert isinstance(event, ChallengeIssued)
         return event
 
+    async def ensure_issuer(self, period: str) -> Issuer | None:
+        """Return the issuer key of an open ``period``, making and storing it on first use."""
+        issuer = self.intake.issuer(period)
+        if issuer is not None or self.schedule.check(period, self.clock()) is not None:
+            return issuer
+        lock = self._issuer_locks.setdefault(period, asyncio.Lock())
+        async with lock:
+            issuer = self.intake.issuer(period)
+            if issuer is None:
+                loop = asyncio.get_running_loop()
+                issuer = await loop.run_in_executor(None, Issuer.generate)
+                pem = issuer.key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+                await self.db(self.store.add_issuer, period, pem)  # durable before any use
+                self.intake.add_issuer(period, issuer)
+        self._issuer_locks.pop(period, None)
+        return issuer
+
+    async def issuer_key(self, period: str) -> IssuerKey | Rejected:
+        """Return this server's signed issuer key for ``period``, or why it is not open."""
+        why = self.schedule.check(period, self.clock())
+        issuer = await self.ensure_issuer(period)
+        if issuer is None or why is not None:
+            return Rejected(*(why or (Reason.WRONG_PERIOD, "not taking bids")))
+        pub = issuer.public
+        return wire.sign(
+            IssuerKey(self.cfg.party, period, pub.n.to_bytes(pub.size, "big"), pub.e), self.key
+        )
+
+    async def grant(self, raw: bytes) -> PseudonymGrant | Rejected:
+        """Blind-sign a household's pseudonym (once per household and period), durably."""
+        with contextlib.suppress(wire.WireError):  # if so, the intake refuses it with the reason
+            await self.ensure_issuer(wire.decode(IssueRequest, raw).period)
+        (event,) = self.intake.receive(IssuePseudonym(self.clock(), raw))
+        if isinstance(event, Rejected):
+            return event
+        assert isinstance(event, Granted)
+        await self._store(event)
+        return event.grant
+
     async def submit(self, raw: bytes) -> Receipt | Rejected:
         """Take one submission; return its receipt once the bid is committed, or the refusal."""
         (event,) = self.intake.receive(SubmitBid(self.clock(), raw))
@@ -143,13 +206,16 @@ class Server:
             self.stats["rejected"] += 1
             return event
         assert isinstance(event, Accepted)
+        await self._store(event)
+        self.stats["accepted"] += 1
+        return event.receipt
+
+    async def _store(self, event: Accepted | Granted) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending += 1
         self._drained.clear()
         await self._queue.put((event, future))
-        await future  # raises StorageError if the bid could not be stored
-        self.stats["accepted"] += 1
-        return event.receipt
+        await future  # raises StorageError if it could not be stored
 
     async def _writer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -157,12 +223,14 @@ class Server:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < 2000:
                 batch.append(self._queue.get_nowait())
+            bids = [e.bid for e, _ in batch if isinstance(e, Accepted)]
+            parts = [e.participation for e, _ in batch if isinstance(e, Granted)]
             try:
-                await loop.run_in_executor(self._db, self.store.add_bids, [a for a, _ in batch])
+                await loop.run_in_executor(self._db, self.store.add, bids, parts)
             except StorageError as exc:
-                log.error("storing %d bids failed: %s", len(batch), exc)
-                for accepted, future in batch:
-                    self.intake.forget(accepted)
+                log.error("storing %d records failed: %s", len(batch), exc)
+                for event, future in batch:
+                    self.intake.forget(event)
                     future.set_exception(exc)
             else:
                 for _, future in batch:
@@ -269,6 +337,7 @@ class Server:
                 status=status,
                 outcome=outcome,
                 gate_closure=iso(self.schedule.gate_closure(start)),
+                issuer_sha256=self._issuer_digest(period),
             ),
             self.key,
         )
@@ -290,6 +359,12 @@ class Server:
             period, status, len(agreed), len(excluded),
             t_agreed - t0, t_cleared - t_agreed, t_end - t_cleared,
         )  # fmt: skip
+
+    def _issuer_digest(self, period: str) -> bytes:
+        issuer = self.intake.issuer(period)
+        if issuer is None:
+            return b""
+        return wire.sha256(issuer.public.n.to_bytes(issuer.public.size, "big"))
 
     async def _clear(
         self, period: str, agreed: tuple[bytes, ...]
@@ -422,6 +497,13 @@ class Server:
             "max_quantity_wh": m.max_quantity_wh,
             "stats": dict(self.stats),
         }
+
+
+def _load_issuer(pem: bytes) -> Issuer:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise StorageError("a stored issuer key is not an RSA key")
+    return Issuer(key)
 
 
 def outcome_json(statement: PeriodStatement) -> dict[str, Any]:

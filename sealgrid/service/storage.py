@@ -7,9 +7,9 @@ returns, so a receipt is only ever handed out for a bid that survives a crash; m
 arriving together are committed in one transaction (group commit).
 
 What is kept: each accepted bid as the signed pseudonymous message, its payload and the
-receipt (no household id); separately, which households have bid in which period (to allow
-one bid per household and period). Nothing links the two but arrival order, see
-docs/service.md.
+receipt (no household id); separately, which households got a pseudonym signed for which
+period (one per household and period); and each period's RSA issuer key (PEM, private: a
+database holds secrets). Nothing links a household to its bid: the blind signature hides it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sealgrid.service.intake import Accepted, Participation, StoredBid
+from sealgrid.service.intake import Participation, StoredBid
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bids (
@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS participations (
 CREATE TABLE IF NOT EXISTS periods (
     period TEXT PRIMARY KEY, status TEXT NOT NULL, agreed {blob}, excluded {blob},
     outcome TEXT, statement {blob});
+CREATE TABLE IF NOT EXISTS issuers (
+    period TEXT PRIMARY KEY, private_key {blob} NOT NULL);
 CREATE TABLE IF NOT EXISTS outputs (
     period TEXT NOT NULL, role TEXT NOT NULL, subject TEXT NOT NULL, shares {blob} NOT NULL,
     PRIMARY KEY (period, role, subject))
@@ -129,29 +131,40 @@ class Store:
 
     # -- bids
 
-    def add_bids(self, accepted: Sequence[Accepted]) -> None:
-        """Store accepted bids and their participations in one committed transaction.
+    def add(
+        self, bids: Sequence[StoredBid] = (), participations: Sequence[Participation] = ()
+    ) -> None:
+        """Store accepted bids and granted participations in one committed transaction.
 
         Raises:
             StorageError: nothing was stored.
         """
-        statements: list[tuple[str, Sequence[Any]]] = []
-        for a in accepted:
-            b = a.bid
-            statements.append(
-                (
-                    "INSERT INTO bids (period, pseudonym, seq, bid, payload, receipt)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (b.period, b.pseudonym, b.seq, b.bid, b.payload, b.receipt),
-                )
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (
+                "INSERT INTO bids (period, pseudonym, seq, bid, payload, receipt)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (b.period, b.pseudonym, b.seq, b.bid, b.payload, b.receipt),
             )
-            statements.append(
-                (
-                    "INSERT INTO participations (period, household) VALUES (?, ?)",
-                    (a.participation.period, a.participation.household),
-                )
+            for b in bids
+        ]
+        statements += [
+            (
+                "INSERT INTO participations (period, household) VALUES (?, ?)",
+                (p.period, p.household),
             )
+            for p in participations
+        ]
         self._write(statements)
+
+    def add_issuer(self, period: str, private_key_pem: bytes) -> None:
+        """Store a period's issuer key (before any signature under it leaves the server)."""
+        self._write(
+            [("INSERT INTO issuers (period, private_key) VALUES (?, ?)", (period, private_key_pem))]
+        )
+
+    def issuers(self) -> dict[str, bytes]:
+        """Return every stored issuer key (PEM) by period."""
+        return dict(self._read("SELECT period, private_key FROM issuers"))
 
     def bids(self, period: str) -> list[StoredBid]:
         """Return the stored bids of ``period``, sorted by pseudonym."""

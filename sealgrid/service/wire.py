@@ -61,43 +61,62 @@ def sha256(data: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class PseudonymousBid:
-    """The part of a bid its one-time pseudonym key signs, and all a server keeps of it.
+class IssueRequest:
+    """A registered household asks one server to blind-sign its pseudonym for a period.
 
-    ``pseudonym`` is the raw Ed25519 public key of a fresh key for this period; ``nonce``
-    is a challenge this server issued (liveness); ``payload`` is this server's share
-    payload, opaque to the service (made by :mod:`sealgrid.protocol`).
+    ``blinded`` is ``FDH(period, pseudonym)·r^e mod n`` under the server's issuer key for the
+    period (see :mod:`sealgrid.service.blind`); ``signature`` is by the household's long-term
+    key over this message, including a fresh challenge ``nonce`` of the server.
+    """
+
+    household: str
+    period: str
+    blinded: bytes
+    nonce: bytes
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class IssuerKey:
+    """A server's RSA issuer key for one period (public half), signed by the server."""
+
+    server: int
+    period: str
+    modulus: bytes
+    exponent: int
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class PseudonymGrant:
+    """A server's blind signature and the issuer key it used, signed by the server."""
+
+    server: int
+    period: str
+    modulus: bytes
+    exponent: int
+    blind_signature: bytes
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class PseudonymousBid:
+    """One bid share as sent to one server, and all the server keeps of it.
+
+    ``pseudonym`` is the raw Ed25519 public key of a fresh key for this period; ``token`` the
+    server's unblinded RSA signature on ``FDH(period, pseudonym)`` (this pseudonym belongs to
+    some registered household, which one the server cannot tell); ``nonce`` a challenge this
+    server issued (liveness); ``payload`` this server's share payload, opaque to the service
+    (made by :mod:`sealgrid.protocol`); ``signature`` by the pseudonym key.
     """
 
     period: str
     server: int
     pseudonym: bytes
+    token: bytes
     nonce: bytes
     payload: bytes
     signature: bytes = b""
-
-
-@dataclass(frozen=True)
-class BidSubmission:
-    """One household's bid as sent to one server.
-
-    ``bid`` is the wire bytes of a signed :class:`PseudonymousBid`; ``household_sig`` is the
-    household's long-term signature over :class:`PseudonymCert` ``(period, pseudonym)``.
-    The server checks both, then keeps only ``bid`` and that this household has bid in
-    the period, not which pseudonym is whose.
-    """
-
-    household: str
-    household_sig: bytes
-    bid: bytes
-
-
-@dataclass(frozen=True)
-class PseudonymCert:
-    """What the household's long-term key signs: this pseudonym is mine for this period."""
-
-    period: str
-    pseudonym: bytes
 
 
 @dataclass(frozen=True)
@@ -129,7 +148,9 @@ class PeriodStatement:
     """A server's signed account of one period: the agreed bid set and the public outcome.
 
     ``outcome`` is canonical JSON of the public results (price, volume) or of the reason
-    the period did not clear; ``excluded`` are pseudonyms that did not reach every server.
+    the period did not clear; ``excluded`` are pseudonyms that did not reach every server;
+    ``issuer_sha256`` the SHA-256 of the period's issuer modulus (every household can check
+    that it was issued under the same key as everyone else: no tagging).
     """
 
     server: int
@@ -140,6 +161,7 @@ class PeriodStatement:
     status: str
     outcome: str
     gate_closure: str
+    issuer_sha256: bytes
     signature: bytes = b""
 
 
@@ -171,9 +193,10 @@ class OutputShares:
 MESSAGE_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
+        IssueRequest,
+        IssuerKey,
+        PseudonymGrant,
         PseudonymousBid,
-        BidSubmission,
-        PseudonymCert,
         Receipt,
         BidSet,
         PeriodStatement,

@@ -79,7 +79,8 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
         assert all(o.complete for o in outcomes.values()), outcomes
         # h0006 reaches only servers 0 and 1 in p1 (its request to server 2 is lost)
         async with cluster.household("h0006") as h:
-            partial = Pseudonym.fresh(p1, "h0006", h.key)
+            partial = Pseudonym.fresh(p1)
+            assert await h.obtain(partial) == {}
             payloads = _payloads(_bid("h0006", "sell", "5", "80", "s3"))
             for server in (0, 1):
                 nonce = await h.challenge(server)
@@ -137,12 +138,13 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
 def test_a_killed_server_loses_no_receipted_bid(cluster: Cluster) -> None:
     async def scenario() -> None:
         period = cluster.period_ahead(0, min_lead=5.0)
-        receipted = []
+        receipted, pseudonyms = [], []
         for i in range(1, 7):
             async with cluster.household(f"h{i:04d}") as h:
                 outcome = await h.bid(period, _any_payloads(i))
                 assert outcome.complete
                 receipted.append(outcome.pseudonym.public)
+                pseudonyms.append(outcome.pseudonym)
         cluster.kill(1)  # SIGKILL: no clean shutdown
         cluster.start(1)
         await cluster.wait_ready([1])
@@ -151,6 +153,10 @@ def test_a_killed_server_loses_no_receipted_bid(cluster: Cluster) -> None:
         async with cluster.household("h0001") as h:
             again = await h.bid(period, _any_payloads())
             assert again.refusals[1].reason is Reason.TOO_FREQUENT
+        # and a second bid under a pseudonym it receipted before it was killed
+        async with cluster.household("h0002") as h:
+            _, refusals = await h.submit(pseudonyms[1], _any_payloads(2))
+            assert refusals[1].reason is Reason.DUPLICATE_PSEUDONYM
         sts = await cluster.statements(period, timeout=60)
         for s in sts:
             assert s.bid_count == 6 and s.excluded == ()

@@ -14,8 +14,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.service import wire
-from sealgrid.service.household import Pseudonym, make_submission
-from sealgrid.service.intake import Accepted, Intake, IssueChallenge, SubmitBid
+from sealgrid.service.blind import Issuer
+from sealgrid.service.household import Pseudonym, accept_grant, issue_request, make_submission
+from sealgrid.service.intake import (
+    Accepted,
+    Granted,
+    Intake,
+    IssueChallenge,
+    IssuePseudonym,
+    Participation,
+    SubmitBid,
+)
 from sealgrid.service.schedule import Schedule
 from sealgrid.service.storage import StorageError, Store
 
@@ -23,36 +32,43 @@ NOW = dt.datetime(2026, 11, 22, 21, 7, tzinfo=dt.UTC)
 PERIOD = "2026-11-22T21:45:00Z"
 
 
-def _accepted(n: int) -> tuple[Intake, list[Accepted]]:
+ISSUER = Issuer.generate()
+
+
+def _accepted(n: int) -> tuple[Intake, list[tuple[Accepted, Participation]]]:
     keys = {f"h{i}": Ed25519PrivateKey.generate() for i in range(n)}
-    m = Intake(
-        0,
-        Ed25519PrivateKey.generate(),
-        {h: wire.raw_public(k) for h, k in keys.items()},
-        Schedule(900),
-    )
+    server = Ed25519PrivateKey.generate()
+    m = Intake(0, server, {h: wire.raw_public(k) for h, k in keys.items()}, Schedule(900))
+    m.add_issuer(PERIOD, ISSUER)
     out = []
     for i, (h, k) in enumerate(keys.items()):
+        p = Pseudonym.fresh(PERIOD)
         (ch,) = m.receive(IssueChallenge(NOW, i.to_bytes(8, "big")))
-        raw = make_submission(Pseudonym.fresh(PERIOD, h, k), 0, ch.nonce, os.urandom(64))
-        (ev,) = m.receive(SubmitBid(NOW, raw))
+        raw, blinding = issue_request(p, ISSUER.public, h, k, ch.nonce)
+        (granted,) = m.receive(IssuePseudonym(NOW, raw))
+        assert isinstance(granted, Granted)
+        accept_grant(p, 0, wire.raw_public(server), granted.grant, blinding, ISSUER.public)
+        (ch,) = m.receive(IssueChallenge(NOW, (1000 + i).to_bytes(8, "big")))
+        (ev,) = m.receive(SubmitBid(NOW, make_submission(p, 0, ch.nonce, os.urandom(64))))
         assert isinstance(ev, Accepted)
-        out.append(ev)
+        out.append((ev, granted.participation))
     return m, out
 
 
 def _roundtrip(url: str) -> None:
-    _, accepted = _accepted(5)
+    _, pairs = _accepted(5)
+    accepted = [a for a, _ in pairs]
     store = Store(url)
-    store.add_bids(accepted[:3])
-    with pytest.raises(StorageError):
-        store.add_bids(accepted[3:] + accepted[:1])  # one duplicate: nothing of the batch stays
+    store.add([a.bid for a in accepted[:3]], [p for _, p in pairs[:3]])
+    with pytest.raises(StorageError):  # one duplicate: nothing of the batch stays
+        store.add([a.bid for a in accepted[3:] + accepted[:1]], [p for _, p in pairs[3:]])
+    store.add_issuer(PERIOD, b"pem")
     store.close()
     store = Store(url)  # a new connection, as after a restart
     bids, parts, closed = store.load_state()
     assert sorted(b.pseudonym for b in bids) == sorted(a.bid.pseudonym for a in accepted[:3])
-    assert {p.household for p in parts} == {a.participation.household for a in accepted[:3]}
-    assert closed == set()
+    assert {p.household for p in parts} == {p.household for _, p in pairs[:3]}
+    assert closed == set() and store.issuers() == {PERIOD: b"pem"}
     stored = {b.pseudonym: b for b in store.bids(PERIOD)}
     for a in accepted[:3]:
         assert stored[a.bid.pseudonym] == a.bid
