@@ -16,7 +16,7 @@ Example (written by ``sealgrid init``)::
     period_seconds = 900          # trading period length
     horizon_periods = 96          # how far ahead bids are taken
     max_payload_bytes = 65536     # one server's share payload
-    rate_limit = 20               # submissions per household …
+    rate_limit = 20               # signed pseudonym requests per household …
     rate_window_seconds = 60      # … per this many seconds
     challenge_ttl_seconds = 60
     peer_timeout_seconds = 30     # waiting for peers at gate closure
