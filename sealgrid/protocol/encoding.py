@@ -1,13 +1,18 @@
 """Household side of the secure clearing: assumes honest-majority servers and private channels.
 
 A bid becomes one vector of field elements, split into Shamir shares of degree ``t`` for
-``m`` servers (points 1..m, MPyC's convention, field of :mod:`sealgrid.protocol.field`):
+``m`` servers (points 1..m, MPyC's convention, field of :mod:`sealgrid.protocol.field`). The price
+level is split as ``level = L·hi + lo`` with ``L = ⌈√P⌉`` fine levels per coarse block:
 
-* ``w`` (length 2P): the quantity-weighted one-hot price vector, buy levels then sell levels —
-  ``w[level] = q`` for a buy, ``w[P + level] = q`` for a sell, all else 0 (the side is the half);
+* ``w`` (length 2H, H = ⌈P/L⌉): the quantity-weighted one-hot coarse vector, buy blocks then
+  sell blocks — ``w[hi] = q`` for a buy, ``w[H + hi] = q`` for a sell, all else 0;
+* ``e`` (length L): the one-hot fine vector, ``e[lo] = 1``;
 * the ``b`` bits of ``q − 1`` and the ``b`` bits of ``max − q`` (``b`` = bit length of
   ``max − 1``), which prove ``1 ≤ q ≤ max`` exactly;
 * ``s`` (length S): the one-hot supplier vector.
+
+For P = 256 that is 32 + 16 entries instead of 512 for a one-hot vector over all levels; the
+servers rebuild each level's total as a sum of products ``w[hi]·e[lo]`` over all bids.
 
 Each server receives one :class:`BidShares` (explicit, versioned wire format; never pickle).
 The servers return the household's accepted quantity as shares; :func:`reconstruct` rebuilds it
@@ -16,6 +21,7 @@ and checks that all shares lie on one degree-t polynomial (the paper's integrity
 
 from __future__ import annotations
 
+import math
 import secrets
 import struct
 from collections.abc import Sequence
@@ -27,7 +33,7 @@ import numpy as np
 from sealgrid.mechanism.bids import DEFAULT_MAX_QUANTITY_WH, BidRejected, OrderBook, Reason
 from sealgrid.protocol import field as F
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 _BID_MAGIC = b"SGB1"
 _BATCH_MAGIC = b"SGSB"
 _OUT_MAGIC = b"SGO1"
@@ -54,28 +60,50 @@ class Layout:
         return max(1, (self.max_quantity_wh - 1).bit_length())
 
     @property
+    def fine(self) -> int:
+        """L: fine levels per coarse block (⌈√P⌉)."""
+        return math.isqrt(self.levels - 1) + 1 if self.levels > 1 else 1
+
+    @property
+    def coarse(self) -> int:
+        """H: coarse blocks (⌈P / L⌉)."""
+        return -(-self.levels // self.fine)
+
+    def split(self, level: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(hi, lo)`` with ``level = L·hi + lo``."""
+        hi, lo = np.divmod(level, self.fine)
+        return hi, lo
+
+    @property
     def width(self) -> int:
         """Field elements per bid."""
-        return 2 * self.levels + 2 * self.bits + self.suppliers
+        return 2 * self.coarse + self.fine + 2 * self.bits + self.suppliers
 
     @property
     def w(self) -> slice:
-        return slice(0, 2 * self.levels)
+        """The quantity-weighted coarse vector (buy blocks, then sell blocks)."""
+        return slice(0, 2 * self.coarse)
+
+    @property
+    def e(self) -> slice:
+        """The one-hot fine vector."""
+        return slice(2 * self.coarse, 2 * self.coarse + self.fine)
 
     @property
     def low_bits(self) -> slice:
         """Bits of ``q − 1``."""
-        return slice(2 * self.levels, 2 * self.levels + self.bits)
+        start = self.e.stop
+        return slice(start, start + self.bits)
 
     @property
     def high_bits(self) -> slice:
         """Bits of ``max − q``."""
-        start = 2 * self.levels + self.bits
+        start = self.e.stop + self.bits
         return slice(start, start + self.bits)
 
     @property
     def supplier(self) -> slice:
-        start = 2 * self.levels + 2 * self.bits
+        start = self.e.stop + 2 * self.bits
         return slice(start, start + self.suppliers)
 
 
@@ -99,8 +127,9 @@ def plain_vectors(
     n = len(is_buy)
     rows = np.zeros((n, layout.width), dtype=F.U64)
     idx = np.arange(n)
-    col = np.where(is_buy, 0, layout.levels) + np.asarray(level, dtype=np.int64)
-    rows[idx, col] = F.from_int64(quantity)
+    hi, lo = layout.split(np.asarray(level, dtype=np.int64))
+    rows[idx, np.where(is_buy, 0, layout.coarse) + hi] = F.from_int64(quantity)
+    rows[idx, layout.e.start + lo] = 1
     q = np.asarray(quantity, dtype=np.int64)
     shifts = np.arange(layout.bits, dtype=np.int64)
     rows[:, layout.low_bits] = (((q - 1)[:, None] >> shifts) & 1).astype(F.U64)
@@ -140,7 +169,7 @@ class BidShares:
             raise BidRejected(Reason.MALFORMED, "share message too short")
         magic, version, party, levels, suppliers, max_q, rows = _HEADER.unpack_from(data)
         if magic != _BID_MAGIC or version != WIRE_VERSION or rows != 1:
-            raise BidRejected(Reason.MALFORMED, "not a version-1 share message")
+            raise BidRejected(Reason.MALFORMED, f"not a version-{WIRE_VERSION} share message")
         layout = Layout(levels, suppliers, max_q)
         body = data[_HEADER.size:]
         if len(body) != 8 * layout.width:

@@ -80,13 +80,10 @@ class HubTransport:
         self.hub.sent[self.pid] += own.nbytes * (self.parties - 1)
         return [np.asarray(x) for x in await self.hub.meet("a2a", self._next(), self.pid, own)]
 
-    async def reshare(self, values: np.ndarray) -> np.ndarray:
-        m, t = self.parties, self.threshold
-        coeffs = [F.stream(secrets.token_bytes(16), "reshare", len(values)) for _ in range(t)]
-        mine = F.share(values, t, m, coeffs)
-        self.hub.sent[self.pid] += values.nbytes * (m - 1)
-        boxes = await self.hub.meet("reshare", self._next(), self.pid, mine)
-        return F.combine([b[self.pid] for b in boxes], F.lagrange_at(list(range(1, m + 1)), 0))
+    async def scatter(self, parts: list[np.ndarray]) -> list[np.ndarray]:
+        self.hub.sent[self.pid] += sum(p.nbytes for i, p in enumerate(parts) if i != self.pid)
+        boxes = await self.hub.meet("scatter", self._next(), self.pid, parts)
+        return [np.asarray(b[self.pid]) for b in boxes]
 
     async def clear(self, demand: np.ndarray, supply: np.ndarray, bound: int) -> Public:
         rnd = self._next()

@@ -65,8 +65,8 @@ class Transport(Protocol):
         """Send ``own`` to every party; return every party's array (index = party)."""
         ...
 
-    async def reshare(self, values: np.ndarray) -> np.ndarray:
-        """Turn degree-2t shares into fresh degree-t shares of the same values."""
+    async def scatter(self, parts: list[np.ndarray]) -> list[np.ndarray]:
+        """Send ``parts[j]`` to party ``j``; return what every party sent here (index = sender)."""
         ...
 
     async def clear(self, demand: np.ndarray, supply: np.ndarray, bound: int) -> Public:
@@ -120,12 +120,13 @@ async def serve_period(batch: ShareBatch, net: Transport) -> PartyResult:
     opened = await reveal_shares(("validity_check", "degree_check"), masked, net.all_to_all)
     valid = state.accept([o.reshape(2, n) for o in opened])
     lap("validate_open")
-    demand, supply = state.curves()
+    demand, supply = (await reshare(net, np.concatenate(state.curves()))).reshape(2, -1)
     lap("curves")
     public = await net.clear(demand, supply, bound)
     lap("clearing")
-    households, totals = state.outputs(public.level)
-    suppliers = await net.reshare(totals)
+    sides = (await reshare(net, state.accepted(public.level).reshape(-1))).reshape(2, n)
+    households = F.add(sides[0], sides[1])
+    suppliers = await reshare(net, state.supplier_totals(sides))
     lap("outputs")
     online = time.perf_counter() - start
     peak = peak_memory_bytes()
@@ -144,6 +145,19 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+async def reshare(net: Transport, values: np.ndarray) -> np.ndarray:
+    """Turn degree-2t shares into fresh degree-t shares of the same values (one round).
+
+    Every party shares its value with a fresh random degree-t polynomial; each combines the
+    pieces it receives with the Lagrange weights of the degree-2t sharing at 0.
+    """
+    m, t = net.parties, net.threshold
+    key = secrets.token_bytes(16)
+    coeffs = [F.stream(key, f"reshare/{j}", values.size).reshape(values.shape) for j in range(t)]
+    pieces = await net.scatter(F.share(values, t, m, coeffs))
+    return F.combine(pieces, F.lagrange_at(list(range(1, m + 1)), 0))
+
+
 class MpycTransport:
     """The MPyC runtime as a :class:`Transport`; every wait on a peer has a timeout."""
 
@@ -155,7 +169,6 @@ class MpycTransport:
         self.prss_keys: dict[tuple[int, ...], bytes] = dict(mpc._prss_keys)
         self.timeout = timeout
         self.secint = mpc.SecInt(SECINT_BITS, p=F.MODULUS)
-        self.secfld = mpc.SecFld(F.MODULUS)
 
     async def _wait(self, awaitable: Any) -> Any:
         try:
@@ -167,11 +180,20 @@ class MpycTransport:
         data = await self._wait(self.mpc.transfer(np.ascontiguousarray(own, "<u8").tobytes()))
         return [np.frombuffer(d, dtype="<u8").astype(F.U64) for d in data]
 
-    async def reshare(self, values: np.ndarray) -> np.ndarray:
-        field = self.secfld.field
-        x = self.secfld.array(field.array(np.array([int(v) for v in values], dtype=object)))
-        y = await self._wait(self.mpc.gather(self.mpc._reshare(x)))
-        return F.from_ints([int(v) for v in y.value])
+    async def scatter(self, parts: list[np.ndarray]) -> list[np.ndarray]:
+        calls = []
+        for i in range(self.parties):
+            for j in range(self.parties):
+                if i != j:
+                    mine = (np.ascontiguousarray(parts[j], "<u8").tobytes()
+                            if i == self.pid else None)
+                    calls.append((i, j, self.mpc.transfer(mine, senders=[i], receivers=[j])))
+        done = await self._wait(asyncio.gather(*(c for _, _, c in calls)))
+        got = [parts[self.pid]] * self.parties
+        for (i, j, _), data in zip(calls, done, strict=True):
+            if j == self.pid:
+                got[i] = np.frombuffer(data[0], dtype="<u8").astype(F.U64).reshape(parts[i].shape)
+        return got
 
     async def clear(self, demand: np.ndarray, supply: np.ndarray, bound: int) -> Public:
         from sealgrid.protocol.mpcclear import clear_curves

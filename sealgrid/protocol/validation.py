@@ -7,9 +7,10 @@ elements, chunk by chunk (the batch may be a memory map of millions of bids):
   weights into one degree-2t value that is 0 for a valid bid (see :meth:`PartyState.check`);
 * the **degree check** — a random combination of all the bid's shares plus a random degree-t
   mask; all ``m`` opened shares must lie on one degree-t polynomial;
-* the demand and supply curves as plain sums of shares over the valid bids;
-* after the clearing level is public: each bid's accepted quantity (a linear function of its
-  own shares) and each supplier's accepted totals (degree-2t, to be reshared).
+* each level's total quantity per side, ``Σ_i w_i[hi]·e_i[lo]``, as one exact matrix product
+  over all bids (degree 2t, reshared by the caller);
+* after the clearing level is public: each bid's accepted buy and sell quantity (degree 2t)
+  and, from their reshared degree-t versions, each supplier's totals (degree 2t).
 
 The masks come from pseudorandom secret sharing (Cramer–Damgård–Ishai) keyed by the MPyC
 runtime's PRSS keys, so they cost no communication.
@@ -26,18 +27,19 @@ import numpy as np
 from sealgrid.protocol import field as F
 from sealgrid.protocol.encoding import Layout, ShareBatch
 
-CHUNK = 2048
+CHUNK = 4096
 SOUNDNESS_BITS = 40  # a malformed bid passes a one-hot check with probability < 2^-40
+_LIMB = 8  # powers of two in the range proof are applied 8 bits at a time (exact in BLAS)
 
 
 def challenge_bits(layout: Layout) -> int:
     """Width of the small public challenge coefficients for one market configuration.
 
     Chosen so that a 32-bit half of a share times a coefficient, summed over the longest
-    vector of a bid, stays below 2^53: the products run exactly in float64 BLAS.
+    part of a bid, stays below 2^53: the products run exactly in float64 BLAS.
     """
-    longest = max(2 * layout.levels, 2 * layout.bits, layout.suppliers)
-    bits = min(12, 53 - 32 - (longest - 1).bit_length())
+    longest = max(2 * layout.coarse, layout.fine, 2 * layout.bits, layout.suppliers)
+    bits = min(16, 53 - 32 - (longest - 1).bit_length())
     if bits < 4:
         raise ValueError("too many price levels or suppliers for the exact one-hot check")
     return bits
@@ -48,14 +50,12 @@ def repeats(layout: Layout) -> int:
     return -(-SOUNDNESS_BITS // (challenge_bits(layout) - 1))
 
 
-_LIMB = 8  # powers of two in the range proof are applied 8 bits at a time (exact in BLAS)
-
-
 @dataclass(frozen=True)
 class Challenge:
     """Public random coefficients, derived from a seed the servers draw after inputs are fixed."""
 
-    w_cols: np.ndarray  # (2P, 1 + 3·R): ones, then r, r² low limb, r² high limb per repeat
+    w_cols: np.ndarray  # (2H, 1 + 3·R): ones, then r, r² low limb, r² high limb per repeat
+    e_cols: np.ndarray  # (L, 1 + 3·R) likewise for the fine one-hot vector
     s_cols: np.ndarray  # (S, 1 + 3·R) likewise for the supplier vector
     b_cols: np.ndarray  # (2b, R) small random weights for the bit checks
     bits: int
@@ -79,9 +79,10 @@ class Challenge:
 
         b_cols = np.stack([F.small_stream(seed, f"b/{j}", 2 * layout.bits, bits)
                            for j in range(reps)], axis=1)
-        n = 3 + 3 * reps
-        return cls(cols(2 * layout.levels, "w"), cols(layout.suppliers, "s"), b_cols, bits,
-                   reps, F.stream(seed, "gamma", n), F.stream(seed, "lambda", n))
+        n = 5 + 4 * reps
+        return cls(cols(2 * layout.coarse, "w"), cols(layout.fine, "e"),
+                   cols(layout.suppliers, "s"), b_cols, bits, reps,
+                   F.stream(seed, "gamma", n), F.stream(seed, "lambda", n))
 
 
 def _join(parts: np.ndarray, bits: int, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,11 +92,30 @@ def _join(parts: np.ndarray, bits: int, j: int) -> tuple[np.ndarray, np.ndarray]
     return a, b
 
 
-def _sum_rows(x: np.ndarray) -> np.ndarray:
-    """Σ over the last axis mod p (exact: 32-bit halves summed in uint64)."""
-    lo = (x & np.uint64(0xFFFFFFFF)).sum(axis=-1, dtype=F.U64)
-    hi = (x >> np.uint64(32)).sum(axis=-1, dtype=F.U64)
-    return F.add(F.reduce(lo), F.mul_small(F.mul_small(F.reduce(hi), 1 << 16), 1 << 16))
+def _limbs(x: np.ndarray) -> np.ndarray:
+    """Each share as four 16-bit limbs in float64, entry-major: shape (rows, 4·K)."""
+    x = np.ascontiguousarray(x, dtype=F.U64)
+    return x.view(np.uint16).reshape(x.shape[0], -1).astype(np.float64)
+
+
+def _products(w: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Σ_rows w[:, a]·e[:, b] per limb pair, exactly, as uint64 (rows ≤ 2^21)."""
+    return (_limbs(w).T @ _limbs(e)).astype(F.U64)
+
+
+def _fold_limbs(acc: np.ndarray, a: int, b: int) -> list[list[int]]:
+    """Combine limb-pair sums (4a × 4b) into field elements: Σ 2^(16(i+j))·acc[(x,i),(y,j)]."""
+    out = []
+    for x in range(a):
+        row = []
+        for y in range(b):
+            total = 0
+            for i in range(4):
+                for j in range(4):
+                    total += int(acc[4 * x + i, 4 * y + j]) << (16 * (i + j))
+            row.append(total % F.MODULUS)
+        out.append(row)
+    return out
 
 
 def prss_masks(
@@ -136,7 +156,8 @@ class PartyState:
         self.t = threshold
         self.keys = prss_keys
         self.valid = np.ones(len(batch), dtype=bool)
-        self._colsum = np.zeros(4 * self.layout.levels, dtype=F.U64)  # (low, high) halves
+        lay = self.layout
+        self._products = np.zeros((8 * lay.coarse, 4 * lay.fine), dtype=F.U64)
 
     # --- validation -------------------------------------------------------------------
     def check(self, seed: bytes) -> np.ndarray:
@@ -144,9 +165,10 @@ class PartyState:
 
         Validity value (degree 2t, 0 iff the bid is well formed, else random-looking): with
         q = Σw, public random r (per repeat) and weights γ,
-        ``(q − 1 − Σ2^j·lo_j)``, ``(max − q − Σ2^j·hi_j)``, ``(Σs − 1)``,
-        ``(r·w)² − q·(r²·w)`` (w has at most one non-zero entry),
-        ``(r'·s)² − r'²·s`` (s is one-hot), ``Σ γ_j·b_j(b_j − 1)`` (bits are bits).
+        ``(q − 1 − Σ2^j·lo_j)``, ``(max − q − Σ2^j·hi_j)``, ``(Σe − 1)``, ``(Σs − 1)``,
+        ``(r·w)² − q·(r²·w)`` (w has at most one non-zero entry), ``(r'·e)² − r'²·e`` and
+        ``(r''·s)² − r''²·s`` (e and s are one-hot), ``Σ β_j·b_j(b_j − 1)`` (bits are bits),
+        and ``w[last block]·Σ e[lo beyond the grid]`` (the level is on the grid).
         """
         lay = self.layout
         ch = Challenge.derive(seed, lay)
@@ -159,24 +181,30 @@ class PartyState:
             for side in range(2):
                 pow2[side * lay.bits + j, side * groups + j // _LIMB] = 1 << (j % _LIMB)
         bit_cols = np.concatenate([ch.b_cols, pow2], axis=1)
+        beyond = lay.levels - lay.fine * (lay.coarse - 1)  # fine levels in the last block
+        off_grid = np.zeros((lay.fine, 1), dtype=F.U64)
+        off_grid[beyond:, 0] = 1
         pw = np.empty((n, ch.w_cols.shape[1]), dtype=F.U64)
+        pe = np.empty((n, ch.e_cols.shape[1] + 1), dtype=F.U64)
         ps = np.empty((n, ch.s_cols.shape[1]), dtype=F.U64)
         pb = np.empty((n, reps + 2 * groups), dtype=F.U64)  # Σ β_j·b_j, then 2^j·bits by 8
         pb2 = np.empty((n, reps), dtype=F.U64)  # Σ β_j·b_j(b_j − 1)
+        last = np.empty(n, dtype=F.U64)  # w[buy, H−1] + w[sell, H−1]
         bit_range = slice(lay.low_bits.start, lay.high_bits.stop)
-        # Pass over the N×P shares, chunk by chunk: everything that needs a whole bid vector.
+        # Pass over the shares, chunk by chunk: everything that needs a whole bid vector.
         for start in range(0, n, CHUNK):
             rows = np.asarray(self.batch.rows[start:start + CHUNK])
             sl = slice(start, start + len(rows))
-            w = rows[:, lay.w]
-            split = F.halves(w)
-            self._colsum += split.sum(axis=0).astype(F.U64)  # exact: < 2^32 · CHUNK
-            pw[sl] = F.dot_small(w, ch.w_cols, ch.bits, split=split)
+            w, e = rows[:, lay.w], rows[:, lay.e]
+            self._products += _products(w, e)
+            pw[sl] = F.dot_small(w, ch.w_cols, ch.bits)
+            pe[sl] = F.dot_small(e, np.concatenate([ch.e_cols, off_grid], axis=1), ch.bits)
             ps[sl] = F.dot_small(rows[:, lay.supplier], ch.s_cols, ch.bits)
             bits = rows[:, bit_range]
             pb[sl] = F.dot_small(bits, bit_cols, max(ch.bits, _LIMB))
             pb2[sl] = F.dot_small(F.sub(F.mul(bits, bits), bits), ch.b_cols, ch.bits)
-        # Per-bid values, on whole vectors of length N: every rule's residual, weighted by γ.
+            last[sl] = F.add(w[:, lay.coarse - 1], w[:, 2 * lay.coarse - 1])
+        # Per-bid values, on whole vectors of length N: every rule's residual, weighted.
         q = pw[:, 0]
         one = F.const(1)
         value = [np.zeros(n, dtype=F.U64), np.zeros(n, dtype=F.U64)]  # Σ2^j·lo_j, Σ2^j·hi_j
@@ -188,6 +216,8 @@ class PartyState:
             F.sub(F.sub(q, one), value[0]),
             F.sub(F.sub(F.const(lay.max_quantity_wh), q), value[1]),
             F.sub(ps[:, 0], one),
+            F.sub(pe[:, 0], one),
+            F.mul(last, pe[:, -1]),
         ]
         z = np.zeros(n, dtype=F.U64)
         rho = np.zeros(n, dtype=F.U64)
@@ -195,16 +225,16 @@ class PartyState:
         for j in range(reps):
             a, b = _join(pw, ch.bits, j)
             # (r·w)² − q·(r²·w), weighted: γ·a² here, q·Σγ·b once after the loop
-            z = F.add(z, F.mul(F.mul(a, a), F.const(int(g[3 + 3 * j]))))
-            b_weighted = F.add(b_weighted, F.mul(b, F.const(int(g[3 + 3 * j]))))
-            a2, b2 = _join(ps, ch.bits, j)
-            res.append(F.sub(F.mul(a2, a2), b2))
-            res.append(pb2[:, j])
-            rho = F.add(rho, F.mul(a, F.const(int(lam[3 * j]))))
-            rho = F.add(rho, F.mul(a2, F.const(int(lam[3 * j + 1]))))
-            rho = F.add(rho, F.mul(pb[:, j], F.const(int(lam[3 * j + 2]))))
+            z = F.add(z, F.mul(F.mul(a, a), F.const(int(g[5 + 4 * j]))))
+            b_weighted = F.add(b_weighted, F.mul(b, F.const(int(g[5 + 4 * j]))))
+            a_s, b_s = _join(ps, ch.bits, j)
+            a_e, b_e = _join(pe, ch.bits, j)
+            res += [F.sub(F.mul(a_s, a_s), b_s), F.sub(F.mul(a_e, a_e), b_e), pb2[:, j]]
+            for k, x in enumerate((a, a_s, a_e, pb[:, j])):
+                rho = F.add(rho, F.mul(x, F.const(int(lam[4 * j + k]))))
         z = F.sub(z, F.mul(q, b_weighted))
-        weights = [0, 1, 2] + [k for j in range(reps) for k in (4 + 3 * j, 5 + 3 * j)]
+        weights = [0, 1, 2, 3, 4] + [k for j in range(reps) for k in (6 + 4 * j, 7 + 4 * j,
+                                                                     8 + 4 * j)]
         for k, r in zip(weights, res, strict=True):
             z = F.add(z, F.mul(r, F.const(int(g[k]))))
         out = np.stack([z, rho])
@@ -224,53 +254,77 @@ class PartyState:
 
     # --- aggregation ------------------------------------------------------------------
     def curves(self) -> tuple[np.ndarray, np.ndarray]:
-        """This party's shares of demand D(k) and supply S(k) over the valid bids."""
+        """This party's degree-2t shares of demand D(k) and supply S(k) over the valid bids."""
         lay = self.layout
-        colsum = self._colsum.copy()
+        acc = self._products.copy()
         bad = np.flatnonzero(~self.valid)
         if len(bad):
-            colsum -= F.halves(np.asarray(self.batch.rows[bad][:, lay.w])).sum(axis=0).astype(F.U64)
-        per_level = [(int(lo) + (int(hi) << 32)) % F.MODULUS
-                     for lo, hi in zip(colsum[0::2], colsum[1::2], strict=True)]
-        buy, sell = per_level[:lay.levels], per_level[lay.levels:]
+            rows = np.asarray(self.batch.rows[bad])
+            acc -= _products(rows[:, lay.w], rows[:, lay.e])  # exact: acc holds these terms
+        table = _fold_limbs(acc, 2 * lay.coarse, lay.fine)
+        at = [[0] * lay.levels, [0] * lay.levels]  # per side, per level
+        for side in range(2):
+            for hi in range(lay.coarse):
+                for lo in range(lay.fine):
+                    k = lay.fine * hi + lo
+                    if k < lay.levels:
+                        at[side][k] = table[side * lay.coarse + hi][lo]
         demand, supply = [0] * lay.levels, [0] * lay.levels
-        acc = 0
+        acc_d = acc_s = 0
         for k in range(lay.levels - 1, -1, -1):
-            acc = (acc + buy[k]) % F.MODULUS
-            demand[k] = acc
-        acc = 0
+            acc_d = (acc_d + at[0][k]) % F.MODULUS
+            demand[k] = acc_d
         for k in range(lay.levels):
-            acc = (acc + sell[k]) % F.MODULUS
-            supply[k] = acc
+            acc_s = (acc_s + at[1][k]) % F.MODULUS
+            supply[k] = acc_s
         return F.from_ints(demand), F.from_ints(supply)
 
     # --- outputs ----------------------------------------------------------------------
-    def outputs(self, level: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """Shares of each bid's accepted quantity (degree t) and suppliers' totals (degree 2t).
+    def accepted(self, level: int | None) -> np.ndarray:
+        """Degree-2t shares of each bid's accepted buy and sell quantity, shape (2, N).
 
-        Returns:
-            ``(accepted_q, totals)``: ``accepted_q[i]`` is this party's share of
-            ``accepted_i · q_i`` (0 for an invalid bid); ``totals`` (length 2S) holds the
-            degree-2t shares of each supplier's accepted bought then sold quantity.
+        A buy at ``(hi, lo)`` is accepted when ``hi > k_hi`` or (``hi = k_hi`` and
+        ``lo ≥ k_lo``); a sell when ``hi < k_hi`` or (``hi = k_hi`` and ``lo ≤ k_lo``). An
+        invalid bid gets 0.
         """
         lay = self.layout
         n = len(self.batch)
-        acc_q = np.zeros(n, dtype=F.U64)
-        totals = [0] * (2 * lay.suppliers)
+        out = np.zeros((2, n), dtype=F.U64)
         if level is None:
-            return acc_q, F.from_ints(totals)
-        ind = np.zeros((2 * lay.levels, 2), dtype=F.U64)
-        ind[level:lay.levels, 0] = 1  # buyers at ≥ k*
-        ind[lay.levels:lay.levels + level + 1, 1] = 1  # sellers at ≤ k*
-        # Backwards: the chunks read last by the validation pass are likeliest still cached.
+            return out
+        kh, kl = divmod(level, lay.fine)
+        h = lay.coarse
+        ind_w = np.zeros((2 * h, 2), dtype=F.U64)
+        ind_w[kh + 1:h, 0] = 1
+        ind_w[h:h + kh, 1] = 1
+        ind_e = np.zeros((lay.fine, 2), dtype=F.U64)
+        ind_e[kl:, 0] = 1
+        ind_e[:kl + 1, 1] = 1
         for start in reversed(range(0, n, CHUNK)):
             rows = np.asarray(self.batch.rows[start:start + CHUNK])
-            sides = F.dot_small(rows[:, lay.w], ind, 1)
-            sides[~self.valid[start:start + len(rows)]] = 0
-            acc_q[start:start + len(rows)] = F.add(sides[:, 0], sides[:, 1])
-            sup = rows[:, lay.supplier]
+            w = rows[:, lay.w]
+            lin = F.dot_small(w, ind_w, 1)
+            fine = F.dot_small(rows[:, lay.e], ind_e, 1)
+            sl = slice(start, start + len(rows))
+            out[0, sl] = F.add(lin[:, 0], F.mul(w[:, kh], fine[:, 0]))
+            out[1, sl] = F.add(lin[:, 1], F.mul(w[:, h + kh], fine[:, 1]))
+        out[:, ~self.valid] = 0
+        return out
+
+    def supplier_totals(self, sides: np.ndarray) -> np.ndarray:
+        """Degree-2t shares of each supplier's bought then sold totals (length 2S).
+
+        ``sides`` holds this party's degree-t shares of every bid's accepted buy and sell
+        quantity, shape (2, N).
+        """
+        lay = self.layout
+        n = len(self.batch)
+        totals = [0] * (2 * lay.suppliers)
+        for start in range(0, n, CHUNK):
+            sup = np.asarray(self.batch.rows[start:start + CHUNK, lay.supplier])
+            part_sides = sides[:, start:start + len(sup)].T
             limbs = np.concatenate(
-                [(sides >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(4)], axis=1)
+                [(part_sides >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(4)], axis=1)
             for half in range(2):  # (32-bit half of s) × (16-bit limb of side) summed: < 2^63
                 part = ((sup >> np.uint64(32 * half)) & np.uint64(0xFFFFFFFF)).T @ limbs
                 for k in range(4):
@@ -278,7 +332,7 @@ class PartyState:
                     for j in range(lay.suppliers):
                         for side in range(2):
                             totals[side * lay.suppliers + j] += int(part[j, 2 * k + side]) * shift
-        return acc_q, F.from_ints([v % F.MODULUS for v in totals])
+        return F.from_ints([v % F.MODULUS for v in totals])
 
 
 def seed_from(contributions: Sequence[bytes]) -> bytes:

@@ -90,7 +90,9 @@ def bits_of(value: int, nbits: int) -> np.ndarray:
 
 def honest_vector(layout: Layout, buy: bool, q: int, level: int, supplier: int) -> np.ndarray:
     row = np.zeros(layout.width, dtype=F.U64)
-    row[(0 if buy else layout.levels) + level] = q % F.MODULUS
+    hi, lo = divmod(level, layout.fine)
+    row[(0 if buy else layout.coarse) + hi] = q % F.MODULUS
+    row[layout.e.start + lo] = 1
     row[layout.low_bits] = bits_of(q - 1, layout.bits)
     row[layout.high_bits] = bits_of(layout.max_quantity_wh - q, layout.bits)
     row[layout.supplier.start + supplier] = 1

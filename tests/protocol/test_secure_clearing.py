@@ -85,31 +85,47 @@ HONEST = book([True, True, False, False, True, False], [4_000, 2_500, 3_000, 1_5
 SLOT = 2  # the cheater's bid slot (its plaintext in HONEST is ignored: its shares are replaced)
 
 
-def _set(row: np.ndarray, buy: bool, level: int, value: int) -> None:
-    row[(0 if buy else LEVELS) + level] = value % P
+def _set(row: np.ndarray, buy: bool, block: int, value: int) -> None:
+    """Set the quantity-weighted coarse entry of ``block`` on one side."""
+    row[(0 if buy else LAYOUT.coarse) + block] = value % P
 
 
 def negative_quantity(row: np.ndarray) -> None:
     row[:] = honest_vector(LAYOUT, False, 100, 1, 0)
-    _set(row, False, 1, -100)
+    _set(row, False, 0, -100)
 
 
 def oversized_quantity(row: np.ndarray) -> None:
     row[:] = honest_vector(LAYOUT, False, 10_000, 1, 0)
-    _set(row, False, 1, 20_000)
+    _set(row, False, 0, 20_000)
     row[LAYOUT.low_bits] = bits_of(19_999 % 2**14, 14)
 
 
-def two_levels(row: np.ndarray) -> None:
-    row[:] = honest_vector(LAYOUT, False, 5_000, 1, 0)  # bits say q = 5,000: they still hold
-    _set(row, False, 1, 3_000)
-    _set(row, False, 4, 2_000)
+def two_levels(row: np.ndarray) -> None:  # two price blocks; bits say q = 5,000: they hold
+    row[:] = honest_vector(LAYOUT, False, 5_000, 1, 0)
+    _set(row, False, 0, 3_000)
+    _set(row, False, 1, 2_000)
+
+
+def two_fine_levels(row: np.ndarray) -> None:  # two fine levels inside one block
+    row[:] = honest_vector(LAYOUT, False, 5_000, 1, 0)
+    row[LAYOUT.e] = [1, 1, 0]
+
+
+def split_fine_level(row: np.ndarray) -> None:  # sums to 1, but is not one-hot
+    row[:] = honest_vector(LAYOUT, False, 5_000, 1, 0)
+    row[LAYOUT.e] = F.from_ints([2, 0, -1])
+
+
+def weighted_fine_level(row: np.ndarray) -> None:  # fine vector carries a weight
+    row[:] = honest_vector(LAYOUT, False, 5_000, 1, 0)
+    row[LAYOUT.e] = [0, 5, 0]
 
 
 def both_sides(row: np.ndarray) -> None:
     row[:] = honest_vector(LAYOUT, False, 5_000, 1, 0)
-    _set(row, False, 1, 3_000)
-    _set(row, True, 1, 2_000)
+    _set(row, False, 0, 3_000)
+    _set(row, True, 0, 2_000)
 
 
 def two_suppliers(row: np.ndarray) -> None:
@@ -130,7 +146,7 @@ def non_bits(row: np.ndarray) -> None:  # q − 1 = 4 = 2·2^1: the sum holds, a
 
 def zero_bid(row: np.ndarray) -> None:
     row[:] = honest_vector(LAYOUT, False, 1, 1, 0)
-    _set(row, False, 1, 0)
+    _set(row, False, 0, 0)
 
 
 def wrong_range_bits(row: np.ndarray) -> None:  # bits of max − q do not add up
@@ -139,7 +155,8 @@ def wrong_range_bits(row: np.ndarray) -> None:  # bits of max − q do not add u
 
 
 def off_polynomial(shares: list[np.ndarray]) -> None:  # server 3's share is off the line
-    shares[2][LEVELS + 1] = F.add(shares[2][LEVELS + 1 : LEVELS + 2], F.from_ints([1]))[0]
+    i = LAYOUT.coarse  # the sell entry of block 0
+    shares[2][i] = F.add(shares[2][i : i + 1], F.from_ints([1]))[0]
 
 
 def off_polynomial_bits(shares: list[np.ndarray]) -> None:
@@ -151,6 +168,9 @@ CHEATS: dict[str, tuple[Callable, Callable | None]] = {
     "negative_quantity": (negative_quantity, None),
     "oversized_quantity": (oversized_quantity, None),
     "two_levels": (two_levels, None),
+    "two_fine_levels": (two_fine_levels, None),
+    "split_fine_level": (split_fine_level, None),
+    "weighted_fine_level": (weighted_fine_level, None),
     "both_sides": (both_sides, None),
     "two_suppliers": (two_suppliers, None),
     "split_supplier": (split_supplier, None),
@@ -202,6 +222,22 @@ def test_large_quantity_limits(max_q: int) -> None:
     layout = Layout(3, 2, max_q)
     over = cheat(layout, 2, lambda r: (r.__setitem__(slice(None),
                                                      honest_vector(layout, False, 3, 1, 0)),
-                                       r.__setitem__(3 + 1, max_q + 1)))
+                                       r.__setitem__(layout.coarse, max_q + 1)))
     result = secure_clear(b, 3, mode="inprocess", max_quantity_wh=max_q, tamper=over)
     assert result.stats.rejected == {2: Reason.INVALID_SHARES}
+
+
+def test_a_level_beyond_the_grid_is_refused() -> None:
+    """With 5 levels the blocks are 3 wide: block 1, fine level 2 would be level 5."""
+    levels = 5
+    layout = Layout(levels, 2, 10_000)
+    assert (layout.coarse, layout.fine) == (2, 3)
+    b = book([True, False, True], [300, 200, 100], [4, 0, 3])
+
+    def off(row: np.ndarray) -> None:
+        row[:] = honest_vector(layout, True, 300, 4, 0)
+        row[layout.e] = [0, 0, 1]  # hi = 1, lo = 2: level 5
+
+    result = secure_clear(b, levels, mode="inprocess", tamper=cheat(layout, 0, off))
+    assert result.stats.rejected == {0: Reason.INVALID_SHARES}
+    assert_equal_on(result.clearing, b, levels, np.array([False, True, True]))

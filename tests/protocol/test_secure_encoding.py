@@ -21,15 +21,18 @@ LAYOUT = Layout(levels=8, suppliers=3, max_quantity_wh=10_000)
 
 def test_layout_proves_the_exact_range() -> None:
     assert LAYOUT.bits == 14  # bits of q − 1 and of max − q: 1 ≤ q ≤ 10,000 exactly
-    assert LAYOUT.width == 2 * 8 + 2 * 14 + 3
+    assert (LAYOUT.coarse, LAYOUT.fine) == (3, 3)  # 8 levels: blocks of 3
+    assert LAYOUT.width == 2 * 3 + 3 + 2 * 14 + 3
     assert Layout(4, 1, 16).bits == 4 and Layout(4, 1, 1).bits == 1
 
 
 def test_shares_rebuild_the_encoded_bid() -> None:
     shares = encode_bid(False, 2_500, 5, 2, LAYOUT, key=b"k" * 16)
     values = F.reconstruct([s.values for s in shares], 1)
-    assert int(values[8 + 5]) == 2_500 and int(values[LAYOUT.supplier.start + 2]) == 1
+    assert int(values[LAYOUT.coarse + 1]) == 2_500  # sell, level 5 = 3·1 + 2
+    assert int(values[LAYOUT.e.start + 2]) == 1 and int(values[LAYOUT.supplier.start + 2]) == 1
     assert int(np.count_nonzero(values[LAYOUT.w])) == 1
+    assert int(np.count_nonzero(values[LAYOUT.e])) == 1
     low = sum(int(b) << j for j, b in enumerate(values[LAYOUT.low_bits]))
     high = sum(int(b) << j for j, b in enumerate(values[LAYOUT.high_bits]))
     assert (low, high) == (2_499, 7_500)
