@@ -67,6 +67,9 @@ def summarise_run(rows: pd.DataFrame) -> dict[str, Any]:
         ),
         "seconds_per_window": _num(rows["clearing_seconds"].mean()),
         "seconds_per_window_max": _num(rows["clearing_seconds"].max()),
+        "online_seconds_per_window": (
+            _num(rows["online_seconds"].mean()) if rows["online_seconds"].notna().any() else None
+        ),
     }
 
 

@@ -34,6 +34,7 @@ ROWS = [
     ("grid_exchange_vs_without_market_pct", "energy exchanged with the grid vs no market (%)"),
     ("seconds_per_window", "clearing seconds per window (mean)"),
     ("seconds_per_window_max", "clearing seconds per window (max)"),
+    ("online_seconds_per_window", "online seconds per window (secure, mean)"),
 ]
 
 CAPTIONS = {

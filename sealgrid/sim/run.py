@@ -88,8 +88,8 @@ def simulate(
         supply = int(nw[nw > 0].sum()) / MWH_PER_KWH
         demand = -int(nw[nw < 0].sum()) / MWH_PER_KWH
         for run in runs:
-            result, seconds = clear_window(run, params, w, names, pv, load, secure=secure,
-                                           secure_options=secure_options)
+            result, seconds, online = clear_window(run, params, w, names, pv, load,
+                                                   secure=secure, secure_options=secure_options)
             money = settle_window(result, params, names, nw)
             rows.append({
                 "timestamp": stamp,
@@ -112,6 +112,7 @@ def simulate(
                 "grid_exchange_with_kwh": float(money.grid_exchange_with_kwh),
                 "grid_exchange_without_kwh": float(money.grid_exchange_without_kwh),
                 "clearing_seconds": seconds,
+                "online_seconds": math.nan if online is None else online,
             })
             if run.mechanism != PEM or run.k is None:
                 continue

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -114,19 +114,36 @@ def _secure(module: str, name: str) -> Callable[..., Any]:
     return fn
 
 
-def _first(result: Any) -> Any:
-    """Keep the outcome of a secure entry point that returns ``(outcome, stats)`` or an
-    object holding ``.clearing`` and ``.stats``."""
-    if isinstance(result, tuple):
-        return result[0]
-    return getattr(result, "clearing", result)
+def _split(raw: Any) -> tuple[Any, float | None]:
+    """Split a secure entry point's answer into the outcome and its online seconds.
+
+    Accepts ``(outcome, stats)`` or an object with ``.clearing`` and ``.stats``; the online
+    time is ``stats.online_seconds`` when the protocol reports it (setup excluded).
+    """
+    if isinstance(raw, tuple):
+        outcome, stats = raw[0], raw[1] if len(raw) > 1 else None
+    elif hasattr(raw, "clearing"):
+        outcome, stats = raw.clearing, getattr(raw, "stats", None)
+    else:
+        outcome, stats = raw, None
+    online = getattr(stats, "online_seconds", None)
+    return outcome, None if online is None else float(online)
+
+
+class Cleared(NamedTuple):
+    """A cleared window: the result, the wall seconds of the clearing call and, for secure
+    runs whose protocol reports it, the online seconds (key setup and precomputation out)."""
+
+    result: WindowResult
+    seconds: float
+    online_seconds: float | None = None
 
 
 def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, ...],
                  pv_mwh: np.ndarray, load_mwh: np.ndarray, secure: bool = False,
                  secure_options: Mapping[str, Mapping[str, Any]] | None = None,
-                 ) -> tuple[WindowResult, float]:
-    """Clear one window with ``run``'s mechanism; return the result and its clearing seconds.
+                 ) -> Cleared:
+    """Clear one window with ``run``'s mechanism; return the result and its clearing time.
 
     Plaintext and secure take the same inputs and give the same :class:`WindowResult`.
     ``secure_options[mechanism]`` are keyword arguments for the secure entry point
@@ -138,24 +155,24 @@ def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, 
     n = len(names)
     options = dict((secure_options or {}).get(run.mechanism, {})) if secure else {}
     if run.mechanism == NONE:
-        return WindowResult("grid_only", None, _zeros(n), _zeros(n)), 0.0
+        return Cleared(WindowResult("grid_only", None, _zeros(n), _zeros(n)), 0.0)
     net = pv_mwh - load_mwh
     if run.mechanism == DOUBLE_AUCTION:
         book, who = order_book(params, window, names, net)
         clear_fn = (_secure("sealgrid.protocol.clearing", "secure_clear") if secure
                     else auction.clear)
         start = time.perf_counter()
-        clearing = _first(clear_fn(book, params.grid.levels, **options))
+        clearing, online = _split(clear_fn(book, params.grid.levels, **options))
         seconds = time.perf_counter() - start
-        return _from_clearing(clearing, who, book.is_buy, n, params), seconds
+        return Cleared(_from_clearing(clearing, who, book.is_buy, n, params), seconds, online)
     if run.mechanism == PEM:
         assert run.k is not None
         agents = pem_agents(params, run.k, names, pv_mwh, load_mwh)
         pem_fn = _secure("sealgrid.protocol.pem", "run_pem_secure") if secure else pem.run_pem
         start = time.perf_counter()
-        outcome = _first(pem_fn(agents, params.pem_market(), **options))
+        outcome, online = _split(pem_fn(agents, params.pem_market(), **options))
         seconds = time.perf_counter() - start
-        return _from_outcome(outcome, names), seconds
+        return Cleared(_from_outcome(outcome, names), seconds, online)
     raise ValueError(f"unknown mechanism {run.mechanism!r}")
 
 

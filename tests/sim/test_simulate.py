@@ -28,8 +28,9 @@ def test_each_window_balances_and_saves(data, run):
     names = data.home_names
     for w in range(len(data.index)):
         net = data.net_mwh[w]
-        result, seconds = clear_window(run, PARAMS, w, names, data.pv_mwh[w], data.load_mwh[w])
-        assert seconds >= 0
+        result, seconds, online = clear_window(run, PARAMS, w, names, data.pv_mwh[w],
+                                               data.load_mwh[w])
+        assert seconds >= 0 and online is None
         assert sum(result.bought_kwh) == sum(result.sold_kwh)
         for i, v in enumerate(net):
             assert result.bought_kwh[i] == 0 or v < 0  # only buyers buy
@@ -54,12 +55,12 @@ def test_pem_prices_follow_the_paper():
     """Retail when nobody sells (07:00); with k ≤ 40, Eq. 13 gives p̂ < p_l = 90 otherwise."""
     data = dataset.load("day", homes=60, windows=2, start=0)
     for k in (20, 40):
-        result, _ = clear_window(Run("pem", k), PARAMS, 0, data.home_names, data.pv_mwh[0],
-                                 data.load_mwh[0])
+        result = clear_window(Run("pem", k), PARAMS, 0, data.home_names, data.pv_mwh[0],
+                              data.load_mwh[0]).result
         assert result.kind == "no_sellers" and result.price == 120
     noon = dataset.load("day", homes=60, windows=1, start=360)
-    result, _ = clear_window(Run("pem", 20), PARAMS, 0, noon.home_names, noon.pv_mwh[0],
-                             noon.load_mwh[0])
+    result = clear_window(Run("pem", 20), PARAMS, 0, noon.home_names, noon.pv_mwh[0],
+                          noon.load_mwh[0]).result
     assert result.price == 90 and result.kind in ("general", "extreme")
 
 
@@ -120,8 +121,9 @@ def test_secure_equals_plaintext_on_a_few_windows(run):
     data = dataset.load("day", homes=12, windows=3, start=330)
     for w in range(3):
         args = (run, PARAMS, w, data.home_names, data.pv_mwh[w], data.load_mwh[w])
-        secure, _ = clear_window(*args, secure=True, secure_options=SECURE_OPTIONS)
-        plain, _ = clear_window(*args)
+        cleared = clear_window(*args, secure=True, secure_options=SECURE_OPTIONS)
+        secure, plain = cleared.result, clear_window(*args).result
+        assert cleared.online_seconds is None or cleared.online_seconds <= cleared.seconds
         if run.mechanism == "double-auction":
             assert secure == plain
             continue
