@@ -121,9 +121,11 @@ def run_bid(args: argparse.Namespace) -> int:
                 serialization.NoEncryption(),
             )
             path = _pseudonym_path(args.data_dir, args.household, period)
-            saved = {"period": period, "seed": b64e(seed), "side": bid.side.value}
+            saved: dict[str, Any] = {"period": period, "seed": b64e(seed), "side": bid.side.value}
             write_private(path, json.dumps(saved).encode())
             outcome = await client.bid(period, payloads, pseudonym)
+            saved["issuers"] = {str(i): b64e(d) for i, d in pseudonym.issuers.items()}
+            write_private(path, json.dumps(saved).encode())
             return {
                 "period": period,
                 "receipts": {str(i): r.seq for i, r in sorted(outcome.receipts.items())},
@@ -154,13 +156,18 @@ def run_result(args: argparse.Namespace) -> int:
         raise CliError(f"no bid of {args.household} for {args.period} on record here") from exc
     key = Ed25519PrivateKey.from_private_bytes(b64d(saved["seed"]))
     pseudonym = Pseudonym(args.period, key)
+    pseudonym.issuers = {int(i): b64d(d) for i, d in saved.get("issuers", {}).items()}
 
     async def go() -> dict[str, Any]:
         async with _household(args) as client:
             shares = await client.result(pseudonym)
+            issuers_ok = await client.issuers_match(pseudonym)
         statuses = sorted({s.status for s in shares})
         data: dict[str, Any] = {"period": args.period, "status": "/".join(statuses)}
         data["public"] = json.loads(shares[0].public) if shares[0].public else None
+        data["issuer_keys_match"] = issuers_ok
+        if issuers_ok is False:
+            raise CliError("a server issued this pseudonym under a key it did not publish")
         if statuses == ["cleared"]:
             try:
                 (accepted_q,) = reconstruct([s.shares for s in shares])
@@ -175,6 +182,8 @@ def run_result(args: argparse.Namespace) -> int:
     lines = [f"period {data['period']}: {data['status']}"]
     if "traded_wh" in data:
         lines.append(f"traded {data['traded_wh'] / 1000:g} kWh (shares of all servers agree)")
+    if data["issuer_keys_match"]:
+        lines.append("issuer keys: the ones every server published for the period")
     if data["public"]:
         lines.append(f"public outcome: {json.dumps(data['public'], sort_keys=True)}")
     _emit(args, data, lines)

@@ -15,6 +15,7 @@ machine's cores, so the figures are a lower bound for separate machines.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import time
@@ -40,7 +41,7 @@ async def bench_service(
     root: Path, *, households: int, concurrency: int = 64, seed: int = 0
 ) -> dict[str, Any]:
     """Run the benchmark in ``root`` (a new data directory); return the figures."""
-    submit_estimate = 15 + households / 50  # generous: a late bid spoils the run
+    submit_estimate = 15 + households / 25  # issuance and bids; generous: a late bid spoils it
     period_seconds = max(5, int(submit_estimate / 40) + 1)
     with LocalMarket(root, households=households, period_seconds=period_seconds) as market:
         await market.wait_ready()
@@ -141,6 +142,7 @@ async def bench_service(
         },
         "gate_to_results_seconds": round(results_after_gate, 3),
         "period_status": sorted({s.status for s in done}),
+        "period_outcome": json.loads(done[0].outcome) if done else None,
         "bids_cleared": done[0].bid_count if done else 0,
         "household_preparation_seconds": round(prep_seconds, 2),
         "period_seconds": period_seconds,

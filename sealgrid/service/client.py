@@ -265,6 +265,20 @@ class HouseholdClient(Client):
 
         return list(await asyncio.gather(*(one(i) for i in range(self.servers))))
 
+    async def issuers_match(self, pseudonym: Pseudonym) -> bool | None:
+        """Check the issuer keys this pseudonym was given against the servers' statements.
+
+        Returns None while a statement is missing, else whether every server published the
+        key it issued this pseudonym's token under (a mismatch means it was singled out).
+        """
+        for server, digest in sorted(pseudonym.issuers.items()):
+            found = await self.statement(server, pseudonym.period)
+            if found is None:
+                return None
+            if found.issuer_sha256 != digest:
+                return False
+        return True
+
     async def result(self, pseudonym: Pseudonym) -> list[OutputShares]:
         """Fetch every server's share of this household's result for the pseudonym's period."""
         return await self.outputs(

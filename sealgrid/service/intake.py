@@ -341,11 +341,18 @@ class Intake:
             raise _Refuse(Reason.MALFORMED, f"share payload larger than {limit} bytes")
         if len(bid.pseudonym) != 32:
             raise _Refuse(Reason.MALFORMED, "pseudonym must be a 32-byte Ed25519 public key")
+        if not bid.signature:
+            raise _Refuse(Reason.BAD_SIGNATURE, "unsigned: the bid carries no signature")
+        if not bid.token:
+            raise _Refuse(Reason.BAD_SIGNATURE, "unsigned: the pseudonym carries no token")
         issuer = self._issuers.get(bid.period)
         if issuer is None or not issuer.public.verify(bid.period, bid.pseudonym, bid.token):
-            raise _Refuse(Reason.BAD_SIGNATURE, "the pseudonym carries no valid token")
+            raise _Refuse(
+                Reason.BAD_SIGNATURE,
+                "forged: the token is not this server's for this period and pseudonym",
+            )
         if not wire.verify(bid, bid.pseudonym):
-            raise _Refuse(Reason.BAD_SIGNATURE, "pseudonym signature on the bid")
+            raise _Refuse(Reason.BAD_SIGNATURE, "forged: the pseudonym's signature does not verify")
         if not self.take_challenge(bid.nonce, event.now):
             raise _Refuse(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
         why = self.schedule.check(bid.period, event.now)

@@ -89,6 +89,7 @@ def test_household_and_supplier_commands_against_real_servers(tmp_path, capsys) 
         assert main(res) == 0
         got = json.loads(capsys.readouterr().out)
         assert got["status"] == "cleared" and got["traded_wh"] == 1500.0
+        assert got["issuer_keys_match"] is True
         assert got["public"]["price"] == "100.0"
         agg = [
             "aggregates",

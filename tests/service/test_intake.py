@@ -134,11 +134,12 @@ def test_forged_unsigned_replayed_late_duplicate_are_refused_distinctly(world) -
     forged.tokens[0] = rogue.sign_blinded(
         fdh(rogue.public.n, PERIOD, forged.public).to_bytes(rogue.public.size, "big")
     )
-    raw = make_submission(forged, 0, _nonce(m), b"x")
-    assert _reason(_submit(m, raw)) is Reason.BAD_SIGNATURE
+    event = _submit(m, make_submission(forged, 0, _nonce(m), b"x"))
+    assert _reason(event) is Reason.BAD_SIGNATURE and event.detail.startswith("forged: the token")
     # no token at all
     bare = Pseudonym.fresh(PERIOD)
-    assert _reason(_submit(m, make_submission(bare, 0, _nonce(m), b"x"))) is Reason.BAD_SIGNATURE
+    event = _submit(m, make_submission(bare, 0, _nonce(m), b"x"))
+    assert _reason(event) is Reason.BAD_SIGNATURE and "no token" in event.detail
     # a token of another period
     q = _token(m, "h2", households["h2"], OTHER)
     moved = dataclasses.replace(q, period=PERIOD)
@@ -147,7 +148,12 @@ def test_forged_unsigned_replayed_late_duplicate_are_refused_distinctly(world) -
     p = _token(m, "h1", households["h1"])
     bid = wire.decode(PseudonymousBid, make_submission(p, 0, _nonce(m), b"x"))
     unsigned = wire.encode(dataclasses.replace(bid, signature=b""))
-    assert _reason(_submit(m, unsigned)) is Reason.BAD_SIGNATURE
+    event = _submit(m, unsigned)
+    assert _reason(event) is Reason.BAD_SIGNATURE and event.detail.startswith("unsigned")
+    # a signature by another key
+    other = wire.sign(dataclasses.replace(bid, signature=b""), Ed25519PrivateKey.generate())
+    event = _submit(m, wire.encode(other))
+    assert _reason(event) is Reason.BAD_SIGNATURE and "signature does not verify" in event.detail
     # issuance under a key that is not the household's, or an unknown household
     event, _ = _issue(m, "h3", households["h0"])
     assert _reason(event) is Reason.BAD_SIGNATURE
