@@ -1,8 +1,8 @@
 """``sealgrid bench pem``: the private PEM with agents in OS processes; assumes an idle machine
 (timings on a shared machine are noisy). Prints one JSON line.
 
-Random windows (seeded) of ``--agents`` agents: generation, load and battery per agent drawn so
-that most windows are general markets, some extreme; every window is checked against the
+Random windows (seeded) of ``--agents`` agents; by default windows cycle through seller shares
+0.3, 0.4, 0.6 (two general markets, then an extreme one); every window is checked against the
 plaintext PEM (``matches_plaintext``).
 """
 
@@ -15,6 +15,9 @@ import random
 from sealgrid.cli import CliError
 from sealgrid.mechanism.pem import Agent, PemInputError, PemMarket
 
+#: Default shares of sellers per window: mostly general markets (as in the paper), some extreme.
+SHARES = (0.3, 0.4, 0.6)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid bench pem``."""
@@ -24,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--windows", type=int, default=3, help="trading windows (default 3)")
     p.add_argument("--processes", type=int, default=2, help="OS processes (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the draws")
+    p.add_argument("--sellers", type=float, default=None,
+                   help="share of agents with surplus (default: windows cycle 0.3, 0.4, 0.6)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=run)
 
@@ -51,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("need at least 2 agents, 1 window and 1 process")
     rng = random.Random(args.seed)
     market = PemMarket.from_values(120, 80, 90, 110)
-    windows = [random_window(rng, args.agents, rng.choice((0.35, 0.45, 0.55, 0.7)))
-               for _ in range(args.windows)]
+    shares = [args.sellers] if args.sellers is not None else list(SHARES)
+    windows = [random_window(rng, args.agents, shares[w % len(shares)])
+               for w in range(args.windows)]
     try:
         outcomes, stats = run_windows_processes(
             windows, market, key_bits=args.key_bits, seed=args.seed, processes=args.processes)
@@ -76,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         "markets": [o.market.value for o in outcomes],
         "processes": args.processes,
         "pool_misses": stats.pool_misses,
+        "randomizers_used_per_window": stats.randomizers_used,
+        "dgk_randomizers_used_per_window": stats.dgk_randomizers_used,
     }
     print(json.dumps(document))
     return 0

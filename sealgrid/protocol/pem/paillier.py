@@ -97,6 +97,8 @@ class RandomizerPool:
         self._pool: dict[int, list[int]] = {}
         #: How many values were asked for online with the pool empty (paid online).
         self.misses = 0
+        #: How many values were used online (owner keys ≥ 0 are Paillier, < 0 DGK by convention).
+        self.used = {"paillier": 0, "dgk": 0}
 
     def fill(self, owner: int, count: int, make: Callable[[], int]) -> int:
         """Top the pool for ``owner``'s key up to ``count`` values; return how many were made."""
@@ -107,6 +109,7 @@ class RandomizerPool:
 
     def take(self, owner: int, make: Callable[[], int]) -> int:
         """Use one precomputed value for ``owner``'s key, or make one now (a miss)."""
+        self.used["paillier" if owner >= 0 else "dgk"] += 1
         values = self._pool.get(owner)
         if values:
             return values.pop()

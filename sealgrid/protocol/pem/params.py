@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import gmpy2
@@ -35,8 +36,8 @@ DGK_U = int(gmpy2.next_prime(3 * MAX_COMPARE_BITS + 2))
 FANOUT = 4
 #: Offline work covers the first CANDIDATES agents of each window's public order.
 CANDIDATES = 10
-#: Randomizers kept per candidate key (an agent encrypts at most 2 values under one key).
-PER_KEY = 2
+#: Randomizers kept per candidate key (an agent encrypts at most 3 values under one key).
+PER_KEY = 3
 
 
 def nonce_bits(agents: int) -> int:
@@ -95,16 +96,23 @@ class Designation:
     holder_extreme: int
 
 
-def designate(sellers: list[int], buyers: list[int]) -> Designation:
+def designate(sellers: list[int], buyers: list[int], head: Sequence[int]) -> Designation:
     """Take the designated agents from the coalitions listed in the window's public order.
 
-    The first seller is ``H_r1``, the second (or the only) seller ``H_s``; likewise ``H_r2`` and
-    ``H_b`` among buyers, so ``H_r1 ≠ H_s`` and ``H_r2 ≠ H_b`` whenever the coalition allows.
+    ``H_r1`` is the first seller, ``H_s`` the second seller if it is among the ``head`` (the
+    first :data:`CANDIDATES` of the order, for which every agent precomputed randomizers), else
+    ``H_r1`` again; likewise ``H_r2``, ``H_b`` among buyers. So ``(H_r1, H_s)`` is a uniformly
+    random ordered pair of distinct sellers whenever the head holds two sellers.
     """
+    first = set(head)
+
+    def second(coalition: list[int]) -> int:
+        return coalition[1] if len(coalition) > 1 and coalition[1] in first else coalition[0]
+
     return Designation(
         r1=sellers[0],
         r2=buyers[0],
-        pricer=buyers[1 % len(buyers)],
-        holder_general=sellers[1 % len(sellers)],
-        holder_extreme=buyers[1 % len(buyers)],
+        pricer=second(buyers),
+        holder_general=second(sellers),
+        holder_extreme=second(buyers),
     )

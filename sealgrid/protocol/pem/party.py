@@ -212,7 +212,7 @@ class PemParty:
         if not buyers:  # E_b = 0 ≤ E_s is public once the roles are: an extreme market, no trades
             kind, price = MarketKind.EXTREME, self.market.low
         else:
-            d = designate(sellers, buyers)
+            d = designate(sellers, buyers, order[:CANDIDATES])
             kind = await self._evaluate(w, order, net, d)
             if kind is MarketKind.GENERAL:
                 price = await self._price(w, order, sellers, agent, d)

@@ -94,7 +94,8 @@ async def _worker_main(conn: Connection) -> None:
         _send(conn, {"outputs": [_output_doc(o) for o in outputs]})
     counters = {
         i: [router.endpoints[i].bytes_sent, router.endpoints[i].bytes_received,
-            router.endpoints[i].messages_sent, parties[i].pool.misses] for i in ids
+            router.endpoints[i].messages_sent, parties[i].pool.misses,
+            parties[i].pool.used["paillier"], parties[i].pool.used["dgk"]] for i in ids
     }
     _send(conn, {"counters": counters})
     await router.close()
@@ -173,7 +174,7 @@ def run_windows_processes(
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.terminate()
-    traffic = [sent + received for sent, received, _, _ in counters]
+    traffic = [c[0] + c[1] for c in counters]
     stats = PemStats(
         agents=count,
         key_bits=key_bits,
@@ -188,6 +189,8 @@ def run_windows_processes(
         offline_wall_seconds=offline_wall / len(windows),
         setup_seconds=setup,
         pool_misses=sum(c[3] for c in counters),
+        randomizers_used=sum(c[4] for c in counters) / len(windows),
+        dgk_randomizers_used=sum(c[5] for c in counters) / len(windows),
     )
     return outcomes, stats
 

@@ -45,6 +45,9 @@ class PemStats:
     times are per window: ``online_seconds`` is wall time, ``offline_seconds`` the CPU time of
     all agents' offline work summed, ``offline_wall_seconds`` its wall time on this machine;
     ``setup_seconds`` is key generation (and process start), wall time, once per run.
+    ``pool_misses`` counts randomizers computed online because the offline guess missed;
+    ``randomizers_used`` / ``dgk_randomizers_used`` are per window, all agents: the offline
+    work a long run needs per window once every pool is full (steady state).
     """
 
     agents: int
@@ -60,6 +63,8 @@ class PemStats:
     offline_wall_seconds: float
     setup_seconds: float
     pool_misses: int
+    randomizers_used: float
+    dgk_randomizers_used: float
 
 
 def make_keys(key_bits: int, rng: random.Random) -> tuple[pa.SecretKey, dgk.DgkSecretKey]:
@@ -196,6 +201,8 @@ def run_windows_local(
         offline_wall_seconds=offline_wall / len(windows),
         setup_seconds=setup,
         pool_misses=sum(p.pool.misses for p in parties),
+        randomizers_used=sum(p.pool.used["paillier"] for p in parties) / len(windows),
+        dgk_randomizers_used=sum(p.pool.used["dgk"] for p in parties) / len(windows),
     )
     return outcomes, stats, parties
 

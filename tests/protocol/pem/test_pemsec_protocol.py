@@ -13,7 +13,7 @@ import pytest
 
 from sealgrid.mechanism.pem import FIXED, Agent, MarketKind, PemInputError, PemMarket, run_pem
 from sealgrid.protocol.pem import run_pem_secure
-from sealgrid.protocol.pem.params import RATIO_BITS, designate, window_order
+from sealgrid.protocol.pem.params import CANDIDATES, RATIO_BITS, designate, window_order
 from sealgrid.protocol.pem.runner import run_windows_local
 
 PAPER = PemMarket.from_values(120, 80, 90, 110)
@@ -109,7 +109,7 @@ def test_what_each_party_learns_in_clear(keys: type) -> None:
     order = window_order(3, 0, len(agents))
     sellers = [i for i in order if agents[i].net > 0]
     buyers = [i for i in order if agents[i].net < 0]
-    d = designate(sellers, buyers)
+    d = designate(sellers, buyers, order[:CANDIDATES])
     e_s = sum(agents[i].net for i in sellers)
     e_b = -sum(agents[i].net for i in buyers)
     r_b = parties[d.r1].revealed["masked_demand"]
