@@ -27,7 +27,8 @@ import numpy as np
 from sealgrid.protocol import field as F
 from sealgrid.protocol.encoding import Layout, ShareBatch
 
-CHUNK = 4096
+CHUNK = 4096  # bids per NumPy/BLAS call on whole bid vectors
+BLOCK = 32768  # bids per pass of per-bid arithmetic (keeps temporaries in cache)
 SOUNDNESS_BITS = 40  # a malformed bid passes a one-hot check with probability < 2^-40
 _LIMB = 8  # powers of two in the range proof are applied 8 bits at a time (exact in BLAS)
 
@@ -173,7 +174,7 @@ class PartyState:
         lay = self.layout
         ch = Challenge.derive(seed, lay)
         n = len(self.batch)
-        g, lam, reps = ch.gamma, ch.lam, ch.repeats
+        reps = ch.repeats
         nb = 2 * lay.bits
         groups = -(-lay.bits // _LIMB)
         pow2 = np.zeros((nb, 2 * groups), dtype=F.U64)  # column (side, group): 2^(j mod 8)
@@ -184,72 +185,44 @@ class PartyState:
         beyond = lay.levels - lay.fine * (lay.coarse - 1)  # fine levels in the last block
         off_grid = np.zeros((lay.fine, 1), dtype=F.U64)
         off_grid[beyond:, 0] = 1
-        pw = np.empty((n, ch.w_cols.shape[1]), dtype=F.U64)
-        pe = np.empty((n, ch.e_cols.shape[1] + 1), dtype=F.U64)
-        ps = np.empty((n, ch.s_cols.shape[1]), dtype=F.U64)
-        pb = np.empty((n, reps + 2 * groups), dtype=F.U64)  # Σ β_j·b_j, then 2^j·bits by 8
-        pb2 = np.empty((n, reps), dtype=F.U64)  # Σ β_j·b_j(b_j − 1)
-        last = np.empty(n, dtype=F.U64)  # w[buy, H−1] + w[sell, H−1]
+        out = np.empty((2, n), dtype=F.U64)
+        e_cols = np.concatenate([ch.e_cols, off_grid], axis=1)
         bit_range = slice(lay.low_bits.start, lay.high_bits.stop)
-        # Pass over the shares, chunk by chunk: everything that needs a whole bid vector.
-        for start in range(0, n, CHUNK):
-            rows = np.asarray(self.batch.rows[start:start + CHUNK])
-            sl = slice(start, start + len(rows))
-            w, e = rows[:, lay.w], rows[:, lay.e]
-            self._products += _products(w, e)
-            pw[sl] = F.dot_small(w, ch.w_cols, ch.bits)
-            pe[sl] = F.dot_small(e, np.concatenate([ch.e_cols, off_grid], axis=1), ch.bits)
-            ps[sl] = F.dot_small(rows[:, lay.supplier], ch.s_cols, ch.bits)
-            bits = rows[:, bit_range]
-            pb[sl] = F.dot_small(bits, bit_cols, max(ch.bits, _LIMB))
-            pb2[sl] = F.dot_small(F.sub(F.mul(bits, bits), bits), ch.b_cols, ch.bits)
-            last[sl] = F.add(w[:, lay.coarse - 1], w[:, 2 * lay.coarse - 1])
-        # Per-bid values, on whole vectors of length N: every rule's residual, weighted.
-        q = pw[:, 0]
-        one = F.const(1)
-        value = [np.zeros(n, dtype=F.U64), np.zeros(n, dtype=F.U64)]  # Σ2^j·lo_j, Σ2^j·hi_j
-        for side in range(2):
-            for grp in range(groups - 1, -1, -1):
-                value[side] = F.add(F.mul_small(value[side], 1 << _LIMB),
-                                    pb[:, reps + side * groups + grp])
-        res = [
-            F.sub(F.sub(q, one), value[0]),
-            F.sub(F.sub(F.const(lay.max_quantity_wh), q), value[1]),
-            F.sub(ps[:, 0], one),
-            F.sub(pe[:, 0], one),
-            F.mul(last, pe[:, -1]),
-        ]
-        z = np.zeros(n, dtype=F.U64)
-        rho = np.zeros(n, dtype=F.U64)
-        b_weighted = np.zeros(n, dtype=F.U64)
-        for j in range(reps):
-            a, b = _join(pw, ch.bits, j)
-            # (r·w)² − q·(r²·w), weighted: γ·a² here, q·Σγ·b once after the loop
-            z = F.add(z, F.mul(F.mul(a, a), F.const(int(g[5 + 4 * j]))))
-            b_weighted = F.add(b_weighted, F.mul(b, F.const(int(g[5 + 4 * j]))))
-            a_s, b_s = _join(ps, ch.bits, j)
-            a_e, b_e = _join(pe, ch.bits, j)
-            res += [F.sub(F.mul(a_s, a_s), b_s), F.sub(F.mul(a_e, a_e), b_e), pb2[:, j]]
-            for k, x in enumerate((a, a_s, a_e, pb[:, j])):
-                rho = F.add(rho, F.mul(x, F.const(int(lam[4 * j + k]))))
-        z = F.sub(z, F.mul(q, b_weighted))
-        weights = [0, 1, 2, 3, 4] + [k for j in range(reps) for k in (6 + 4 * j, 7 + 4 * j,
-                                                                     8 + 4 * j)]
-        for k, r in zip(weights, res, strict=True):
-            z = F.add(z, F.mul(r, F.const(int(g[k]))))
-        out = np.stack([z, rho])
-        rnd, zero = prss_masks(self.keys, self.pid, self.m, self.t, seed.hex() + "/check", n)
-        out[0] = F.add(out[0], zero)
-        out[1] = F.add(out[1], rnd)
+        for first in range(0, n, BLOCK):  # blocks small enough for the CPU caches
+            m = min(BLOCK, n - first)
+            pw = np.empty((m, ch.w_cols.shape[1]), dtype=F.U64)
+            pe = np.empty((m, e_cols.shape[1]), dtype=F.U64)
+            ps = np.empty((m, ch.s_cols.shape[1]), dtype=F.U64)
+            pb = np.empty((m, reps + 2 * groups), dtype=F.U64)  # Σ β_j·b_j, 2^j·bits by 8
+            pb2 = np.empty((m, reps), dtype=F.U64)  # Σ β_j·b_j(b_j − 1)
+            last = np.empty(m, dtype=F.U64)  # w[buy, H−1] + w[sell, H−1]
+            # Everything that needs a whole bid vector, chunk by chunk.
+            for start in range(0, m, CHUNK):
+                rows = np.asarray(self.batch.rows[first + start:first + start + CHUNK])
+                sl = slice(start, start + len(rows))
+                w, e = rows[:, lay.w], rows[:, lay.e]
+                self._products += _products(w, e)
+                pw[sl] = F.dot_small(w, ch.w_cols, ch.bits)
+                pe[sl] = F.dot_small(e, e_cols, ch.bits)
+                ps[sl] = F.dot_small(rows[:, lay.supplier], ch.s_cols, ch.bits)
+                bits = rows[:, bit_range]
+                pb[sl] = F.dot_small(bits, bit_cols, max(ch.bits, _LIMB))
+                pb2[sl] = F.dot_small(F.sub(F.mul(bits, bits), bits), ch.b_cols, ch.bits)
+                last[sl] = F.add(w[:, lay.coarse - 1], w[:, 2 * lay.coarse - 1])
+            z, rho = _fold(ch, lay, groups, pw, pe, ps, pb, pb2, last)
+            rnd, zero = prss_masks(self.keys, self.pid, self.m, self.t,
+                                   f"{seed.hex()}/check/{first}", m)
+            out[0, first:first + m] = F.add(z, zero)
+            out[1, first:first + m] = F.add(rho, rnd)
         return out
 
     def accept(self, opened: Sequence[np.ndarray]) -> np.ndarray:
         """Decide validity from every party's masked shares (index = party); return the mask."""
-        z_shares = [o[0] for o in opened]
-        rho_shares = [o[1] for o in opened]
-        points = list(range(1, self.m + 1))
-        z = F.combine(z_shares, F.lagrange_at(points, 0))
-        self.valid = (z == 0) & F.consistent(rho_shares, self.t)
+        weights = F.lagrange_at(list(range(1, self.m + 1)), 0)
+        for first in range(0, len(self.valid), BLOCK):
+            sl = slice(first, first + BLOCK)
+            z = F.combine([o[0, sl] for o in opened], weights)
+            self.valid[sl] = (z == 0) & F.consistent([o[1, sl] for o in opened], self.t)
         return self.valid
 
     # --- aggregation ------------------------------------------------------------------
@@ -333,6 +306,46 @@ class PartyState:
                         for side in range(2):
                             totals[side * lay.suppliers + j] += int(part[j, 2 * k + side]) * shift
         return F.from_ints([v % F.MODULUS for v in totals])
+
+
+def _fold(ch: Challenge, lay: Layout, groups: int, pw: np.ndarray, pe: np.ndarray,
+          ps: np.ndarray, pb: np.ndarray, pb2: np.ndarray, last: np.ndarray,
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Fold every rule's residual into the validity value; combine the degree check."""
+    n = len(pw)
+    g, lam, reps = ch.gamma, ch.lam, ch.repeats
+    q = pw[:, 0]
+    one = F.const(1)
+    value = [np.zeros(n, dtype=F.U64), np.zeros(n, dtype=F.U64)]  # Σ2^j·lo_j, Σ2^j·hi_j
+    for side in range(2):
+        for grp in range(groups - 1, -1, -1):
+            value[side] = F.add(F.mul_small(value[side], 1 << _LIMB),
+                                pb[:, reps + side * groups + grp])
+    res = [
+        F.sub(F.sub(q, one), value[0]),
+        F.sub(F.sub(F.const(lay.max_quantity_wh), q), value[1]),
+        F.sub(ps[:, 0], one),
+        F.sub(pe[:, 0], one),
+        F.mul(last, pe[:, -1]),
+    ]
+    z = np.zeros(n, dtype=F.U64)
+    rho = np.zeros(n, dtype=F.U64)
+    b_weighted = np.zeros(n, dtype=F.U64)
+    for j in range(reps):
+        a, b = _join(pw, ch.bits, j)
+        # (r·w)² − q·(r²·w), weighted: γ·a² here, q·Σγ·b once after the loop
+        z = F.add(z, F.mul(F.mul(a, a), F.const(int(g[5 + 4 * j]))))
+        b_weighted = F.add(b_weighted, F.mul(b, F.const(int(g[5 + 4 * j]))))
+        a_s, b_s = _join(ps, ch.bits, j)
+        a_e, b_e = _join(pe, ch.bits, j)
+        res += [F.sub(F.mul(a_s, a_s), b_s), F.sub(F.mul(a_e, a_e), b_e), pb2[:, j]]
+        for k, x in enumerate((a, a_s, a_e, pb[:, j])):
+            rho = F.add(rho, F.mul(x, F.const(int(lam[4 * j + k]))))
+    z = F.sub(z, F.mul(q, b_weighted))
+    weights = [0, 1, 2, 3, 4] + [k for j in range(reps) for k in (6 + 4 * j, 7 + 4 * j, 8 + 4 * j)]
+    for k, r in zip(weights, res, strict=True):
+        z = F.add(z, F.mul(r, F.const(int(g[k]))))
+    return z, rho
 
 
 def seed_from(contributions: Sequence[bytes]) -> bytes:
