@@ -164,11 +164,21 @@ def lagrange_at(points: Sequence[int], at: int) -> list[int]:
     return coeffs
 
 
+def scale(x: np.ndarray, c: int) -> np.ndarray:
+    """Return c·x mod p for a public constant, cheaply when c or −c is small."""
+    c %= MODULUS
+    if c < 2**32:
+        return mul_small(x, c)
+    if MODULUS - c < 2**32:
+        return neg(mul_small(x, MODULUS - c))
+    return mul(x, const(c))
+
+
 def combine(shares: Sequence[np.ndarray], coeffs: Sequence[int]) -> np.ndarray:
     """Return Σ coeffs[j]·shares[j] mod p."""
     out = np.zeros(np.shape(shares[0]), dtype=U64)
     for s, c in zip(shares, coeffs, strict=True):
-        out = add(out, mul(np.asarray(s, dtype=U64), const(c)))
+        out = add(out, scale(np.asarray(s, dtype=U64), c))
     return out
 
 

@@ -138,10 +138,10 @@ def prss_masks(
         for j in range(m):
             if j not in subset:
                 vanish = vanish * (j + 1 - u) % F.MODULUS
-        rnd = F.add(rnd, F.mul(F.stream(key, f"{label}/rnd", n), F.const(vanish)))
+        rnd = F.add(rnd, F.scale(F.stream(key, f"{label}/rnd", n), vanish))
         for s in range(1, t + 1):
             coef = vanish * pow(u, s, F.MODULUS) % F.MODULUS
-            zero = F.add(zero, F.mul(F.stream(key, f"{label}/zero/{s}", n), F.const(coef)))
+            zero = F.add(zero, F.scale(F.stream(key, f"{label}/zero/{s}", n), coef))
     return rnd, zero
 
 
@@ -328,22 +328,22 @@ def _fold(ch: Challenge, lay: Layout, groups: int, pw: np.ndarray, pe: np.ndarra
         F.sub(pe[:, 0], one),
         F.mul(last, pe[:, -1]),
     ]
+    # Within one repeat the quadratic residuals use independent random challenges, so their
+    # plain sum vanishes by chance with probability ≤ 2^-(bits−1); repeats get full weights.
     z = np.zeros(n, dtype=F.U64)
     rho = np.zeros(n, dtype=F.U64)
-    b_weighted = np.zeros(n, dtype=F.U64)
     for j in range(reps):
         a, b = _join(pw, ch.bits, j)
-        # (r·w)² − q·(r²·w), weighted: γ·a² here, q·Σγ·b once after the loop
-        z = F.add(z, F.mul(F.mul(a, a), F.const(int(g[5 + 4 * j]))))
-        b_weighted = F.add(b_weighted, F.mul(b, F.const(int(g[5 + 4 * j]))))
         a_s, b_s = _join(ps, ch.bits, j)
         a_e, b_e = _join(pe, ch.bits, j)
-        res += [F.sub(F.mul(a_s, a_s), b_s), F.sub(F.mul(a_e, a_e), b_e), pb2[:, j]]
-        for k, x in enumerate((a, a_s, a_e, pb[:, j])):
-            rho = F.add(rho, F.mul(x, F.const(int(lam[4 * j + k]))))
-    z = F.sub(z, F.mul(q, b_weighted))
-    weights = [0, 1, 2, 3, 4] + [k for j in range(reps) for k in (6 + 4 * j, 7 + 4 * j, 8 + 4 * j)]
-    for k, r in zip(weights, res, strict=True):
+        quad = F.sub(F.mul(a, a), F.mul(q, b))  # (r·w)² − q·(r²·w)
+        quad = F.add(quad, F.sub(F.mul(a_s, a_s), b_s))  # (r'·s)² − r'²·s
+        quad = F.add(quad, F.sub(F.mul(a_e, a_e), b_e))  # (r''·e)² − r''²·e
+        quad = F.add(quad, pb2[:, j])  # Σ β_j·b_j(b_j − 1)
+        z = F.add(z, F.mul(quad, F.const(int(g[5 + j]))))
+        mix = F.add(F.add(a, a_s), F.add(a_e, pb[:, j]))  # small random weights on every entry
+        rho = F.add(rho, F.mul(mix, F.const(int(lam[j]))))
+    for k, r in enumerate(res):
         z = F.add(z, F.mul(r, F.const(int(g[k]))))
     return z, rho
 
