@@ -317,21 +317,32 @@ class PemParty:
         holder = d.holder_general if general else d.holder_extreme
         contributors, receivers = (buyers, sellers) if general else (sellers, buyers)
         amount = abs(net)
+        width = RATIO_BITS + NET_BITS + self.n.bit_length()  # E·⌊K/|sn|⌋ < 2^width
+        pk = self._dir().paillier[holder]
+        slots = max(1, (pk.bits // 2 - 2) // width)  # slots per plaintext (below p/2)
         if self.me in contributors:
-            pk = self._dir().paillier[holder]
             mine = (self._encrypt(holder, amount),)
             agg = await self._gather(w, Topic.DIST_UP, contributors, mine, self._multiplier(holder))
-            (total,) = await self._spread(w, Topic.DIST_TOTAL, contributors, agg)
+            if agg is not None:  # the root shifts Enc(E) to every slot: Enc(E·2^(width·k))
+                bases = [agg[0]]
+                for _ in range(slots - 1):
+                    bases.append(pa.scale(pk, bases[-1], 1 << width))
+                agg = tuple(bases)
+            bases_down = await self._spread(w, Topic.DIST_TOTAL, contributors, agg)
+            if len(bases_down) != slots:
+                raise RemoteProtocolError("wrong number of shifted totals")
+            base = bases_down[contributors.index(self.me) % slots]
             rho = self.pool.take(holder, lambda: pa.randomizer(pk, self.rng))
-            ratio = pa.scale(pk, total, K // amount) * rho % pk.nsquare  # Enc(E · ⌊K/|sn|⌋)
+            ratio = pa.scale(pk, base, K // amount) * rho % pk.nsquare  # Enc(E·⌊K/|sn|⌋ in slot)
             self.net.send(holder, Topic.DIST_RATIO, w, (ratio,))
-        width = RATIO_BITS + NET_BITS + self.n.bit_length()  # E·⌊K/|sn|⌋ < 2^width
         value: Values | None = None
         if self.me == holder:
-            inverses = []
-            for j in contributors:
-                (c,) = await self.net.recv(w, Topic.DIST_RATIO, j)
-                inverses.append(self.sk.decrypt(c))
+            inverses: list[int] = []
+            for start in range(0, len(contributors), slots):
+                group = contributors[start : start + slots]
+                cts = [(await self.net.recv(w, Topic.DIST_RATIO, j))[0] for j in group]
+                packed = self.sk.decrypt(pa.add(pk, *cts))  # one decryption per `slots` ratios
+                inverses += _unpack(packed, width, len(group))
             if not all(0 < x < 1 << width for x in inverses):
                 raise RemoteProtocolError("a scaled ratio is out of range")
             value = (_pack(inverses, width),)  # in the contributors' public order

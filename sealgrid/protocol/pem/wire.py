@@ -91,6 +91,9 @@ MAX_VALUES = 1 << 20
 MAX_VALUE_BYTES = 1 << 12
 
 
+_TOPICS = {int(t): t for t in Topic}
+
+
 def decode(data: bytes) -> Message:
     """Parse one message.
 
@@ -100,10 +103,9 @@ def decode(data: bytes) -> Message:
     view = memoryview(data)
     if len(view) < 2 or view[0] != VERSION:
         raise RemoteProtocolError("not a PEM message of a known version")
-    try:
-        topic = Topic(view[1])
-    except ValueError:
-        raise RemoteProtocolError("unknown message topic") from None
+    topic = _TOPICS.get(view[1])
+    if topic is None:
+        raise RemoteProtocolError("unknown message topic")
     pos = 2
 
     def varint() -> int:
