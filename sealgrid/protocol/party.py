@@ -102,6 +102,7 @@ async def serve_period(batch: ShareBatch, net: Transport) -> PartyResult:
     state = PartyState(batch, net.pid, net.parties, net.threshold, net.prss_keys)
     await net.all_to_all(np.zeros(1, dtype=F.U64))  # line the parties' clocks up
     start = time.perf_counter()
+    cpu_start = time.process_time()
     own = np.frombuffer(secrets.token_bytes(32), dtype="<u8").astype(F.U64)
     seed = seed_from([c.tobytes() for c in await reveal_shares("challenge_seed", own,
                                                                net.all_to_all)])
@@ -129,6 +130,7 @@ async def serve_period(batch: ShareBatch, net: Transport) -> PartyResult:
     suppliers = await reshare(net, state.supplier_totals(sides))
     lap("outputs")
     online = time.perf_counter() - start
+    phases["cpu"] = time.process_time() - cpu_start  # this party's CPU seconds, all phases
     peak = peak_memory_bytes()
     return PartyResult(public, np.flatnonzero(~valid), households, suppliers, online,
                        net.bytes_sent(), peak, phases)
