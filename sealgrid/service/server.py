@@ -100,6 +100,7 @@ class Server:
         for period, pem in self.store.issuers().items():
             self.intake.add_issuer(period, _load_issuer(pem))
         self._issuer_locks: dict[str, asyncio.Lock] = {}
+        self._issuer_keys: dict[str, IssuerKey] = {}
         self._db = ThreadPoolExecutor(1, thread_name_prefix=f"db{cfg.party}")
         self._queue: asyncio.Queue[tuple[Accepted | Granted, asyncio.Future[None]]] = (
             asyncio.Queue()
@@ -183,10 +184,14 @@ class Server:
         issuer = await self.ensure_issuer(period)
         if issuer is None or why is not None:
             return Rejected(*(why or (Reason.WRONG_PERIOD, "not taking bids")))
-        pub = issuer.public
-        return wire.sign(
-            IssuerKey(self.cfg.party, period, pub.n.to_bytes(pub.size, "big"), pub.e), self.key
-        )
+        cached = self._issuer_keys.get(period)
+        if cached is None:
+            pub = issuer.public
+            cached = wire.sign(
+                IssuerKey(self.cfg.party, period, pub.n.to_bytes(pub.size, "big"), pub.e), self.key
+            )
+            self._issuer_keys[period] = cached
+        return cached
 
     async def grant(self, raw: bytes) -> PseudonymGrant | Rejected:
         """Blind-sign a household's pseudonym (once per household and period), durably."""
