@@ -1,0 +1,47 @@
+"""The door to the secure clearing fails loudly: no made-up result, a clear reason."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sealgrid.mechanism.bids import BidRejected, MarketRules, Reason, check_bid
+from sealgrid.service.clearing import ClearingFailed, ClearingRequest, clear, payload_checker
+from sealgrid.service.config import MarketConfig
+from sealgrid.service.shares import encode_payloads
+
+GRID = MarketConfig().grid
+SUPPLIERS = ("s1", "s2", "s3")
+
+
+def _payloads() -> list[bytes]:
+    bid, _ = check_bid(MarketRules(GRID, 10_000, SUPPLIERS), "h", "buy", "1", "100", "s1")
+    assert bid is not None
+    return encode_payloads(bid, SUPPLIERS, GRID.levels, 10_000, 3)
+
+
+def test_payload_checker_refuses_another_servers_or_markets_shares() -> None:
+    check = payload_checker(0, GRID.levels, 3, 10_000)
+    assert check is not None
+    shares = _payloads()
+    check(shares[0])
+    for bad, words in ((shares[1], "server 1"), (b"junk", "too short")):
+        with pytest.raises(BidRejected) as err:
+            check(bad)
+        assert err.value.reason is Reason.MALFORMED and words in str(err.value)
+    other = payload_checker(0, GRID.levels, 4, 10_000)
+    assert other is not None
+    with pytest.raises(BidRejected, match="another market"):
+        other(shares[0])
+
+
+def test_clearing_without_mpc_certificates_fails_with_a_reason(tmp_path) -> None:
+    req = ClearingRequest(
+        party=0, parties=3, base_port=1, period="2026-11-22T21:45:00Z",
+        payloads=(_payloads()[0],), levels=GRID.levels, suppliers=SUPPLIERS,
+        max_quantity_wh=10_000, workdir=tmp_path / "work", mpc_config=tmp_path / "none",
+        timeout=5.0,
+    )  # fmt: skip
+    with pytest.raises(ClearingFailed, match="cannot prepare"):
+        asyncio.run(clear(req))
