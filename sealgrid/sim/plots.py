@@ -33,10 +33,18 @@ def _axes(title: str, ylabel: str, multi_day: bool) -> tuple[Any, Any]:
     ax.set_title(title, fontsize=11)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("local time (America/New_York)")
-    fmt = "%a %H:%M" if multi_day else "%H:%M"
-    ax.xaxis.set_major_formatter(mdates.DateFormatter(fmt, tz=SITE_TZ))
+    _time_axis(ax, multi_day)
     ax.grid(True, alpha=0.3)
     return fig, ax
+
+
+def _time_axis(ax: Any, multi_day: bool) -> None:
+    """Label the x axis in the site's local time: hours for a day, local midnights for days."""
+    if multi_day:
+        ax.xaxis.set_major_locator(mdates.DayLocator(tz=SITE_TZ))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%a %d", tz=SITE_TZ))
+    else:
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=SITE_TZ))
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -80,8 +88,12 @@ def coalitions(windows: pd.DataFrame, out: Path, multi_day: bool) -> Path:
     return _save(fig, out / "coalitions.png")
 
 
-def utility(util: pd.DataFrame, out: Path, multi_day: bool) -> Path:
-    """Fig. 6(b): utility (Eq. 4) of the selected sellers, with PEM and with feed-in only."""
+def utility(util: pd.DataFrame, out: Path, multi_day: bool,
+            index: pd.DatetimeIndex | None = None) -> Path:
+    """Fig. 6(b): utility (Eq. 4) of the selected sellers, with PEM and with feed-in only.
+
+    ``index`` holds every window, so windows where a seller does not sell leave a gap.
+    """
     homes = sorted(util["home"].unique()) if len(util) else []
     fig, axes = plt.subplots(max(len(homes), 1), 1, figsize=(7.5, 4.2), dpi=110, sharex=True,
                              squeeze=False)
@@ -90,6 +102,8 @@ def utility(util: pd.DataFrame, out: Path, multi_day: bool) -> Path:
     for ax, home in zip(axes[:, 0], homes, strict=False):
         for k, g in util[util["home"] == home].groupby("k", sort=True):
             g = g.set_index("timestamp")
+            if index is not None:
+                g = g.reindex(index)
             c = colours.get(int(k))
             ax.plot(g.index, g["utility_with"], "-", lw=1.0, color=c, label=f"k = {k}, PEM")
             ax.plot(g.index, g["utility_without"], ":", lw=1.0, color=c,
@@ -102,8 +116,7 @@ def utility(util: pd.DataFrame, out: Path, multi_day: bool) -> Path:
                         ha="center")
     last = axes[-1, 0]
     last.set_xlabel("local time (America/New_York)")
-    last.xaxis.set_major_formatter(
-        mdates.DateFormatter("%a %H:%M" if multi_day else "%H:%M", tz=SITE_TZ))
+    _time_axis(last, multi_day)
     return _save(fig, out / "utility.png")
 
 
@@ -144,7 +157,7 @@ def all_figures(windows: pd.DataFrame, util: pd.DataFrame, params: MarketParams,
     return [
         price(windows, params, out, multi_day),
         coalitions(windows, out, multi_day),
-        utility(util, out, multi_day),
+        utility(util, out, multi_day, pd.DatetimeIndex(windows["timestamp"].unique())),
         buyers_cost(windows, out, multi_day),
         grid_exchange(windows, out, multi_day),
         energy(windows, out, multi_day),

@@ -170,7 +170,7 @@ figure img {{ width: 100%; height: auto; }}
 figcaption {{ font-size: 13px; color: #555; }}
 .meta {{ font-size: 14px; color: #444; }}
 </style></head><body>
-<h1>A day of a neighbourhood — sealgrid simulation</h1>
+<h1>{"A week" if d['name'] == "week" else "A day"} of a neighbourhood — sealgrid simulation</h1>
 <p class="meta">{d['homes']} homes ({d['homes_with_pv']} with rooftop PV), {d['windows']}
 windows of {d['window_minutes']} min, {html.escape(_when(d['first_window_local']))} to
 {html.escape(_when(d['end_local']))} local time ({html.escape(_when(d['first_window_utc']))}
