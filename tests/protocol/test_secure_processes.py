@@ -57,3 +57,16 @@ def test_a_server_with_a_foreign_certificate_cannot_join(tmp_path: Path) -> None
         (tmp_path / "other2" / ".config" / name).replace(dirs[2] / ".config" / name)
     with pytest.raises(SecureClearingError):
         run_processes(dirs, timeout=4)
+
+
+def test_a_dead_server_makes_a_clean_error_not_a_hang(tmp_path: Path) -> None:
+    """Server 1 cannot read its shares and exits; the others give up after the timeout."""
+    dirs = [tmp_path / f"party{i}" for i in range(3)]
+    for d in dirs:
+        d.mkdir()
+    b = book([True, False], [10, 10], [1, 0])
+    write_book_shares(b, Layout(2, 2, 10_000), [d / "shares.bin" for d in dirs])
+    make_party_certificates(dirs)
+    (dirs[1] / "shares.bin").write_bytes(b"not a share batch")
+    with pytest.raises(SecureClearingError, match="server"):
+        run_processes(dirs, timeout=4)
