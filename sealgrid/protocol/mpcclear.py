@@ -15,13 +15,14 @@ so ``D(k) ≥ S(k)`` holds up to a crossing ``j`` and fails from there on:
 * the middle level (the lower of two) is ``start + ⌊(length − 1)/2⌋``, with one secure
   least-significant-bit extraction for the halving.
 
-For P = 256: comparisons on 16, 16, 4, 32 and 32 values and one bit extraction, whatever the
-curves. Opened, through the disclosure door only: the volume (0 means no trade, and then
-nothing else), ``k*``, ``D(k*)`` and ``S(k*)``.
+For P = 256: four rounds of comparisons (on 16, 16, 4 + 32 and 32 values) and one bit
+extraction, whatever the curves. Opened, through the disclosure door only: the volume (0 means
+no trade, and then nothing else), ``k*``, ``D(k*)`` and ``S(k*)``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -51,18 +52,26 @@ def _blocks(mpc: Any, x: Any, b: int, fill: Any) -> Any:
     return mpc.np_stack([xp[i * b:i * b + b + 1] for i in range(b)])
 
 
-async def _count(mpc: Any, blocks: Any, shift: Any, b: int) -> tuple[Any, Any, Any, Any]:
+def _coarse(blocks: Any, shift: Any) -> list[Any]:
+    """The values compared first: each block's first level, shifted."""
+    return [m[:, 0] + s for m, s in zip(blocks, shift, strict=True)]
+
+
+async def _count(mpc: Any, blocks: Any, shift: Any, b: int,
+                 coarse: Any = None) -> tuple[Any, Any, Any, Any]:
     """Count the levels where ``x(k) + shift ≥ 0`` for x non-increasing, with 2b comparisons.
 
     Compares the first level of each block, selects the last block that starts true (a
     one-hot ``h`` over blocks, all zero when none does) and compares inside it. Several
     counts can share the calls: ``blocks`` is a list of (b, b+1) matrices, ``shift`` a list.
+    ``coarse`` may pass the first comparisons' results when they were batched elsewhere.
 
     Returns:
         ``(counts, h, f, g0)`` per count: the count, the block one-hot, the in-block bits,
         and whether level 0 is true.
     """
-    coarse = mpc.np_concatenate([m[:, 0] + s for m, s in zip(blocks, shift, strict=True)]) >= 0
+    if coarse is None:
+        coarse = mpc.np_concatenate(_coarse(blocks, shift)) >= 0
     hs, selected = [], []
     for i, m in enumerate(blocks):
         g = coarse[i * b:(i + 1) * b]
@@ -104,16 +113,16 @@ async def clear_curves(mpc: Any, demand: Any, supply: Any, bound: int) -> Public
     s_right = at[3:4] + (1 - g0) * supply[0:1]
     i_left, i_right = d_left - s_left, s_right - d_right
     u, w = s_left - d_right, i_right - i_left
-    flags = mpc.np_concatenate((u, -u, w, -w)) >= 0
-    has_left, has_right, le_left, le_right = flags[0], flags[1], flags[2], flags[3]
+    # The run ending at j − 1 starts at #{k : D − S > I(j−1)}; the run starting at j ends
+    # before #{k : D − S ≥ −I(j)}. Their first comparisons share a call with four flags.
+    runs, shifts = [x, x], [-(i_left[0] + 1), i_right[0]]
+    batch = mpc.np_concatenate([u, -u, w, -w, *_coarse(runs, shifts)]) >= 0
+    has_left, has_right, le_left, le_right = batch[0], batch[1], batch[2], batch[3]
     vmax = d_right[0] + has_left * (s_left[0] - d_right[0])
     v = int(await reveal("volume", vmax, mpc.output))
     if v == 0:
         return Public(None, 0, 0, 0)
-    # The run ending at j − 1 starts at #{k : D − S > I(j−1)}; the run starting at j ends
-    # before #{k : D − S ≥ −I(j)}; both counted in the same comparison calls.
-    (start_left, end_right), _, _, _ = await _count(
-        mpc, [x, x], [-(i_left[0] + 1), i_right[0]], b)
+    (start_left, end_right), _, _, _ = await _count(mpc, runs, shifts, b, coarse=batch[4:])
     run_left, run_right = j - start_left, end_right - j
     sel_left = has_left * (1 - has_right * (1 - le_left))
     sel_right = has_right * (1 - has_left * (1 - le_right))
@@ -122,9 +131,9 @@ async def clear_curves(mpc: Any, demand: Any, supply: Any, bound: int) -> Public
     odd = mpc.lsb(span)
     half = (span - odd) * _half(type(span))
     k = int(await reveal("clearing_level", start + half, mpc.output))
-    d = int(await reveal("demand_at_clearing", demand[k], mpc.output))
-    s = int(await reveal("supply_at_clearing", supply[k], mpc.output))
-    return Public(k, v, d, s)
+    d, s = await asyncio.gather(reveal("demand_at_clearing", demand[k], mpc.output),
+                                reveal("supply_at_clearing", supply[k], mpc.output))
+    return Public(k, v, int(d), int(s))
 
 
 def _half(sectype: Any) -> Any:
