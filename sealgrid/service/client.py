@@ -225,8 +225,7 @@ class HouseholdClient(Client):
         refusals: dict[int, BidRejected] = {}
 
         async def one(server: int) -> None:
-            nonce = await self.challenge(server)
-            raw = make_submission(pseudonym, server, nonce, payloads[server])
+            raw = make_submission(pseudonym, server, payloads[server])
             status, body = await self.call(server, "POST", "/v1/bids", raw)
             if status != 201:
                 refusals[server] = await self._refusal(server, status, body)

@@ -91,12 +91,10 @@ def accept_grant(
     pseudonym.issuers[server] = wire.sha256(grant.modulus)
 
 
-def make_submission(pseudonym: Pseudonym, server: int, nonce: bytes, payload: bytes) -> bytes:
-    """Return the wire bytes of a bid share for ``server`` answering challenge ``nonce``."""
-    bid = PseudonymousBid(
-        pseudonym.period, server, pseudonym.public, pseudonym.tokens.get(server, b""), nonce,
-        payload,
-    )  # fmt: skip
+def make_submission(pseudonym: Pseudonym, server: int, payload: bytes) -> bytes:
+    """Return the wire bytes of a bid share for ``server``, signed by the pseudonym."""
+    token = pseudonym.tokens.get(server, b"")
+    bid = PseudonymousBid(pseudonym.period, server, pseudonym.public, token, payload)
     return wire.encode(wire.sign(bid, pseudonym.key))
 
 

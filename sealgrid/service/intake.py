@@ -142,7 +142,7 @@ Event = ChallengeIssued | Granted | Accepted | Rejected | GateClosed
 
 @dataclass
 class _Period:
-    bids: dict[bytes, int] = field(default_factory=dict)  # pseudonym -> seq
+    bids: dict[bytes, bytes] = field(default_factory=dict)  # pseudonym -> SHA-256 of the bid
     households: set[str] = field(default_factory=set)
     closed: bool = False  # no more bids
     announced: bool = False  # GateClosed emitted (or restored as already handled)
@@ -199,7 +199,7 @@ class Intake:
     ) -> None:
         """Reload stored state after a restart (before any other event)."""
         for bid in bids:
-            self._period(bid.period).bids[bid.pseudonym] = bid.seq
+            self._period(bid.period).bids[bid.pseudonym] = wire.sha256(bid.bid)
             self._seq = max(self._seq, bid.seq)
         for part in participations:
             self._period(part.period).households.add(part.household)
@@ -353,16 +353,18 @@ class Intake:
             )
         if not wire.verify(bid, bid.pseudonym):
             raise _Refuse(Reason.BAD_SIGNATURE, "forged: the pseudonym's signature does not verify")
-        if not self.take_challenge(bid.nonce, event.now):
-            raise _Refuse(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
+        digest = wire.sha256(event.raw)
+        seen = self._periods.get(bid.period)
+        if seen is not None and bid.pseudonym in seen.bids:
+            if seen.bids[bid.pseudonym] == digest:
+                raise _Refuse(Reason.REPLAYED, "this exact bid was already accepted")
+            raise _Refuse(Reason.DUPLICATE_PSEUDONYM)
         why = self.schedule.check(bid.period, event.now)
         if why is not None:
             raise _Refuse(*why)
         state = self._period(bid.period)
         if state.closed:
             raise _Refuse(Reason.LATE, "the gate of this period has closed")
-        if bid.pseudonym in state.bids:
-            raise _Refuse(Reason.DUPLICATE_PSEUDONYM)
         if self._check_payload is not None:
             try:
                 self._check_payload(bid.payload)
@@ -375,13 +377,13 @@ class Intake:
                 period=bid.period,
                 pseudonym=bid.pseudonym,
                 payload_sha256=wire.sha256(bid.payload),
-                submission_sha256=wire.sha256(event.raw),
+                submission_sha256=digest,
                 accepted_at=iso(event.now),
                 seq=self._seq,
             ),
             self._key,
         )
-        state.bids[bid.pseudonym] = self._seq
+        state.bids[bid.pseudonym] = digest
         stored = StoredBid(
             bid.period, bid.pseudonym, event.raw, bid.payload, wire.encode(receipt), self._seq
         )

@@ -72,7 +72,6 @@ SCHEMAS: dict[str, Any] = {
                 **B64,
                 "description": "the server's unblinded RSA signature on FDH(period, pseudonym)",
             },
-            "nonce": {**B64, "description": "a challenge from POST /v1/challenge"},
             "payload": {**B64, "description": "this server's share payload (sealgrid.protocol)"},
             "signature": {**B64, "description": "Ed25519 by the pseudonym key"},
         },

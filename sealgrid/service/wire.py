@@ -105,16 +105,17 @@ class PseudonymousBid:
 
     ``pseudonym`` is the raw Ed25519 public key of a fresh key for this period; ``token`` the
     server's unblinded RSA signature on ``FDH(period, pseudonym)`` (this pseudonym belongs to
-    some registered household, which one the server cannot tell); ``nonce`` a challenge this
-    server issued (liveness); ``payload`` this server's share payload, opaque to the service
-    (made by :mod:`sealgrid.protocol`); ``signature`` by the pseudonym key.
+    some registered household, which one the server cannot tell); ``payload`` this server's
+    share payload, opaque to the service (made by :mod:`sealgrid.protocol`); ``signature`` by
+    the pseudonym key. No challenge is needed: a token buys one bid, so a replay can never
+    count twice (it is refused as ``replayed``); the household's liveness was checked when the
+    token was issued.
     """
 
     period: str
     server: int
     pseudonym: bytes
     token: bytes
-    nonce: bytes
     payload: bytes
     signature: bytes = b""
 

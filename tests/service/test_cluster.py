@@ -83,8 +83,7 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
             assert await h.obtain(partial) == {}
             payloads = _payloads(_bid("h0006", "sell", "5", "80", "s3"))
             for server in (0, 1):
-                nonce = await h.challenge(server)
-                raw = make_submission(partial, server, nonce, payloads[server])
+                raw = make_submission(partial, server, payloads[server])
                 status, _ = await h.call(server, "POST", "/v1/bids", raw)
                 assert status == 201
         async with cluster.client() as c:

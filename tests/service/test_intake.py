@@ -101,7 +101,7 @@ def test_a_valid_bid_is_accepted_with_a_receipt_that_verifies(world) -> None:
     m = machine()
     event, p = _issue(m, "h0", households["h0"])
     assert isinstance(event, Granted) and event.participation.household == "h0"
-    raw = make_submission(p, 0, _nonce(m), b"share-bytes")
+    raw = make_submission(p, 0, b"share-bytes")
     accepted = _submit(m, raw)
     assert isinstance(accepted, Accepted)
     assert check_receipt(accepted.receipt, 0, wire.raw_public(SERVER_KEY), raw, b"share-bytes")
@@ -134,19 +134,19 @@ def test_forged_unsigned_replayed_late_duplicate_are_refused_distinctly(world) -
     forged.tokens[0] = rogue.sign_blinded(
         fdh(rogue.public.n, PERIOD, forged.public).to_bytes(rogue.public.size, "big")
     )
-    event = _submit(m, make_submission(forged, 0, _nonce(m), b"x"))
+    event = _submit(m, make_submission(forged, 0, b"x"))
     assert _reason(event) is Reason.BAD_SIGNATURE and event.detail.startswith("forged: the token")
     # no token at all
     bare = Pseudonym.fresh(PERIOD)
-    event = _submit(m, make_submission(bare, 0, _nonce(m), b"x"))
+    event = _submit(m, make_submission(bare, 0, b"x"))
     assert _reason(event) is Reason.BAD_SIGNATURE and "no token" in event.detail
     # a token of another period
     q = _token(m, "h2", households["h2"], OTHER)
     moved = dataclasses.replace(q, period=PERIOD)
-    assert _reason(_submit(m, make_submission(moved, 0, _nonce(m), b"x"))) is Reason.BAD_SIGNATURE
+    assert _reason(_submit(m, make_submission(moved, 0, b"x"))) is Reason.BAD_SIGNATURE
     # unsigned: the pseudonym's signature stripped
     p = _token(m, "h1", households["h1"])
-    bid = wire.decode(PseudonymousBid, make_submission(p, 0, _nonce(m), b"x"))
+    bid = wire.decode(PseudonymousBid, make_submission(p, 0, b"x"))
     unsigned = wire.encode(dataclasses.replace(bid, signature=b""))
     event = _submit(m, unsigned)
     assert _reason(event) is Reason.BAD_SIGNATURE and event.detail.startswith("unsigned")
@@ -160,18 +160,19 @@ def test_forged_unsigned_replayed_late_duplicate_are_refused_distinctly(world) -
     event, _ = _issue(m, "h9", households["h0"])
     assert _reason(event) is Reason.BAD_SIGNATURE
     # accepted, then replayed byte for byte
-    good = make_submission(p, 0, _nonce(m), b"x")
+    good = make_submission(p, 0, b"x")
     assert isinstance(_submit(m, good), Accepted)
     assert _reason(_submit(m, good)) is Reason.REPLAYED
     # a fresh message under the same pseudonym
-    again = make_submission(p, 0, _nonce(m), b"y")
+    again = make_submission(p, 0, b"y")
     assert _reason(_submit(m, again)) is Reason.DUPLICATE_PSEUDONYM
     # a second pseudonym for the same household and period
     event, _ = _issue(m, "h1", households["h1"])
     assert _reason(event) is Reason.TOO_FREQUENT
-    # late: after the gate of PERIOD, for a bid and for an issuance
-    assert _reason(_submit(m, make_submission(p, 0, _nonce(m, GATE), b"z"), GATE)) is Reason.LATE
-    event, _ = _issue(m, "h3", households["h3"], PERIOD, GATE)
+    # late: after the gate of PERIOD, for a bid (with a good token) and for an issuance
+    tardy = _token(m, "h3", households["h3"])
+    assert _reason(_submit(m, make_submission(tardy, 0, b"z"), GATE)) is Reason.LATE
+    event, _ = _issue(m, "h0", households["h0"], PERIOD, GATE)
     assert _reason(event) is Reason.LATE
     # a period name that is not a period
     event, _ = _issue(m, "h3", households["h3"], "2026-11-22T21:46:00Z")
@@ -182,26 +183,36 @@ def test_size_server_and_rate_limits(world) -> None:
     households, machine = world
     m = machine(max_payload_bytes=100, rate_limit=2)
     p = _token(m, "h0", households["h0"])
-    event = _submit(m, make_submission(p, 0, _nonce(m), b"x" * 101))
+    event = _submit(m, make_submission(p, 0, b"x" * 101))
     assert _reason(event) is Reason.MALFORMED and "larger" in event.detail
     assert _reason(_submit(m, b"x" * 10_000)) is Reason.MALFORMED
     assert _reason(_submit(m, b"{}")) is Reason.MALFORMED
-    event = _submit(m, make_submission(p, 1, _nonce(m), b"x"))
+    event = _submit(m, make_submission(p, 1, b"x"))
     assert _reason(event) is Reason.MALFORMED and "server 1" in event.detail
-    assert isinstance(_submit(m, make_submission(p, 0, _nonce(m), b"x")), Accepted)
+    assert isinstance(_submit(m, make_submission(p, 0, b"x")), Accepted)
     # rate: h0's third signed issuance request in the window is refused
     _token(m, "h0", households["h0"], OTHER)
     event, _ = _issue(m, "h0", households["h0"], "2026-11-22T22:15:00Z")
     assert _reason(event) is Reason.TOO_FREQUENT and "per window" in event.detail
 
 
-def test_expired_challenge_is_refused(world) -> None:
+def test_expired_or_reused_challenge_is_refused(world) -> None:
     households, machine = world
     m = machine(challenge_ttl_seconds=5)
-    p = _token(m, "h0", households["h0"])
+    p = Pseudonym.fresh(PERIOD)
     nonce = _nonce(m)
+    raw, _ = issue_request(p, ISSUERS[PERIOD].public, "h0", households["h0"], nonce)
     later = NOW + dt.timedelta(seconds=5)
-    assert _reason(_submit(m, make_submission(p, 0, nonce, b"x"), later)) is Reason.REPLAYED
+    (event,) = m.receive(IssuePseudonym(later, raw))
+    assert _reason(event) is Reason.REPLAYED
+    event, q = _issue(m, "h1", households["h1"])
+    assert isinstance(event, Granted)
+    (event,) = m.receive(
+        IssuePseudonym(
+            NOW, issue_request(q, ISSUERS[PERIOD].public, "h1", households["h1"], b"used")[0]
+        )
+    )
+    assert _reason(event) is Reason.REPLAYED
 
 
 def test_gate_closes_once_with_the_sorted_bid_set_and_restores(world) -> None:
@@ -211,7 +222,7 @@ def test_gate_closes_once_with_the_sorted_bid_set_and_restores(world) -> None:
     for h in ("h0", "h1", "h2"):
         event, p = _issue(m, h, households[h])
         granted.append(event)
-        accepted.append(_submit(m, make_submission(p, 0, _nonce(m), b"x")))
+        accepted.append(_submit(m, make_submission(p, 0, b"x")))
     assert m.receive(Tick(NOW)) == []
     (closed,) = m.receive(Tick(GATE))
     assert isinstance(closed, GateClosed) and closed.period == PERIOD
@@ -227,7 +238,7 @@ def test_gate_closes_once_with_the_sorted_bid_set_and_restores(world) -> None:
     assert not m3.is_closed(PERIOD)
     event, _ = _issue(m3, "h0", households["h0"])
     assert _reason(event) is Reason.TOO_FREQUENT
-    dup = make_submission(Pseudonym(PERIOD, Ed25519PrivateKey.generate()), 0, _nonce(m3), b"x")
+    dup = make_submission(Pseudonym(PERIOD, Ed25519PrivateKey.generate()), 0, b"x")
     assert _reason(_submit(m3, dup)) is Reason.BAD_SIGNATURE
 
 
@@ -238,9 +249,7 @@ def test_same_events_give_byte_identical_receipts(world) -> None:
     outs = []
     for _ in range(2):
         m = machine()
-        nonce = b"fixed-nonce-0001"
-        m.receive(IssueChallenge(NOW, nonce))
-        outs.append(_submit(m, make_submission(p, 0, nonce, b"x")))
+        outs.append(_submit(m, make_submission(p, 0, b"x")))
     assert wire.encode(outs[0].receipt) == wire.encode(outs[1].receipt)
 
 
@@ -248,7 +257,7 @@ def test_a_peer_asking_first_does_not_swallow_the_gate_closure(world) -> None:
     households, machine = world
     m = machine()
     p = _token(m, "h0", households["h0"])
-    assert isinstance(_submit(m, make_submission(p, 0, _nonce(m), b"x")), Accepted)
+    assert isinstance(_submit(m, make_submission(p, 0, b"x")), Accepted)
     assert not m.close_due(PERIOD, GATE - dt.timedelta(seconds=1))
     assert m.close_due(PERIOD, GATE)  # a peer asked for our bid set: no more bids
     assert m.is_closed(PERIOD)

@@ -49,7 +49,7 @@ def _accepted(n: int) -> tuple[Intake, list[tuple[Accepted, Participation]]]:
         assert isinstance(granted, Granted)
         accept_grant(p, 0, wire.raw_public(server), granted.grant, blinding, ISSUER.public)
         (ch,) = m.receive(IssueChallenge(NOW, (1000 + i).to_bytes(8, "big")))
-        (ev,) = m.receive(SubmitBid(NOW, make_submission(p, 0, ch.nonce, os.urandom(64))))
+        (ev,) = m.receive(SubmitBid(NOW, make_submission(p, 0, os.urandom(64))))
         assert isinstance(ev, Accepted)
         out.append((ev, granted.participation))
     return m, out
