@@ -85,8 +85,10 @@ def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     carry = (mid < hl).astype(U64) << _S32
     lo = ll + (mid << _S32)
     hi = hh + (mid >> _S32) + carry + (lo < ll).astype(U64)
-    # value = hi·2^64 + lo ≡ hi·189 + lo (mod p)
-    return add(mul_small(reduce(hi), _C), reduce(lo))
+    # value = hi·2^64 + lo ≡ hi·189 + lo (mod p); hi·189 = t1·2^32 + t0 with t0, t1 < 2^40
+    t0 = (hi & _M32) * _CU
+    t1 = (hi >> _S32) * _CU
+    return add(add(reduce((t1 & _M32) << _S32), t0 + (t1 >> _S32) * _CU), reduce(lo))
 
 
 def const(value: int) -> np.ndarray:
@@ -138,9 +140,9 @@ def dot_small(x: np.ndarray, coef: np.ndarray, bits: int, *, split: np.ndarray |
     wide[1::2, j:] = c
     v = halves(x) if split is None else split
     r = v @ wide
-    lo = r[..., :j].astype(U64)
-    hi = r[..., j:].astype(U64)
-    return add(reduce(lo), shift32(reduce(hi)))
+    lo = r[..., :j].astype(U64)  # < 2^53
+    hi = r[..., j:].astype(U64)  # < 2^53; hi·2^32 = (hi >> 32)·2^64 + (hi mod 2^32)·2^32
+    return add(reduce((hi & _M32) << _S32), lo + (hi >> _S32) * _CU)  # second term < 2^54
 
 
 def shift32(h: np.ndarray) -> np.ndarray:
