@@ -5,7 +5,9 @@ Agents are split round-robin over ``processes`` worker processes; each worker ho
 different workers exchange their wire-format messages over loopback TCP (:class:`TcpRouter`).
 The parent is only the harness: it hands each worker its agents' data (JSON over a pipe), starts
 every phase, and reads back outputs and counters; it is not a party and relays no protocol
-message. Only the public keys pass through it, as a key directory would.
+message. Only the public keys pass through it, as a key directory would. Online time runs from
+the parent's start signal until the last party has its output (read on the machine-wide
+monotonic clock), so shipping outputs back to the harness is not counted.
 """
 
 from __future__ import annotations
@@ -89,9 +91,10 @@ async def _worker_main(conn: Connection) -> None:
             continue
         data = {int(i): Agent(*row) for i, row in order["data"].items()}
         outputs = await asyncio.gather(*(p.run_window(w, data[i]) for i, p in parties.items()))
+        done = time.perf_counter()  # a system-wide monotonic clock on Linux
         for writer in router._writers.values():
             await writer.drain()
-        _send(conn, {"outputs": [_output_doc(o) for o in outputs]})
+        _send(conn, {"outputs": [_output_doc(o) for o in outputs], "done": done})
     counters = {
         i: [router.endpoints[i].bytes_sent, router.endpoints[i].bytes_received,
             router.endpoints[i].messages_sent, parties[i].pool.misses,
@@ -163,8 +166,9 @@ def run_windows_processes(
             for p, conn in enumerate(conns):
                 rows = {i: _agent_row(agents[i]) for i in groups[p]}
                 _send(conn, {"op": "online", "window": w, "data": rows})
-            outputs = [_output(d) for conn in conns for d in _recv(conn)["outputs"]]
-            online += time.perf_counter() - wall
+            replies = [_recv(conn) for conn in conns]
+            online += max(r["done"] for r in replies) - wall  # until the last party finished
+            outputs = [_output(d) for r in replies for d in r["outputs"]]
             outcomes.append(assemble(outputs, agents))
         for conn in conns:
             _send(conn, {"op": "stop"})
