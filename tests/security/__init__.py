@@ -1,0 +1,1 @@
+"""The reliability and security battery (threat model: docs/threat-model.md)."""
