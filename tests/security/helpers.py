@@ -54,6 +54,7 @@ class World:
     households: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
     server_keys: list[Ed25519PrivateKey] = field(default_factory=list)
     machines: list[Intake] = field(default_factory=list)
+    stored: list[dict[bytes, bytes]] = field(default_factory=lambda: [{}, {}, {}])
     _nonces: itertools.count = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
@@ -98,6 +99,8 @@ class World:
     def submit(self, party: int, raw: bytes, now: dt.datetime = NOW) -> Event:
         """Feed one raw submission to server ``party``; return its single answer."""
         (event,) = self.machines[party].receive(SubmitBid(now, raw))
+        if isinstance(event, Accepted):  # what the shell would store durably
+            self.stored[party][event.bid.pseudonym] = event.bid.payload
         return event
 
     def bid(self, p: Pseudonym, payloads: list[bytes], now: dt.datetime = NOW) -> list[Event]:
