@@ -68,13 +68,9 @@ def check_net(net: int) -> None:
         raise PemInputError("net energy too large for the private PEM (|sn| < 2^40 units)")
 
 
-def window_order(seed: int, window: int, agents: int) -> list[int]:
-    """The public random order of all agents for one window (drawn from the shared seed)."""
-    return list(_order(seed, window, agents))
-
-
 @functools.lru_cache(maxsize=64)
-def _order(seed: int, window: int, agents: int) -> tuple[int, ...]:
+def window_order(seed: int, window: int, agents: int) -> tuple[int, ...]:
+    """The public random order of all agents for one window (drawn from the shared seed)."""
     order = list(range(agents))
     random.Random(f"sealgrid-pem:{seed}:{window}").shuffle(order)
     return tuple(order)
@@ -96,7 +92,9 @@ class Designation:
     holder_extreme: int
 
 
-def designate(sellers: list[int], buyers: list[int], head: Sequence[int]) -> Designation:
+def designate(
+    sellers: Sequence[int], buyers: Sequence[int], head: Sequence[int]
+) -> Designation:
     """Take the designated agents from the coalitions listed in the window's public order.
 
     ``H_r1`` is the first seller, ``H_s`` the second seller if it is among the ``head`` (the
@@ -106,7 +104,7 @@ def designate(sellers: list[int], buyers: list[int], head: Sequence[int]) -> Des
     """
     first = set(head)
 
-    def second(coalition: list[int]) -> int:
+    def second(coalition: Sequence[int]) -> int:
         return coalition[1] if len(coalition) > 1 and coalition[1] in first else coalition[0]
 
     return Designation(

@@ -10,7 +10,6 @@ Values this agent learns in clear are all taken through :meth:`PemParty._reveal`
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from sealgrid.protocol.pem import paillier as pa
 from sealgrid.protocol.pem.net import Endpoint
 from sealgrid.protocol.pem.params import (
     CANDIDATES,
-    FANOUT,
     NET_BITS,
     PER_KEY,
     RATIO_BITS,
@@ -41,6 +39,7 @@ from sealgrid.protocol.pem.params import (
     nonce_bits,
     window_order,
 )
+from sealgrid.protocol.pem.trees import Members, links, position, rooted, select, without
 from sealgrid.protocol.pem.wire import RemoteProtocolError, Topic
 
 Values = tuple[int, ...]
@@ -60,21 +59,26 @@ class Directory:
 class PartyOutput:
     """What one agent knows at the end of a window.
 
-    ``trades`` are the pairwise amounts this agent computed, ``(seller id, buyer id, energy)``
-    in input units (sellers in a general market, buyers in an extreme one).
+    In a general market each seller, in an extreme market each buyer, holds ``scaled``: for every
+    counterpart ``j`` the decrypted ``E·⌊K/|sn_j|⌋``, from which :meth:`trades` computes its
+    pairwise amounts ``|sn_me|·K / (E·⌊K/|sn_j|⌋)``.
     """
 
     agent: int
     kind: MarketKind
     price: Fraction
-    trades: tuple[tuple[int, int, Fraction], ...]
     optimal_load: Fraction | None
+    amount: int = 0
+    scaled: tuple[tuple[int, int], ...] = ()
 
-
-def _tree(members: Sequence[int], me: int) -> tuple[int | None, list[int]]:
-    pos = members.index(me)
-    parent = members[(pos - 1) // FANOUT] if pos else None
-    return parent, list(members[FANOUT * pos + 1 : FANOUT * pos + 1 + FANOUT])
+    def trades(self) -> list[tuple[int, int, Fraction]]:
+        """``(seller id, buyer id, energy)`` in input units for this agent's pairs."""
+        out = []
+        for other, inverse in self.scaled:
+            energy = Fraction(self.amount * K, inverse * FIXED)
+            pair = (self.agent, other) if self.kind is MarketKind.GENERAL else (other, self.agent)
+            out.append((*pair, energy))
+        return out
 
 
 def _union(a: Values, b: Values) -> Values:
@@ -165,11 +169,11 @@ class PemParty:
         return combine
 
     async def _gather(
-        self, w: int, topic: Topic, members: Sequence[int], mine: Values,
+        self, w: int, topic: Topic, members: Members, mine: Values,
         combine: Callable[[Values, Values], Values],
     ) -> Values | None:
         """Aggregate up the tree over ``members``; the root gets the total, others ``None``."""
-        parent, children = _tree(members, self.me)
+        parent, children = links(members, self.me)
         acc = mine
         for child in children:
             acc = combine(acc, await self.net.recv(w, topic, child))
@@ -179,10 +183,10 @@ class PemParty:
         return None
 
     async def _spread(
-        self, w: int, topic: Topic, members: Sequence[int], value: Values | None
+        self, w: int, topic: Topic, members: Members, value: Values | None
     ) -> Values:
         """Broadcast down the tree over ``members`` from ``members[0]`` (who passes ``value``)."""
-        parent, children = _tree(members, self.me)
+        parent, children = links(members, self.me)
         if parent is not None:
             value = await self.net.recv(w, topic, parent)
         if value is None:
@@ -204,11 +208,10 @@ class PemParty:
         present, selling, buying = await self._spread(w, Topic.ROLES, order, up)
         if present != (1 << self.n) - 1 or selling & buying or (selling | buying) >> self.n:
             raise RemoteProtocolError("the role vector is malformed")
-        sellers = [i for i in order if selling >> i & 1]
-        buyers = [i for i in order if buying >> i & 1]
+        sellers, buyers = select(order, selling), select(order, buying)
         if not sellers:
-            return PartyOutput(self.me, MarketKind.NO_SELLERS, self.market.retail, (), None)
-        trades: tuple[tuple[int, int, Fraction], ...] = ()
+            return PartyOutput(self.me, MarketKind.NO_SELLERS, self.market.retail, None)
+        scaled: tuple[tuple[int, int], ...] = ()
         if not buyers:  # E_b = 0 ≤ E_s is public once the roles are: an extreme market, no trades
             kind, price = MarketKind.EXTREME, self.market.low
         else:
@@ -218,40 +221,51 @@ class PemParty:
                 price = await self._price(w, order, sellers, agent, d)
             else:
                 price = self.market.low
-            trades = await self._distribute(w, sellers, buyers, net, kind, d)
+            scaled = await self._distribute(w, sellers, buyers, net, kind, d)
         load = optimal_load(agent, price) if role > 0 else None
-        return PartyOutput(self.me, kind, price, trades, load)
+        return PartyOutput(self.me, kind, price, load, abs(net), scaled)
 
     # -- Protocol 2: Private Market Evaluation ---------------------------------------------
-    async def _evaluate(self, w: int, order: list[int], net: int, d: Designation) -> MarketKind:
+    async def _evaluate(self, w: int, order: Members, net: int, d: Designation) -> MarketKind:
+        """Protocol 2. One tree over everyone but ``H_r1`` and ``H_r2`` carries both sums as a
+        pair ``(Enc_r1(·), Enc_r2(·))``; ``H_r1`` and ``H_r2`` send each other their share."""
         nonce = self.rng.randrange(1 << nonce_bits(self.n))
         demand = max(-net, 0) + nonce  # |sn_j| + r_j for a buyer, r_i for a seller
         supply = max(net, 0) + nonce  # sn_i + r_i for a seller, r_j for a buyer
-
-        async def aggregate(dest: int, topic: Topic, total: Topic, value: int) -> None:
-            if self.me == dest:
-                return
-            members = [i for i in order if i != dest]
-            mine = (self._encrypt(dest, value),)
-            agg = await self._gather(w, topic, members, mine, self._multiplier(dest))
-            if agg is not None:
-                self.net.send(dest, total, w, agg)
-
-        await asyncio.gather(
-            aggregate(d.r1, Topic.EVAL_B, Topic.EVAL_B_TOTAL, demand),
-            aggregate(d.r2, Topic.EVAL_S, Topic.EVAL_S_TOTAL, supply),
-        )
+        members = without(order, frozenset((d.r1, d.r2)))
         general: int | None = None
         if self.me in (d.r1, d.r2):
-            total = Topic.EVAL_B_TOTAL if self.me == d.r1 else Topic.EVAL_S_TOTAL
-            root = next(i for i in order if i != self.me)
-            (c,) = await self.net.recv(w, total, root)
-            masked = self.sk.decrypt(c) + nonce  # R_b at H_r1, R_s at H_r2
+            other = d.r2 if self.me == d.r1 else d.r1
+            mine = supply if self.me == d.r1 else demand  # under the other one's key
+            self.net.send(other, Topic.EVAL_DIRECT, w, (self._encrypt(other, mine),))
+            cts = list(await self.net.recv(w, Topic.EVAL_DIRECT, other))
+            if members:
+                total = Topic.EVAL_TOTAL_R1 if self.me == d.r1 else Topic.EVAL_TOTAL_R2
+                cts += await self.net.recv(w, total, members[0])
+            if len(cts) != (2 if members else 1):
+                raise RemoteProtocolError("an evaluation total is malformed")
+            masked = self.sk.decrypt(pa.add(self.sk.public, *cts)) + nonce
             self._reveal("masked_demand" if self.me == d.r1 else "masked_supply", masked)
             general = await self._compare(w, masked, d)
-        members = [d.r1] + [i for i in order if i != d.r1]
-        (bit,) = await self._spread(w, Topic.KIND, members, None if general is None else (general,))
+        else:
+            pair = (self._encrypt(d.r1, demand), self._encrypt(d.r2, supply))
+            agg = await self._gather(w, Topic.EVAL_UP, members, pair, self._pair_multiplier(d))
+            if agg is not None:
+                self.net.send(d.r1, Topic.EVAL_TOTAL_R1, w, agg[:1])
+                self.net.send(d.r2, Topic.EVAL_TOTAL_R2, w, agg[1:])
+        value = None if general is None else (general,)
+        (bit,) = await self._spread(w, Topic.KIND, rooted(order, d.r1), value)
         return MarketKind.GENERAL if bit else MarketKind.EXTREME
+
+    def _pair_multiplier(self, d: Designation) -> Callable[[Values, Values], Values]:
+        pk1, pk2 = self._dir().paillier[d.r1], self._dir().paillier[d.r2]
+
+        def combine(a: Values, b: Values) -> Values:
+            if len(a) != 2 or len(b) != 2:
+                raise RemoteProtocolError("an evaluation aggregate is not a pair")
+            return (pa.add(pk1, a[0], b[0]), pa.add(pk2, a[1], b[1]))
+
+        return combine
 
     async def _compare(self, w: int, masked: int, d: Designation) -> int:
         """The DGK comparison between H_r1 (A, input 2·R_b) and H_r2 (B, input 2·R_s + 1)."""
@@ -286,7 +300,7 @@ class PemParty:
 
     # -- Protocol 3: Private Pricing ---------------------------------------------------------
     async def _price(
-        self, w: int, order: list[int], sellers: list[int], agent: Agent, d: Designation
+        self, w: int, order: Members, sellers: Members, agent: Agent, d: Designation
     ) -> Fraction:
         hb = d.pricer
         if agent.net > 0:
@@ -302,17 +316,16 @@ class PemParty:
             self._reveal("sum_pricing_term", sum_term)
             price = stackelberg_price(self.market, sum_k, sum_term)
             value = (price.numerator, price.denominator)
-        members = [hb] + [i for i in order if i != hb]
-        num, den = await self._spread(w, Topic.PRICE, members, value)
+        num, den = await self._spread(w, Topic.PRICE, rooted(order, hb), value)
         if den <= 0:
             raise RemoteProtocolError("the broadcast price is malformed")
         return Fraction(num, den)
 
     # -- Protocol 4: Private Distribution ----------------------------------------------------
     async def _distribute(
-        self, w: int, sellers: list[int], buyers: list[int], net: int, kind: MarketKind,
+        self, w: int, sellers: Members, buyers: Members, net: int, kind: MarketKind,
         d: Designation,
-    ) -> tuple[tuple[int, int, Fraction], ...]:
+    ) -> tuple[tuple[int, int], ...]:
         general = kind is MarketKind.GENERAL
         holder = d.holder_general if general else d.holder_extreme
         contributors, receivers = (buyers, sellers) if general else (sellers, buyers)
@@ -331,7 +344,7 @@ class PemParty:
             bases_down = await self._spread(w, Topic.DIST_TOTAL, contributors, agg)
             if len(bases_down) != slots:
                 raise RemoteProtocolError("wrong number of shifted totals")
-            base = bases_down[contributors.index(self.me) % slots]
+            base = bases_down[position(contributors, self.me) % slots]
             rho = self.pool.take(holder, lambda: pa.randomizer(pk, self.rng))
             ratio = pa.scale(pk, base, K // amount) * rho % pk.nsquare  # Enc(E·⌊K/|sn|⌋ in slot)
             self.net.send(holder, Topic.DIST_RATIO, w, (ratio,))
@@ -348,14 +361,10 @@ class PemParty:
             value = (_pack(inverses, width),)  # in the contributors' public order
         if self.me not in receivers:
             return ()
-        members = [holder] + [i for i in receivers if i != holder]
+        members = rooted(receivers, holder)
         (packed,) = await self._spread(w, Topic.DIST_RATIOS, members, value)
-        scaled = list(zip(contributors, _unpack(packed, width, len(contributors)), strict=True))
+        scaled = tuple(zip(contributors, _unpack(packed, width, len(contributors)), strict=True))
         self._reveal("scaled_inverse_ratios", scaled)
-        trades = []
-        for other, inverse in scaled:
-            if inverse <= 0:
-                raise RemoteProtocolError("a scaled ratio is not positive")
-            energy = Fraction(amount * K, inverse * FIXED)  # |sn_me| · |sn_other| / E, approx.
-            trades.append((self.me, other, energy) if general else (other, self.me, energy))
-        return tuple(trades)
+        if any(inverse <= 0 for _, inverse in scaled):
+            raise RemoteProtocolError("a scaled ratio is not positive")
+        return scaled

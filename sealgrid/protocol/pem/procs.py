@@ -107,16 +107,16 @@ async def _worker_main(conn: Connection) -> None:
 def _output_doc(o: PartyOutput) -> list[Any]:
     load = o.optimal_load
     load_doc = None if load is None else [load.numerator, load.denominator]
-    trades = [[s, b, e.numerator, e.denominator] for s, b, e in o.trades]
-    return [o.agent, o.kind.value, o.price.numerator, o.price.denominator, trades, load_doc]
+    scaled = [list(pair) for pair in o.scaled]
+    return [o.agent, o.kind.value, o.price.numerator, o.price.denominator, load_doc, o.amount,
+            scaled]
 
 
 def _output(doc: list[Any]) -> PartyOutput:
-    agent, kind, pn, pd, trades, load = doc
+    agent, kind, pn, pd, load, amount, scaled = doc
     return PartyOutput(
-        agent, MarketKind(kind), Fraction(pn, pd),
-        tuple((s, b, Fraction(n, d)) for s, b, n, d in trades),
-        None if load is None else Fraction(*load),
+        agent, MarketKind(kind), Fraction(pn, pd), None if load is None else Fraction(*load),
+        amount, tuple((j, x) for j, x in scaled),
     )
 
 

@@ -112,7 +112,7 @@ def assemble(outputs: Sequence[PartyOutput], agents: Sequence[Agent]) -> PemOutc
         raise RuntimeError("parties ended the window with different prices")
     ((kind, price),) = kinds
     names = [a.name for a in agents]
-    trades = sorted((s, b, e) for o in outputs for s, b, e in o.trades)
+    trades = sorted(t for o in outputs for t in o.trades())
     traded = sum((e for _, _, e in trades), Fraction(0))
     plans = tuple(
         SellerPlan(names[o.agent], Fraction(agents[o.agent].net, FIXED), o.optimal_load)

@@ -32,10 +32,10 @@ class Topic(enum.IntEnum):
 
     ROLES_UP = 1  # Protocol 1: bit masks (present, sellers, buyers) gathered up the tree
     ROLES = 2  # Protocol 1: the complete masks broadcast down
-    EVAL_B = 3  # Protocol 2: aggregate of Enc_r1(|sn_j| + r_j), Enc_r1(r_i)
-    EVAL_B_TOTAL = 4  # Protocol 2: the root hands the aggregate to H_r1
-    EVAL_S = 5  # Protocol 2: aggregate of Enc_r2(sn_i + r_i), Enc_r2(r_j)
-    EVAL_S_TOTAL = 6  # Protocol 2: the root hands the aggregate to H_r2
+    EVAL_UP = 3  # Protocol 2: pairs (Enc_r1(|sn_j| + r_j) or Enc_r1(r_i), Enc_r2(...)) up the tree
+    EVAL_TOTAL_R1 = 4  # Protocol 2: the root hands the first total to H_r1
+    EVAL_DIRECT = 5  # Protocol 2: H_r1 and H_r2 send each other their own contribution
+    EVAL_TOTAL_R2 = 6  # Protocol 2: the root hands the second total to H_r2
     CMP_BITS = 7  # comparison: H_r2's DGK encryptions of its input bits
     CMP_BLINDED = 8  # comparison: H_r1's blinded, shuffled DGK ciphertexts
     CMP_SHARE_B = 9  # comparison: H_r2's XOR share of the result bit

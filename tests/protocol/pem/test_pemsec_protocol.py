@@ -145,3 +145,12 @@ def test_inputs_out_of_range_are_refused() -> None:
     big = Agent("x", 2 * 10**12, 0, 0, FIXED, FIXED // 2)
     with pytest.raises(PemInputError):
         run_pem_secure([big, Agent("y", 0, 1, 0, FIXED, FIXED // 2)], PAPER, key_bits=256)
+
+
+def test_two_agents_one_seller_one_buyer(keys: type) -> None:
+    agents = [Agent.from_values("s", "2", "0.5", "0", "20", "0.5"),
+              Agent.from_values("b", "0", "3", "0", "40", "0.5")]
+    outcomes, _, _ = run_windows_local([agents, agents[::-1]], PAPER, key_bits=256,
+                                       keys=keys.get(256, 2))
+    for window, outcome in zip([agents, agents[::-1]], outcomes, strict=True):
+        assert_matches(window, PAPER, outcome)

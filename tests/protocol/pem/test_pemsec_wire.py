@@ -24,8 +24,8 @@ def test_round_trip(topic: Topic, window: int, sender: int, values: list[int]) -
 
 def test_a_2048_bit_ciphertext_costs_514_bytes() -> None:
     ciphertext = (1 << 4095) + 12345  # a 4096-bit integer mod n²
-    empty = len(encode(Message(Topic.EVAL_B, 3, 7, ())))
-    assert len(encode(Message(Topic.EVAL_B, 3, 7, (ciphertext,)))) - empty == 512 + 2
+    empty = len(encode(Message(Topic.EVAL_UP, 3, 7, ())))
+    assert len(encode(Message(Topic.EVAL_UP, 3, 7, (ciphertext,)))) - empty == 512 + 2
 
 
 @pytest.mark.parametrize(
