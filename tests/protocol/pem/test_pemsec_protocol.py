@@ -148,9 +148,12 @@ def test_inputs_out_of_range_are_refused() -> None:
 
 
 def test_two_agents_one_seller_one_buyer(keys: type) -> None:
-    agents = [Agent.from_values("s", "2", "0.5", "0", "20", "0.5"),
-              Agent.from_values("b", "0", "3", "0", "40", "0.5")]
-    outcomes, _, _ = run_windows_local([agents, agents[::-1]], PAPER, key_bits=256,
+    first = [Agent.from_values("x", "2", "0.5", "0", "20", "0.5"),
+             Agent.from_values("y", "0", "3", "0", "40", "0.5")]
+    second = [Agent.from_values("x", "0", "1", "0", "20", "0.5"),  # roles swapped
+              Agent.from_values("y", "4", "0.5", "0", "40", "0.5")]
+    outcomes, _, _ = run_windows_local([first, second], PAPER, key_bits=256,
                                        keys=keys.get(256, 2))
-    for window, outcome in zip([agents, agents[::-1]], outcomes, strict=True):
+    for window, outcome in zip([first, second], outcomes, strict=True):
         assert_matches(window, PAPER, outcome)
+    assert [o.market for o in outcomes] == [MarketKind.GENERAL, MarketKind.EXTREME]
