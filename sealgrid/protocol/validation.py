@@ -186,6 +186,7 @@ class PartyState:
         off_grid = np.zeros((lay.fine, 1), dtype=F.U64)
         off_grid[beyond:, 0] = 1
         out = np.empty((2, n), dtype=F.U64)
+        self._products[:] = 0
         e_cols = np.concatenate([ch.e_cols, off_grid], axis=1)
         bit_range = slice(lay.low_bits.start, lay.high_bits.stop)
         for first in range(0, n, BLOCK):  # blocks small enough for the CPU caches
@@ -198,7 +199,7 @@ class PartyState:
             last = np.empty(m, dtype=F.U64)  # w[buy, H−1] + w[sell, H−1]
             # Everything that needs a whole bid vector, chunk by chunk.
             for start in range(0, m, CHUNK):
-                rows = np.asarray(self.batch.rows[first + start:first + start + CHUNK])
+                rows = np.asarray(self.batch.rows[first + start:first + min(start + CHUNK, m)])
                 sl = slice(start, start + len(rows))
                 w, e = rows[:, lay.w], rows[:, lay.e]
                 self._products += _products(w, e)
