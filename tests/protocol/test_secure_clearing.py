@@ -241,3 +241,23 @@ def test_a_level_beyond_the_grid_is_refused() -> None:
     result = secure_clear(b, levels, mode="inprocess", tamper=cheat(layout, 0, off))
     assert result.stats.rejected == {0: Reason.INVALID_SHARES}
     assert_equal_on(result.clearing, b, levels, np.array([False, True, True]))
+
+
+def test_the_degree_check_refuses_shares_off_a_line() -> None:
+    """accept(): a zero validity value does not save a slot whose combination is off-degree."""
+    from sealgrid.protocol.encoding import ShareBatch
+    from sealgrid.protocol.validation import PartyState
+
+    layout = Layout(4, 1, 10)
+    state = PartyState(ShareBatch(0, layout, np.zeros((3, layout.width), dtype=F.U64)),
+                       0, 3, 1, {})
+    zero_deg2 = [F.from_ints([u * (5 - u) * 7] * 3) for u in (1, 2, 3)]  # a sharing of 0
+    line = [F.from_ints([10 + 4 * u, 3 * u, 99]) for u in (1, 2, 3)]  # slots 0, 1 on a line
+    line[2] = F.add(line[2], F.from_ints([0, 0, 1]))  # slot 2's third share is off it
+    valid = state.accept([np.stack([zero_deg2[u], line[u]]) for u in range(3)])
+    assert list(valid) == [True, True, False]
+    not_zero = [F.add(z, F.from_ints([0, 1, 0])) if u == 0 else z
+                for u, z in enumerate(zero_deg2)]
+    line[2] = F.sub(line[2], F.from_ints([0, 0, 1]))
+    valid = state.accept([np.stack([not_zero[u], line[u]]) for u in range(3)])
+    assert list(valid) == [True, False, True]
