@@ -108,7 +108,10 @@ def payload_checker(
     layout = encoding.Layout(levels, suppliers, max_quantity_wh)
 
     def check(payload: bytes) -> None:
-        shares = encoding.BidShares.from_bytes(payload)
+        try:
+            shares = encoding.BidShares.from_bytes(payload)
+        except ValueError as exc:  # e.g. a header naming an impossible layout
+            raise BidRejected(Reason.MALFORMED, "not a share message for this market") from exc
         if shares.party != party:
             raise BidRejected(Reason.MALFORMED, f"shares made for server {shares.party}")
         if shares.layout != layout:

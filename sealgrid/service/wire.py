@@ -293,6 +293,8 @@ def decode(cls: type[M], raw: bytes) -> M:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireError("not a JSON document") from exc
+    except RecursionError:
+        raise WireError("JSON nested too deeply") from None
     return from_dict(cls, data)
 
 

@@ -45,3 +45,15 @@ def test_clearing_without_mpc_certificates_fails_with_a_reason(tmp_path) -> None
     )  # fmt: skip
     with pytest.raises(ClearingFailed, match="cannot prepare"):
         asyncio.run(clear(req))
+
+
+def test_a_share_header_with_an_impossible_layout_is_malformed() -> None:
+    from sealgrid.protocol import encoding
+
+    check = payload_checker(0, GRID.levels, 3, 10_000)
+    assert check is not None
+    version = encoding.WIRE_VERSION
+    header = encoding._HEADER.pack(b"SGB1", version, 0, 0, 3, 10_000, 1)  # zero price levels
+    with pytest.raises(BidRejected) as err:
+        check(header)
+    assert err.value.reason is Reason.MALFORMED and "this market" in err.value.detail

@@ -105,3 +105,8 @@ def test_gate_closure_is_the_start_of_t_minus_2() -> None:
     assert s.check("2026-11-25T21:45:00Z", now)[0] is Reason.WRONG_PERIOD  # type: ignore[index]
     # exactly at a boundary the period two ahead is already closed
     assert s.open_periods(_t("2026-11-22T21:00:00"))[0] == "2026-11-22T21:45:00Z"
+
+
+def test_deeply_nested_json_is_a_wire_error() -> None:
+    with pytest.raises(WireError, match="nested"):
+        wire.decode(BidSet, b"[" * 100_000)
