@@ -293,20 +293,20 @@ class PartyState:
         """
         lay = self.layout
         n = len(self.batch)
-        totals = [0] * (2 * lay.suppliers)
+        totals = np.zeros((2, lay.suppliers), dtype=F.U64)  # bought, sold
         for start in range(0, n, CHUNK):
             sup = np.asarray(self.batch.rows[start:start + CHUNK, lay.supplier])
             part_sides = sides[:, start:start + len(sup)].T
             limbs = np.concatenate(
                 [(part_sides >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(4)], axis=1)
-            for half in range(2):  # (32-bit half of s) × (16-bit limb of side) summed: < 2^63
+            for half in range(2):  # (32-bit half of s) × (16-bit limb of side) summed: < 2^60
                 part = ((sup >> np.uint64(32 * half)) & np.uint64(0xFFFFFFFF)).T @ limbs
                 for k in range(4):
                     shift = pow(2, 32 * half + 16 * k, F.MODULUS)
-                    for j in range(lay.suppliers):
-                        for side in range(2):
-                            totals[side * lay.suppliers + j] += int(part[j, 2 * k + side]) * shift
-        return F.from_ints([v % F.MODULUS for v in totals])
+                    for side in range(2):
+                        term = F.scale(F.reduce(part[:, 2 * k + side]), shift)
+                        totals[side] = F.add(totals[side], term)
+        return totals.reshape(-1)
 
 
 def _fold(ch: Challenge, lay: Layout, groups: int, pw: np.ndarray, pe: np.ndarray,
