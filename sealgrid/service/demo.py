@@ -117,7 +117,7 @@ async def _submit_all(
     all_bids: list[dict[str, Bid]] = []
     all_pseudonyms: list[dict[str, Any]] = []
     for j in range(periods):
-        margin = 2.0 + len(hids) / 100
+        margin = 3.0 + len(hids) / 40  # issuance and bids of every household
         now = time.time()
         start = schedule.first_open(_utc(now))
         while schedule.gate_closure(start).timestamp() < now + margin or (
