@@ -161,6 +161,10 @@ async def clear(req: ClearingRequest) -> ClearingResult:
             proc.kill()
             await proc.wait()
             raise ClearingFailed(f"no result within {3 * req.timeout:.0f} s") from None
+        except asyncio.CancelledError:  # the server is stopping: leave no party behind
+            proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
     log.info(
         "period %s: share batch of %d bids written in %.2f s, MPC party ran %.2f s",
         req.period, len(req.payloads), prepared - started, time.monotonic() - prepared,
