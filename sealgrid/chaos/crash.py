@@ -30,6 +30,7 @@ from typing import Any
 from sealgrid.mechanism.auction import clear
 from sealgrid.mechanism.bids import OrderBook
 from sealgrid.service import wire
+from sealgrid.service.client import Client
 from sealgrid.service.local import LocalMarket
 
 from .market import (
@@ -67,6 +68,7 @@ class CrashRun:
     matches_reference: bool | None
     outcome: dict[str, Any] | None
     gate_to_statements_seconds: float | None
+    silent_peer_noticed_seconds: float | None
     seconds: float
 
 
@@ -86,20 +88,29 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
         period = open_period(market, lead=4.0 + 0.15 * households)
         bidders = make_bidders(market, period, seeded_bids(market, seed))
         session = market.session(connections=64)
+        noticed: list[float] = []
         try:
-            async with market.client() as probe:
-                pass
-            _ = probe
-            from sealgrid.service.client import Client
-
             client = Client(market.registry, market.root / "ca.crt", session=session)
             await obtain_all(market, bidders, session)
 
             async def hit() -> None:
                 proc = market.procs[victim]
                 proc.send_signal(sig)
-                if stop:  # a silent peer: frozen, its sockets open
-                    await asyncio.sleep(peer_timeout + 2.0)
+                if stop:  # a silent peer: frozen, its sockets open, until the others give up
+                    frozen = time.monotonic()
+                    others = [i for i in range(3) if i != victim]
+                    async with market.client() as c:
+                        while time.monotonic() < frozen + 8 * peer_timeout + 60:
+                            got = []
+                            for i in others:
+                                try:
+                                    got.append(await c.statement(i, period))
+                                except Exception:  # noqa: BLE001 - keep polling
+                                    got.append(None)
+                            if all(got) and seconds_to_gate(market, period) < 0:
+                                noticed.append(time.monotonic() - frozen)
+                                break
+                            await asyncio.sleep(0.2)
                     proc.send_signal(signal.SIGCONT)
                     return
                 await asyncio.get_running_loop().run_in_executor(None, proc.wait)
@@ -150,7 +161,8 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
     done = [s for s in sts if s is not None]
     status = sorted(s.status for s in done)
     statuses_agree = len(done) == 3 and len(set(status)) == 1
-    bidsets_agree = statuses_agree and len({(s.bidset_sha256, s.outcome) for s in done}) == 1
+    bidsets_agree = statuses_agree and (  # a failed period's reasons may differ per server
+        status[0] == "failed" or len({(s.bidset_sha256, s.outcome) for s in done}) == 1)
     complete = {b.pseudonym.public for b in bidders
                 if len(b.receipts) + len(b.stored_unreceipted) == 3}
     agreed = set(stores[0].agreed)
@@ -167,6 +179,7 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
     return CrashRun(seed, moment, victim, sig.name, households, receipts, lost, status,
                     statuses_agree, bidsets_agree, bool(in_set), counts, matches, outcome,
                     None if reached is None else round(reached, 2),
+                    round(noticed[0], 2) if noticed else None,
                     round(time.monotonic() - started, 2))
 
 
@@ -181,5 +194,7 @@ def summary(runs: list[CrashRun]) -> dict[str, Any]:
         "failed_everywhere": sum(r.status == ["failed"] * 3 for r in runs),
         "disagreements": sum(not r.bidsets_agree for r in runs),
         "reference_mismatches": sum(r.matches_reference is False for r in runs),
+        "silent_peer_noticed_seconds_max": max(
+            (r.silent_peer_noticed_seconds or 0.0 for r in runs), default=None),
         "runs": [asdict(r) for r in runs],
     }

@@ -1,0 +1,266 @@
+"""Three servers on separate network hosts (Linux network namespaces); assumes root and ``ip``.
+
+Topology (all names carry a per-run tag, all addresses in the test subnet 10.213.7.0/24 that
+exists only inside these namespaces): a hub namespace with a bridge, one namespace per server
+joined to the bridge by a veth pair, the server at 10.213.7.(i+1), the households' side at
+10.213.7.100 in the hub. Nothing touches the host's own interfaces; :func:`teardown` deletes
+every namespace (and so every veth) of a tag, also after a failure.
+
+``python -m sealgrid.chaos.netns drive ROOT TAG`` runs inside the hub namespace: it starts
+the servers (``ip netns exec``), bids, cuts server 2's link mid-clearing if asked, restores
+it and tries the next period; it prints one JSON line of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SUBNET = "10.213.7"
+HUB_ADDRESS = f"{SUBNET}.100"
+
+
+def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = ["ip", *(["-n", ns] if ns else []), *args]
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=20)
+
+
+def names(tag: str) -> tuple[str, list[str]]:
+    """Return the hub's and the three servers' namespace names for ``tag``."""
+    return f"sg{tag}h", [f"sg{tag}s{i}" for i in range(3)]
+
+
+def host_link(tag: str, i: int) -> str:
+    """The hub-side end of server ``i``'s veth pair (cut it to cut the server off)."""
+    return f"sg{tag}v{i}h"
+
+
+def setup(tag: str) -> None:
+    """Create the hub, the bridge and the three server namespaces of ``tag``."""
+    hub, servers = names(tag)
+    _ip("netns", "add", hub)
+    _ip("link", "set", "lo", "up", ns=hub)
+    _ip("link", "add", "br0", "type", "bridge", ns=hub)
+    _ip("addr", "add", f"{HUB_ADDRESS}/24", "dev", "br0", ns=hub)
+    _ip("link", "set", "br0", "up", ns=hub)
+    for i, ns in enumerate(servers):
+        _ip("netns", "add", ns)
+        _ip("link", "set", "lo", "up", ns=ns)
+        inner, outer = f"sg{tag}v{i}s", host_link(tag, i)
+        _ip("link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer,
+            "netns", hub)
+        _ip("addr", "add", f"{SUBNET}.{i + 1}/24", "dev", inner, ns=ns)
+        _ip("link", "set", inner, "up", ns=ns)
+        _ip("link", "set", outer, "master", "br0", ns=hub)
+        _ip("link", "set", outer, "up", ns=hub)
+
+
+def teardown(tag: str) -> None:
+    """Delete every namespace of ``tag`` (their veths and bridge go with them)."""
+    hub, servers = names(tag)
+    for ns in [*servers, hub]:
+        subprocess.run(["ip", "netns", "pids", ns], capture_output=True, timeout=10)
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                              timeout=10).stdout.split()
+        for pid in pids:
+            subprocess.run(["kill", "-9", pid], capture_output=True, timeout=10)
+        _ip("netns", "del", ns, check=False)
+
+
+def prepare(root: Path, households: int, period_seconds: int, port: int = 8443) -> None:
+    """Make a data directory whose servers listen on their namespace addresses."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from sealgrid.service.config import write_server_config
+    from sealgrid.service.keys import REGISTRY, Registry, init_data_dir, server_common_name
+
+    registry = init_data_dir(root, households=households, base_port=port,
+                             period_seconds=period_seconds)
+    urls = [f"https://{SUBNET}.{i + 1}:{port}" for i in range(3)]
+    ca_cert = x509.load_pem_x509_certificate((root / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((root / "private" / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    now = dt.datetime.now(dt.UTC)
+    for i in range(3):
+        sdir = root / f"server-{i}"
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                            server_common_name(i))]))
+                .issuer_name(ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address(f"{SUBNET}.{i + 1}"))]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]),
+                               critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        (sdir / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (sdir / "tls.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption()))
+        write_server_config(sdir / "server.toml", party=i, data_dir=root, urls=urls,
+                            period_seconds=period_seconds,
+                            extra={"market": {"peer_timeout_seconds": 5}})
+        toml = (sdir / "server.toml").read_text()
+        (sdir / "server.toml").write_text(
+            toml.replace(f'listen = "127.0.0.1:{port}"', f'listen = "{SUBNET}.{i + 1}:{port}"'))
+    moved = Registry(servers=tuple((u, k) for u, (_, k) in zip(urls, registry.servers,
+                                                                strict=True)),
+                     households=registry.households, suppliers=registry.suppliers,
+                     operators=registry.operators)
+    (root / REGISTRY).write_text(moved.to_json())
+
+
+async def drive(root: Path, tag: str, cut: bool, households: int) -> dict[str, Any]:
+    """Run inside the hub: start the servers, bid two periods, cut server 2 in the first."""
+    from sealgrid.service.client import Client, HouseholdClient
+    from sealgrid.service.keys import Registry, load_signing_key
+    from sealgrid.service.schedule import Schedule, utc_now
+
+    from .market import GRID
+
+    _, servers = names(tag)
+    registry = Registry.load(root / "registry.json")
+    period_seconds = int(json.loads((root / "netns.json").read_text())["period_seconds"])
+    schedule = Schedule(period_seconds)
+    procs = []
+    for i, ns in enumerate(servers):
+        log = open(root / f"server-{i}.log", "ab")  # noqa: SIM115 - closed below
+        procs.append((subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "sealgrid", "serve", "--config",
+             str(root / f"server-{i}" / "server.toml")], stdout=log, stderr=subprocess.STDOUT),
+            log))
+    figures: dict[str, Any] = {"cut": cut}
+    try:
+        async with Client(registry, root / "ca.crt") as c:
+            deadline = time.monotonic() + 40
+            for i in range(3):
+                while True:
+                    try:
+                        await c.info(i)
+                        break
+                    except Exception:
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.2)
+            from sealgrid.service.demo import demo_bid
+            from sealgrid.service.shares import encode_payloads
+
+            async def period_run(k: int, cut_now: bool) -> dict[str, Any]:
+                start = schedule.first_open(utc_now())
+                while (schedule.gate_closure(start) - utc_now()).total_seconds() < 4:
+                    start += schedule.length
+                period = schedule.period_id(start)
+                receipts = 0
+                for n in range(1, households + 1):
+                    hid = f"h{n:04d}"
+                    bid = demo_bid(hid, sorted(registry.suppliers)[(n - 1) % 3], k, 7, GRID)
+                    payloads = encode_payloads(bid, tuple(sorted(registry.suppliers)),
+                                               GRID.levels, 10_000, 3)
+                    h = HouseholdClient(registry, root / "ca.crt", hid,
+                                        load_signing_key(root / "households" / f"{hid}.key"))
+                    async with h:
+                        outcome = await h.bid(period, payloads)
+                    receipts += len(outcome.receipts)
+                gate = schedule.gate_closure(start)
+                await asyncio.sleep(max(0.0, (gate - utc_now()).total_seconds()) + 0.3)
+                t_cut = time.monotonic()
+                if cut_now:
+                    _ip("link", "set", host_link(tag, 2), "down")
+                sts: list[Any] = [None, None, None]
+                limit = time.monotonic() + 120
+                want = [0, 1] if cut_now else [0, 1, 2]
+                while time.monotonic() < limit and not all(sts[i] for i in want):
+                    for i in want:
+                        if sts[i] is None:
+                            try:
+                                sts[i] = await c.statement(i, period)
+                            except Exception:  # noqa: BLE001 - unreachable for now
+                                pass
+                    await asyncio.sleep(0.3)
+                noticed = time.monotonic() - t_cut
+                if cut_now:
+                    _ip("link", "set", host_link(tag, 2), "up")
+                    while time.monotonic() < limit + 60 and sts[2] is None:
+                        try:
+                            sts[2] = await c.statement(2, period)
+                        except Exception:  # noqa: BLE001
+                            pass
+                        await asyncio.sleep(0.3)
+                return {
+                    "period": period, "receipts": receipts,
+                    "status": [s.status if s else None for s in sts],
+                    "reasons": [json.loads(s.outcome).get("reason") if s else None
+                                for s in sts],
+                    "bid_count": [s.bid_count if s else None for s in sts],
+                    "same_bidset": len({s.bidset_sha256 for s in sts if s}) == 1,
+                    "seconds_to_statements": round(noticed, 2),
+                }
+
+            figures["first"] = await period_run(0, cut)
+            figures["retry"] = await period_run(1, False)
+    finally:
+        for proc, log in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``drive ROOT TAG [--cut] [--households N]``: print one JSON line of figures."""
+    p = argparse.ArgumentParser(prog="python -m sealgrid.chaos.netns")
+    p.add_argument("action", choices=["drive"])
+    p.add_argument("root", type=Path)
+    p.add_argument("tag")
+    p.add_argument("--cut", action="store_true")
+    p.add_argument("--households", type=int, default=4)
+    a = p.parse_args(argv)
+    print(json.dumps(asyncio.run(drive(a.root, a.tag, a.cut, a.households))))
+    return 0
+
+
+def run_in_namespaces(root: Path, *, cut: bool, households: int = 4, period_seconds: int = 5,
+                      timeout: float = 400) -> dict[str, Any]:
+    """Set up the namespaces, prepare ``root``, drive from the hub, always tear down."""
+    import secrets
+
+    tag = secrets.token_hex(2)
+    prepare(root, households, period_seconds)
+    (root / "netns.json").write_text(json.dumps({"period_seconds": period_seconds}))
+    hub, _ = names(tag)
+    try:
+        setup(tag)
+        out = subprocess.run(
+            ["ip", "netns", "exec", hub, sys.executable, "-m", "sealgrid.chaos.netns", "drive",
+             str(root), tag, *(["--cut"] if cut else []), "--households", str(households)],
+            capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"the drive failed: {out.stderr[-2000:]}")
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        return result
+    finally:
+        teardown(tag)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
