@@ -9,9 +9,10 @@ from the protocol layer, and nothing else:
 
 * ``sealgrid.protocol.encoding``: ``Layout``, ``BidShares.from_bytes`` (parse and check one
   payload), ``ShareBatch.from_payloads(...).save(path)``, ``OutputShare(party, values)``;
-* ``sealgrid.protocol.party``: the process (``--data-dir D --timeout T -M m -I i -B port
-  --ssl -K SEC_PARAM``, working directory ``D`` holding ``.config/`` with the MPyC TLS files
-  from ``sealgrid.protocol.certs``, input ``D/shares.bin``) and ``read_result(D)`` giving
+* ``sealgrid.protocol.party``: the process (``--data-dir D --timeout T -I i``, then
+  ``-P host:port`` once per party, ``--ssl -K SEC_PARAM``; working directory ``D`` holding
+  ``.config/`` with the MPyC TLS files from ``sealgrid.protocol.certs``; input
+  ``D/shares.bin``) and ``read_result(D)`` giving
   ``public`` (level, volume, demand, supply), ``rejected`` (bid slots whose shares failed
   the servers' validation), ``households`` (this party's share of ``accepted·q`` per slot)
   and ``suppliers`` (shares of each supplier's bought then sold totals).
@@ -51,14 +52,15 @@ class ClearingFailed(Exception):
 class ClearingRequest:
     """What one server hands the clearing for one period.
 
-    ``base_port``: MPyC party ``i`` listens on ``127.0.0.1:base_port + i`` (loopback only);
+    ``peers``: ``"host:port"`` of every MPyC party by index, this one's own included (it
+    listens on that port on every interface);
     ``workdir``: a private directory for this period; ``mpc_config``: the directory holding
     this party's MPyC TLS files (``.config/`` is copied from there).
     """
 
     party: int
     parties: int
-    base_port: int
+    peers: tuple[str, ...]
     period: str
     payloads: tuple[bytes, ...]
     levels: int
@@ -146,8 +148,9 @@ async def clear(req: ClearingRequest) -> ClearingResult:
         raise ClearingFailed(f"cannot prepare the share batch: {exc}") from exc
     cmd = [
         sys.executable, "-m", "sealgrid.protocol.party", "--data-dir", str(req.workdir),
-        "--timeout", str(req.timeout), "-M", str(req.parties), "-I", str(req.party),
-        "-B", str(req.base_port), "--ssl", "-K", str(party.SEC_PARAM), "--log-level", "warning",
+        "--timeout", str(req.timeout), "-I", str(req.party),
+        *(arg for peer in req.peers for arg in ("-P", peer)),
+        "--ssl", "-K", str(party.SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip
     prepared = time.monotonic()
     with open(req.workdir / "party.log", "wb") as out:

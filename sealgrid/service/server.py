@@ -29,6 +29,7 @@ import os
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from cryptography.hazmat.primitives import serialization
@@ -377,10 +378,13 @@ class Server:
         stored = {b.pseudonym: b.payload for b in await self.db(self.store.bids, period)}
         index = self.schedule.parse_period(period).timestamp() // self.schedule.period_seconds
         parties = len(self.cfg.servers)
+        base = self.cfg.mpc_base_port + parties * int(index % 8)
         request = clearing.ClearingRequest(
             party=self.cfg.party,
             parties=parties,
-            base_port=self.cfg.mpc_base_port + parties * int(index % 8),
+            peers=tuple(
+                f"{urlsplit(url).hostname}:{base + i}" for i, url in enumerate(self.cfg.servers)
+            ),
             period=period,
             payloads=tuple(stored[p] for p in agreed),
             levels=self.levels,

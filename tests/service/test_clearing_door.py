@@ -38,7 +38,7 @@ def test_payload_checker_refuses_another_servers_or_markets_shares() -> None:
 
 def test_clearing_without_mpc_certificates_fails_with_a_reason(tmp_path) -> None:
     req = ClearingRequest(
-        party=0, parties=3, base_port=1, period="2026-11-22T21:45:00Z",
+        party=0, parties=3, peers=("127.0.0.1:1",) * 3, period="2026-11-22T21:45:00Z",
         payloads=(_payloads()[0],), levels=GRID.levels, suppliers=SUPPLIERS,
         max_quantity_wh=10_000, workdir=tmp_path / "work", mpc_config=tmp_path / "none",
         timeout=5.0,
