@@ -79,10 +79,8 @@ def test_wire_decoder_on_message_shaped_json(cls: type, data: st.DataObject) -> 
     assert wire.decode(cls, wire.encode(msg)) == msg  # what decodes re-encodes canonically
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sealgrid/service/wire.py decode(): json.loads raises RecursionError on deeply nested "
-    "JSON (well inside the 135 kB body limit); it is not turned into WireError"))
 def test_deeply_nested_json_is_a_wire_error() -> None:
+    """Found by this battery (RecursionError escaped); fixed in e4f67f4."""
     with pytest.raises(wire.WireError):
         wire.decode(wire.PseudonymousBid, b"[" * 100_000)
 
@@ -132,11 +130,8 @@ def test_share_header_with_an_impossible_layout_is_malformed(
         BidShares.from_bytes(_HEADER.pack(b"SGB1", 2, 0, levels, suppliers, max_q, 1))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the same defect seen from the intake: Intake._submit() catches only BidRejected from "
-    "check_payload, so a signed bid with such a header escapes Intake.receive as ValueError "
-    "(HTTP 500 from POST /v1/bids)"))
 def test_intake_refuses_a_signed_bid_with_an_impossible_layout() -> None:
+    """Found by this battery (ValueError escaped the intake: HTTP 500); fixed in e4f67f4."""
     w = World(n=1)
     p, _ = w.pseudonym("h0000")
     payload = _HEADER.pack(b"SGB1", 2, 0, 0, 2, 10_000, 1)
@@ -304,9 +299,7 @@ def test_oversized_bodies_are_refused_before_parsing(http: Http) -> None:
     assert http.calls == before, "an oversized body reached the bid parser"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "POST /v1/bids with deeply nested JSON answers HTTP 500: wire.decode() lets "
-    "RecursionError out (see test_deeply_nested_json_is_a_wire_error)"))
 def test_deeply_nested_body_is_refused_not_a_server_error(http: Http) -> None:
+    """Found by this battery (HTTP 500); fixed in e4f67f4."""
     status, body = http.request("POST", "/v1/bids", b"[" * 100_000)
     assert status == 400 and json.loads(body)["error"] == "malformed"
