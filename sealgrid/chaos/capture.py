@@ -148,19 +148,20 @@ async def capture_period(root: object, seed: int, households: int = 6,
             async with market.client():
                 pass
             for b in bidders:
-                async with market.household(b.hid) as h:
+                h = market.household(b.hid)
+                async with h:
                     outcome = await h.bid(period, b.payloads, b.pseudonym)
                     b.receipts = dict(outcome.receipts)
-            reader, writer = await asyncio.open_connection("127.0.0.1", min(http))
+            _reader, writer = await asyncio.open_connection("127.0.0.1", min(http))
             writer.write(b"POST / HTTP/1.1\r\n\r\n" + canary)
             await writer.drain()
             writer.close()
             await asyncio.sleep(max(0.0, seconds_to_gate(market, period)))
             sts = await statements(market, period, timeout=90)
-            async with market.client() as c:
-                for b in bidders:
-                    for i in range(market.servers):
-                        await c.call(i, "GET", f"/v1/periods/{period}")
+            for b in bidders:  # every household fetches its result shares
+                h = market.household(b.hid)
+                async with h:
+                    await h.result(b.pseudonym)
             await asyncio.sleep(0.3)
         rows = [_plain_row(b.payloads) for b in bidders]
         found = hits(cap, needles([p for b in bidders for p in b.payloads], rows,

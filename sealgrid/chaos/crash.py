@@ -19,6 +19,7 @@ bids — the result a crash-free run with the same seed gives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -105,7 +106,7 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
                             for i in others:
                                 try:
                                     got.append(await c.statement(i, period))
-                                except Exception:  # noqa: BLE001 - keep polling
+                                except Exception:
                                     got.append(None)
                             if all(got) and seconds_to_gate(market, period) < 0:
                                 noticed.append(time.monotonic() - frozen)
@@ -140,10 +141,8 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
                     for _ in range(600):
                         found = False
                         for i in range(3):
-                            try:
+                            with contextlib.suppress(Exception):
                                 found = found or (await c.statement(i, period)) is not None
-                            except Exception:  # noqa: BLE001 - a restarting peer
-                                pass
                         if found:
                             break
                         await asyncio.sleep(0.05)
@@ -166,7 +165,7 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
     complete = {b.pseudonym.public for b in bidders
                 if len(b.receipts) + len(b.stored_unreceipted) == 3}
     agreed = set(stores[0].agreed)
-    in_set = statuses_agree and status[0] == "failed" or complete <= agreed
+    in_set = (statuses_agree and status[0] == "failed") or complete <= agreed
     outcome = json.loads(done[0].outcome) if done else None
     matches: bool | None = None
     if statuses_agree and status[0] == "cleared" and outcome is not None:

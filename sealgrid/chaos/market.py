@@ -9,6 +9,7 @@ statements, and reading each server's database after the servers have stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -133,7 +134,9 @@ async def submit_share(client: Client, b: Bidder, server: int, deadline: float) 
         return
 
 
-async def statements(market: LocalMarket, period: str, timeout: float) -> list[PeriodStatement | None]:
+async def statements(
+    market: LocalMarket, period: str, timeout: float
+) -> list[PeriodStatement | None]:
     """Wait until every running server has published its statement of ``period``."""
     deadline = time.monotonic() + timeout
     got: list[PeriodStatement | None] = [None] * market.servers
@@ -141,10 +144,8 @@ async def statements(market: LocalMarket, period: str, timeout: float) -> list[P
         while time.monotonic() < deadline:
             for i in range(market.servers):
                 if got[i] is None:
-                    try:
+                    with contextlib.suppress(ServiceError):
                         got[i] = await c.statement(i, period)
-                    except ServiceError:
-                        pass
             if all(got):
                 break
             await asyncio.sleep(0.2)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -188,19 +189,15 @@ async def drive(root: Path, tag: str, cut: bool, households: int) -> dict[str, A
                 while time.monotonic() < limit and not all(sts[i] for i in want):
                     for i in want:
                         if sts[i] is None:
-                            try:
+                            with contextlib.suppress(Exception):
                                 sts[i] = await c.statement(i, period)
-                            except Exception:  # noqa: BLE001 - unreachable for now
-                                pass
                     await asyncio.sleep(0.3)
                 noticed = time.monotonic() - t_cut
                 if cut_now:
                     _ip("link", "set", host_link(tag, 2), "up")
                     while time.monotonic() < limit + 60 and sts[2] is None:
-                        try:
+                        with contextlib.suppress(Exception):
                             sts[2] = await c.statement(2, period)
-                        except Exception:  # noqa: BLE001
-                            pass
                         await asyncio.sleep(0.3)
                 return {
                     "period": period, "receipts": receipts,

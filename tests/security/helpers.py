@@ -78,7 +78,11 @@ class World:
         return nonce if issued else b""
 
     def pseudonym(
-        self, hid: str, period: str = PERIOD, now: dt.datetime = NOW, key: Ed25519PrivateKey | None = None
+        self,
+        hid: str,
+        period: str = PERIOD,
+        now: dt.datetime = NOW,
+        key: Ed25519PrivateKey | None = None,
     ) -> tuple[Pseudonym, list[Event]]:
         """Get ``hid`` a pseudonym with a token from every server; return it and the events."""
         p = Pseudonym.fresh(period)
@@ -91,9 +95,8 @@ class World:
             (event,) = m.receive(IssuePseudonym(now, raw))
             events.append(event)
             if isinstance(event, Granted):
-                accept_grant(
-                    p, party, wire.raw_public(self.server_keys[party]), event.grant, blinding, issuer
-                )
+                server_key = wire.raw_public(self.server_keys[party])
+                accept_grant(p, party, server_key, event.grant, blinding, issuer)
         return p, events
 
     def submit(self, party: int, raw: bytes, now: dt.datetime = NOW) -> Event:

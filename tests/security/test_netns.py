@@ -11,7 +11,6 @@ be taken and cleared across the hosts (the retry).
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
