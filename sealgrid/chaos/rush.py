@@ -42,7 +42,7 @@ async def rush(root: Path, households: int, *, window: float | None = None,
                concurrency: int = 512, seed: int = 0) -> dict[str, Any]:
     """Run one rush in ``root`` (a new data directory); return the figures."""
     window = window if window is not None else max(2.0, households / 300)
-    issue_estimate = 10 + households / 25
+    issue_estimate = 10 + households / 60  # about 100 pseudonyms/s here (docs/service.md)
     period_seconds = max(5, int((issue_estimate + window) / 40) + 1)
     market = LocalMarket(root, households=households, period_seconds=period_seconds,
                          market={"peer_timeout_seconds": 30, "rate_limit": 1000})
