@@ -6,6 +6,7 @@ keys, own data, serialised messages); one run spread over OS processes.
 
 from __future__ import annotations
 
+import math
 import random
 from fractions import Fraction
 
@@ -131,6 +132,8 @@ def test_what_each_party_learns_in_clear(keys: type) -> None:
         assert set(party.revealed) == expected, i
     scaled = dict(parties[sellers[0]].revealed["scaled_inverse_ratios"])  # type: ignore[call-overload]
     assert scaled == {j: e_b * (K // -agents[j].net) for j in buyers}
+    # the weakness docs/pem.md states: the gcd of the scaled ratios gives E_b, hence each |sn_j|
+    assert math.gcd(*scaled.values()) == e_b
 
 
 def test_run_pem_secure_over_processes() -> None:
