@@ -1,0 +1,1 @@
+"""Tests of the private PEM (Paillier + DGK among agents)."""
