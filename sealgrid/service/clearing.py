@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -133,15 +135,7 @@ def _prepare(req: ClearingRequest, encoding: Any) -> None:
     encoding.ShareBatch.from_payloads(payloads, req.party, layout).save(req.workdir / "shares.bin")
 
 
-async def clear(req: ClearingRequest) -> ClearingResult:
-    """Run this party's part of the secure clearing in a child process.
-
-    Raises:
-        ClearingUnavailable: the protocol layer is missing.
-        ClearingFailed: the clearing failed or ran past ``req.timeout``.
-    """
-    encoding, party = _protocol()
-    started = time.monotonic()
+async def _run_party(req: ClearingRequest, encoding: Any, party: Any, started: float) -> None:
     try:
         _prepare(req, encoding)
     except (OSError, ValueError, BidRejected) as exc:
@@ -153,6 +147,7 @@ async def clear(req: ClearingRequest) -> ClearingResult:
         "--ssl", "-K", str(party.SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip
     prepared = time.monotonic()
+    (req.workdir / "attempt.json").write_text(json.dumps({"digest": _batch_digest(req)}))
     with open(req.workdir / "party.log", "wb") as out:
         proc = await asyncio.create_subprocess_exec(
             *cmd, cwd=req.workdir, stdout=out, stderr=out,
@@ -175,6 +170,72 @@ async def clear(req: ClearingRequest) -> ClearingResult:
     if code != 0:
         tail = (req.workdir / "party.log").read_text(errors="replace").strip().splitlines()
         raise ClearingFailed(f"the clearing process exited with {code}: {(tail or [''])[-1]}")
+
+
+def _batch_digest(req: ClearingRequest) -> str:
+    h = hashlib.sha256(f"{req.period}/{req.party}/{len(req.payloads)}".encode())
+    for p in req.payloads:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()
+
+
+def _running_parties(workdir: Path) -> list[int]:
+    """Return the pids of party processes still running in ``workdir`` (any parent)."""
+    needle = str(workdir).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"sealgrid.protocol.party" in cmdline and needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+async def _outlived(req: ClearingRequest) -> bool:
+    """Whether a party of an earlier attempt on this same batch has left a complete result.
+
+    A server killed during the clearing leaves its party process running: it may finish the
+    computation with the other servers, which then publish ``cleared``. The restarted server
+    must take that result rather than start a second party that no peer will ever join.
+    """
+    try:
+        attempt = json.loads((req.workdir / "attempt.json").read_text())
+    except (OSError, ValueError):
+        log.debug("period %s: no earlier party attempt on record", req.period)
+        return False
+    if attempt.get("digest") != _batch_digest(req):
+        log.info("period %s: the earlier party attempt had another batch", req.period)
+        return False
+    deadline = time.monotonic() + 3 * req.timeout
+    waited = False
+    while _running_parties(req.workdir) and time.monotonic() < deadline:
+        waited = True
+        await asyncio.sleep(0.2)
+    done = (req.workdir / "result.json").exists()
+    log.info(
+        "period %s: earlier party %s; result %s",
+        req.period, "waited for" if waited else "not running", "found" if done else "absent",
+    )  # fmt: skip
+    return done
+
+
+async def clear(req: ClearingRequest) -> ClearingResult:
+    """Run this party's part of the secure clearing in a child process.
+
+    Raises:
+        ClearingUnavailable: the protocol layer is missing.
+        ClearingFailed: the clearing failed or ran past ``req.timeout``.
+    """
+    encoding, party = _protocol()
+    started = time.monotonic()
+    if await _outlived(req):
+        log.info("period %s: taking the result of a party that outlived its server", req.period)
+    else:
+        await _run_party(req, encoding, party, started)
     try:
         result = party.read_result(req.workdir)
     except (OSError, ValueError, KeyError) as exc:

@@ -57,3 +57,23 @@ def test_a_share_header_with_an_impossible_layout_is_malformed() -> None:
     with pytest.raises(BidRejected) as err:
         check(header)
     assert err.value.reason is Reason.MALFORMED and "this market" in err.value.detail
+
+
+def test_a_result_left_by_a_party_that_outlived_its_server_is_taken(tmp_path) -> None:
+    from sealgrid.service import clearing
+
+    req = ClearingRequest(
+        party=0, parties=3, peers=("127.0.0.1:1",) * 3, period="2026-11-22T21:45:00Z",
+        payloads=(_payloads()[0],), levels=GRID.levels, suppliers=SUPPLIERS,
+        max_quantity_wh=10_000, workdir=tmp_path / "work", mpc_config=tmp_path / "none",
+        timeout=5.0,
+    )  # fmt: skip
+    req.workdir.mkdir()
+    assert not asyncio.run(clearing._outlived(req))  # nothing on record
+    (req.workdir / "attempt.json").write_text('{"digest": "another batch"}')
+    (req.workdir / "result.json").write_text("{}")
+    assert not asyncio.run(clearing._outlived(req))
+    (req.workdir / "attempt.json").write_text(f'{{"digest": "{clearing._batch_digest(req)}"}}')
+    assert asyncio.run(clearing._outlived(req))
+    (req.workdir / "result.json").unlink()
+    assert not asyncio.run(clearing._outlived(req))  # the earlier party failed
