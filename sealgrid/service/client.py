@@ -32,7 +32,7 @@ from sealgrid.service.household import (
     issue_request,
     make_submission,
 )
-from sealgrid.service.keys import Registry
+from sealgrid.service.keys import Registry, server_tls_name
 from sealgrid.service.wire import IssuerKey, OutputShares, PeriodStatement, PseudonymGrant, Receipt
 
 
@@ -108,7 +108,11 @@ class Client:
         url = self.registry.servers[server][0] + path
         try:
             async with self._session.request(
-                method, url, data=body, headers={"Content-Type": "application/json"}
+                method,
+                url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                server_hostname=server_tls_name(server),  # only that server's certificate
             ) as resp:
                 return resp.status, await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -11,7 +11,8 @@ Layout::
     DIR/private/ca.key              its key (only ``init`` uses it)
     DIR/registry.json               public keys: servers, households, suppliers, operators
     DIR/server-N/server.toml        one TOML per server (see :mod:`sealgrid.service.config`)
-    DIR/server-N/tls.crt, tls.key   HTTPS certificate for 127.0.0.1/localhost (server and client)
+    DIR/server-N/tls.crt, tls.key   HTTPS certificate for sealgrid-server-N (checked by every
+                                    client), 127.0.0.1 and localhost (server and client)
     DIR/server-N/signing.key        Ed25519 key signing receipts and statements
     DIR/server-N/.config/           MPyC party certificate, key and CA (sealgrid.protocol.certs)
     DIR/households/ID.key, ID.json  household signing key and its demo profile (its supplier)
@@ -143,11 +144,19 @@ def _ca(now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
 
 
 def _leaf(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, cn: str, now: dt.datetime
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    cn: str,
+    now: dt.datetime,
+    name: str,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     san = x509.SubjectAlternativeName(
-        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        [
+            x509.DNSName(name),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
     )
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
     cert = (
@@ -185,6 +194,15 @@ def server_common_name(party: int) -> str:
     return f"sealgrid server {party}"
 
 
+def server_tls_name(party: int) -> str:
+    """Return the DNS name only server ``party``'s certificate carries.
+
+    Clients check every server's certificate against this name (not only against the
+    address, which all servers on one host share), so no server can pose as another.
+    """
+    return f"sealgrid-server-{party}"
+
+
 def init_data_dir(
     data_dir: Path,
     *,
@@ -218,7 +236,7 @@ def init_data_dir(
     urls = [f"https://127.0.0.1:{base_port + i}" for i in range(servers)]
     for i in range(servers):
         sdir = data_dir / f"server-{i}"
-        tls_key, tls_cert = _leaf(ca_key, ca_cert, server_common_name(i), now)
+        tls_key, tls_cert = _leaf(ca_key, ca_cert, server_common_name(i), now, server_tls_name(i))
         sdir.mkdir(parents=True, exist_ok=True)
         (sdir / "tls.crt").write_bytes(tls_cert.public_bytes(serialization.Encoding.PEM))
         write_private(sdir / "tls.key", _pem_key(tls_key))

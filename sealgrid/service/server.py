@@ -52,7 +52,12 @@ from sealgrid.service.intake import (
     SubmitBid,
     Tick,
 )
-from sealgrid.service.keys import DEFAULT_SUPPLIERS, Registry, load_signing_key
+from sealgrid.service.keys import (
+    DEFAULT_SUPPLIERS,
+    Registry,
+    load_signing_key,
+    server_tls_name,
+)
 from sealgrid.service.schedule import Clock, Schedule, iso, utc_now
 from sealgrid.service.storage import StorageError, Store
 from sealgrid.service.wire import (
@@ -269,7 +274,7 @@ class Server:
         last = "no answer"
         while loop.time() < deadline:
             try:
-                async with self._session.get(url) as resp:
+                async with self._session.get(url, server_hostname=server_tls_name(peer)) as resp:
                     body = await resp.read()
                     if resp.status == 200:
                         bidset = wire.decode(BidSet, body)

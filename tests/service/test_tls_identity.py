@@ -1,0 +1,47 @@
+"""Each server's certificate names that server alone: a client refuses another server's."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+
+import pytest
+
+from sealgrid.service.api import serve
+from sealgrid.service.client import Client, ServiceError
+from sealgrid.service.config import load_server_config
+from sealgrid.service.keys import init_data_dir
+from sealgrid.service.server import Server
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("own", [True, False])
+def test_a_client_accepts_only_the_server_it_addresses(tmp_path, own: bool) -> None:
+    root = tmp_path / "d"
+    registry = init_data_dir(root, households=1, base_port=_port())
+    cfg = load_server_config(root / "server-0" / "server.toml")
+    if not own:  # server 0's address, server 1's (CA-signed, same host) certificate
+        s1 = root / "server-1"
+        cfg = dataclasses.replace(cfg, tls_cert=s1 / "tls.crt", tls_key=s1 / "tls.key")
+
+    async def main() -> None:
+        server = Server(cfg)
+        runner = await serve(server)
+        try:
+            async with Client(registry, root / "ca.crt") as client:
+                if own:
+                    assert (await client.info(0))["party"] == 0
+                else:
+                    with pytest.raises(ServiceError):
+                        await client.info(0)
+        finally:
+            await runner.cleanup()
+            await server.stop()
+
+    asyncio.run(main())
