@@ -5,7 +5,8 @@ submissions; at the run's moment one seeded server is killed and restarted:
 
 * ``receiving`` — while the submissions are in flight (the server answers some, not all);
 * ``writing`` — at once, while the first burst of submissions is being committed;
-* ``clearing`` — just after gate closure, during agreement and the secure clearing;
+* ``clearing`` — while the victim's MPC party process runs (it is killed too, as on a host
+  that crashes);
 * ``publishing`` — as soon as the first server has published its statement.
 
 Households resend the same bytes to a server that did not answer (it says ``replayed`` if it
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import time
@@ -70,6 +72,7 @@ class CrashRun:
     outcome: dict[str, Any] | None
     gate_to_statements_seconds: float | None
     silent_peer_noticed_seconds: float | None
+    hit_during_mpc: bool
     seconds: float
 
 
@@ -90,12 +93,16 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
         bidders = make_bidders(market, period, seeded_bids(market, seed))
         session = market.session(connections=64)
         noticed: list[float] = []
+        in_mpc = False
         try:
             client = Client(market.registry, market.root / "ca.crt", session=session)
             await obtain_all(market, bidders, session)
 
             async def hit() -> None:
                 proc = market.procs[victim]
+                for child in mpc_children(proc.pid):  # a crashed host loses its MPC party too
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child, sig)
                 proc.send_signal(sig)
                 if stop:  # a silent peer: frozen, its sockets open, until the others give up
                     frozen = time.monotonic()
@@ -133,8 +140,13 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
             gate_wait = max(0.0, seconds_to_gate(market, period))
             await asyncio.sleep(gate_wait)
             gate_at = time.monotonic()
-            if moment == "clearing":
-                await asyncio.sleep(rng.uniform(0.0, 1.0))
+            if moment == "clearing":  # as soon as the victim's MPC party process runs
+                for _ in range(400):
+                    if mpc_children(market.procs[victim].pid):
+                        in_mpc = True
+                        break
+                    await asyncio.sleep(0.025)
+                await asyncio.sleep(rng.uniform(0.0, 0.2))
                 await hit()
             elif moment == "publishing":
                 async with market.client() as c:
@@ -178,8 +190,25 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
     return CrashRun(seed, moment, victim, sig.name, households, receipts, lost, status,
                     statuses_agree, bidsets_agree, bool(in_set), counts, matches, outcome,
                     None if reached is None else round(reached, 2),
-                    round(noticed[0], 2) if noticed else None,
+                    round(noticed[0], 2) if noticed else None, in_mpc,
                     round(time.monotonic() - started, 2))
+
+
+def mpc_children(pid: int) -> list[int]:
+    """Return the pids of ``pid``'s MPC party processes (``sealgrid.protocol.party``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        if ppid == pid and b"sealgrid.protocol.party" in cmd:
+            found.append(int(entry.name))
+    return found
 
 
 def summary(runs: list[CrashRun]) -> dict[str, Any]:
@@ -189,6 +218,7 @@ def summary(runs: list[CrashRun]) -> dict[str, Any]:
         "bids_lost": sum(r.lost for r in runs),
         "receipts": sum(r.receipts for r in runs),
         "by_moment": {m: sum(r.moment == m for r in runs) for m in MOMENTS},
+        "clearing_hits_during_mpc": sum(r.hit_during_mpc for r in runs),
         "cleared_after_restart": sum(r.status == ["cleared"] * 3 for r in runs),
         "failed_everywhere": sum(r.status == ["failed"] * 3 for r in runs),
         "disagreements": sum(not r.bidsets_agree for r in runs),
