@@ -84,7 +84,13 @@ def prepare(root: Path, households: int, period_seconds: int, port: int = 8443) 
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     from sealgrid.service.config import write_server_config
-    from sealgrid.service.keys import REGISTRY, Registry, init_data_dir, server_common_name
+    from sealgrid.service.keys import (
+        REGISTRY,
+        Registry,
+        init_data_dir,
+        server_common_name,
+        server_tls_name,
+    )
 
     registry = init_data_dir(root, households=households, base_port=port,
                              period_seconds=period_seconds)
@@ -105,7 +111,8 @@ def prepare(root: Path, households: int, period_seconds: int, port: int = 8443) 
                 .not_valid_after(now + dt.timedelta(days=2))
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address(f"{SUBNET}.{i + 1}"))]), critical=False)
+                    [x509.DNSName(server_tls_name(i)),
+                     x509.IPAddress(ipaddress.ip_address(f"{SUBNET}.{i + 1}"))]), critical=False)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                       ExtendedKeyUsageOID.CLIENT_AUTH]),
                                critical=False)

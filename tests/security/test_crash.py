@@ -39,16 +39,11 @@ def test_a_killed_and_restarted_server_loses_nothing(tmp_path: Path, moment: str
     assert run.moment == moment and run.signal == "SIGKILL"
 
 
-def test_a_crash_free_run_equals_the_reference(tmp_path: Path) -> None:
-    run = asyncio.run(crash_run(tmp_path / "d", 11, moment="none", households=6))
-    _check(run)
-    assert run.status == ["cleared"] * 3
-
-
 def test_a_silent_peer_is_noticed_within_seconds(tmp_path: Path) -> None:
     run = asyncio.run(crash_run(tmp_path / "d", 13, moment="clearing", households=4,
                                 peer_timeout=4, stop=True))
     _check(run)
     assert run.silent_peer_noticed_seconds is not None, "the others hung on a frozen peer"
-    # agreement waits peer_timeout, the MPC child at most its own timeout (20 s minimum)
+    assert run.hit_during_mpc, "the freeze missed the clearing"
+    # agreement waits peer_timeout, an MPC party at most its own timeout (20 s minimum)
     assert run.silent_peer_noticed_seconds < 40, run
