@@ -1,0 +1,41 @@
+"""``sealgrid bench chaos``: one JSON line of figures; assumes only this process (fast parts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sealgrid.cli import main
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:
+    assert main(["bench", "chaos", *args, "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    out: dict[str, object] = json.loads(lines[0])
+    return out
+
+
+def test_fast_parts_print_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _run(capsys, "--only", "fuzz,curious", "--fuzz-rounds", "40", "--curious-runs", "20")
+    assert out["target"] == "chaos"
+    fuzz = out["fuzz"]
+    assert isinstance(fuzz, dict) and fuzz["cases"] == 40 * 13
+    assert set(fuzz["escape_kinds"]) <= {"shares: ValueError"}  # D2 only, see below
+    curious = out["curious"]
+    assert isinstance(curious, dict) and curious["same_public_outputs"] is True
+    assert abs(curious["chi_square_z"]) < 4
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "D2: sealgrid/protocol/encoding.py BidShares.from_bytes() raises ValueError (from Layout) "
+    "for a header with an impossible layout, so the bench fuzzer counts escapes"))
+def test_the_bench_fuzzer_finds_no_escape(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _run(capsys, "--only", "fuzz", "--fuzz-rounds", "400")
+    assert out["fuzz"]["escapes"] == 0  # type: ignore[index]
+
+
+def test_an_unknown_part_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "chaos", "--only", "nonsense", "--json"]) == 1
+    assert "unknown part" in capsys.readouterr().err
