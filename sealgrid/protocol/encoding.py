@@ -170,7 +170,10 @@ class BidShares:
         magic, version, party, levels, suppliers, max_q, rows = _HEADER.unpack_from(data)
         if magic != _BID_MAGIC or version != WIRE_VERSION or rows != 1:
             raise BidRejected(Reason.MALFORMED, f"not a version-{WIRE_VERSION} share message")
-        layout = Layout(levels, suppliers, max_q)
+        try:
+            layout = Layout(levels, suppliers, max_q)
+        except ValueError:
+            raise BidRejected(Reason.MALFORMED, "impossible market layout in the header") from None
         body = data[_HEADER.size:]
         if len(body) != 8 * layout.width:
             raise BidRejected(Reason.MALFORMED, "share message has the wrong length")

@@ -119,15 +119,14 @@ def test_share_decoder_on_headers_of_valid_layouts(
 BAD_LAYOUTS = [(0, 2, 10_000), (6, 0, 10_000), (6, 2, 0), (6, 2, 2**31), (6, 2, 2**32 - 1)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sealgrid/protocol/encoding.py BidShares.from_bytes(): a header with levels, suppliers "
-    "or max quantity out of range makes Layout() raise ValueError, not BidRejected(MALFORMED)"))
 @pytest.mark.parametrize("levels,suppliers,max_q", BAD_LAYOUTS)
 def test_share_header_with_an_impossible_layout_is_malformed(
     levels: int, suppliers: int, max_q: int
 ) -> None:
-    with pytest.raises(BidRejected):
+    """Found by this battery (D2: Layout's ValueError escaped the decoder)."""
+    with pytest.raises(BidRejected) as caught:
         BidShares.from_bytes(_HEADER.pack(b"SGB1", 2, 0, levels, suppliers, max_q, 1))
+    assert caught.value.reason is Reason.MALFORMED
 
 
 def test_intake_refuses_a_signed_bid_with_an_impossible_layout() -> None:
