@@ -44,6 +44,7 @@ class Reason(enum.Enum):
     LATE = "late"
     TOO_FREQUENT = "too_frequent"
     REPLAYED = "replayed"
+    UNSIGNED = "unsigned"
     BAD_SIGNATURE = "bad_signature"
     INVALID_SHARES = "invalid_shares"
 
@@ -63,6 +64,7 @@ _ADVICE: dict[Reason, str] = {
     Reason.LATE: "the bid arrived after gate closure for its trading period",
     Reason.TOO_FREQUENT: "too many submissions in a short time; wait and retry",
     Reason.REPLAYED: "this exact message was already received; sign a fresh one",
+    Reason.UNSIGNED: "the message carries no signature or no token; sign it before sending",
     Reason.BAD_SIGNATURE: "the signature does not verify with a registered household key",
     Reason.INVALID_SHARES: "the secret shares do not form a valid encoding of one bid",
 }

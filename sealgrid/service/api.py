@@ -26,6 +26,7 @@ SERVER_KEY: web.AppKey[Server] = web.AppKey("server", Server)
 
 HTTP_STATUS = {
     Reason.MALFORMED: 400,
+    Reason.UNSIGNED: 401,
     Reason.BAD_SIGNATURE: 401,
     Reason.REPLAYED: 409,
     Reason.DUPLICATE_PSEUDONYM: 409,

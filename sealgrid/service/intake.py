@@ -342,9 +342,9 @@ class Intake:
         if len(bid.pseudonym) != 32:
             raise _Refuse(Reason.MALFORMED, "pseudonym must be a 32-byte Ed25519 public key")
         if not bid.signature:
-            raise _Refuse(Reason.BAD_SIGNATURE, "unsigned: the bid carries no signature")
+            raise _Refuse(Reason.UNSIGNED, "unsigned: the bid carries no signature")
         if not bid.token:
-            raise _Refuse(Reason.BAD_SIGNATURE, "unsigned: the pseudonym carries no token")
+            raise _Refuse(Reason.UNSIGNED, "unsigned: the pseudonym carries no token")
         issuer = self._issuers.get(bid.period)
         if issuer is None or not issuer.public.verify(bid.period, bid.pseudonym, bid.token):
             raise _Refuse(

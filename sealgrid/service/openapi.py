@@ -183,7 +183,8 @@ def _json(name: str, description: str) -> dict[str, Any]:
 
 ERRORS = {
     "400": _json("Error", "malformed (also: a payload over the size limit)"),
-    "401": _json("Error", "bad_signature: not signed by a registered key, or no valid token"),
+    "401": _json("Error", "bad_signature: a signature or token that does not verify; "
+                 "unsigned: no signature or no token"),
     "409": _json("Error", "replayed or duplicate_pseudonym"),
     "422": _json("Error", "late or wrong_period"),
     "429": _json("Error", "too_frequent"),
