@@ -50,7 +50,7 @@ class Reason(enum.Enum):
 
 
 _ADVICE: dict[Reason, str] = {
-    Reason.MALFORMED: "a field is missing or is not a number; fill in every field",
+    Reason.MALFORMED: "a field or the message is missing, not a number or not in its format",
     Reason.UNKNOWN_SIDE: "side must be 'buy' or 'sell'",
     Reason.QUANTITY_NOT_POSITIVE: "quantity must be greater than zero",
     Reason.QUANTITY_TOO_LARGE: "quantity is above the market's per-bid maximum",

@@ -56,7 +56,7 @@ def test_a_share_header_with_an_impossible_layout_is_malformed() -> None:
     header = encoding._HEADER.pack(b"SGB1", version, 0, 0, 3, 10_000, 1)  # zero price levels
     with pytest.raises(BidRejected) as err:
         check(header)
-    assert err.value.reason is Reason.MALFORMED and "this market" in err.value.detail
+    assert err.value.reason is Reason.MALFORMED and "layout" in err.value.detail
 
 
 def test_a_result_left_by_a_party_that_outlived_its_server_is_taken(tmp_path) -> None:
