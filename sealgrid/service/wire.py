@@ -286,8 +286,11 @@ def _decode_value(hint: Any, value: Any, name: str) -> Any:
 def decode(cls: type[M], raw: bytes) -> M:
     """Decode wire bytes into message ``cls``.
 
+    Only the canonical spelling is accepted, so one message has exactly one byte form: a
+    signed message cannot be re-spelled into a second, equally valid one.
+
     Raises:
-        WireError: not UTF-8 JSON, or not a valid ``cls`` message.
+        WireError: not UTF-8 JSON, not a valid ``cls`` message, or not in canonical form.
     """
     try:
         data = json.loads(raw)
@@ -295,7 +298,10 @@ def decode(cls: type[M], raw: bytes) -> M:
         raise WireError("not a JSON document") from exc
     except RecursionError:
         raise WireError("JSON nested too deeply") from None
-    return from_dict(cls, data)
+    msg = from_dict(cls, data)
+    if encode(msg) != bytes(raw):
+        raise WireError("not canonical JSON (sorted keys, no spaces, UTF-8, standard base64)")
+    return msg
 
 
 # --------------------------------------------------------------------------- signatures

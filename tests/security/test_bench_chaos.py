@@ -23,6 +23,7 @@ def test_fast_parts_print_one_json_line(capsys: pytest.CaptureFixture[str]) -> N
     fuzz = out["fuzz"]
     assert isinstance(fuzz, dict) and fuzz["cases"] == 40 * 13
     assert fuzz["escapes"] == 0 and fuzz["escape_kinds"] == {}
+    assert "same_bid_respelled" not in fuzz["by_target"]  # one byte form per signed bid
     curious = out["curious"]
     assert isinstance(curious, dict) and curious["same_public_outputs"] is True
     assert abs(curious["chi_square_z"]) < 4

@@ -51,6 +51,24 @@ def test_decoding_refuses_anything_off_format(raw: bytes, fragment: str) -> None
         wire.decode(BidSet, raw)
 
 
+def test_only_the_canonical_spelling_decodes() -> None:
+    """A signed message has one byte form: a re-spelled copy is refused, not a second bid."""
+    key = Ed25519PrivateKey.generate()
+    msg = wire.sign(BidSet(server=1, period="p", pseudonyms=(b"\x01",)), key)
+    raw = wire.encode(msg)
+    assert wire.decode(BidSet, raw) == msg
+    data = json.loads(raw)
+    for respelled in (
+        json.dumps(data, sort_keys=True).encode(),  # spaces
+        json.dumps(dict(reversed(list(data.items())))).encode().replace(b" ", b""),  # key order
+        raw.replace(b'"server":1', b'"server":1.0'),
+        raw.replace(b'"type"', b'"\\u0074ype"'),
+    ):
+        assert respelled != raw
+        with pytest.raises(WireError):
+            wire.decode(BidSet, respelled)
+
+
 def test_signature_covers_every_field_and_the_type() -> None:
     key = Ed25519PrivateKey.generate()
     pub = wire.raw_public(key)
