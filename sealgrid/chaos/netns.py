@@ -156,16 +156,7 @@ async def drive(root: Path, tag: str, cut: bool, households: int) -> dict[str, A
     figures: dict[str, Any] = {"cut": cut}
     try:
         async with Client(registry, root / "ca.crt") as c:
-            deadline = time.monotonic() + 40
-            for i in range(3):
-                while True:
-                    try:
-                        await c.info(i)
-                        break
-                    except Exception:
-                        if time.monotonic() > deadline:
-                            raise
-                        await asyncio.sleep(0.2)
+            await c.wait_ready(range(3), 40, poll=0.2)
             from sealgrid.service.demo import demo_bid
             from sealgrid.service.shares import encode_payloads
 

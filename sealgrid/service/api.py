@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -71,32 +72,29 @@ async def issuer(request: web.Request) -> web.Response:
     return message(found)
 
 
-async def pseudonyms(request: web.Request) -> web.Response:
-    """POST /v1/pseudonyms: a blind signature on a household's pseudonym for one period."""
-    raw = await request.read()
+async def _stored(
+    request: web.Request, action: Callable[[bytes], Awaitable[Any]], what: str
+) -> web.Response:
+    """Run a storing ``action`` on the body: 201 with its message, a refusal, or 503."""
     try:
-        result = await request.app[SERVER_KEY].grant(raw)
+        result = await action(await request.read())
     except StorageError:
         return web.json_response(
-            {"error": "unavailable", "message": "could not be stored; retry"}, status=503
+            {"error": "unavailable", "message": f"{what} could not be stored; retry"}, status=503
         )
     if isinstance(result, Rejected):
         return refusal(result)
     return message(result, status=201)
+
+
+async def pseudonyms(request: web.Request) -> web.Response:
+    """POST /v1/pseudonyms: a blind signature on a household's pseudonym for one period."""
+    return await _stored(request, request.app[SERVER_KEY].grant, "the pseudonym grant")
 
 
 async def submit_bid(request: web.Request) -> web.Response:
     """POST /v1/bids: submit one bid share; 201 with the signed receipt once stored."""
-    raw = await request.read()
-    try:
-        result = await request.app[SERVER_KEY].submit(raw)
-    except StorageError:
-        return web.json_response(
-            {"error": "unavailable", "message": "the bid could not be stored; retry"}, status=503
-        )
-    if isinstance(result, Rejected):
-        return refusal(result)
-    return message(result, status=201)
+    return await _stored(request, request.app[SERVER_KEY].submit, "the bid")
 
 
 async def outputs(request: web.Request) -> web.Response:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,34 @@ class Client:
             raise ServiceError(f"server {server}: HTTP {status}")
         data: dict[str, Any] = json.loads(body)
         return data
+
+    async def wait_ready(
+        self,
+        servers: Iterable[int],
+        timeout: float,
+        *,
+        poll: float = 0.1,
+        alive: Callable[[int], None] | None = None,
+    ) -> None:
+        """Wait until each of ``servers`` answers ``GET /v1/info``.
+
+        ``alive(i)``, called before each try, may raise to stop waiting for a server that died.
+
+        Raises:
+            ServiceError: a server did not answer within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        for i in servers:
+            while True:
+                if alive is not None:
+                    alive(i)
+                try:
+                    await self.info(i)
+                    break
+                except Exception as exc:
+                    if time.monotonic() > deadline:
+                        raise ServiceError(f"server {i} did not answer") from exc
+                    await asyncio.sleep(poll)
 
     async def outputs(
         self, role: str, subject: str, period: str, key: Ed25519PrivateKey

@@ -7,19 +7,17 @@ waits until every server answers, and stops them all on exit (also on errors).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from sealgrid.service.client import Client, HouseholdClient, open_session
+from sealgrid.service.client import Client, HouseholdClient, ServiceError, open_session
 from sealgrid.service.keys import Registry, init_data_dir, load_signing_key
 from sealgrid.service.schedule import Schedule
 
@@ -119,21 +117,18 @@ class LocalMarket:
 
     async def wait_ready(self, timeout: float = 60) -> None:
         """Wait until every server answers ``/v1/info``."""
-        deadline = time.monotonic() + timeout
+
+        def alive(i: int) -> None:
+            proc = self.procs.get(i)
+            if proc is None or proc.poll() is not None:
+                tail = (self.root / f"server-{i}.log").read_text(errors="replace")
+                raise LocalMarketError(f"server {i} stopped:\n{tail[-1500:]}")
+
         async with self.client() as c:
-            for i in range(self.servers):
-                while True:
-                    proc = self.procs.get(i)
-                    if proc is None or proc.poll() is not None:
-                        tail = (self.root / f"server-{i}.log").read_text(errors="replace")
-                        raise LocalMarketError(f"server {i} stopped:\n{tail[-1500:]}")
-                    try:
-                        await c.info(i)
-                        break
-                    except Exception:
-                        if time.monotonic() > deadline:
-                            raise LocalMarketError(f"server {i} did not answer") from None
-                        await asyncio.sleep(0.1)
+            try:
+                await c.wait_ready(range(self.servers), timeout, alive=alive)
+            except ServiceError as exc:
+                raise LocalMarketError(str(exc)) from None
 
     def client(self) -> Client:
         """A client of every server (use with ``async with``)."""

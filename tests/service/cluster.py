@@ -88,20 +88,13 @@ class Cluster:
                 proc.wait()
 
     async def wait_ready(self, servers: list[int] | None = None, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
+        def alive(i: int) -> None:
+            if self.procs[i].poll() is not None:
+                log = (self.root / f"server-{i}.log").read_text()
+                raise RuntimeError(f"server {i} exited:\n{log[-2000:]}")
+
         async with self.client() as c:
-            for i in servers if servers is not None else range(3):
-                while True:
-                    if self.procs[i].poll() is not None:
-                        log = (self.root / f"server-{i}.log").read_text()
-                        raise RuntimeError(f"server {i} exited:\n{log[-2000:]}")
-                    try:
-                        await c.info(i)
-                        break
-                    except Exception:
-                        if time.monotonic() > deadline:
-                            raise
-                        await asyncio.sleep(0.1)
+            await c.wait_ready(servers if servers is not None else range(3), timeout, alive=alive)
 
     def client(self) -> Client:
         return Client(self.registry, self.root / "ca.crt")
