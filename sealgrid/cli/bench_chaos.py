@@ -5,27 +5,35 @@ Parts (``--only`` picks some): ``fuzz`` (seeded mutation fuzzing, cases and esca
 periods ended, how fast a silent peer was noticed), ``rush`` (households at the gate: p99
 latency, agreement), ``capture`` (a loopback capture of a whole period: hits), ``curious``
 (the curious-server chi-square statistic), ``netns`` (servers in network namespaces, a link
-cut mid-clearing; needs root). The drivers are in :mod:`sealgrid.chaos`.
+cut mid-clearing; needs root).
+
+The drivers (kill -9, network namespaces, raw sockets, a fuzzer) are test harness, not part of
+the installed package: they live in the source checkout's ``tests/chaos/``. This command finds
+that checkout beside the ``sealgrid`` package (an editable install or a run from the clone),
+puts it on ``sys.path`` and imports ``tests.chaos`` only when it runs; without a checkout it
+stops with a one-line error.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import json
-import os
-import shutil
-import tempfile
-import time
+import sys
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
-PARTS = ("fuzz", "crash", "rush", "capture", "curious", "netns")
+import sealgrid
+from sealgrid.cli import CliError
+
+PARTS = ("fuzz", "crash", "rush", "capture", "curious", "netns")  # as tests.chaos.bench.PARTS
+HARNESS = "tests.chaos.bench"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid bench chaos``."""
-    p = sub.add_parser("chaos", help="fuzzing, crash runs, gate rush, capture, curious server")
+    p = sub.add_parser("chaos", help="fuzzing, crash runs, gate rush, capture, curious server "
+                                     "(needs a source checkout)")
     p.add_argument("--only", default=",".join(PARTS),
                    help=f"comma-separated parts to run (default all: {','.join(PARTS)})")
     p.add_argument("--fuzz-rounds", type=int, default=5000,
@@ -42,56 +50,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def checkout() -> Path | None:
+    """The source checkout holding ``tests/chaos/`` beside the ``sealgrid`` package, or None."""
+    root = Path(sealgrid.__file__).resolve().parents[1]
+    return root if (root / "tests" / "chaos" / "__init__.py").is_file() else None
+
+
+def harness() -> ModuleType:
+    """Import ``tests.chaos.bench`` from the checkout; :class:`CliError` when there is none."""
+    root = checkout()
+    if root is None:
+        raise CliError("sealgrid bench chaos needs a source checkout (its drivers live in "
+                       "tests/chaos/ of the git repository, not in the installed package)")
+    loaded = sys.modules.get("tests")
+    if loaded is not None and (root / "tests") not in [
+            Path(p).resolve() for p in getattr(loaded, "__path__", [])]:
+        raise CliError(f"sealgrid bench chaos: another 'tests' package is already imported "
+                       f"({getattr(loaded, '__file__', '?')}), not {root / 'tests'}")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module(HARNESS)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen parts in a temporary directory and print one JSON line of figures."""
     parts = [p for p in args.only.split(",") if p]
     unknown = set(parts) - set(PARTS)
     if unknown:
-        from sealgrid.cli import CliError
-
         raise CliError(f"unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
-    out: dict[str, Any] = {"target": "chaos", "seed": args.seed, "cpu_count": os.cpu_count()}
-    tmp = Path(tempfile.mkdtemp(prefix="sealgrid-chaos-"))
-    started = time.perf_counter()
-    try:
-        if "fuzz" in parts:
-            from sealgrid.chaos.fuzz import fuzz
-
-            out["fuzz"] = fuzz(args.fuzz_rounds, args.seed)
-        if "curious" in parts:
-            from sealgrid.chaos.curious import curious_statistic
-
-            out["curious"] = curious_statistic(args.curious_runs)
-        if "crash" in parts:
-            from sealgrid.chaos.crash import MOMENTS, crash_run, summary
-
-            runs = []
-            for k in range(args.crash_runs):
-                moment = MOMENTS[1 + k % (len(MOMENTS) - 1)]
-                runs.append(asyncio.run(crash_run(tmp / f"crash{k}", args.seed * 1000 + k,
-                                                  moment=moment,
-                                                  households=args.crash_households)))
-            for k in range(args.stop_runs):
-                moment = ("receiving", "clearing")[k % 2]
-                runs.append(asyncio.run(crash_run(tmp / f"stop{k}", args.seed * 1000 + 500 + k,
-                                                  moment=moment, stop=True,
-                                                  households=args.crash_households)))
-            out["crash"] = summary(runs)
-        if "capture" in parts:
-            from sealgrid.chaos.capture import capture_period
-
-            out["capture"] = asyncio.run(capture_period(tmp / "capture", args.seed))
-        if "netns" in parts:
-            from sealgrid.chaos.netns import run_in_namespaces
-
-            out["netns"] = run_in_namespaces(tmp / "netns", cut=True)
-        if "rush" in parts:
-            from sealgrid.chaos.rush import rush
-
-            out["rush"] = asyncio.run(rush(tmp / "rush", args.rush, window=args.rush_window,
-                                           seed=args.seed))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    out["seconds"] = round(time.perf_counter() - started, 1)
+    out = harness().figures(
+        parts, seed=args.seed, fuzz_rounds=args.fuzz_rounds, crash_runs=args.crash_runs,
+        stop_runs=args.stop_runs, crash_households=args.crash_households,
+        rush_households=args.rush, rush_window=args.rush_window,
+        curious_runs=args.curious_runs)
     print(json.dumps(out, sort_keys=True))
     return 0

@@ -37,3 +37,21 @@ def test_the_bench_fuzzer_finds_no_escape(capsys: pytest.CaptureFixture[str]) ->
 def test_an_unknown_part_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "chaos", "--only", "nonsense", "--json"]) == 1
     assert "unknown part" in capsys.readouterr().err
+
+
+def test_without_a_source_checkout_it_says_so(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from sealgrid.cli import bench_chaos
+
+    monkeypatch.setattr(bench_chaos, "checkout", lambda: None)
+    assert main(["bench", "chaos", "--only", "fuzz", "--json"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a source checkout" in err[0]
+
+
+def test_the_command_and_the_harness_name_the_same_parts() -> None:
+    from sealgrid.cli import bench_chaos
+    from tests.chaos import bench
+
+    assert bench_chaos.PARTS == bench.PARTS
+    assert bench_chaos.checkout() is not None

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sealgrid.chaos.capture import Capture, capture_period, hits, needles
+from tests.chaos.capture import Capture, capture_period, hits, needles
 
 pytestmark = pytest.mark.slow
 

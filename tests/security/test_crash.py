@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sealgrid.chaos.crash import CrashRun, crash_run
+from tests.chaos.crash import CrashRun, crash_run
 
 pytestmark = pytest.mark.slow
 

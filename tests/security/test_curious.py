@@ -1,6 +1,6 @@
 """Threat: privacy breach by a curious server (abidin2016 §3.2: honest-but-curious servers).
 
-Assumes the in-process parties stand for real ones (see :mod:`sealgrid.chaos.curious`).
+Assumes the in-process parties stand for real ones (see :mod:`tests.chaos.curious`).
 Server 0's complete view of a period — its stored share rows and every array the other
 servers send it — is collected many times for two bid sets with the same public outputs. A
 chi-square test of homogeneity must not tell them apart; the same test on the plaintext
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sealgrid.chaos.curious import BOOK_A, BOOK_B, LAYOUT, LEVELS, collect, homogeneity
 from sealgrid.mechanism.auction import clear
 from sealgrid.protocol.encoding import plain_vectors
+from tests.chaos.curious import BOOK_A, BOOK_B, LAYOUT, LEVELS, collect, homogeneity
 
 RUNS = 150
 

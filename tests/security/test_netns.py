@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sealgrid.chaos.netns import run_in_namespaces
+from tests.chaos.netns import run_in_namespaces
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sealgrid.chaos.rush import rush
+from tests.chaos.rush import rush
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,8 @@ joined to the bridge by a veth pair, the server at 10.213.7.(i+1), the household
 10.213.7.100 in the hub. Nothing touches the host's own interfaces; :func:`teardown` deletes
 every namespace (and so every veth) of a tag, also after a failure.
 
-``python -m sealgrid.chaos.netns drive ROOT TAG`` runs inside the hub namespace: it starts
+``python -m tests.chaos.netns drive ROOT TAG`` (from the checkout's root, which
+:func:`run_in_namespaces` uses as the working directory) runs inside the hub namespace: it starts
 the servers (``ip netns exec``), bids, cuts server 2's link mid-clearing if asked, restores
 it and tries the next period; it prints one JSON line of figures.
 """
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+CHECKOUT = Path(__file__).resolve().parents[2]  # holds tests/ (``python -m tests.chaos.netns``)
 SUBNET = "10.213.7"
 HUB_ADDRESS = f"{SUBNET}.100"
 
@@ -223,7 +225,7 @@ async def drive(root: Path, tag: str, cut: bool, households: int) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     """``drive ROOT TAG [--cut] [--households N]``: print one JSON line of figures."""
-    p = argparse.ArgumentParser(prog="python -m sealgrid.chaos.netns")
+    p = argparse.ArgumentParser(prog="python -m tests.chaos.netns")
     p.add_argument("action", choices=["drive"])
     p.add_argument("root", type=Path)
     p.add_argument("tag")
@@ -246,9 +248,9 @@ def run_in_namespaces(root: Path, *, cut: bool, households: int = 4, period_seco
     try:
         setup(tag)
         out = subprocess.run(
-            ["ip", "netns", "exec", hub, sys.executable, "-m", "sealgrid.chaos.netns", "drive",
+            ["ip", "netns", "exec", hub, sys.executable, "-m", "tests.chaos.netns", "drive",
              str(root), tag, *(["--cut"] if cut else []), "--households", str(households)],
-            capture_output=True, text=True, timeout=timeout)
+            capture_output=True, text=True, timeout=timeout, cwd=CHECKOUT)
         if out.returncode != 0:
             raise RuntimeError(f"the drive failed: {out.stderr[-2000:]}")
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
