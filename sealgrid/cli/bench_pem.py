@@ -49,8 +49,8 @@ def random_window(rng: random.Random, agents: int, sellers: float) -> list[Agent
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print one JSON line."""
+    from sealgrid.protocol.pem.harness import matches_plaintext
     from sealgrid.protocol.pem.procs import run_windows_processes
-    from sealgrid.protocol.pem.runner import matches_plaintext
 
     if args.agents < 2 or args.windows < 1 or args.processes < 1:
         raise CliError("need at least 2 agents, 1 window and 1 process")

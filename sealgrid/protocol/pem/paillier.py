@@ -2,10 +2,11 @@
 
 Keys come from :func:`phe.paillier.generate_paillier_keypair`; a ciphertext is a plain integer
 mod ``n²`` so it can travel in :mod:`sealgrid.protocol.pem.wire` without phe's objects.
-Encryption is split as FIELD-NOTES measured: the expensive factor ``ρ = r^n mod n²`` needs only
-the public key and can be computed while idle (:func:`randomizer`); online, encrypting ``m`` is
-``(1 + n·m)·ρ mod n²``. Decryption works mod ``p`` only (:meth:`SecretKey.decrypt`): every PEM
-plaintext is far below ``p``, and this costs one exponentiation mod ``p²``.
+Encryption is split in two (docs/pem.md, *Offline work is a prediction*): the expensive factor
+``ρ = r^n mod n²`` needs only the public key and can be computed while idle (:func:`randomizer`);
+online, encrypting ``m`` is ``(1 + n·m)·ρ mod n²``. Decryption works mod ``p`` only
+(:meth:`SecretKey.decrypt`): every PEM plaintext is far below ``p``, and this costs one
+exponentiation mod ``p²``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The private PEM with agents spread over several OS processes; assumes one machine (loopback).
 
 Agents are split round-robin over ``processes`` worker processes; each worker hosts its agents'
-:class:`~sealgrid.protocol.pem.party.PemParty` objects in one asyncio loop, and agents in
+:class:`~sealgrid.protocol.pem.peer.PemPeer` objects in one asyncio loop, and agents in
 different workers exchange their wire-format messages over loopback TCP (:class:`TcpRouter`).
 The parent is only the harness: it hands each worker its agents' data (JSON over a pipe), starts
 every phase, and reads back outputs and counters; it is not a party and relays no protocol
@@ -18,6 +18,7 @@ import multiprocessing
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import astuple
 from fractions import Fraction
 from multiprocessing.connection import Connection
 from typing import Any
@@ -25,9 +26,17 @@ from typing import Any
 from sealgrid.mechanism.pem import Agent, MarketKind, PemMarket, PemOutcome
 from sealgrid.protocol.pem import dgk
 from sealgrid.protocol.pem import paillier as pa
+from sealgrid.protocol.pem.harness import (
+    PeerCounters,
+    PemStats,
+    Timings,
+    assemble,
+    check_windows,
+    make_keys,
+    tally,
+)
 from sealgrid.protocol.pem.net import TcpRouter
-from sealgrid.protocol.pem.party import Directory, PartyOutput, PemParty
-from sealgrid.protocol.pem.runner import PemStats, assemble, check_windows, make_keys
+from sealgrid.protocol.pem.peer import Directory, PeerOutput, PemPeer
 
 
 def _send(conn: Connection, doc: dict[str, Any]) -> None:
@@ -62,8 +71,8 @@ async def _worker_main(conn: Connection) -> None:
     keygen = time.perf_counter() - start
     router = TcpRouter()
     port = await router.listen()
-    parties = {
-        i: PemParty(i, count, market, init["seed"], router.add(i), sk, dsk)
+    peers = {
+        i: PemPeer(i, count, market, init["seed"], router.add(i), sk, dsk)
         for i, (sk, dsk) in keys.items()
     }
     public = {i: [sk.public.n, list(dsk.public.values())] for i, (sk, dsk) in keys.items()}
@@ -73,8 +82,8 @@ async def _worker_main(conn: Connection) -> None:
         tuple(pa.PublicKey(plan["public"][str(i)][0]) for i in range(count)),
         tuple(dgk.public_from_values(tuple(plan["public"][str(i)][1])) for i in range(count)),
     )
-    for party in parties.values():
-        party.directory = directory
+    for peer in peers.values():
+        peer.directory = directory
     home = {int(a): p for a, p in plan["home"].items()}
     await router.connect(me, {int(p): port for p, port in plan["ports"].items()}, home)
     _send(conn, {"ready": True})
@@ -85,26 +94,22 @@ async def _worker_main(conn: Connection) -> None:
         w = order["window"]
         if order["op"] == "offline":
             cpu = time.process_time()
-            for party in parties.values():
-                party.offline(w)
+            for peer in peers.values():
+                peer.offline(w)
             _send(conn, {"cpu": time.process_time() - cpu})
             continue
         data = {int(i): Agent(*row) for i, row in order["data"].items()}
-        outputs = await asyncio.gather(*(p.run_window(w, data[i]) for i, p in parties.items()))
+        outputs = await asyncio.gather(*(p.run_window(w, data[i]) for i, p in peers.items()))
         done = time.perf_counter()  # a system-wide monotonic clock on Linux
         for writer in router._writers.values():
             await writer.drain()
         _send(conn, {"outputs": [_output_doc(o) for o in outputs], "done": done})
-    counters = {
-        i: [router.endpoints[i].bytes_sent, router.endpoints[i].bytes_received,
-            router.endpoints[i].messages_sent, parties[i].pool.misses,
-            parties[i].pool.used["paillier"], parties[i].pool.used["dgk"]] for i in ids
-    }
+    counters = {i: list(astuple(PeerCounters.of(router.endpoints[i], peers[i]))) for i in ids}
     _send(conn, {"counters": counters})
     await router.close()
 
 
-def _output_doc(o: PartyOutput) -> list[Any]:
+def _output_doc(o: PeerOutput) -> list[Any]:
     load = o.optimal_load
     load_doc = None if load is None else [load.numerator, load.denominator]
     scaled = [list(pair) for pair in o.scaled]
@@ -112,9 +117,9 @@ def _output_doc(o: PartyOutput) -> list[Any]:
             scaled]
 
 
-def _output(doc: list[Any]) -> PartyOutput:
+def _output(doc: list[Any]) -> PeerOutput:
     agent, kind, pn, pd, load, amount, scaled = doc
-    return PartyOutput(
+    return PeerOutput(
         agent, MarketKind(kind), Fraction(pn, pd), None if load is None else Fraction(*load),
         amount, tuple((j, x) for j, x in scaled),
     )
@@ -172,30 +177,14 @@ def run_windows_processes(
             outcomes.append(assemble(outputs, agents))
         for conn in conns:
             _send(conn, {"op": "stop"})
-        counters = [c for conn in conns for c in _recv(conn)["counters"].values()]
+        counters = [PeerCounters(*c) for conn in conns for c in _recv(conn)["counters"].values()]
     finally:
         for proc in procs:
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.terminate()
-    traffic = [c[0] + c[1] for c in counters]
-    stats = PemStats(
-        agents=count,
-        key_bits=key_bits,
-        windows=len(windows),
-        processes=processes,
-        bytes_per_agent=sum(traffic) / count / len(windows),
-        max_bytes_per_agent=max(traffic) // len(windows),
-        total_bytes=sum(c[0] for c in counters),
-        messages=sum(c[2] for c in counters),
-        online_seconds=online / len(windows),
-        offline_seconds=offline / len(windows),
-        offline_wall_seconds=offline_wall / len(windows),
-        setup_seconds=setup,
-        pool_misses=sum(c[3] for c in counters),
-        randomizers_used=sum(c[4] for c in counters) / len(windows),
-        dgk_randomizers_used=sum(c[5] for c in counters) / len(windows),
-    )
+    stats = tally(counters, Timings(online, offline, offline_wall, setup), key_bits=key_bits,
+                  windows=len(windows), processes=processes)
     return outcomes, stats
 
 

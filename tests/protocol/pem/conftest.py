@@ -8,7 +8,7 @@ import pytest
 
 from sealgrid.protocol.pem import dgk
 from sealgrid.protocol.pem import paillier as pa
-from sealgrid.protocol.pem.runner import make_keys
+from sealgrid.protocol.pem.harness import make_keys
 
 Keys = list[tuple[pa.SecretKey, dgk.DgkSecretKey]]
 _CACHE: dict[int, Keys] = {}

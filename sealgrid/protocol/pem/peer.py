@@ -1,11 +1,13 @@
-"""One PEM agent as a party (paper xie2020 Protocols 1–4); assumes semi-honest agents, private
-authenticated channels, a public per-window seed, and that roles (seller/buyer) are public.
+"""One PEM agent among its peers (paper xie2020 Protocols 1–4); assumes semi-honest agents,
+private authenticated channels, a public per-window seed, and that roles (seller/buyer) are public.
 
-A :class:`PemParty` holds only its own data and keys plus everyone's public keys; it talks to
-the others only through its :class:`~sealgrid.protocol.pem.net.Endpoint`. Aggregations run up
-a tree (fan-out :data:`~sealgrid.protocol.pem.params.FANOUT`) instead of the paper's chain:
-every intermediate value is a ciphertext under the designated agent's key, as in the chain.
-Values this agent learns in clear are all taken through :meth:`PemParty._reveal`.
+Not an MPC server (that is :mod:`sealgrid.protocol.party`): every household runs one
+:class:`PemPeer` for itself. A peer holds only its own data and keys plus everyone's public
+keys; it talks to the others only through its :class:`~sealgrid.protocol.pem.net.Endpoint`.
+Aggregations run up a tree (fan-out :data:`~sealgrid.protocol.pem.params.FANOUT`) instead of
+the paper's chain: every intermediate value is a ciphertext under the designated agent's key,
+as in the chain.
+Values this agent learns in clear are all taken through :meth:`PemPeer._reveal`.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Directory:
 
 
 @dataclass(frozen=True)
-class PartyOutput:
+class PeerOutput:
     """What one agent knows at the end of a window.
 
     In a general market each seller, in an extreme market each buyer, holds ``scaled``: for every
@@ -102,7 +104,7 @@ def _unpack(packed: int, width: int, count: int) -> list[int]:
     return [packed >> (width * i) & mask for i in range(count)]
 
 
-class PemParty:
+class PemPeer:
     """An agent of the private PEM: its keys, its randomizer pools and its protocol steps."""
 
     def __init__(
@@ -196,7 +198,7 @@ class PemParty:
         return value
 
     # -- one window (Protocol 1) ------------------------------------------------------------
-    async def run_window(self, w: int, agent: Agent) -> PartyOutput:
+    async def run_window(self, w: int, agent: Agent) -> PeerOutput:
         """Run Protocols 1–4 for window ``w`` with this agent's data for the window."""
         check_net(agent.net)
         net = agent.net
@@ -210,7 +212,7 @@ class PemParty:
             raise RemoteProtocolError("the role vector is malformed")
         sellers, buyers = select(order, selling), select(order, buying)
         if not sellers:
-            return PartyOutput(self.me, MarketKind.NO_SELLERS, self.market.retail, None)
+            return PeerOutput(self.me, MarketKind.NO_SELLERS, self.market.retail, None)
         scaled: tuple[tuple[int, int], ...] = ()
         if not buyers:  # E_b = 0 ≤ E_s is public once the roles are: an extreme market, no trades
             kind, price = MarketKind.EXTREME, self.market.low
@@ -223,7 +225,7 @@ class PemParty:
                 price = self.market.low
             scaled = await self._distribute(w, sellers, buyers, net, kind, d)
         load = optimal_load(agent, price) if role > 0 else None
-        return PartyOutput(self.me, kind, price, load, abs(net), scaled)
+        return PeerOutput(self.me, kind, price, load, abs(net), scaled)
 
     # -- Protocol 2: Private Market Evaluation ---------------------------------------------
     async def _evaluate(self, w: int, order: Members, net: int, d: Designation) -> MarketKind:
