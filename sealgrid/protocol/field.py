@@ -122,15 +122,14 @@ def halves(x: np.ndarray) -> np.ndarray:
     return x.view(np.uint32).astype(np.float64)
 
 
-def dot_small(x: np.ndarray, coef: np.ndarray, bits: int, *, split: np.ndarray | None = None,
-              ) -> np.ndarray:
+def dot_small(x: np.ndarray, coef: np.ndarray, bits: int) -> np.ndarray:
     """Return Σ_k x[..., k]·coef[k, j] mod p for small public coefficients, exactly.
 
     Each share is split into 32-bit halves (as float64) and ``coef`` entries are below 2^bits
     with ``32 + bits + log2(K) ≤ 53``, so one BLAS product is exact; the low and high halves'
-    results are combined mod p. ``split`` may pass ``halves(x)`` when already computed.
+    results are combined mod p.
     """
-    k = x.shape[-1] if split is None else split.shape[-1] // 2
+    k = x.shape[-1]
     if 32 + bits + max(k - 1, 1).bit_length() > 53:
         raise ValueError("coefficients too wide for an exact float64 inner product")
     c = np.asarray(coef, dtype=np.float64)
@@ -138,16 +137,10 @@ def dot_small(x: np.ndarray, coef: np.ndarray, bits: int, *, split: np.ndarray |
     wide = np.zeros((2 * k, 2 * j))
     wide[0::2, :j] = c
     wide[1::2, j:] = c
-    v = halves(x) if split is None else split
-    r = v @ wide
+    r = halves(x) @ wide
     lo = r[..., :j].astype(U64)  # < 2^53
     hi = r[..., j:].astype(U64)  # < 2^53; hi·2^32 = (hi >> 32)·2^64 + (hi mod 2^32)·2^32
     return add(reduce((hi & _M32) << _S32), lo + (hi >> _S32) * _CU)  # second term < 2^54
-
-
-def shift32(h: np.ndarray) -> np.ndarray:
-    """Return h·2^32 mod p (h in [0, p))."""
-    return mul_small(mul_small(h, 1 << 16), 1 << 16)
 
 
 # --- Shamir sharing, points 1..m -------------------------------------------------------

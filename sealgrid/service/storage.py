@@ -2,9 +2,9 @@
 
 SQLite (stdlib ``sqlite3``, WAL journal, ``synchronous=FULL``) by default; PostgreSQL when
 the URL says ``postgresql://`` (needs ``psycopg`` 3). The SQL is the same for both apart from
-the placeholder style and the binary column type. :meth:`Store.add_bids` commits before it
-returns, so a receipt is only ever handed out for a bid that survives a crash; many bids
-arriving together are committed in one transaction (group commit).
+the placeholder style and the binary column type. :meth:`Store.add` commits before it
+returns, so a receipt is only ever handed out for a bid that survives a crash; the server hands
+it many bids (and participations) arriving together, committed in one transaction (group commit).
 
 What is kept: each accepted bid as the signed pseudonymous message, its payload and the
 receipt (no household id); separately, which households got a pseudonym signed for which
