@@ -1,4 +1,4 @@
-"""Bids and offers, and the closed set of reasons to refuse one (SPEC §3). Pure, no I/O.
+"""Bids and offers, and the closed set of reasons to refuse one. Pure, no I/O.
 
 A bid is held in integers: quantity in Wh, price as a level on the market's
 :class:`~sealgrid.mechanism.grid.PriceGrid`. Every refusal names one :class:`Reason`;
@@ -14,10 +14,11 @@ from decimal import Decimal
 
 import numpy as np
 
-from sealgrid.mechanism.grid import PriceGrid, kwh_to_wh_exact, parse_decimal
+from sealgrid.mechanism.grid import kwh_to_wh_exact, parse_decimal
+from sealgrid.mechanism.market import DEFAULT_MAX_QUANTITY_WH, Market
 
-#: Default largest quantity one household may bid in one period (Wh).
-DEFAULT_MAX_QUANTITY_WH = 10_000
+__all__ = ["DEFAULT_MAX_QUANTITY_WH", "Bid", "BidRejected", "Market", "MarketRules", "OrderBook",
+           "Reason", "Side", "check_bid", "duplicate_bidders"]
 
 
 class Side(enum.Enum):
@@ -80,20 +81,8 @@ class BidRejected(Exception):
         super().__init__(f"{reason.value}: {text}")
 
 
-@dataclass(frozen=True)
-class MarketRules:
-    """What a bid must satisfy: the price grid, the largest quantity, the known suppliers.
-
-    ``suppliers`` empty means any supplier id is accepted (the plaintext CLI without a list).
-    """
-
-    grid: PriceGrid
-    max_quantity_wh: int = DEFAULT_MAX_QUANTITY_WH
-    suppliers: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.max_quantity_wh <= 0:
-            raise ValueError("the maximum quantity must be positive")
+#: The rules a bid is checked against are the market's (kept under this name for callers).
+MarketRules = Market
 
 
 @dataclass(frozen=True)
@@ -108,7 +97,7 @@ class Bid:
 
 
 def check_bid(
-    rules: MarketRules,
+    rules: Market,
     bidder: str,
     side: str,
     quantity_kwh: str | Decimal,

@@ -1,7 +1,7 @@
 """The market's price grid and units: pure integer arithmetic, no I/O, no cryptography.
 
 Energy is held as integer watt-hours (Wh) and prices as integer ticks on the grid
-``floor, floor + tick, …, ceiling`` (SPEC §3). Decimal values appear only at the edges,
+``floor, floor + tick, …, ceiling`` (docs/mechanism.md). Decimal values appear only at the edges,
 where a household writes kWh and currency per kWh.
 """
 

@@ -1,4 +1,4 @@
-"""Mechanism B: PEM, Stackelberg pricing among agents (paper xie2020 §II–III, SPEC §5). Pure.
+"""Mechanism B: PEM, Stackelberg pricing among agents (paper xie2020 §II–III). Pure.
 
 Every agent input is a fixed-point integer with :data:`FIXED` units per unit (6 decimals),
 so that the private version, which aggregates integers under Paillier, computes exactly the

@@ -1,4 +1,4 @@
-"""Settlement of one trading period (paper mustafa2016 §III-C/III-D, SPEC §7). Pure, exact.
+"""Settlement of one trading period (paper mustafa2016 §III-C/III-D). Pure, exact.
 
 Money is a :class:`~fractions.Fraction` in currency, positive when the party receives it.
 Each supplier has a retail price ``r`` (per kWh imported, network fee included), a feed-in

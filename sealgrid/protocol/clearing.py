@@ -19,7 +19,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -146,23 +145,15 @@ def assemble(book: OrderBook, results: Sequence[PartyResult]) -> tuple[Clearing,
     accepted_q = accepted_q.astype(np.int64)
     rejected = first.rejected
     if pub.level is None:
-        zeros = (Fraction(0),) * s
-        return Clearing(None, 0, 0, 0, np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64),
-                        1, 1, zeros, zeros), rejected
-    v, d, sp = pub.volume, pub.demand, pub.supply
-    buy_num, buy_den = (v, d) if d > v else (1, 1)
-    sell_num, sell_den = (v, sp) if sp > v else (1, 1)
-    factor = np.where(book.is_buy, buy_num, sell_num).astype(np.int64)
-    bought = [int(x) for x in totals[:s]]
-    sold = [int(x) for x in totals[s:]]
-    return Clearing(
-        level=pub.level, volume_wh=v, demand_wh=d, supply_wh=sp,
-        accepted=accepted_q != 0,
-        traded_numerator=accepted_q * factor,
-        denominator_buy=buy_den, denominator_sell=sell_den,
-        supplier_bought_wh=tuple(Fraction(b * buy_num, buy_den) for b in bought),
-        supplier_sold_wh=tuple(Fraction(x * sell_num, sell_den) for x in sold),
-    ), rejected
+        return Clearing.no_trade(n, s), rejected
+    if pub.volume != min(pub.demand, pub.supply):
+        raise SecureClearingError("the public volume is not min(D, S) at the clearing level")
+    clearing = Clearing.from_accepted(
+        level=pub.level, demand_wh=pub.demand, supply_wh=pub.supply, is_buy=book.is_buy,
+        accepted_wh=accepted_q, bought_wh=[int(x) for x in totals[:s]],
+        sold_wh=[int(x) for x in totals[s:]],
+    )
+    return clearing, rejected
 
 
 def secure_clear(

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from sealgrid.mechanism.bids import DEFAULT_MAX_QUANTITY_WH, BidRejected, OrderBook, Reason
+from sealgrid.mechanism.market import Market
 from sealgrid.protocol import field as F
 
 WIRE_VERSION = 2
@@ -53,6 +54,11 @@ class Layout:
             raise ValueError("levels, suppliers and the maximum quantity must be positive")
         if self.max_quantity_wh >= 2**31:
             raise ValueError("the maximum quantity must be below 2^31 Wh")
+
+    @classmethod
+    def of(cls, market: Market) -> Layout:
+        """The layout of ``market``'s bids (one supplier slot when it names none)."""
+        return cls(market.levels, max(1, len(market.suppliers)), market.max_quantity_wh)
 
     @property
     def bits(self) -> int:
