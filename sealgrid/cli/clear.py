@@ -1,4 +1,4 @@
-"""``sealgrid clear BIDS.csv``: clear one period's double auction (SPEC §4), plaintext or secure.
+"""``sealgrid clear BIDS.csv``: clear one period's double auction, plaintext or secure.
 
 BIDS.csv columns ``bidder,side,quantity_kwh,price,supplier``. Invalid rows: every broken rule
 on its own line naming the row, exit status 1 (or, with ``--skip-invalid``, listed and left out).

@@ -1,4 +1,4 @@
-"""``sealgrid pem AGENTS.csv``: one trading window of the PEM (paper xie2020, SPEC §5).
+"""``sealgrid pem AGENTS.csv``: one trading window of the PEM (paper xie2020; docs/pem.md).
 
 AGENTS.csv columns ``agent,generation,load,battery,k,epsilon`` (battery > 0 charging,
 < 0 discharging). Prices in the units of ``--retail`` (e.g. cents per kWh).

@@ -1,4 +1,4 @@
-"""``sealgrid settle``: bills with and without the market for one period (SPEC §7).
+"""``sealgrid settle``: bills with and without the market for one period (paper mustafa2016 §III-D).
 
 METERS.csv ``bidder,supplier,import_kwh,export_kwh``; TARIFFS.csv
 ``supplier,retail,feed_in,network_fee``; TRADES.csv ``bidder,side,traded_kwh`` with ``--price``.

@@ -3,7 +3,7 @@
 Every value any sealgrid protocol opens passes through :func:`reveal` (a secret-shared MPyC
 value) or :func:`reveal_shares` (this party's NumPy shares, opened to every server). Each call
 names what it opens; the name must be in :data:`DISCLOSED`, and ``docs/privacy.md`` lists the
-same names with the reason each is harmless (SPEC §6). A test keeps the three in step.
+same names with the reason each is harmless. A test keeps the three in step.
 """
 
 from __future__ import annotations

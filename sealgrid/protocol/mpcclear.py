@@ -1,8 +1,9 @@
 """Oblivious clearing on secret-shared curves (MPyC); assumes a running MPyC runtime.
 
-Input: shares of the demand ``D(k)`` and supply ``S(k)`` curves on P levels. The rule of SPEC §4
-is evaluated without opening the curves, using that D is non-increasing and S non-decreasing,
-so ``D(k) ≥ S(k)`` holds up to a crossing ``j`` and fails from there on:
+Input: shares of the demand ``D(k)`` and supply ``S(k)`` curves on P levels. The rule of
+:mod:`sealgrid.mechanism.auction` is evaluated without opening the curves, using that D is
+non-increasing and S non-decreasing, so ``D(k) ≥ S(k)`` holds up to a crossing ``j`` and
+fails from there on:
 
 * every monotone count (like ``j = #{k : D(k) ≥ S(k)}``) is found with ``2·⌈√P⌉`` secure
   comparisons: the first level of each of ``⌈√P⌉`` blocks, then, inside the block that

@@ -46,6 +46,11 @@ def refusal(rejected: Rejected) -> web.Response:
     )
 
 
+def error(code: str, text: str, status: int) -> web.Response:
+    """Return an error that is not a bid refusal (``unavailable``, ``not_finished``, …)."""
+    return web.json_response({"error": code, "message": text}, status=status)
+
+
 def message(msg: Any, status: int = 200) -> web.Response:
     """Return a wire message as the response body."""
     return web.Response(body=wire.encode(msg), status=status, content_type="application/json")
@@ -79,9 +84,7 @@ async def _stored(
     try:
         result = await action(await request.read())
     except StorageError:
-        return web.json_response(
-            {"error": "unavailable", "message": f"{what} could not be stored; retry"}, status=503
-        )
+        return error("unavailable", f"{what} could not be stored; retry", 503)
     if isinstance(result, Rejected):
         return refusal(result)
     return message(result, status=201)
@@ -118,10 +121,7 @@ async def statement(request: web.Request) -> web.Response:
     period = request.match_info["period"]
     found = await request.app[SERVER_KEY].statement(period)
     if found is None:
-        return web.json_response(
-            {"error": "not_finished", "message": "this period has not been cleared yet"},
-            status=404,
-        )
+        return error("not_finished", "this period has not been cleared yet", 404)
     return message(found)
 
 
@@ -137,22 +137,16 @@ async def bidset(request: web.Request) -> web.Response:
     }
     allowed = {server_common_name(i) for i in range(len(server.cfg.servers))}
     if not names & allowed:
-        return web.json_response(
-            {"error": "forbidden", "message": "only the other computation servers may ask"},
-            status=403,
-        )
+        return error("forbidden", "only the other computation servers may ask", 403)
     found = await server.own_bidset(request.match_info["period"])
     if found is None:
-        return web.json_response(
-            {"error": "not_closed", "message": "the gate of this period has not closed"},
-            status=409,
-        )
+        return error("not_closed", "the gate of this period has not closed", 409)
     return message(found)
 
 
 async def info(request: web.Request) -> web.Response:
-    """GET /v1/info: public facts about this server and the market."""
-    return web.json_response(request.app[SERVER_KEY].info())
+    """GET /v1/info: this server's signed ``MarketInfo``: the market and the server."""
+    return message(request.app[SERVER_KEY].info())
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -162,7 +156,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 def build_app(server: Server) -> web.Application:
     """Return the aiohttp application for ``server``."""
-    max_size = 2 * server.cfg.market.max_payload_bytes + 2 * ENVELOPE_BYTES
+    max_size = 2 * server.cfg.market.limits.max_payload_bytes + 2 * ENVELOPE_BYTES
     app = web.Application(client_max_size=max_size)
     app[SERVER_KEY] = server
     app.router.add_post("/v1/challenge", challenge)

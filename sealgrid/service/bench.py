@@ -8,28 +8,23 @@ the receipt latency (one share's POST until its signed receipt; and a whole bid:
 and shares to the three servers in parallel), and the time from gate closure until all three
 servers publish their signed statements (agreement + secure clearing + storing outputs).
 The household side (share encoding, pseudonym keys) is prepared before the clock starts;
-signing each submission over its fresh challenge is timed. Client and servers share the
+signing each submission is timed. Client and servers share the
 machine's cores, so the figures are a lower bound for separate machines.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from sealgrid.mechanism.grid import PriceGrid
-from sealgrid.service.client import Client, HouseholdClient
-from sealgrid.service.demo import demo_bid
-from sealgrid.service.household import Pseudonym, make_submission
-from sealgrid.service.keys import household_profile, load_signing_key
+from sealgrid.service import wire
+from sealgrid.service.agent import HouseholdAgent, PreparedBid, outcome_of
+from sealgrid.service.demo import demo_bid, gather_limited, next_period
 from sealgrid.service.local import LocalMarket
-from sealgrid.service.schedule import utc_now
-from sealgrid.service.shares import encode_payloads
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -43,80 +38,56 @@ async def bench_service(
     """Run the benchmark in ``root`` (a new data directory); return the figures."""
     submit_estimate = 15 + households / 25  # issuance and bids; generous: a late bid spoils it
     period_seconds = max(5, int(submit_estimate / 40) + 1)
-    with LocalMarket(root, households=households, period_seconds=period_seconds) as market:
-        await market.wait_ready()
-        async with market.client() as client:
-            info = await client.info(0)
-        g = info["price_grid"]
-        grid = PriceGrid.from_values(g["floor"], g["ceiling"], g["tick"])
-        suppliers = tuple(info["suppliers"])
-        schedule = market.schedule
-        start = schedule.first_open(utc_now())
-        while (schedule.gate_closure(start) - utc_now()).total_seconds() < submit_estimate:
-            start += schedule.length
-        period = schedule.period_id(start)
-        prepared = []
+    with LocalMarket(root, households=households, period_seconds=period_seconds) as local:
+        await local.wait_ready()
+        session = local.session(connections=concurrency * 3)
+        async with local.client() as client:
+            read = await client.market()
+        market = read[1]
+        agents = [local.agent(h, session, read) for h in sorted(local.registry.households)]
+        period = next_period(local.schedule, submit_estimate)
         prep_started = time.perf_counter()
-        for hid in sorted(market.registry.households):
-            key = load_signing_key(market.root / "households" / f"{hid}.key")
-            bid = demo_bid(hid, household_profile(market.root, hid)["supplier"], 0, seed, grid)
-            payloads = encode_payloads(bid, suppliers, grid.levels, info["max_quantity_wh"], 3)
-            prepared.append((hid, key, Pseudonym.fresh(period), payloads))
+        prepared: list[tuple[HouseholdAgent, PreparedBid]] = []
+        for a in agents:
+            bid = demo_bid(a.household, a.supplier, 0, seed, market)
+            prepared.append((a, await a.prepare(bid, period)))
         prep_seconds = time.perf_counter() - prep_started
 
         share_latency: list[float] = []
         bid_latency: list[float] = []
         refused: dict[str, int] = {}
         accepted = 0
-        session = market.session(connections=concurrency * 3)
-        gate = asyncio.Semaphore(concurrency)
-        async with Client(market.registry, market.root / "ca.crt", session=session) as c0:
-            issue_failed = 0
+        issue_failed = 0
 
-            async def issue(hid: str, key: Any, pseudonym: Pseudonym) -> None:
-                nonlocal issue_failed
-                async with gate:
-                    h = HouseholdClient(market.registry, market.root / "ca.crt", hid, key, session)
-                    issue_failed += bool(await h.obtain(pseudonym))
+        async def issue(agent: HouseholdAgent, p: PreparedBid) -> None:
+            nonlocal issue_failed
+            issue_failed += bool(await agent.obtain(p))
 
-            started = time.perf_counter()
-            await asyncio.gather(*(issue(h, k, p) for h, k, p, _ in prepared))
-            issue_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        await gather_limited(concurrency, (issue(a, p) for a, p in prepared))
+        issue_seconds = time.perf_counter() - started
 
-            async def share(pseudonym: Pseudonym, server: int, payload: bytes) -> bool:
-                raw = make_submission(pseudonym, server, payload)
-                t0 = time.perf_counter()
-                status, body = await c0.call(server, "POST", "/v1/bids", raw)
-                share_latency.append(time.perf_counter() - t0)
-                if status != 201:
-                    reason = body.decode(errors="replace")[:60]
-                    refused[reason] = refused.get(reason, 0) + 1
-                return status == 201
+        async def one(agent: HouseholdAgent, p: PreparedBid) -> None:
+            nonlocal accepted
+            t0 = time.perf_counter()
+            receipts, refusals = await agent.submit(p, latency=share_latency)
+            bid_latency.append(time.perf_counter() - t0)
+            for why in refusals.values():
+                refused[why.reason.value] = refused.get(why.reason.value, 0) + 1
+            accepted += len(receipts) == local.servers
 
-            async def one(pseudonym: Pseudonym, payloads: list[bytes]) -> None:
-                nonlocal accepted
-                async with gate:
-                    t0 = time.perf_counter()
-                    ok = await asyncio.gather(
-                        *(share(pseudonym, i, p) for i, p in enumerate(payloads))
-                    )
-                    bid_latency.append(time.perf_counter() - t0)
-                    accepted += all(ok)
+        started = time.perf_counter()
+        await gather_limited(concurrency, (one(a, p) for a, p in prepared))
+        submit_seconds = time.perf_counter() - started
 
-            started = time.perf_counter()
-            await asyncio.gather(*(one(p, pl) for _, _, p, pl in prepared))
-            submit_seconds = time.perf_counter() - started
-
-            gate_time = schedule.gate_closure(start).timestamp()
-            await asyncio.sleep(max(0.0, gate_time - time.time()))
-            while True:
-                statements = [await c0.statement(i, period) for i in range(market.servers)]
-                if all(statements) or time.time() > gate_time + 600:
-                    break
-                await asyncio.sleep(0.05)
-            results_after_gate = time.time() - gate_time
+        gate_time = local.schedule.gate_closure(local.schedule.parse_period(period)).timestamp()
+        await asyncio.sleep(max(0.0, gate_time - time.time()))
+        async with local.client() as client:
+            statements = await client.wait_statements(period, timeout=600, poll=0.05)
+        results_after_gate = time.time() - gate_time
         await session.close()
     done = [s for s in statements if s is not None]
+    outcome = outcome_of(done[0].outcome) if done else None
     return {
         "target": "service",
         "households": households,
@@ -141,7 +112,10 @@ async def bench_service(
         },
         "gate_to_results_seconds": round(results_after_gate, 3),
         "period_status": sorted({s.status for s in done}),
-        "period_outcome": json.loads(done[0].outcome) if done else None,
+        "period_outcome": (
+            {k: v for k, v in wire.to_dict(outcome).items() if k not in ("type", "v")}
+            if outcome else None
+        ),
         "bids_cleared": done[0].bid_count if done else 0,
         "household_preparation_seconds": round(prep_seconds, 2),
         "period_seconds": period_seconds,

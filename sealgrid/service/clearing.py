@@ -1,30 +1,26 @@
-"""The one door from the service to the secure clearing; assumes it lives in sealgrid.protocol.
+"""The one door from the service to the secure clearing of :mod:`sealgrid.protocol`.
 
 The service never looks inside a share payload and never computes a market result itself.
 At gate closure each server hands its stored payloads, in the agreed order (sorted by
-pseudonym), to the party-side clearing of :mod:`sealgrid.protocol`, run as a child process
+pseudonym), to the party-side clearing, run as a child process
 (``python -m sealgrid.protocol.party``: MPyC keeps one runtime per process and reads its
 options at start-up, and a child can be killed when a peer hangs). What this module uses
 from the protocol layer, and nothing else:
 
-* ``sealgrid.protocol.encoding``: ``Layout``, ``BidShares.from_bytes`` (parse and check one
-  payload), ``ShareBatch.from_payloads(...).save(path)``, ``OutputShare(party, values)``;
+* ``sealgrid.protocol.encoding``: ``Layout.of(market)``, ``BidShares.from_bytes`` (parse and
+  check one payload), ``ShareBatch.from_payloads(...).save(path)``, ``OutputShare``;
 * ``sealgrid.protocol.party``: the process (``--data-dir D --timeout T -I i``, then
   ``-P host:port`` once per party, ``--ssl -K SEC_PARAM``; working directory ``D`` holding
   ``.config/`` with the MPyC TLS files from ``sealgrid.protocol.certs``; input
-  ``D/shares.bin``) and ``read_result(D)`` giving
-  ``public`` (level, volume, demand, supply), ``rejected`` (bid slots whose shares failed
-  the servers' validation), ``households`` (this party's share of ``accepted·q`` per slot)
-  and ``suppliers`` (shares of each supplier's bought then sold totals).
-
-If the protocol layer is missing, :func:`clear` raises :class:`ClearingUnavailable` and the
-period is recorded as failed: the service never makes up a result.
+  ``D/shares.bin``) and ``read_result(D)`` giving ``public`` (level, volume, demand,
+  supply), ``rejected`` (bid slots whose shares failed the servers' validation),
+  ``households`` (this party's share of ``accepted·q`` per slot) and ``suppliers`` (shares of
+  each supplier's bought then sold totals).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import logging
@@ -35,15 +31,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sealgrid.mechanism.bids import BidRejected, Reason
+from sealgrid.mechanism.market import Market
+from sealgrid.protocol import encoding
+from sealgrid.protocol.mpcclear import Public
+from sealgrid.protocol.party import SEC_PARAM, read_result
 
 log = logging.getLogger("sealgrid.clearing")
-
-
-class ClearingUnavailable(Exception):
-    """The secure clearing is not installed (sealgrid.protocol lacks it)."""
 
 
 class ClearingFailed(Exception):
@@ -65,9 +60,7 @@ class ClearingRequest:
     peers: tuple[str, ...]
     period: str
     payloads: tuple[bytes, ...]
-    levels: int
-    suppliers: tuple[str, ...]
-    max_quantity_wh: int
+    market: Market
     workdir: Path
     mpc_config: Path
     timeout: float
@@ -75,47 +68,34 @@ class ClearingRequest:
 
 @dataclass(frozen=True)
 class ClearingResult:
-    """What comes back: public results and this party's output shares.
+    """What comes back: the public outcome and this party's output shares.
 
     ``household[i]`` is this party's share of slot ``i``'s output (``b""`` for a slot the
-    servers refused, listed in ``invalid``); ``suppliers[id]`` its share of that supplier's
+    servers' joint validation refused); ``suppliers[id]`` its share of that supplier's
     (bought, sold) totals; shares are ``OutputShare`` bytes of the protocol layer.
     """
 
-    public: Mapping[str, Any]
+    public: Public
     household: tuple[bytes, ...]
-    invalid: tuple[int, ...]
     suppliers: Mapping[str, bytes]
 
-
-def _protocol() -> tuple[Any, Any]:
-    try:
-        from sealgrid.protocol import encoding, party
-    except ImportError as exc:
-        raise ClearingUnavailable(f"sealgrid.protocol's clearing is not available: {exc}") from exc
-    return encoding, party
+    @property
+    def invalid_bids(self) -> int:
+        """How many bids the servers' joint validation refused."""
+        return sum(1 for h in self.household if not h)
 
 
-def payload_checker(
-    party: int, levels: int, suppliers: int, max_quantity_wh: int
-) -> Callable[[bytes], None] | None:
-    """Return a check of one payload's format for this server and market, if available.
+def payload_checker(party: int, market: Market) -> Callable[[bytes], None]:
+    """Return a check of one payload's format for this server and market.
 
     The check raises :class:`~sealgrid.mechanism.bids.BidRejected` (``MALFORMED``) for a
     payload that is not a share message for this server and market; whether the shares
     encode a valid bid is only known after the servers' joint validation at gate closure.
     """
-    try:
-        encoding, _ = _protocol()
-    except ClearingUnavailable:
-        return None
-    layout = encoding.Layout(levels, suppliers, max_quantity_wh)
+    layout = encoding.Layout.of(market)
 
     def check(payload: bytes) -> None:
-        try:
-            shares = encoding.BidShares.from_bytes(payload)
-        except ValueError as exc:  # e.g. a header naming an impossible layout
-            raise BidRejected(Reason.MALFORMED, "not a share message for this market") from exc
+        shares = encoding.BidShares.from_bytes(payload)
         if shares.party != party:
             raise BidRejected(Reason.MALFORMED, f"shares made for server {shares.party}")
         if shares.layout != layout:
@@ -124,27 +104,27 @@ def payload_checker(
     return check
 
 
-def _prepare(req: ClearingRequest, encoding: Any) -> None:
+def _prepare(req: ClearingRequest) -> None:
     if req.workdir.exists():
         shutil.rmtree(req.workdir)
     req.workdir.mkdir(parents=True)
     os.chmod(req.workdir, 0o700)
     shutil.copytree(req.mpc_config / ".config", req.workdir / ".config")
-    layout = encoding.Layout(req.levels, len(req.suppliers), req.max_quantity_wh)
+    layout = encoding.Layout.of(req.market)
     payloads = [encoding.BidShares.from_bytes(p) for p in req.payloads]
     encoding.ShareBatch.from_payloads(payloads, req.party, layout).save(req.workdir / "shares.bin")
 
 
-async def _run_party(req: ClearingRequest, encoding: Any, party: Any, started: float) -> None:
+async def _run_party(req: ClearingRequest, started: float) -> None:
     try:
-        _prepare(req, encoding)
+        _prepare(req)
     except (OSError, ValueError, BidRejected) as exc:
         raise ClearingFailed(f"cannot prepare the share batch: {exc}") from exc
     cmd = [
         sys.executable, "-m", "sealgrid.protocol.party", "--data-dir", str(req.workdir),
         "--timeout", str(req.timeout), "-I", str(req.party),
         *(arg for peer in req.peers for arg in ("-P", peer)),
-        "--ssl", "-K", str(party.SEC_PARAM), "--log-level", "warning",
+        "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip
     prepared = time.monotonic()
     (req.workdir / "attempt.json").write_text(json.dumps({"digest": _batch_digest(req)}))
@@ -227,23 +207,21 @@ async def clear(req: ClearingRequest) -> ClearingResult:
     """Run this party's part of the secure clearing in a child process.
 
     Raises:
-        ClearingUnavailable: the protocol layer is missing.
         ClearingFailed: the clearing failed or ran past ``req.timeout``.
     """
-    encoding, party = _protocol()
     started = time.monotonic()
     if await _outlived(req):
         log.info("period %s: taking the result of a party that outlived its server", req.period)
     else:
-        await _run_party(req, encoding, party, started)
+        await _run_party(req, started)
     try:
-        result = party.read_result(req.workdir)
+        result = read_result(req.workdir)
     except (OSError, ValueError, KeyError) as exc:
         raise ClearingFailed(f"unreadable clearing result: {exc}") from exc
-    n, s = len(req.payloads), len(req.suppliers)
+    n, s = len(req.payloads), len(req.market.suppliers)
     if len(result.households) != n or len(result.suppliers) != 2 * s:
         raise ClearingFailed("the clearing returned outputs of the wrong size")
-    invalid = tuple(sorted(int(i) for i in result.rejected))
+    invalid = {int(i) for i in result.rejected}
     household = tuple(
         b""
         if i in invalid
@@ -252,8 +230,6 @@ async def clear(req: ClearingRequest) -> ClearingResult:
     )
     suppliers = {
         sid: encoding.OutputShare(req.party, result.suppliers[[j, s + j]]).to_bytes()
-        for j, sid in enumerate(req.suppliers)
+        for j, sid in enumerate(req.market.suppliers)
     }
-    public = dict(dataclasses.asdict(result.public))
-    public["invalid_bids"] = len(invalid)
-    return ClearingResult(public, household, invalid, suppliers)
+    return ClearingResult(result.public, household, suppliers)

@@ -22,6 +22,8 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.mechanism.bids import BidRejected, Reason
+from sealgrid.mechanism.grid import PriceGrid
+from sealgrid.mechanism.market import Market
 from sealgrid.service import wire
 from sealgrid.service.blind import IssuerPublic
 from sealgrid.service.household import (
@@ -34,7 +36,14 @@ from sealgrid.service.household import (
     make_submission,
 )
 from sealgrid.service.keys import Registry, server_tls_name
-from sealgrid.service.wire import IssuerKey, OutputShares, PeriodStatement, PseudonymGrant, Receipt
+from sealgrid.service.wire import (
+    IssuerKey,
+    MarketInfo,
+    OutputShares,
+    PeriodStatement,
+    PseudonymGrant,
+    Receipt,
+)
 
 
 class ServiceError(Exception):
@@ -139,12 +148,75 @@ class Client:
         return found
 
     async def info(self, server: int) -> dict[str, Any]:
-        """Return ``server``'s public info."""
+        """Return ``server``'s public info as plain JSON (see :meth:`market_info`)."""
+        return wire.to_dict(await self.market_info(server))
+
+    async def market_info(self, server: int) -> MarketInfo:
+        """Return ``server``'s signed :class:`~sealgrid.service.wire.MarketInfo`, verified.
+
+        This is how every client learns the market it bids in; :meth:`market` turns it into
+        the market's rules.
+
+        Raises:
+            ServiceError: unreachable, or the message is not that server's, signed by it.
+        """
         status, body = await self.call(server, "GET", "/v1/info")
         if status != 200:
             raise ServiceError(f"server {server}: HTTP {status}")
-        data: dict[str, Any] = json.loads(body)
-        return data
+        try:
+            found = wire.decode(MarketInfo, body)
+        except wire.WireError as exc:
+            raise ServiceError(f"server {server}'s market info is malformed: {exc}") from None
+        key = self.registry.servers[server][1]
+        if (
+            found.party != server
+            or found.signing_key != key
+            or found.servers != self.servers
+            or not wire.verify(found, key)
+        ):
+            raise ServiceError(f"server {server}'s market info does not verify")
+        return found
+
+    async def market(self, server: int = 0) -> tuple[MarketInfo, Market]:
+        """Return ``server``'s verified market info and the market's rules read from it."""
+        found = await self.market_info(server)
+        return found, market_of(found)
+
+    async def wait_statements(
+        self,
+        period: str,
+        timeout: float,
+        *,
+        poll: float = 0.2,
+        servers: Iterable[int] | None = None,
+    ) -> list[PeriodStatement | None]:
+        """Wait up to ``timeout`` seconds until each of ``servers`` (default: all) has published
+        its statement of ``period``; by server index, None where one is still missing."""
+        deadline = time.monotonic() + timeout
+        wanted = set(range(self.servers) if servers is None else servers)
+        got: list[PeriodStatement | None] = [None] * self.servers
+        while True:
+            missing = sorted(i for i in wanted if got[i] is None)
+            for i, found in zip(missing, await self.statements(period, missing), strict=True):
+                got[i] = found
+            if all(got[i] for i in wanted) or time.monotonic() > deadline:
+                return got
+            await asyncio.sleep(poll)
+
+    async def statements(
+        self, period: str, servers: Iterable[int] | None = None
+    ) -> list[PeriodStatement | None]:
+        """Return the verified statements of ``period`` by ``servers`` (default: all), in that
+        order; None where a server has none yet or cannot be reached."""
+
+        async def one(server: int) -> PeriodStatement | None:
+            try:
+                return await self.statement(server, period)
+            except ServiceError:
+                return None
+
+        chosen = range(self.servers) if servers is None else servers
+        return list(await asyncio.gather(*(one(i) for i in chosen)))
 
     async def wait_ready(
         self,
@@ -167,7 +239,7 @@ class Client:
                 if alive is not None:
                     alive(i)
                 try:
-                    await self.info(i)
+                    await self.market_info(i)
                     break
                 except Exception as exc:
                     if time.monotonic() > deadline:
@@ -251,15 +323,27 @@ class HouseholdClient(Client):
         return refusals
 
     async def submit(
-        self, pseudonym: Pseudonym, payloads: Sequence[bytes]
+        self,
+        pseudonym: Pseudonym,
+        payloads: Sequence[bytes],
+        *,
+        servers: Iterable[int] | None = None,
+        latency: list[float] | None = None,
     ) -> tuple[dict[int, Receipt], dict[int, BidRejected]]:
-        """Send ``payloads[i]`` to every server ``i`` the pseudonym has a token for."""
+        """Send ``payloads[i]`` to every server ``i`` the pseudonym has a token for.
+
+        ``servers`` limits the sending to those (default: all with a token); ``latency``, when
+        given, collects each share's seconds from sending until the server's answer.
+        """
         receipts: dict[int, Receipt] = {}
         refusals: dict[int, BidRejected] = {}
 
         async def one(server: int) -> None:
             raw = make_submission(pseudonym, server, payloads[server])
+            t0 = time.perf_counter()
             status, body = await self.call(server, "POST", "/v1/bids", raw)
+            if latency is not None:
+                latency.append(time.perf_counter() - t0)
             if status != 201:
                 refusals[server] = await self._refusal(server, status, body)
                 return
@@ -269,7 +353,9 @@ class HouseholdClient(Client):
                 raise ServiceError(f"server {server}'s receipt does not verify")
             receipts[server] = receipt
 
-        await asyncio.gather(*(one(i) for i in sorted(pseudonym.tokens)))
+        wanted = set(range(self.servers) if servers is None else servers)
+        chosen = sorted(wanted & set(pseudonym.tokens))
+        await asyncio.gather(*(one(i) for i in chosen))
         return receipts, refusals
 
     async def bid(
@@ -316,3 +402,15 @@ class HouseholdClient(Client):
         return await self.outputs(
             "household", wire.b64e(pseudonym.public), pseudonym.period, pseudonym.key
         )
+
+
+def market_of(info: MarketInfo) -> Market:
+    """The market's rules as a server publishes them: the one reading of ``MarketInfo``."""
+    g = info.price_grid
+    return Market(
+        PriceGrid.from_values(g.floor, g.ceiling, g.tick),
+        info.max_quantity_wh,
+        info.suppliers,
+        info.period_seconds,
+        info.min_accepted_per_side,
+    )

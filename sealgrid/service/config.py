@@ -21,9 +21,10 @@ Example (written by ``sealgrid init``)::
     challenge_ttl_seconds = 60
     peer_timeout_seconds = 30     # waiting for peers at gate closure
     price_floor = "80"            # price grid, currency per kWh (cents here): the feed-in
-    price_ceiling = "120"         # tariff to the retail price (SPEC §3)
+    price_ceiling = "120"         # tariff to the retail price (docs/mechanism.md)
     price_tick = "0.1"
     max_quantity_wh = 10000
+    min_accepted_per_side = 1     # the papers' rule (the only one the secure clearing runs)
 
     [mpc]
     base_port = 11365
@@ -32,37 +33,79 @@ Example (written by ``sealgrid init``)::
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from sealgrid.mechanism.grid import PriceGrid
+from sealgrid.mechanism.market import (
+    DEFAULT_GRID,
+    DEFAULT_MAX_QUANTITY_WH,
+    DEFAULT_PERIOD_SECONDS,
+    PAPERS_MIN_ACCEPTED_PER_SIDE,
+    Market,
+)
+from sealgrid.service.intake import Limits
 
 
 class ConfigError(Exception):
     """The server configuration is missing, malformed or inconsistent."""
 
 
+_LIMIT_KEYS = frozenset(f.name for f in fields(Limits))
+
+
 @dataclass(frozen=True)
 class MarketConfig:
-    """Market and intake limits shared by all servers (must be equal on every server)."""
+    """The ``[market]`` table: the market's rules and the intake limits (equal on every server).
 
-    period_seconds: int = 900
+    The market itself is :meth:`market` (a :class:`~sealgrid.mechanism.market.Market`); the
+    intake's four limits are one :class:`~sealgrid.service.intake.Limits`, written as flat keys
+    in the table like the rest.
+    """
+
+    period_seconds: int = DEFAULT_PERIOD_SECONDS
     horizon_periods: int = 96
-    max_payload_bytes: int = 65536
-    rate_limit: int = 20
-    rate_window_seconds: int = 60
-    challenge_ttl_seconds: int = 60
     peer_timeout_seconds: int = 30
-    price_floor: str = "80"
-    price_ceiling: str = "120"
-    price_tick: str = "0.1"
-    max_quantity_wh: int = 10_000
+    price_floor: str = str(DEFAULT_GRID.floor)
+    price_ceiling: str = str(DEFAULT_GRID.ceiling)
+    price_tick: str = str(DEFAULT_GRID.tick)
+    max_quantity_wh: int = DEFAULT_MAX_QUANTITY_WH
+    min_accepted_per_side: int = PAPERS_MIN_ACCEPTED_PER_SIDE
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.min_accepted_per_side != PAPERS_MIN_ACCEPTED_PER_SIDE:
+            raise ValueError(
+                "min_accepted_per_side must be 1: the secure clearing does not yet count the "
+                "accepted bids per side"
+            )
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> MarketConfig:
+        """Read the ``[market]`` table (flat keys, the intake limits among them).
+
+        Raises:
+            TypeError: an unknown key.
+        """
+        limits = {k: v for k, v in table.items() if k in _LIMIT_KEYS}
+        rest = {k: v for k, v in table.items() if k not in _LIMIT_KEYS}
+        return cls(**rest, limits=Limits(**limits))
 
     @property
     def grid(self) -> PriceGrid:
         """The market's price grid (cents per kWh by default: feed-in 80 to retail 120)."""
         return PriceGrid.from_values(self.price_floor, self.price_ceiling, self.price_tick)
+
+    def market(self, suppliers: tuple[str, ...]) -> Market:
+        """The market these servers run, with its registered ``suppliers``."""
+        return Market(
+            self.grid,
+            self.max_quantity_wh,
+            suppliers,
+            self.period_seconds,
+            self.min_accepted_per_side,
+        )
 
 
 @dataclass(frozen=True)
@@ -112,7 +155,7 @@ def load_server_config(path: Path) -> ServerConfig:
         party = int(data["party"])
         servers = tuple(str(u) for u in data["servers"])
         host, _, port = str(data["listen"]).rpartition(":")
-        market = MarketConfig(**data.get("market", {}))
+        market = MarketConfig.from_table(data.get("market", {}))
         mpc = data.get("mpc", {})
         cfg = ServerConfig(
             party=party,

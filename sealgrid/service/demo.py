@@ -1,31 +1,37 @@
 """The whole market on this machine, end to end; assumes free loopback ports and two cores.
 
 Three servers (child processes, TLS, SQLite), ``N`` households with seeded demo bids, ``K``
-periods: every household bids under a fresh pseudonym per period, the servers agree and clear
-under MPC at gate closure, every household fetches and rebuilds its own result, every supplier
-its totals, and the settlement (SPEC §7) is computed with meters that read exactly the bid
-quantities. The settlement needs every household's own result, so this is the one place
-that gathers them: the demo plays all households at once; no server ever sees them.
+periods: every household's agent (:mod:`sealgrid.service.agent`) bids under a fresh pseudonym
+per period, the servers agree and clear under MPC at gate closure, every household fetches
+and rebuilds its own result, every supplier its totals, and the settlement (docs/mechanism.md)
+is computed with meters that read exactly the bid quantities. The settlement needs every
+household's own result, so this is the one place that gathers them: the demo plays all
+households at once; no server ever sees them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sealgrid.mechanism.bids import Bid, MarketRules, Side, check_bid
-from sealgrid.mechanism.grid import PriceGrid
+from sealgrid.mechanism.bids import Bid, Side, check_bid
+from sealgrid.mechanism.market import Market
 from sealgrid.mechanism.settlement import MarketTrade, Meter, Tariff, settle
-from sealgrid.service.keys import household_profile
+from sealgrid.service import wire
+from sealgrid.service.agent import HouseholdAgent, outcome_of, read_totals
+from sealgrid.service.client import BidOutcome
+from sealgrid.service.keys import load_signing_key
 from sealgrid.service.local import LocalMarket
-from sealgrid.service.shares import encode_payloads, reconstruct, supplier_totals, traded_wh
+from sealgrid.service.schedule import Schedule, utc_now
+from sealgrid.service.wire import Outcome
+
+T = TypeVar("T")
 
 #: Demo tariffs, cents per kWh: retail (fee included), feed-in, network fee.
 TARIFF = Tariff(Fraction(120), Fraction(80), Fraction(5))
@@ -33,29 +39,41 @@ TARIFF = Tariff(Fraction(120), Fraction(80), Fraction(5))
 Progress = Callable[[str], None]
 
 
-def demo_bid(hid: str, supplier: str, period_index: int, seed: int, grid: PriceGrid) -> Bid:
+def demo_bid(hid: str, supplier: str, period_index: int, seed: int, market: Market) -> Bid:
     """Return household ``hid``'s seeded demo bid for one period (about half buy, half sell)."""
     rng = random.Random(f"{seed}/{hid}/{period_index}")
     side = Side.BUY if rng.random() < 0.5 else Side.SELL
-    kwh = Decimal(rng.randrange(100, 5001)) / 1000
-    low, high = (
-        (grid.levels // 4, grid.levels - 1) if side is Side.BUY else (0, 3 * grid.levels // 4)
-    )
-    price = grid.price(rng.randrange(low, high + 1))
-    rules = MarketRules(grid, 10_000)
-    bid, errors = check_bid(rules, hid, side.value, kwh, price, supplier)
-    assert bid is not None, errors
+    kwh = Decimal(rng.randrange(100, min(5000, market.max_quantity_wh) + 1)) / 1000
+    levels = market.levels
+    low, high = (levels // 4, levels - 1) if side is Side.BUY else (0, 3 * levels // 4)
+    price = market.grid.price(rng.randrange(low, high + 1))
+    bid, errors = check_bid(market, hid, side.value, kwh, price, supplier)
+    if bid is None:
+        raise ValueError(f"the demo bid of {hid} breaks the market's rules: {errors}")
     return bid
 
 
-async def _gather_limited(limit: int, coros: list[Any]) -> list[Any]:
+async def gather_limited(limit: int, coros: Iterable[Awaitable[T]]) -> list[T]:
+    """Await ``coros`` with at most ``limit`` running at once; results in order."""
     gate = asyncio.Semaphore(limit)
 
-    async def one(c: Any) -> Any:
+    async def one(c: Awaitable[T]) -> T:
         async with gate:
             return await c
 
     return list(await asyncio.gather(*(one(c) for c in coros)))
+
+
+def next_period(schedule: Schedule, lead: float, after: str | None = None) -> str:
+    """The first open period whose gate closes at least ``lead`` seconds from now (and that
+    comes after the period ``after``, when given)."""
+    now = utc_now()
+    start = schedule.first_open(now)
+    while (schedule.gate_closure(start) - now).total_seconds() < lead or (
+        after is not None and schedule.period_id(start) <= after
+    ):
+        start += schedule.length
+    return schedule.period_id(start)
 
 
 async def run_demo(
@@ -69,31 +87,35 @@ async def run_demo(
 ) -> dict[str, Any]:
     """Run the demo in ``root`` (a new data directory); return every figure it printed."""
     started = time.monotonic()
-    with LocalMarket(root, households=households, period_seconds=period_seconds) as market:
-        progress(f"data directory {market.root}; starting 3 servers …")
-        await market.wait_ready()
-        async with market.client() as client:
-            info = await client.info(0)
-        g = info["price_grid"]
-        grid = PriceGrid.from_values(g["floor"], g["ceiling"], g["tick"])
-        suppliers = tuple(info["suppliers"])
-        hids = sorted(market.registry.households)
-        supplier_of = {h: household_profile(market.root, h)["supplier"] for h in hids}
-        session = market.session()
+    with LocalMarket(root, households=households, period_seconds=period_seconds) as local:
+        progress(f"data directory {local.root}; starting {local.servers} servers …")
+        await local.wait_ready()
+        async with local.client() as client:
+            read = await client.market()
+        market = read[1]
+        session = local.session()
         try:
-            chosen, bids, pseudonyms = await _submit_all(
-                market, session, hids, supplier_of, grid, suppliers, periods, seed, progress
-            )
-            report = []
-            for j, period in enumerate(chosen):
-                report.append(
-                    await _finish(market, session, period, bids[j], pseudonyms[j], grid,
-                                  suppliers, progress)
-                )  # fmt: skip
+            agents = {h: local.agent(h, session, read) for h in sorted(local.registry.households)}
+            chosen: list[str] = []
+            all_bids: list[dict[str, Bid]] = []
+            for j in range(periods):
+                period = next_period(
+                    local.schedule, 3.0 + len(agents) / 40, chosen[-1] if chosen else None
+                )
+                bids = {
+                    h: demo_bid(h, a.supplier, j, seed, market) for h, a in agents.items()
+                }
+                await _bid_all(agents, bids, period, f"period {j + 1}/{periods}", progress)
+                chosen.append(period)
+                all_bids.append(bids)
+            report = [
+                await _finish(local, agents, period, bids, market, progress)
+                for period, bids in zip(chosen, all_bids, strict=True)
+            ]
         finally:
             await session.close()
     return {
-        "data_dir": str(market.root),
+        "data_dir": str(local.root),
         "households": households,
         "period_seconds": period_seconds,
         "periods": report,
@@ -101,101 +123,65 @@ async def run_demo(
     }
 
 
-async def _submit_all(
-    market: LocalMarket,
-    session: Any,
-    hids: list[str],
-    supplier_of: dict[str, str],
-    grid: PriceGrid,
-    suppliers: tuple[str, ...],
-    periods: int,
-    seed: int,
+async def _bid_all(
+    agents: dict[str, HouseholdAgent],
+    bids: dict[str, Bid],
+    period: str,
+    label: str,
     progress: Progress,
-) -> tuple[list[str], list[dict[str, Bid]], list[dict[str, Any]]]:
-    schedule = market.schedule
-    chosen: list[str] = []
-    all_bids: list[dict[str, Bid]] = []
-    all_pseudonyms: list[dict[str, Any]] = []
-    for j in range(periods):
-        margin = 3.0 + len(hids) / 40  # issuance and bids of every household
-        now = time.time()
-        start = schedule.first_open(_utc(now))
-        while schedule.gate_closure(start).timestamp() < now + margin or (
-            chosen and schedule.period_id(start) <= chosen[-1]
-        ):
-            start += schedule.length
-        period = schedule.period_id(start)
-        bids = {h: demo_bid(h, supplier_of[h], j, seed, grid) for h in hids}
-        done = 0
+) -> None:
+    done = 0
 
-        async def one(h: str, period: str = period, bids: dict[str, Bid] = bids, j: int = j) -> Any:
-            nonlocal done
-            payloads = encode_payloads(bids[h], suppliers, grid.levels, 10_000, 3)
-            outcome = await market.household(h, session).bid(period, payloads)
-            done += 1
-            if done % max(1, len(hids) // 4) == 0:
-                progress(f"period {j + 1}/{periods} {period}: {done}/{len(hids)} bids sent")
-            return outcome
+    async def one(h: str) -> BidOutcome:
+        nonlocal done
+        outcome = await agents[h].bid(bids[h], period)
+        done += 1
+        if done % max(1, len(agents) // 4) == 0:
+            progress(f"{label} {period}: {done}/{len(agents)} bids sent")
+        return outcome
 
-        outcomes = await _gather_limited(32, [one(h) for h in hids])
-        refused = [o for o in outcomes if not o.complete]
-        if refused:
-            reasons = sorted({str(r.reason.value) for o in refused for r in o.refusals.values()})
-            progress(f"  {len(refused)} bids refused by some server: {', '.join(reasons)}")
-        chosen.append(period)
-        all_bids.append(bids)
-        all_pseudonyms.append({h: o.pseudonym for h, o in zip(hids, outcomes, strict=True)})
-    return chosen, all_bids, all_pseudonyms
-
-
-def _utc(ts: float) -> Any:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ts, dt.UTC)
+    outcomes = await gather_limited(32, (one(h) for h in agents))
+    refused = [o for o in outcomes if not o.complete]
+    if refused:
+        reasons = sorted({str(r.reason.value) for o in refused for r in o.refusals.values()})
+        progress(f"  {len(refused)} bids refused by some server: {', '.join(reasons)}")
 
 
 async def _finish(
-    market: LocalMarket,
-    session: Any,
+    local: LocalMarket,
+    agents: dict[str, HouseholdAgent],
     period: str,
     bids: dict[str, Bid],
-    pseudonyms: dict[str, Any],
-    grid: PriceGrid,
-    suppliers: tuple[str, ...],
+    market: Market,
     progress: Progress,
 ) -> dict[str, Any]:
-    gate = market.schedule.gate_closure(market.schedule.parse_period(period)).timestamp()
+    gate = local.schedule.gate_closure(local.schedule.parse_period(period)).timestamp()
     wait = gate - time.time()
     if wait > 0:
         progress(f"period {period}: gate closes in {wait:.1f} s")
-    async with market.client() as client:
-        while True:
-            statements = [await client.statement(i, period) for i in range(market.servers)]
-            if all(statements):
-                break
-            if time.time() > gate + 180:
-                raise TimeoutError(f"period {period} was not finished by every server")
-            await asyncio.sleep(0.3)
+        await asyncio.sleep(wait)
+    async with local.client() as client:
+        statements = await client.wait_statements(period, timeout=180, poll=0.3)
+    if not all(statements):
+        raise TimeoutError(f"period {period} was not finished by every server")
     first = statements[0]
     assert first is not None
-    public = json.loads(first.outcome)
+    public = outcome_of(first.outcome)
+    assert public is not None
     agree = len({(s.bidset_sha256, s.outcome) for s in statements if s}) == 1
     cleared_after = time.time() - gate
     progress(
         f"period {period}: {first.status}, {first.bid_count} bids agreed, "
-        f"price {public.get('price')}, servers agree: {agree}"
+        f"price {public.price}, servers agree: {agree}"
     )
     if first.status != "cleared":
-        return {"period": period, "status": first.status, "outcome": public, "servers_agree": agree}
+        return {
+            "period": period, "status": first.status, "outcome": _plain(public),
+            "servers_agree": agree,
+        }  # fmt: skip
 
-    async def result(h: str) -> tuple[str, Fraction | None]:
-        shares = await market.household(h, session).result(pseudonyms[h])
-        if {s.status for s in shares} != {"cleared"}:
-            return h, None
-        (accepted_q,) = reconstruct([s.shares for s in shares])
-        return h, traded_wh(accepted_q, bids[h].side is Side.BUY, public)
-
-    traded = dict(await _gather_limited(32, [result(h) for h in sorted(bids)]))
+    results = await gather_limited(32, (agents[h].result(period) for h in sorted(bids)))
+    traded = {h: r.traded_wh for h, r in zip(sorted(bids), results, strict=True)}
     meters = [
         Meter(
             h,
@@ -206,21 +192,17 @@ async def _finish(
         for h, b in sorted(bids.items())
     ]
     trades = [MarketTrade(h, bids[h].side, wh / 1000) for h, wh in traded.items() if wh is not None]
-    price = None if public.get("price") is None else Fraction(Decimal(public["price"]))
-    settlement = settle(meters, dict.fromkeys(suppliers, TARIFF), trades, price)
+    price = None if public.price is None else Fraction(Decimal(public.price))
+    settlement = settle(meters, dict.fromkeys(market.suppliers, TARIFF), trades, price)
     supplier_report = {}
-    async with market.client() as client:
-        from sealgrid.service.keys import load_signing_key
-
-        for sid in suppliers:
-            key = load_signing_key(market.root / "suppliers" / f"{sid}.key")
-            shares = await client.outputs("supplier", sid, period, key)
-            bought, sold = reconstruct([s.shares for s in shares])
-            b, s_ = supplier_totals(bought, sold, public)
+    async with local.client() as client:
+        for sid in market.suppliers:
+            key = load_signing_key(local.root / "suppliers" / f"{sid}.key")
+            totals = await read_totals(client, "supplier", sid, period, key)
             account = next(a for a in settlement.suppliers if a.party == sid)
             supplier_report[sid] = {
-                "bought_kwh": float(b / 1000),
-                "sold_kwh": float(s_ / 1000),
+                "bought_kwh": float((totals.bought_wh or 0) / 1000),
+                "sold_kwh": float((totals.sold_wh or 0) / 1000),
                 "with_market": float(account.with_market),
                 "without_market": float(account.without_market),
                 "difference": float(account.difference),
@@ -229,11 +211,11 @@ async def _finish(
     return {
         "period": period,
         "status": first.status,
-        "price": public.get("price"),
-        "volume_kwh": public.get("volume", 0) / 1000,
+        "price": public.price,
+        "volume_kwh": public.volume / 1000,
         "bids": first.bid_count,
         "excluded": sum(len(s.excluded) for s in statements if s),
-        "invalid": public.get("invalid_bids", 0),
+        "invalid": public.invalid_bids,
         "accepted": sum(1 for wh in traded.values() if wh),
         "servers_agree": agree,
         "results_after_gate_seconds": round(cleared_after, 2),
@@ -242,3 +224,7 @@ async def _finish(
         "household_difference_total": float(sum(a.difference for a in settlement.households)),
         "grid_operator_fees": float(settlement.grid_operator.with_market),
     }
+
+
+def _plain(outcome: Outcome) -> dict[str, Any]:
+    return {k: v for k, v in wire.to_dict(outcome).items() if k not in ("type", "v")}

@@ -17,9 +17,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from sealgrid.mechanism.market import Market
+from sealgrid.service.agent import HouseholdAgent
 from sealgrid.service.client import Client, HouseholdClient, ServiceError, open_session
 from sealgrid.service.keys import Registry, init_data_dir, load_signing_key
 from sealgrid.service.schedule import Schedule
+from sealgrid.service.wire import MarketInfo
 
 
 class LocalMarketError(Exception):
@@ -44,6 +47,17 @@ def free_port_range(count: int) -> int:
                 s.close()
         return base
     raise LocalMarketError("no free range of local ports")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL if it is still there after ``timeout`` s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class LocalMarket:
@@ -103,14 +117,7 @@ class LocalMarket:
     def stop(self) -> None:
         """Stop every server this object started (SIGTERM, then SIGKILL after 10 s)."""
         for i in list(self.procs):
-            proc = self.procs.pop(i)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(self.procs.pop(i), 10)
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -137,6 +144,15 @@ class LocalMarket:
     def session(self, connections: int = 100) -> Any:
         """An HTTPS session to share among many household clients."""
         return open_session(self.root / "ca.crt", connections)
+
+    def agent(
+        self, hid: str, session: Any = None, market: tuple[MarketInfo, Market] | None = None
+    ) -> HouseholdAgent:
+        """The agent of household ``hid`` (its key, supplier and pseudonyms in the data dir);
+        ``market``, when given, spares it reading the market from the servers."""
+        return HouseholdAgent.from_data_dir(
+            self.root, hid, registry=self.registry, session=session, market=market
+        )
 
     def household(self, hid: str, session: Any = None) -> HouseholdClient:
         """The client of household ``hid`` (its key from the data directory)."""

@@ -149,12 +149,65 @@ SCHEMAS: dict[str, Any] = {
             "bidset_sha256": {**B64, "description": "SHA-256 of the sorted agreed pseudonyms"},
             "excluded": {"type": "array", "items": B64},
             "status": {"type": "string", "enum": ["cleared", "failed"]},
-            "outcome": {"type": "string", "description": "canonical JSON of the public outcome"},
+            "outcome": {"type": "string",
+                        "description": "canonical JSON of the public Outcome message"},
             "gate_closure": {"type": "string", "format": "date-time"},
             "issuer_sha256": {**B64, "description": "SHA-256 of the period's issuer modulus"},
             "signature": B64,
         },
         "A server's signed account of one period.",
+    ),
+    "Outcome": _msg(
+        "Outcome",
+        {
+            "status": {"type": "string", "enum": ["cleared", "no_trade", "failed"]},
+            "level": {"type": "integer", "nullable": True,
+                      "description": "clearing level k* on the price grid (null: no trade)"},
+            "price": {"type": "string", "nullable": True,
+                      "description": "clearing price, a decimal on the grid (null: no trade)"},
+            "volume": {"type": "integer", "description": "V(k*), Wh"},
+            "demand": {"type": "integer", "description": "D(k*), Wh"},
+            "supply": {"type": "integer", "description": "S(k*), Wh"},
+            "invalid_bids": {"type": "integer",
+                             "description": "bids the servers' joint validation refused"},
+            "reason": {"type": "string", "description": "why a failed period failed"},
+        },
+        "The public outcome of one period; its canonical JSON is a statement's outcome and "
+        "an output's public.",
+    ),
+    "MarketInfo": _msg(
+        "MarketInfo",
+        {
+            "party": {"type": "integer", "description": "this server's index"},
+            "servers": {"type": "integer"},
+            "signing_key": {**B64, "description": "this server's Ed25519 public key (raw)"},
+            "wire_version": {"type": "integer"},
+            "now": {"type": "string", "format": "date-time",
+                    "description": "the server's clock"},
+            "period_seconds": {"type": "integer"},
+            "first_open_period": {"type": "string", "format": "date-time"},
+            "max_payload_bytes": {"type": "integer"},
+            "rate_limit": {
+                "type": "object",
+                "properties": {"requests": {"type": "integer"},
+                               "window_seconds": {"type": "integer"}},
+            },
+            "suppliers": {"type": "array", "items": {"type": "string"}},
+            "price_grid": {
+                "type": "object",
+                "properties": {"floor": {"type": "string"}, "ceiling": {"type": "string"},
+                               "tick": {"type": "string"}},
+                "description": "decimal strings, currency per kWh",
+            },
+            "max_quantity_wh": {"type": "integer"},
+            "min_accepted_per_side": {
+                "type": "integer",
+                "description": "accepted bids each side needs for a period to trade",
+            },
+            "stats": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "signature": {**B64, "description": "Ed25519 by the server's signing key"},
+        },
+        "A server's signed account of the market it serves and of itself.",
     ),
     "Error": {
         "type": "object",
@@ -313,8 +366,8 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/info": {
             "get": {
-                "summary": "Public facts: party, signing key, period length, limits, counters",
-                "responses": {"200": {"description": "a JSON object"}},
+                "summary": "The market's rules and this server's facts, signed",
+                "responses": {"200": _json("MarketInfo", "the signed market info")},
             }
         },
         "/openapi.json": {

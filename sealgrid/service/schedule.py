@@ -1,4 +1,4 @@
-"""Trading periods and gate closure (SPEC §2); pure functions, the clock is passed in.
+"""Trading periods and gate closure (docs/service.md); pure functions, the clock is passed in.
 
 Periods have a fixed length and start at whole multiples of it since the Unix epoch (UTC).
 A period is named by its start in ISO 8601 with a ``Z`` suffix, e.g. ``2026-11-22T21:15:00Z``.

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import ssl
@@ -47,7 +46,6 @@ from sealgrid.service.intake import (
     Intake,
     IssueChallenge,
     IssuePseudonym,
-    Limits,
     Rejected,
     SubmitBid,
     Tick,
@@ -65,9 +63,13 @@ from sealgrid.service.wire import (
     BidSet,
     IssueRequest,
     IssuerKey,
+    MarketInfo,
+    Outcome,
     OutputShares,
     PeriodStatement,
+    PriceGridInfo,
     PseudonymGrant,
+    RateLimit,
     Receipt,
 )
 
@@ -86,19 +88,14 @@ class Server:
         self.key = load_signing_key(cfg.signing_key)
         m = cfg.market
         self.schedule = Schedule(m.period_seconds, m.horizon_periods)
-        self.suppliers = tuple(sorted(self.registry.suppliers)) or DEFAULT_SUPPLIERS
-        self.levels = m.grid.levels
+        self.market = m.market(tuple(sorted(self.registry.suppliers)) or DEFAULT_SUPPLIERS)
         self.intake = Intake(
             cfg.party,
             self.key,
             self.registry.households,
             self.schedule,
-            Limits(
-                m.max_payload_bytes, m.rate_limit, m.rate_window_seconds, m.challenge_ttl_seconds
-            ),
-            clearing.payload_checker(
-                cfg.party, self.levels, len(self.suppliers), m.max_quantity_wh
-            ),
+            m.limits,
+            clearing.payload_checker(cfg.party, self.market),
         )
         self.store = Store(cfg.database)
         bids, parts, closed = self.store.load_state()
@@ -324,11 +321,11 @@ class Server:
         excluded = tuple(p for p in own.pseudonyms if p not in agreed_set) if not failure else ()
         t_agreed = loop.time()
         outputs: list[tuple[str, str, bytes]] = []
-        public: dict[str, Any]
+        public: Outcome
         if failure:
-            status, public = "failed", {"reason": failure}
+            status, public = "failed", Outcome("failed", reason=failure)
         elif not agreed:
-            status, public = "cleared", {"trade": False, "bids": 0, "price": None}
+            status, public = "cleared", Outcome("no_trade")
         else:
             await loop.run_in_executor(
                 self._db,
@@ -336,7 +333,7 @@ class Server:
             )
             status, public, outputs = await self._clear(period, agreed)
         t_cleared = loop.time()
-        outcome = wire.canonical_json(public).decode()
+        outcome = wire.encode(public).decode()
         start = self.schedule.parse_period(period)
         statement = wire.sign(
             PeriodStatement(
@@ -379,7 +376,7 @@ class Server:
 
     async def _clear(
         self, period: str, agreed: tuple[bytes, ...]
-    ) -> tuple[str, dict[str, Any], list[tuple[str, str, bytes]]]:
+    ) -> tuple[str, Outcome, list[tuple[str, str, bytes]]]:
         stored = {b.pseudonym: b.payload for b in await self.db(self.store.bids, period)}
         index = self.schedule.parse_period(period).timestamp() // self.schedule.period_seconds
         parties = len(self.cfg.servers)
@@ -392,20 +389,26 @@ class Server:
             ),
             period=period,
             payloads=tuple(stored[p] for p in agreed),
-            levels=self.levels,
-            suppliers=self.suppliers,
-            max_quantity_wh=self.cfg.market.max_quantity_wh,
+            market=self.market,
             workdir=self.cfg.data_dir / "mpc" / period.replace(":", ""),
             mpc_config=self.cfg.data_dir,
             timeout=float(max(20, self.cfg.market.peer_timeout_seconds)),
         )
         try:
             result = await clearing.clear(request)
-        except (clearing.ClearingUnavailable, clearing.ClearingFailed) as exc:
-            return "failed", {"reason": str(exc)}, []
-        public = dict(result.public)
-        level = public.get("level")
-        public["price"] = None if level is None else str(self.cfg.market.grid.price(int(level)))
+        except clearing.ClearingFailed as exc:
+            return "failed", Outcome("failed", reason=str(exc)), []
+        pub = result.public
+        traded = pub.level is not None
+        public = Outcome(
+            status="cleared" if traded else "no_trade",
+            level=pub.level,
+            price=str(self.market.grid.price(pub.level)) if pub.level is not None else None,
+            volume=pub.volume if traded else 0,
+            demand=pub.demand if traded else 0,
+            supply=pub.supply if traded else 0,
+            invalid_bids=result.invalid_bids,
+        )
         outputs = [
             ("household", wire.b64e(p), s if s else b"invalid")
             for p, s in zip(agreed, result.household, strict=True)
@@ -488,29 +491,29 @@ class Server:
             return answer("invalid")
         return answer("cleared" if shares is not None else "no_trade", shares or b"")
 
-    def info(self) -> dict[str, Any]:
-        """Return public facts about this server and market."""
+    def info(self) -> MarketInfo:
+        """Return this server's signed account of the market and of itself."""
         now = self.clock()
-        m = self.cfg.market
-        return {
-            "party": self.cfg.party,
-            "servers": len(self.cfg.servers),
-            "signing_key": wire.b64e(wire.raw_public(self.key)),
-            "wire_version": wire.WIRE_VERSION,
-            "now": iso(now),
-            "period_seconds": m.period_seconds,
-            "first_open_period": self.schedule.period_id(self.schedule.first_open(now)),
-            "max_payload_bytes": m.max_payload_bytes,
-            "rate_limit": {"requests": m.rate_limit, "window_seconds": m.rate_window_seconds},
-            "suppliers": list(self.suppliers),
-            "price_grid": {
-                "floor": m.price_floor,
-                "ceiling": m.price_ceiling,
-                "tick": m.price_tick,
-            },
-            "max_quantity_wh": m.max_quantity_wh,
-            "stats": dict(self.stats),
-        }
+        m, limits, grid = self.market, self.cfg.market.limits, self.market.grid
+        return wire.sign(
+            MarketInfo(
+                party=self.cfg.party,
+                servers=len(self.cfg.servers),
+                signing_key=wire.raw_public(self.key),
+                wire_version=wire.WIRE_VERSION,
+                now=iso(now),
+                period_seconds=m.period_seconds,
+                first_open_period=self.schedule.period_id(self.schedule.first_open(now)),
+                max_payload_bytes=limits.max_payload_bytes,
+                rate_limit=RateLimit(limits.rate_limit, limits.rate_window_seconds),
+                suppliers=m.suppliers,
+                price_grid=PriceGridInfo(str(grid.floor), str(grid.ceiling), str(grid.tick)),
+                max_quantity_wh=m.max_quantity_wh,
+                min_accepted_per_side=m.min_accepted_per_side,
+                stats=dict(self.stats),
+            ),
+            self.key,
+        )
 
 
 def _load_issuer(pem: bytes) -> Issuer:
@@ -518,9 +521,3 @@ def _load_issuer(pem: bytes) -> Issuer:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise StorageError("a stored issuer key is not an RSA key")
     return Issuer(key)
-
-
-def outcome_json(statement: PeriodStatement) -> dict[str, Any]:
-    """Return the public outcome of a statement as a dict."""
-    data: dict[str, Any] = json.loads(statement.outcome)
-    return data

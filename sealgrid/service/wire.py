@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -191,6 +192,77 @@ class OutputShares:
     signature: bytes = b""
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """The public outcome of one period, the same on every server (its canonical wire bytes
+    are the ``outcome`` of a :class:`PeriodStatement` and the ``public`` of
+    :class:`OutputShares`).
+
+    ``status``: ``cleared`` (a price was set), ``no_trade`` (nothing could trade) or
+    ``failed`` (the period could not be cleared; ``reason`` says why). ``level`` and ``price``
+    (a decimal string on the grid) are set when the period traded; ``volume``, ``demand`` and
+    ``supply`` (Wh at the clearing level) make each household's rationed amount exact;
+    ``invalid_bids`` counts the bids the servers' joint validation refused.
+    """
+
+    status: str
+    level: int | None = None
+    price: str | None = None
+    volume: int = 0
+    demand: int = 0
+    supply: int = 0
+    invalid_bids: int = 0
+    reason: str = ""
+
+    @property
+    def traded(self) -> bool:
+        """Whether a price was set and energy changed hands."""
+        return self.level is not None
+
+
+@dataclass(frozen=True)
+class PriceGridInfo:
+    """The price grid as published: decimal strings, currency per kWh."""
+
+    floor: str
+    ceiling: str
+    tick: str
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """How many signed pseudonym requests a household may make per window."""
+
+    requests: int
+    window_seconds: int
+
+
+@dataclass(frozen=True)
+class MarketInfo:
+    """A server's signed account of the market it serves and of itself (``GET /v1/info``).
+
+    Every client reads the market from this one message (see
+    :func:`sealgrid.service.client.Client.market_info`); the market rules in it are equal on
+    every server. ``now`` is the server's clock, ``stats`` its counters.
+    """
+
+    party: int
+    servers: int
+    signing_key: bytes
+    wire_version: int
+    now: str
+    period_seconds: int
+    first_open_period: str
+    max_payload_bytes: int
+    rate_limit: RateLimit
+    suppliers: tuple[str, ...]
+    price_grid: PriceGridInfo
+    max_quantity_wh: int
+    min_accepted_per_side: int
+    stats: dict[str, int]
+    signature: bytes = b""
+
+
 MESSAGE_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
@@ -203,6 +275,8 @@ MESSAGE_TYPES: dict[str, type] = {
         PeriodStatement,
         AuthRequest,
         OutputShares,
+        Outcome,
+        MarketInfo,
     )
 }
 
@@ -222,6 +296,10 @@ def _encode_value(value: Any) -> Any:
         return b64e(value)
     if isinstance(value, tuple):
         return [_encode_value(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _encode_value(v) for k, v in value.items()}
     return value
 
 
@@ -247,9 +325,14 @@ def from_dict(cls: type[M], data: Any) -> M:
         raise WireError(f"expected a {cls.__name__} message")
     if data.get("v") != WIRE_VERSION:
         raise WireError(f"unsupported wire version (this server speaks v{WIRE_VERSION})")
+    return _fields(cls, {k: v for k, v in data.items() if k not in ("type", "v")})
+
+
+def _fields(cls: type[M], data: dict[str, Any]) -> M:
+    """Build dataclass ``cls`` from the JSON object ``data`` (no ``type``/``v``)."""
     hints = _hints(cls)  # type: ignore[arg-type]
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    extra = set(data) - names - {"type", "v"}
+    extra = set(data) - names
     if extra:
         raise WireError(f"unknown field {sorted(extra)[0]!r}")
     kwargs: dict[str, Any] = {}
@@ -275,11 +358,26 @@ def _decode_value(hint: Any, value: Any, name: str) -> Any:
         if not isinstance(value, str):
             raise WireError(f"field {name!r} must be text")
         return value
-    if typing.get_origin(hint) is tuple:
-        (inner, _ellipsis) = typing.get_args(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is types.UnionType and len(args) == 2 and type(None) in args:
+        if value is None:
+            return None
+        (inner,) = (a for a in args if a is not type(None))
+        return _decode_value(inner, value, name)
+    if origin is tuple:
+        (inner, _ellipsis) = args
         if not isinstance(value, list):
             raise WireError(f"field {name!r} must be a list")
         return tuple(_decode_value(inner, v, name) for v in value)
+    if origin is dict:
+        key_type, inner = args
+        if not isinstance(value, dict) or key_type is not str:
+            raise WireError(f"field {name!r} must be an object")
+        return {k: _decode_value(inner, v, name) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise WireError(f"field {name!r} must be an object")
+        return _fields(hint, value)  # type: ignore[arg-type]
     raise WireError(f"field {name!r} has an unsupported type")  # pragma: no cover
 
 
@@ -317,11 +415,6 @@ def signing_bytes(msg: Any) -> bytes:
 def sign(msg: M, key: Ed25519PrivateKey) -> M:
     """Return ``msg`` with its ``signature`` field set by ``key``."""
     return dataclasses.replace(msg, signature=key.sign(signing_bytes(msg)))  # type: ignore[type-var]
-
-
-def sign_detached(msg: Any, key: Ed25519PrivateKey) -> bytes:
-    """Return a signature over a message that has no ``signature`` field of its own."""
-    return key.sign(signing_bytes(msg))
 
 
 def verify(msg: Any, public: bytes | Ed25519PublicKey, signature: bytes | None = None) -> bool:

@@ -53,7 +53,7 @@ class MarketParams:
     grid: PriceGrid = field(init=False)
 
     def __post_init__(self) -> None:
-        # The double auction's grid: floor = feed-in, ceiling = retail (SPEC §3).
+        # The double auction's grid: floor = feed-in, ceiling = retail (docs/mechanism.md).
         object.__setattr__(self, "grid", PriceGrid(self.feed_in, self.retail, self.tick))
         if not self.pem_k or min(self.pem_k) <= 0:
             raise ValueError("PEM k values must be positive")

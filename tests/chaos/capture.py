@@ -132,7 +132,7 @@ async def capture_period(root: object, seed: int, households: int = 6,
     from sealgrid.service.config import load_server_config
     from sealgrid.service.local import LocalMarket
 
-    from .market import make_bidders, open_period, seconds_to_gate, seeded_bids, statements
+    from .market import make_bidders, open_period, seconds_to_gate, statements
 
     market = LocalMarket(Path(str(root)), households=households, period_seconds=period_seconds,
                          market={"peer_timeout_seconds": 10})
@@ -144,13 +144,10 @@ async def capture_period(root: object, seed: int, households: int = 6,
         canary = b"CANARY-" + secrets.token_hex(8).encode()
         with Capture(ports) as cap:
             period = open_period(market, lead=3.0 + 0.3 * households)
-            bidders = make_bidders(market, period, seeded_bids(market, seed))
-            async with market.client():
-                pass
+            _, bidders = await make_bidders(market, period, seed)
             for b in bidders:
-                h = market.household(b.hid)
-                async with h:
-                    outcome = await h.bid(period, b.payloads, b.pseudonym)
+                async with b.agent:
+                    outcome = await b.agent.send(b.prepared)
                     b.receipts = dict(outcome.receipts)
             _reader, writer = await asyncio.open_connection("127.0.0.1", min(http))
             writer.write(b"POST / HTTP/1.1\r\n\r\n" + canary)
@@ -158,10 +155,9 @@ async def capture_period(root: object, seed: int, households: int = 6,
             writer.close()
             await asyncio.sleep(max(0.0, seconds_to_gate(market, period)))
             sts = await statements(market, period, timeout=90)
-            for b in bidders:  # every household fetches its result shares
-                h = market.household(b.hid)
-                async with h:
-                    await h.result(b.pseudonym)
+            for b in bidders:  # every household fetches and rebuilds its result
+                async with b.agent:
+                    await b.agent.result(period)
             await asyncio.sleep(0.3)
         rows = [_plain_row(b.payloads) for b in bidders]
         found = hits(cap, needles([p for b in bidders for p in b.payloads], rows,

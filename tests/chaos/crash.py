@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
@@ -33,17 +32,15 @@ from typing import Any
 from sealgrid.mechanism.auction import clear
 from sealgrid.mechanism.bids import OrderBook
 from sealgrid.service import wire
-from sealgrid.service.client import Client
+from sealgrid.service.agent import outcome_of
 from sealgrid.service.local import LocalMarket
 
 from .market import (
-    GRID,
     make_bidders,
     obtain_all,
     open_period,
     read_store,
     seconds_to_gate,
-    seeded_bids,
     statements,
     submit_share,
     told,
@@ -90,13 +87,12 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
     with market:
         await market.wait_ready()
         period = open_period(market, lead=4.0 + 0.15 * households)
-        bidders = make_bidders(market, period, seeded_bids(market, seed))
         session = market.session(connections=64)
+        rules, bidders = await make_bidders(market, period, seed, session)
         noticed: list[float] = []
         in_mpc = False
         try:
-            client = Client(market.registry, market.root / "ca.crt", session=session)
-            await obtain_all(market, bidders, session)
+            await obtain_all(bidders)
 
             async def hit() -> None:
                 proc = market.procs[victim]
@@ -127,7 +123,7 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
                 await market.wait_ready()
 
             deadline = time.monotonic() + max(1.0, seconds_to_gate(market, period) - 0.5)
-            sends = [submit_share(client, b, i, deadline) for b in bidders for i in range(3)]
+            sends = [submit_share(b, i, deadline) for b in bidders for i in range(3)]
             rng.shuffle(sends)
             if moment in ("receiving", "writing"):
                 delay = 0.0 if moment == "writing" else rng.uniform(0.05, 0.6)
@@ -161,7 +157,7 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
                 await hit()
             sts = await statements(market, period, timeout=4 * peer_timeout + 90)
             reached = time.monotonic() - gate_at if all(sts) else None
-            counts = await told(market, bidders, session)
+            counts = await told(bidders)
         finally:
             await session.close()
     # the servers have stopped: read what each one stored
@@ -178,14 +174,14 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
                 if len(b.receipts) + len(b.stored_unreceipted) == 3}
     agreed = set(stores[0].agreed)
     in_set = (statuses_agree and status[0] == "failed") or complete <= agreed
-    outcome = json.loads(done[0].outcome) if done else None
+    public = outcome_of(done[0].outcome) if done else None
+    outcome = wire.to_dict(public) if public is not None else None
     matches: bool | None = None
-    if statuses_agree and status[0] == "cleared" and outcome is not None:
+    if statuses_agree and status[0] == "cleared" and public is not None:
         chosen = [b.bid for b in bidders if b.pseudonym.public in agreed]
-        suppliers = tuple(sorted(market.registry.suppliers))
-        ref = clear(OrderBook.from_bids(sorted(chosen, key=lambda b: b.bidder), suppliers),
-                    GRID.levels)
-        matches = (outcome.get("level"), outcome.get("volume")) == (ref.level, ref.volume_wh)
+        ref = clear(OrderBook.from_bids(sorted(chosen, key=lambda b: b.bidder), rules.suppliers),
+                    rules.levels)
+        matches = (public.level, public.volume) == (ref.level, ref.volume_wh)
         matches = matches and wire.sha256(b"".join(sorted(agreed))) == done[0].bidset_sha256
     return CrashRun(seed, moment, victim, sig.name, households, receipts, lost, status,
                     statuses_agree, bidsets_agree, bool(in_set), counts, matches, outcome,

@@ -11,32 +11,17 @@ a :class:`~sealgrid.mechanism.bids.Reason`), or when a changed bid is accepted.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import random
 import time
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.protocol.encoding import _HEADER, BidShares, Layout, encode_bid
 from sealgrid.service import wire
-from sealgrid.service.blind import Issuer
-from sealgrid.service.clearing import payload_checker
-from sealgrid.service.household import Pseudonym, accept_grant, issue_request, make_submission
-from sealgrid.service.intake import (
-    Granted,
-    Intake,
-    IssueChallenge,
-    IssuePseudonym,
-    Rejected,
-    SubmitBid,
-)
-from sealgrid.service.schedule import Schedule
-
-NOW = dt.datetime(2026, 11, 22, 21, 7, tzinfo=dt.UTC)
-PERIOD = "2026-11-22T21:45:00Z"
+from sealgrid.service.household import make_submission
+from sealgrid.service.intake import IssuePseudonym, Rejected, SubmitBid
+from tests.security.helpers import MARKET, NOW, World
 
 
 def _json(rng: random.Random, depth: int = 0) -> Any:
@@ -77,19 +62,10 @@ def fuzz(cases: int, seed: int = 0) -> dict[str, Any]:
     started = time.perf_counter()
     escapes: dict[str, int] = {}
     counted: dict[str, int] = {}
-    layout = Layout(6, 2, 10_000)
-    hh = Ed25519PrivateKey.generate()
-    issuer = Issuer.generate()
-    machine = Intake(0, Ed25519PrivateKey.generate(), {"h": wire.raw_public(hh)}, Schedule(900),
-                     check_payload=payload_checker(0, 6, 2, 10_000))
-    machine.add_issuer(PERIOD, issuer)
-    p = Pseudonym.fresh(PERIOD)
-    raw_req, blinding = issue_request(p, issuer.public, "h", hh, b"n0")
-    machine.receive(IssueChallenge(NOW, b"n0"))
-    (granted,) = machine.receive(IssuePseudonym(NOW, raw_req))
-    assert isinstance(granted, Granted)
-    accept_grant(p, 0, wire.raw_public(machine._key), granted.grant, blinding, issuer.public)
-    good = make_submission(p, 0, encode_bid(True, 500, 3, 1, layout)[0].to_bytes())
+    world = World(n=1)  # three servers' intake machines checking payloads, one household
+    p, _ = world.pseudonym(next(iter(world.households)))
+    machine = world.machines[0]
+    good = make_submission(p, 0, encode_bid(True, 500, 3, 1, Layout.of(MARKET))[0].to_bytes())
     doc = json.loads(good)
 
     original = wire.decode(wire.PseudonymousBid, good)

@@ -1,16 +1,15 @@
 """Seeded households and a server's stored state, read back; assumes SQLite data directories.
 
-What the crash and rush drivers share: deterministic bids from a seed, households that
-obtain their tokens ahead and retry a submission against a restarting server with the same
-bytes (so a server that stored it answers ``replayed``), waiting for the three period
-statements, and reading each server's database after the servers have stopped.
+What the crash and rush drivers share: deterministic bids from a seed, households (each the
+market's own :class:`~sealgrid.service.agent.HouseholdAgent`) that obtain their tokens ahead
+and retry a submission against a restarting server with the same bytes (so a server that
+stored it answers ``replayed``), waiting for the three period statements, and reading each
+server's database after the servers have stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -19,36 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from sealgrid.mechanism.bids import Bid, BidRejected, Reason
-from sealgrid.mechanism.grid import PriceGrid
-from sealgrid.service import wire
-from sealgrid.service.client import Client, ServiceError
-from sealgrid.service.config import MarketConfig
-from sealgrid.service.demo import demo_bid
-from sealgrid.service.household import Pseudonym, check_receipt, make_submission
-from sealgrid.service.keys import household_profile
+from sealgrid.mechanism.market import Market
+from sealgrid.service.agent import HouseholdAgent, PreparedBid
+from sealgrid.service.client import ServiceError
+from sealgrid.service.demo import demo_bid, next_period
+from sealgrid.service.household import Pseudonym
 from sealgrid.service.local import LocalMarket
 from sealgrid.service.schedule import utc_now
-from sealgrid.service.shares import encode_payloads
 from sealgrid.service.wire import PeriodStatement, Receipt
-
-GRID: PriceGrid = MarketConfig().grid
-
-
-def seeded_bids(market: LocalMarket, seed: int) -> dict[str, Bid]:
-    """Return every household's bid for this run (the same seed, the same bids)."""
-    return {
-        hid: demo_bid(hid, household_profile(market.root, hid)["supplier"], 0, seed, GRID)
-        for hid in sorted(market.registry.households)
-    }
 
 
 def open_period(market: LocalMarket, lead: float) -> str:
     """Return the first open period whose gate is at least ``lead`` seconds away."""
-    schedule = market.schedule
-    start = schedule.first_open(utc_now())
-    while (schedule.gate_closure(start) - utc_now()).total_seconds() < lead:
-        start += schedule.length
-    return schedule.period_id(start)
+    return next_period(market.schedule, lead)
 
 
 def seconds_to_gate(market: LocalMarket, period: str) -> float:
@@ -59,78 +41,83 @@ def seconds_to_gate(market: LocalMarket, period: str) -> float:
 
 @dataclass
 class Bidder:
-    """One household's bid in a run: its pseudonym, payloads and what each server said."""
+    """One household's bid in a run: its agent, prepared bid and what each server said."""
 
-    hid: str
-    bid: Bid
-    pseudonym: Pseudonym
-    payloads: list[bytes]
+    agent: HouseholdAgent
+    prepared: PreparedBid
     receipts: dict[int, Receipt] = field(default_factory=dict)
     refusals: dict[int, Reason] = field(default_factory=dict)
     stored_unreceipted: set[int] = field(default_factory=set)  # answered "replayed"
     latency: float | None = None
 
+    @property
+    def hid(self) -> str:
+        return self.agent.household
 
-def make_bidders(market: LocalMarket, period: str, bids: dict[str, Bid]) -> list[Bidder]:
-    """Encode every bid into one payload per server (household side, before the clock)."""
-    suppliers = tuple(sorted(market.registry.suppliers))
-    return [
-        Bidder(hid, bid, Pseudonym.fresh(period),
-               encode_payloads(bid, suppliers, GRID.levels, 10_000, market.servers))
-        for hid, bid in bids.items()
-    ]
+    @property
+    def bid(self) -> Bid:
+        return self.prepared.bid
+
+    @property
+    def pseudonym(self) -> Pseudonym:
+        return self.prepared.pseudonym
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return self.prepared.payloads
 
 
-async def obtain_all(market: LocalMarket, bidders: Sequence[Bidder], session: Any,
-                     concurrency: int = 32) -> int:
-    """Get every bidder its tokens from every server; return how many got all three."""
+async def make_bidders(
+    local: LocalMarket, period: str, seed: int, session: Any = None
+) -> tuple[Market, list[Bidder]]:
+    """Every household's seeded bid (the same seed, the same bids), encoded into one payload
+    per server by its agent before the clock starts; and the market, as the servers publish it.
+    """
+    async with local.client() as client:
+        read = await client.market()
+    bidders = []
+    for hid in sorted(local.registry.households):
+        agent = local.agent(hid, session, read)
+        bid = demo_bid(hid, agent.supplier, 0, seed, read[1])
+        bidders.append(Bidder(agent, await agent.prepare(bid, period)))
+    return read[1], bidders
+
+
+async def obtain_all(bidders: Sequence[Bidder], concurrency: int = 32) -> int:
+    """Get every bidder its tokens from every server; return how many got all of them."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(b: Bidder) -> None:
         async with gate:
-            h = market.household(b.hid, session)
             for _ in range(20):
                 try:
-                    await h.obtain(b.pseudonym)
+                    await b.agent.obtain(b.prepared)
                     return
                 except ServiceError:
                     await asyncio.sleep(0.3)
 
     await asyncio.gather(*(one(b) for b in bidders))
-    return sum(len(b.pseudonym.tokens) == market.servers for b in bidders)
+    return sum(len(b.pseudonym.tokens) == b.agent.client.servers for b in bidders)
 
 
-async def submit_share(client: Client, b: Bidder, server: int, deadline: float) -> None:
+async def submit_share(b: Bidder, server: int, deadline: float) -> None:
     """Send one share until it is receipted, refused, or the deadline passes (retrying errors).
 
-    The same bytes are resent, so a server that stored it before a crash says ``replayed``.
+    The same bytes are resent (the pseudonym's signature is deterministic), so a server that
+    stored it before a crash says ``replayed``.
     """
-    raw = make_submission(b.pseudonym, server, b.payloads[server])
-    key = client.registry.servers[server][1]
     while time.monotonic() < deadline:
         try:
-            status, body = await client.call(server, "POST", "/v1/bids", raw)
-        except ServiceError:
+            receipts, refusals = await b.agent.submit(b.prepared, servers=[server])
+        except ServiceError:  # unreachable, or busy (503): try again
             await asyncio.sleep(0.2)
             continue
-        if status == 201:
-            receipt = wire.decode(Receipt, body)
-            if not check_receipt(receipt, server, key, raw, b.payloads[server]):
-                raise ServiceError(f"server {server}'s receipt does not verify")
-            b.receipts[server] = receipt
-            return
-        if status == 503:
-            await asyncio.sleep(0.2)
-            continue
-        try:
-            reason = Reason(json.loads(body)["error"])
-        except (ValueError, KeyError):
-            await asyncio.sleep(0.2)
-            continue
-        if reason is Reason.REPLAYED:
+        if server in receipts:
+            b.receipts[server] = receipts[server]
+        elif refusals[server].reason is Reason.REPLAYED:
             b.stored_unreceipted.add(server)
         else:
-            b.refusals[server] = reason
+            b.refusals[server] = refusals[server].reason
         return
 
 
@@ -138,18 +125,8 @@ async def statements(
     market: LocalMarket, period: str, timeout: float
 ) -> list[PeriodStatement | None]:
     """Wait until every running server has published its statement of ``period``."""
-    deadline = time.monotonic() + timeout
-    got: list[PeriodStatement | None] = [None] * market.servers
     async with market.client() as c:
-        while time.monotonic() < deadline:
-            for i in range(market.servers):
-                if got[i] is None:
-                    with contextlib.suppress(ServiceError):
-                        got[i] = await c.statement(i, period)
-            if all(got):
-                break
-            await asyncio.sleep(0.2)
-    return got
+        return await c.wait_statements(period, timeout)
 
 
 @dataclass(frozen=True)
@@ -190,13 +167,12 @@ def read_store(root: Path, server: int, period: str) -> Stored:
     return Stored(frozenset(bytes(r[0]) for r in rows), status, agreed)
 
 
-async def told(market: LocalMarket, bidders: Sequence[Bidder], session: Any) -> dict[str, int]:
+async def told(bidders: Sequence[Bidder]) -> dict[str, int]:
     """Ask every server for every bidder's result; count the statuses the households were told."""
     counts: dict[str, int] = {}
     for b in bidders:
-        h = market.household(b.hid, session)
         try:
-            shares = await h.result(b.pseudonym)
+            shares = await b.agent.client.result(b.pseudonym)
         except (ServiceError, BidRejected):
             counts["unreachable"] = counts.get("unreachable", 0) + 1
             continue

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -138,11 +137,12 @@ def prepare(root: Path, households: int, period_seconds: int, port: int = 8443) 
 
 async def drive(root: Path, tag: str, cut: bool, households: int) -> dict[str, Any]:
     """Run inside the hub: start the servers, bid two periods, cut server 2 in the first."""
-    from sealgrid.service.client import Client, HouseholdClient
-    from sealgrid.service.keys import Registry, load_signing_key
-    from sealgrid.service.schedule import Schedule, utc_now
-
-    from .market import GRID
+    from sealgrid.service.agent import HouseholdAgent, outcome_of
+    from sealgrid.service.client import Client
+    from sealgrid.service.demo import demo_bid, next_period
+    from sealgrid.service.keys import Registry
+    from sealgrid.service.local import stop_process
+    from sealgrid.service.schedule import Schedule
 
     _, servers = names(tag)
     registry = Registry.load(root / "registry.json")
@@ -159,51 +159,37 @@ async def drive(root: Path, tag: str, cut: bool, households: int) -> dict[str, A
     try:
         async with Client(registry, root / "ca.crt") as c:
             await c.wait_ready(range(3), 40, poll=0.2)
-            from sealgrid.service.demo import demo_bid
-            from sealgrid.service.shares import encode_payloads
+            read = await c.market()
+            market = read[1]
 
             async def period_run(k: int, cut_now: bool) -> dict[str, Any]:
-                start = schedule.first_open(utc_now())
-                while (schedule.gate_closure(start) - utc_now()).total_seconds() < 4:
-                    start += schedule.length
-                period = schedule.period_id(start)
+                period = next_period(schedule, 4)
                 receipts = 0
                 for n in range(1, households + 1):
                     hid = f"h{n:04d}"
-                    bid = demo_bid(hid, sorted(registry.suppliers)[(n - 1) % 3], k, 7, GRID)
-                    payloads = encode_payloads(bid, tuple(sorted(registry.suppliers)),
-                                               GRID.levels, 10_000, 3)
-                    h = HouseholdClient(registry, root / "ca.crt", hid,
-                                        load_signing_key(root / "households" / f"{hid}.key"))
-                    async with h:
-                        outcome = await h.bid(period, payloads)
+                    async with HouseholdAgent.from_data_dir(
+                        root, hid, registry=registry, market=read
+                    ) as agent:
+                        bid = demo_bid(hid, agent.supplier, k, 7, market)
+                        outcome = await agent.bid(bid, period)
                     receipts += len(outcome.receipts)
-                gate = schedule.gate_closure(start)
-                await asyncio.sleep(max(0.0, (gate - utc_now()).total_seconds()) + 0.3)
+                gate = schedule.gate_closure(schedule.parse_period(period))
+                await asyncio.sleep(max(0.0, (gate - dt.datetime.now(dt.UTC)).total_seconds()))
+                await asyncio.sleep(0.3)
                 t_cut = time.monotonic()
                 if cut_now:
                     _ip("link", "set", host_link(tag, 2), "down")
-                sts: list[Any] = [None, None, None]
-                limit = time.monotonic() + 120
                 want = [0, 1] if cut_now else [0, 1, 2]
-                while time.monotonic() < limit and not all(sts[i] for i in want):
-                    for i in want:
-                        if sts[i] is None:
-                            with contextlib.suppress(Exception):
-                                sts[i] = await c.statement(i, period)
-                    await asyncio.sleep(0.3)
+                sts = await c.wait_statements(period, 120, poll=0.3, servers=want)
                 noticed = time.monotonic() - t_cut
                 if cut_now:
                     _ip("link", "set", host_link(tag, 2), "up")
-                    while time.monotonic() < limit + 60 and sts[2] is None:
-                        with contextlib.suppress(Exception):
-                            sts[2] = await c.statement(2, period)
-                        await asyncio.sleep(0.3)
+                    sts[2] = (await c.wait_statements(period, 60, poll=0.3, servers=[2]))[2]
+                outcomes = [outcome_of(s.outcome) if s else None for s in sts]
                 return {
                     "period": period, "receipts": receipts,
                     "status": [s.status if s else None for s in sts],
-                    "reasons": [json.loads(s.outcome).get("reason") if s else None
-                                for s in sts],
+                    "reasons": [o.reason if o else None for o in outcomes],
                     "bid_count": [s.bid_count if s else None for s in sts],
                     "same_bidset": len({s.bidset_sha256 for s in sts if s}) == 1,
                     "seconds_to_statements": round(noticed, 2),
@@ -213,12 +199,7 @@ async def drive(root: Path, tag: str, cut: bool, households: int) -> dict[str, A
             figures["retry"] = await period_run(1, False)
     finally:
         for proc, log in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 10)
             log.close()
     return figures
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from sealgrid.service import wire
-from sealgrid.service.client import Client
 from sealgrid.service.local import LocalMarket
 
 from .market import (
@@ -27,7 +26,6 @@ from .market import (
     open_period,
     read_store,
     seconds_to_gate,
-    seeded_bids,
     statements,
     submit_share,
 )
@@ -49,11 +47,10 @@ async def rush(root: Path, households: int, *, window: float | None = None,
     with market:
         await market.wait_ready()
         period = open_period(market, lead=issue_estimate + window + 3)
-        bidders = make_bidders(market, period, seeded_bids(market, seed))
         session = market.session(connections=concurrency)
+        _, bidders = await make_bidders(market, period, seed, session)
         try:
-            client = Client(market.registry, market.root / "ca.crt", session=session)
-            issued = await obtain_all(market, bidders, session, concurrency=64)
+            issued = await obtain_all(bidders, concurrency=64)
             lead = seconds_to_gate(market, period)
             await asyncio.sleep(max(0.0, lead - window))
             started_before_gate = seconds_to_gate(market, period)
@@ -61,7 +58,7 @@ async def rush(root: Path, households: int, *, window: float | None = None,
 
             async def one(b: Any) -> None:
                 t0 = time.perf_counter()
-                await asyncio.gather(*(submit_share(client, b, i, deadline) for i in range(3)))
+                await asyncio.gather(*(submit_share(b, i, deadline) for i in range(3)))
                 if len(b.receipts) == 3:
                     b.latency = time.perf_counter() - t0
 

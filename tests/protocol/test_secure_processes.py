@@ -44,14 +44,20 @@ def test_edge_books_and_a_cheater_over_tls(tmp_path: Path) -> None:
     assert_equal_on(result.clearing, HONEST, LEVELS, honest)
 
 
-def test_a_server_with_a_foreign_certificate_cannot_join(tmp_path: Path) -> None:
-    """Only authenticated peers connect: a certificate from another CA fails cleanly."""
+def _two_bid_servers(tmp_path: Path) -> list[Path]:
+    """Three server directories holding their shares of a two-bid book and their certificates."""
     dirs = [tmp_path / f"party{i}" for i in range(3)]
     for d in dirs:
         d.mkdir()
     b = book([True, False], [10, 10], [1, 0])
     write_book_shares(b, Layout(2, 2, 10_000), [d / "shares.bin" for d in dirs])
     make_party_certificates(dirs)
+    return dirs
+
+
+def test_a_server_with_a_foreign_certificate_cannot_join(tmp_path: Path) -> None:
+    """Only authenticated peers connect: a certificate from another CA fails cleanly."""
+    dirs = _two_bid_servers(tmp_path)
     make_party_certificates([tmp_path / f"other{i}" for i in range(3)])  # another CA
     for name in ("party_2.crt", "party_2.key"):
         (tmp_path / "other2" / ".config" / name).replace(dirs[2] / ".config" / name)
@@ -61,12 +67,7 @@ def test_a_server_with_a_foreign_certificate_cannot_join(tmp_path: Path) -> None
 
 def test_a_dead_server_makes_a_clean_error_not_a_hang(tmp_path: Path) -> None:
     """Server 1 cannot read its shares and exits; the others give up after the timeout."""
-    dirs = [tmp_path / f"party{i}" for i in range(3)]
-    for d in dirs:
-        d.mkdir()
-    b = book([True, False], [10, 10], [1, 0])
-    write_book_shares(b, Layout(2, 2, 10_000), [d / "shares.bin" for d in dirs])
-    make_party_certificates(dirs)
+    dirs = _two_bid_servers(tmp_path)
     (dirs[1] / "shares.bin").write_bytes(b"not a share batch")
     with pytest.raises(SecureClearingError, match="server"):
         run_processes(dirs, timeout=4)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.mechanism.bids import Reason
+from sealgrid.mechanism.grid import PriceGrid
+from sealgrid.mechanism.market import Market
 from sealgrid.service import wire
 from sealgrid.service.blind import Issuer
 from sealgrid.service.clearing import payload_checker
@@ -35,6 +37,8 @@ PERIOD = "2026-11-22T21:45:00Z"  # the first open period at NOW (gate 21:15)
 OTHER = "2026-11-22T22:00:00Z"
 GATE = dt.datetime(2026, 11, 22, 21, 15, tzinfo=dt.UTC)
 LEVELS, SUPPLIERS, MAX_Q = 6, 2, 10_000
+#: The small market of these tests: 6 price levels, 2 suppliers, 10 kWh per bid.
+MARKET = Market(PriceGrid.from_values("0", "5", "1"), MAX_Q, ("s1", "s2"))
 _ISSUERS: dict[str, Issuer] = {}
 
 
@@ -63,7 +67,7 @@ class World:
         for party in range(3):
             key = Ed25519PrivateKey.generate()
             check = (
-                payload_checker(party, LEVELS, SUPPLIERS, MAX_Q) if self.check_payloads else None
+                payload_checker(party, MARKET) if self.check_payloads else None
             )
             m = Intake(party, key, registry, Schedule(900), check_payload=check)
             for period, issuer in issuers().items():

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sealgrid.cli import main
+from sealgrid.service import wire
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:
@@ -21,7 +22,9 @@ def test_fast_parts_print_one_json_line(capsys: pytest.CaptureFixture[str]) -> N
     out = _run(capsys, "--only", "fuzz,curious", "--fuzz-rounds", "40", "--curious-runs", "20")
     assert out["target"] == "chaos"
     fuzz = out["fuzz"]
-    assert isinstance(fuzz, dict) and fuzz["cases"] == 40 * 13
+    # per round: every wire message type, two share messages, two intake events
+    assert isinstance(fuzz, dict) and fuzz["cases"] == 40 * (len(wire.MESSAGE_TYPES) + 4)
+    assert fuzz["by_target"]["wire"] == 40 * len(wire.MESSAGE_TYPES)
     assert fuzz["escapes"] == 0 and fuzz["escape_kinds"] == {}
     assert "same_bid_respelled" not in fuzz["by_target"]  # one byte form per signed bid
     curious = out["curious"]

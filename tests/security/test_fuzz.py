@@ -290,7 +290,7 @@ def test_get_endpoints_answer_every_period_with_a_closed_reason(
 
 
 def test_oversized_bodies_are_refused_before_parsing(http: Http) -> None:
-    limit = 2 * http.server.cfg.market.max_payload_bytes + 2 * 4096
+    limit = 2 * http.server.cfg.market.limits.max_payload_bytes + 2 * 4096
     before = http.calls
     for size in (limit + 1, 4 * limit):
         status, _ = http.request("POST", "/v1/bids", b"{" * size)

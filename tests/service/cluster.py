@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 import random
@@ -10,11 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from sealgrid.service.agent import HouseholdAgent
 from sealgrid.service.client import Client, HouseholdClient
 from sealgrid.service.keys import Registry, init_data_dir, load_signing_key
+from sealgrid.service.local import stop_process
 from sealgrid.service.schedule import Schedule, utc_now
 
 
@@ -79,13 +79,7 @@ class Cluster:
 
     def stop(self) -> None:
         for i in list(self.procs):
-            proc = self.procs.pop(i)
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(self.procs.pop(i), 5)
 
     async def wait_ready(self, servers: list[int] | None = None, timeout: float = 30) -> None:
         def alive(i: int) -> None:
@@ -103,6 +97,9 @@ class Cluster:
         key = load_signing_key(self.root / "households" / f"{hid}.key")
         return HouseholdClient(self.registry, self.root / "ca.crt", hid, key)
 
+    def agent(self, hid: str) -> HouseholdAgent:
+        return HouseholdAgent.from_data_dir(self.root, hid, registry=self.registry)
+
     def period_ahead(self, k: int, min_lead: float) -> str:
         """Return an open period whose gate is at least ``min_lead`` seconds away (k-th such)."""
         now = utc_now()
@@ -116,12 +113,8 @@ class Cluster:
         return (gate - dt.datetime.now(dt.UTC)).total_seconds()
 
     async def statements(self, period: str, timeout: float = 60) -> list:
-        deadline = time.monotonic() + timeout
         async with self.client() as c:
-            while True:
-                got = [await c.statement(i, period) for i in range(3)]
-                if all(got):
-                    return got
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"statements for {period}: {got}")
-                await asyncio.sleep(0.2)
+            got = await c.wait_statements(period, timeout)
+        if not all(got):
+            raise TimeoutError(f"statements for {period}: {got}")
+        return got

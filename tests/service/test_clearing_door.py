@@ -6,43 +6,46 @@ import asyncio
 
 import pytest
 
-from sealgrid.mechanism.bids import BidRejected, MarketRules, Reason, check_bid
+from sealgrid.mechanism.bids import BidRejected, Reason, check_bid
+from sealgrid.mechanism.market import DEFAULT_GRID, Market
+from sealgrid.service.agent import encode_payloads
 from sealgrid.service.clearing import ClearingFailed, ClearingRequest, clear, payload_checker
-from sealgrid.service.config import MarketConfig
-from sealgrid.service.shares import encode_payloads
 
-GRID = MarketConfig().grid
+GRID = DEFAULT_GRID
 SUPPLIERS = ("s1", "s2", "s3")
+MARKET = Market(GRID, 10_000, SUPPLIERS)
 
 
 def _payloads() -> list[bytes]:
-    bid, _ = check_bid(MarketRules(GRID, 10_000, SUPPLIERS), "h", "buy", "1", "100", "s1")
+    bid, _ = check_bid(MARKET, "h", "buy", "1", "100", "s1")
     assert bid is not None
-    return encode_payloads(bid, SUPPLIERS, GRID.levels, 10_000, 3)
+    return encode_payloads(bid, MARKET, 3)
+
+
+def _request(tmp_path) -> ClearingRequest:
+    """A request to clear one bid, on a machine without the MPC certificates."""
+    return ClearingRequest(
+        party=0, parties=3, peers=("127.0.0.1:1",) * 3, period="2026-11-22T21:45:00Z",
+        payloads=(_payloads()[0],), market=MARKET, workdir=tmp_path / "work",
+        mpc_config=tmp_path / "none", timeout=5.0,
+    )  # fmt: skip
 
 
 def test_payload_checker_refuses_another_servers_or_markets_shares() -> None:
-    check = payload_checker(0, GRID.levels, 3, 10_000)
-    assert check is not None
+    check = payload_checker(0, MARKET)
     shares = _payloads()
     check(shares[0])
     for bad, words in ((shares[1], "server 1"), (b"junk", "too short")):
         with pytest.raises(BidRejected) as err:
             check(bad)
         assert err.value.reason is Reason.MALFORMED and words in str(err.value)
-    other = payload_checker(0, GRID.levels, 4, 10_000)
-    assert other is not None
+    other = payload_checker(0, Market(GRID, 10_000, (*SUPPLIERS, "s4")))
     with pytest.raises(BidRejected, match="another market"):
         other(shares[0])
 
 
 def test_clearing_without_mpc_certificates_fails_with_a_reason(tmp_path) -> None:
-    req = ClearingRequest(
-        party=0, parties=3, peers=("127.0.0.1:1",) * 3, period="2026-11-22T21:45:00Z",
-        payloads=(_payloads()[0],), levels=GRID.levels, suppliers=SUPPLIERS,
-        max_quantity_wh=10_000, workdir=tmp_path / "work", mpc_config=tmp_path / "none",
-        timeout=5.0,
-    )  # fmt: skip
+    req = _request(tmp_path)
     with pytest.raises(ClearingFailed, match="cannot prepare"):
         asyncio.run(clear(req))
 
@@ -50,8 +53,7 @@ def test_clearing_without_mpc_certificates_fails_with_a_reason(tmp_path) -> None
 def test_a_share_header_with_an_impossible_layout_is_malformed() -> None:
     from sealgrid.protocol import encoding
 
-    check = payload_checker(0, GRID.levels, 3, 10_000)
-    assert check is not None
+    check = payload_checker(0, MARKET)
     version = encoding.WIRE_VERSION
     header = encoding._HEADER.pack(b"SGB1", version, 0, 0, 3, 10_000, 1)  # zero price levels
     with pytest.raises(BidRejected) as err:
@@ -62,12 +64,7 @@ def test_a_share_header_with_an_impossible_layout_is_malformed() -> None:
 def test_a_result_left_by_a_party_that_outlived_its_server_is_taken(tmp_path) -> None:
     from sealgrid.service import clearing
 
-    req = ClearingRequest(
-        party=0, parties=3, peers=("127.0.0.1:1",) * 3, period="2026-11-22T21:45:00Z",
-        payloads=(_payloads()[0],), levels=GRID.levels, suppliers=SUPPLIERS,
-        max_quantity_wh=10_000, workdir=tmp_path / "work", mpc_config=tmp_path / "none",
-        timeout=5.0,
-    )  # fmt: skip
+    req = _request(tmp_path)
     req.workdir.mkdir()
     assert not asyncio.run(clearing._outlived(req))  # nothing on record
     (req.workdir / "attempt.json").write_text('{"digest": "another batch"}')

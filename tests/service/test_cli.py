@@ -25,6 +25,13 @@ def test_init_refuses_to_overwrite(tmp_path, capsys) -> None:
     assert "already holds a registry" in capsys.readouterr().err
 
 
+def _json(capsys, *args: str) -> dict:
+    """Run ``sealgrid ARGS --json``, want exit 0, and return the one JSON object it printed."""
+    assert main([*args, "--json"]) == 0
+    out: dict = json.loads(capsys.readouterr().out)
+    return out
+
+
 def test_household_and_supplier_commands_against_real_servers(tmp_path, capsys) -> None:
     c = Cluster(tmp_path / "data", households=3, period_seconds=4)
     try:
@@ -36,90 +43,31 @@ def test_household_and_supplier_commands_against_real_servers(tmp_path, capsys) 
         assert capsys.readouterr().out.count("registered") == 3
         period = c.period_ahead(0, min_lead=2.5)
         for hid, side, price in (("h0001", "buy", "110"), ("h0002", "sell", "90")):
-            args = [
-                "household",
-                "bid",
-                "--data-dir",
-                d,
-                "--household",
-                hid,
-                "--side",
-                side,
-                "--quantity",
-                "1.5",
-                "--price",
-                price,
-                "--period",
-                period,
-                "--json",
-            ]
-            assert main(args) == 0
-            assert set(json.loads(capsys.readouterr().out)["receipts"]) == {"0", "1", "2"}
+            got = _json(capsys, "household", "bid", "--data-dir", d, "--household", hid,
+                        "--side", side, "--quantity", "1.5", "--price", price, "--period", period)
+            assert set(got["receipts"]) == {"0", "1", "2"}
         # a bid breaking a market rule never leaves the household
-        bad = [
-            "household",
-            "bid",
-            "--data-dir",
-            d,
-            "--household",
-            "h0003",
-            "--side",
-            "buy",
-            "--quantity",
-            "1",
-            "--price",
-            "100.05",
-            "--period",
-            period,
-        ]
+        bad = ["household", "bid", "--data-dir", d, "--household", "h0003", "--side", "buy",
+               "--quantity", "1", "--price", "100.05", "--period", period]
         assert main(bad) == 1
         assert "price_off_grid" in capsys.readouterr().err
+        assert not (c.root / "households" / "h0003.pseudonyms").exists()
         asyncio.run(c.statements(period, timeout=90))
-        res = [
-            "household",
-            "result",
-            "--data-dir",
-            d,
-            "--household",
-            "h0001",
-            "--period",
-            period,
-            "--json",
-        ]
-        assert main(res) == 0
-        got = json.loads(capsys.readouterr().out)
+        got = _json(capsys, "household", "result", "--data-dir", d, "--household", "h0001",
+                    "--period", period)
         assert got["status"] == "cleared" and got["traded_wh"] == 1500.0
-        assert got["issuer_keys_match"] is True
-        assert got["public"]["price"] == "100.0"
-        agg = [
-            "aggregates",
-            "--data-dir",
-            d,
-            "--role",
-            "supplier",
-            "--id",
-            "s2",
-            "--period",
-            period,
-            "--json",
-        ]
-        assert main(agg) == 0
-        got = json.loads(capsys.readouterr().out)
+        assert got["accepted"] is True and got["issuer_keys_match"] is True
+        assert got["public"]["price"] == "100.0" and got["public"]["status"] == "cleared"
+        got = _json(capsys, "aggregates", "--data-dir", d, "--role", "supplier", "--id", "s2",
+                    "--period", period)
         assert (got["bought_wh"], got["sold_wh"]) == (0.0, 1500.0)
-        op = [
-            "aggregates",
-            "--data-dir",
-            d,
-            "--role",
-            "operator",
-            "--id",
-            "dso",
-            "--period",
-            period,
-            "--json",
-        ]
-        assert main(op) == 0
-        assert json.loads(capsys.readouterr().out)["bought_wh"] == 1500
+        got = _json(capsys, "aggregates", "--data-dir", d, "--role", "operator", "--id", "dso",
+                    "--period", period)
+        assert got["bought_wh"] == got["sold_wh"] == 1500
+        # a period this household never bid in: one clear line, no traceback
+        assert main(["household", "result", "--data-dir", d, "--household", "h0003",
+                     "--period", period]) == 1
+        assert f"no bid for {period} on record here" in capsys.readouterr().err
     finally:
         c.stop()
 

@@ -9,11 +9,11 @@ from fractions import Fraction
 import pytest
 
 from sealgrid.mechanism.auction import clear
-from sealgrid.mechanism.bids import Bid, MarketRules, OrderBook, Reason, check_bid
+from sealgrid.mechanism.bids import Bid, OrderBook, Reason, check_bid
+from sealgrid.mechanism.market import DEFAULT_GRID, Market
 from sealgrid.service import wire
-from sealgrid.service.config import MarketConfig
+from sealgrid.service.agent import encode_payloads, outcome_of, read_totals
 from sealgrid.service.keys import load_signing_key
-from sealgrid.service.shares import encode_payloads, reconstruct, supplier_totals, traded_wh
 
 from .cluster import Cluster
 
@@ -32,19 +32,19 @@ def cluster(tmp_path):
         c.stop()
 
 
-GRID = MarketConfig().grid
+GRID = DEFAULT_GRID
 SUPPLIERS = ("s1", "s2", "s3")
+MARKET = Market(GRID, 10_000, SUPPLIERS)
 
 
 def _bid(hid: str, side: str, kwh: str, price: str, supplier: str) -> Bid:
-    rules = MarketRules(GRID, 10_000, SUPPLIERS)
-    bid, errors = check_bid(rules, hid, side, kwh, price, supplier)
+    bid, errors = check_bid(MARKET, hid, side, kwh, price, supplier)
     assert bid is not None, errors
     return bid
 
 
 def _payloads(bid: Bid) -> list[bytes]:
-    return encode_payloads(bid, SUPPLIERS, GRID.levels, 10_000, 3)
+    return encode_payloads(bid, MARKET, 3)
 
 
 def _any_payloads(i: int = 1) -> list[bytes]:
@@ -73,9 +73,9 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
         p2 = cluster.period_ahead(1, min_lead=3.0)
         outcomes = {}
         for hid, bid in bids.items():
-            async with cluster.household(hid) as h:
+            async with cluster.agent(hid) as agent:
                 for p in (p1, p2):
-                    outcomes[hid, p] = await h.bid(p, _payloads(bid))
+                    outcomes[hid, p] = await agent.bid(bid, p)
         assert all(o.complete for o in outcomes.values()), outcomes
         # h0006 reaches only servers 0 and 1 in p1 (its request to server 2 is lost)
         async with cluster.household("h0006") as h:
@@ -101,31 +101,32 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
             assert sum(len(s.excluded) for s in sts) == 2 * extra  # servers 0 and 1 say so
             assert {s.status for s in sts} == {"cleared"}, sts[0].outcome
             assert len({s.outcome for s in sts}) == 1
-            public = json.loads(sts[0].outcome)
-            assert public["level"] == reference.level
-            assert public["volume"] == reference.volume_wh
-            assert public["price"] == str(GRID.price(reference.level))
+            public = outcome_of(sts[0].outcome)
+            assert public is not None and public.status == "cleared"
+            assert public.level == reference.level
+            assert public.volume == reference.volume_wh
+            assert public.price == str(GRID.price(reference.level))
         async with cluster.household("h0006") as h:
             shares = await h.result(partial)
             assert [s.status for s in shares] == ["excluded", "excluded", "unknown"]
         book = OrderBook.from_bids(bids.values(), SUPPLIERS)
-        for i, (hid, bid) in enumerate(bids.items()):
-            async with cluster.household(hid) as h:
-                shares = await h.result(outcomes[hid, p1].pseudonym)
-            assert {s.status for s in shares} == {"cleared"}
-            (accepted_q,) = reconstruct([s.shares for s in shares])
-            got = traded_wh(accepted_q, bid.side.value == "buy", json.loads(shares[0].public))
-            assert got == Fraction(
+        for i, hid in enumerate(bids):
+            async with cluster.agent(hid) as agent:
+                got = await agent.result(p1)
+            assert got.status == "cleared" and got.issuer_keys_match is True
+            assert got.accepted is bool(reference.accepted[i])
+            assert got.traded_wh == Fraction(
                 int(reference.traded_numerator[i]),
                 reference.denominator_buy if book.is_buy[i] else reference.denominator_sell,
             )
         # a supplier reads its own totals, and cannot read another's
         async with cluster.client() as c:
             key = load_signing_key(cluster.root / "suppliers" / "s1.key")
-            got_s = await c.outputs("supplier", "s1", p1, key)
-            bought, sold = reconstruct([g.shares for g in got_s])
-            totals = supplier_totals(bought, sold, json.loads(got_s[0].public))
-            assert totals == (reference.supplier_bought_wh[0], reference.supplier_sold_wh[0])
+            totals = await read_totals(c, "supplier", "s1", p1, key)
+            assert totals.status == "cleared"
+            assert (totals.bought_wh, totals.sold_wh) == (
+                reference.supplier_bought_wh[0], reference.supplier_sold_wh[0]
+            )
             from sealgrid.service.client import ServiceError
 
             with pytest.raises(ServiceError, match="bad_signature"):
