@@ -205,3 +205,104 @@ def test_bench_clearing_plaintext_prints_one_json_line() -> None:
     assert len(lines) == 1
     doc = json.loads(lines[0])
     assert doc["bids"] == 5000 and doc["plaintext_seconds"] > 0
+
+
+# --- whole messages and exact figures (pinned) -------------------------------------------------
+
+def test_clear_refusals_whole_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = ("bidder,side,quantity_kwh,price,supplier\n"
+            "h1,buy,2,0.1505,A\n"
+            "h2,hold,12,0.05,A\n"
+            "h1,sell,1,0.3,\n")
+    assert main(["clear", str(write(tmp_path, "b.csv", text)), "--floor", "0.04",
+                 "--ceiling", "0.20", "--max-quantity", "7.5"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "sealgrid: error: b.csv line 2: price_off_grid: price is not on the price grid "
+        "(the floor plus whole ticks) (tick 0.001)",
+        "sealgrid: error: b.csv line 3: unknown_side: side must be 'buy' or 'sell'",
+        "sealgrid: error: b.csv line 3: quantity_too_large: quantity is above the market's "
+        "per-bid maximum (maximum 7.5 kWh)",
+        "sealgrid: error: b.csv line 4: price_above_ceiling: price is above the market's "
+        "ceiling price (ceiling 0.20)",
+        "sealgrid: error: b.csv line 4: unknown_supplier: supplier is not one of the market's "
+        "registered suppliers (the supplier field is empty)",
+        "sealgrid: error: b.csv line 4: duplicate_pseudonym: this pseudonym already has a bid "
+        "in the period; use a fresh one (bidder h1)",
+    ]
+
+
+def test_clear_json_exact_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # buyers 3 kWh at 0.15 (A) and 1 kWh at 0.06 (B, refused); sellers 2 kWh at 0.05 (A) and
+    # 2.5 kWh at 0.12 (B). D = 3 on levels 21..110 (0.061..0.150), S = 2 on 10..79, 4.5 from
+    # 80: V = 3 on 80..110 with |D − S| = 1.5: the middle is 95, price 0.135. Sellers are
+    # rationed 3 / 4.5: 4/3 and 5/3 kWh.
+    text = ("bidder,side,quantity_kwh,price,supplier\n"
+            "b1,buy,3,0.15,A\n"
+            "b2,buy,1,0.06,B\n"
+            "s1,sell,2,0.05,A\n"
+            "s2,sell,2.5,0.12,B\n")
+    doc = run_json(capsys, "clear", str(write(tmp_path, "b.csv", text)), "--floor", "0.04",
+                   "--ceiling", "0.20")
+    assert doc["status"] == "cleared" and doc["price"] == 0.135 and doc["volume_kwh"] == 3.0
+    assert [(a["bidder"], a["accepted"]) for a in doc["allocations"]] == [
+        ("b1", True), ("b2", False), ("s1", True), ("s2", True)]
+    assert [a["traded_kwh"] for a in doc["allocations"]] == pytest.approx(
+        [3.0, 0.0, 4 / 3, 5 / 3], rel=1e-12)
+    assert doc["suppliers"] == [
+        {"supplier": "A", "bought_kwh": 3.0, "sold_kwh": pytest.approx(4 / 3, rel=1e-12)},
+        {"supplier": "B", "bought_kwh": 0.0, "sold_kwh": pytest.approx(5 / 3, rel=1e-12)},
+    ]
+
+
+def test_settle_deviations_and_own_flows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # r = 0.2, e = 0.04, f = 0.03, p* = 0.11. U1 sold 2, exported 4.5 and imported 0.75:
+    # 0.16 + 0.04 · 2.5 − 0.2 · 0.75 = 0.11; without 0.18 − 0.15 = 0.03.
+    # U2 bought 2, imported 0.5 and exported 1: −0.22 + 0.04 · 1.5 + 0.04 = −0.12;
+    # without 0.04 − 0.1 = −0.06.
+    meters = write(tmp_path, "m.csv",
+                   "bidder,supplier,import_kwh,export_kwh\nU1,S,0.75,4.5\nU2,S,0.5,1\n")
+    tariffs = write(tmp_path, "t.csv", "supplier,retail,feed_in,network_fee\nS,0.2,0.04,0.03\n")
+    trades = write(tmp_path, "x.csv", "bidder,side,traded_kwh\nU1,sell,2\nU2,buy,2\n")
+    doc = run_json(capsys, "settle", "--meters", str(meters), "--tariffs", str(tariffs),
+                   "--trades", str(trades), "--price", "0.11")
+    assert doc["households"] == [
+        {"bidder": "U1", "with_market": pytest.approx(0.11), "without_market":
+         pytest.approx(0.03), "difference": pytest.approx(0.08)},
+        {"bidder": "U2", "with_market": pytest.approx(-0.12), "without_market":
+         pytest.approx(-0.06), "difference": pytest.approx(-0.06)},
+    ]
+    # fees 0.03 · (5.25 + 1.5) = 0.2025 either way. S with the market: from U1 −0.11 − 0.1575
+    # + 0.22 (U1's sale), from U2 +0.12 − 0.045 − 0.22 (U2's purchase): −0.1925;
+    # without: −0.03 − 0.1575 + 0.06 − 0.045 = −0.1725
+    assert doc["grid_operator"] == {"with_market": pytest.approx(0.2025),
+                                    "without_market": pytest.approx(0.2025), "difference": 0.0}
+    assert doc["suppliers"] == [{"supplier": "S", "with_market": pytest.approx(-0.1925),
+                                 "without_market": pytest.approx(-0.1725),
+                                 "difference": pytest.approx(-0.02)}]
+
+
+def test_pem_no_sellers_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = "agent,generation,load,battery,k,epsilon\nb1,0,2,0,20,0.9\nb2,1,2,0,20,0.9\n"
+    doc = run_json(capsys, "pem", str(write(tmp_path, "a.csv", text)), "--retail", "120",
+                   "--feed-in", "80", "--price-range", "90", "110")
+    assert doc == {"market": "no_sellers", "price": 120.0, "trades": [], "sellers": []}
+
+
+def test_pem_refusals_whole_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = ("agent,generation,load,battery,k,epsilon\n"
+            "a,1,1,0,0,0.5\n"
+            "b,1,x,0,20,0.5\n"
+            ",1,1,0,20,0.5\n")
+    assert main(["pem", str(write(tmp_path, "a.csv", text)), "--retail", "120", "--feed-in",
+                 "80", "--price-range", "90", "110"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "sealgrid: error: a.csv line 2: k (load preference) must be positive",
+        "sealgrid: error: a.csv line 3: load is not a number",
+        "sealgrid: error: a.csv line 4: agent name is empty",
+    ]
+    assert main(["pem", str(write(tmp_path, "g.csv", AGENTS)), "--retail", "120",
+                 "--feed-in", "80.0000001", "--price-range", "90", "110"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "sealgrid: error: invalid market prices: feed-in has more than 6 decimals"]
