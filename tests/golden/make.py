@@ -18,6 +18,9 @@ Vectors (integers are JSON numbers, exact in Python; byte strings are lowercase 
 * ``pem_wire.json`` — PEM messages in :mod:`sealgrid.protocol.pem.wire` (no randomness);
 * ``paillier.json`` — a tiny Paillier key (two 32-bit primes), encryptions with fixed ``r``,
   a decryption, a homomorphic sum and a scaling (:mod:`sealgrid.protocol.pem.paillier`);
+* ``service_wire.json`` — every message of the service's wire (:mod:`sealgrid.service.wire`),
+  each with fixed fields and signed by a fixed Ed25519 key (Ed25519 signs deterministically),
+  as the exact canonical JSON text a server or client sends;
 * ``dgk.json`` — a tiny DGK key (a 94-bit modulus, 16-bit ``v_p, v_q``, ``u = 389``), encrypted
   bits and one comparison with scripted randomness (:mod:`sealgrid.protocol.pem.dgk`).
 
@@ -27,6 +30,7 @@ values in order, so the randomness is explicit and does not depend on Python's g
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sys
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from phe import paillier as phe
 
 from sealgrid.protocol import field as F
@@ -42,6 +47,7 @@ from sealgrid.protocol.encoding import Layout, OutputShare, encode_bid, share_ro
 from sealgrid.protocol.pem import dgk
 from sealgrid.protocol.pem import paillier as pa
 from sealgrid.protocol.pem.wire import Message, Topic, encode
+from sealgrid.service import wire as sw
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,6 +69,30 @@ WIRE_MESSAGES = (
     Message(Topic.KIND, 1, 0, ()),
     Message(Topic.EVAL_UP, 1 << 20, 128, (0, -1, 2**300 + 12345)),
     Message(Topic.CMP_SHARE_A, 127, 128, (1,)),
+)
+
+SERVICE_KEY_SEED = bytes(range(32))  # the fixed Ed25519 key that signs every message
+SERVICE_PERIOD = "2026-11-22T21:45:00Z"
+SERVICE_MESSAGES: tuple[Any, ...] = (
+    sw.IssueRequest("h0001", SERVICE_PERIOD, bytes(range(8)), b"\x01" * 16),
+    sw.IssuerKey(2, SERVICE_PERIOD, b"\xc3" * 16, 65537),
+    sw.PseudonymGrant(1, SERVICE_PERIOD, b"\xc3" * 16, 65537, b"\x5a" * 16),
+    sw.PseudonymousBid(SERVICE_PERIOD, 0, b"\x07" * 32, b"\x08" * 16, b"SGB1\x02payload"),
+    sw.Receipt(0, SERVICE_PERIOD, b"\x07" * 32, b"\x11" * 32, b"\x22" * 32,
+               "2026-11-22T21:07:03.250000Z", 42),
+    sw.BidSet(1, SERVICE_PERIOD, (b"\x03" * 32, b"\x07" * 32)),
+    sw.PeriodStatement(2, SERVICE_PERIOD, 2, b"\x33" * 32, (b"\x09" * 32,), "cleared",
+                       '{"demand":1200,"invalid_bids":0,"level":7,"price":"80.7",'
+                       '"reason":"","status":"cleared","supply":900,"type":"Outcome",'
+                       '"v":1,"volume":900}',
+                       "2026-11-22T21:15:00Z", b"\x44" * 32),
+    sw.AuthRequest("supplier", "s1", SERVICE_PERIOD, b"\x02" * 16),
+    sw.OutputShares(0, SERVICE_PERIOD, "supplier", "s1", "cleared", b"SGO1", "{}"),
+    sw.Outcome("cleared", level=7, price="80.7", volume=900, demand=1200, supply=900),
+    sw.Outcome("failed", reason="server 2 did not answer"),
+    sw.MarketInfo(0, 3, b"\x55" * 32, 1, "2026-11-22T21:07:00Z", 900, SERVICE_PERIOD, 65536,
+                  sw.RateLimit(20, 60), ("s1", "s2", "s3"), sw.PriceGridInfo("80", "120", "0.1"),
+                  10_000, 1, {"accepted": 3, "rejected": 1}),
 )
 
 PAILLIER_P = 4294967279  # 2^32 − 17
@@ -230,6 +260,29 @@ def wire_vector() -> dict[str, Any]:
     ]}
 
 
+def service_key() -> Ed25519PrivateKey:
+    """The fixed signing key of the service wire vectors."""
+    return Ed25519PrivateKey.from_private_bytes(SERVICE_KEY_SEED)
+
+
+def signed(msg: Any) -> Any:
+    """``msg`` signed by the fixed key (messages without a signature field stay as they are)."""
+    has_signature = any(f.name == "signature" for f in dataclasses.fields(msg))
+    return sw.sign(msg, service_key()) if has_signature else msg
+
+
+def service_wire_vector() -> dict[str, Any]:
+    """The service wire vectors."""
+    return {
+        "key_seed": SERVICE_KEY_SEED.hex(),
+        "public_key": sw.raw_public(service_key()).hex(),
+        "messages": [
+            {"type": type(m).__name__, "text": sw.encode(signed(m)).decode()}
+            for m in SERVICE_MESSAGES
+        ],
+    }
+
+
 def paillier_vector() -> dict[str, Any]:
     """The Paillier vectors."""
     sk = paillier_key(PAILLIER_P, PAILLIER_Q)
@@ -277,6 +330,7 @@ def dgk_vector() -> dict[str, Any]:
 VECTORS: dict[str, Callable[[], dict[str, Any]]] = {
     "shares.json": shares_vector,
     "pem_wire.json": wire_vector,
+    "service_wire.json": service_wire_vector,
     "paillier.json": paillier_vector,
     "dgk.json": dgk_vector,
 }

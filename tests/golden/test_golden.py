@@ -10,6 +10,7 @@ output makes its check fail.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ from sealgrid.protocol.encoding import (
 from sealgrid.protocol.pem import dgk
 from sealgrid.protocol.pem import paillier as pa
 from sealgrid.protocol.pem.wire import Message, Topic, decode, encode
+from sealgrid.service import wire
 from tests.golden import make
 
 Doc = dict[str, Any]
@@ -87,6 +89,28 @@ def check_wire(doc: Doc) -> None:
         assert decode(stored) == message
 
 
+def check_service_wire(doc: Doc) -> None:
+    """Every service message (:mod:`sealgrid.service.wire`), signed by a fixed key."""
+    key = make.service_key()
+    assert bytes.fromhex(doc["key_seed"]) == make.SERVICE_KEY_SEED
+    public = bytes.fromhex(doc["public_key"])
+    assert wire.raw_public(key) == public
+    assert [m["type"] for m in doc["messages"]] == [
+        type(m).__name__ for m in make.SERVICE_MESSAGES]
+    assert set(wire.MESSAGE_TYPES) == {m["type"] for m in doc["messages"]}  # every one
+    for given, m in zip(make.SERVICE_MESSAGES, doc["messages"], strict=True):
+        stored = m["text"].encode()
+        # (a) the fixed fields, signed by the fixed key, give exactly the stored text
+        assert wire.encode(make.signed(given)) == stored
+        # (b) the stored text decodes to those fields, and its signature verifies
+        back = wire.decode(wire.MESSAGE_TYPES[m["type"]], stored)
+        if hasattr(back, "signature"):
+            assert dataclasses.replace(back, signature=b"") == given
+            assert wire.verify(back, public)
+        else:  # the public outcome travels inside signed statements
+            assert back == given
+
+
 def check_paillier(doc: Doc) -> None:
     """A tiny Paillier key: encryption with fixed ``r``, decryption, sum and scaling."""
     sk = make.paillier_key(doc["p"], doc["q"])
@@ -135,6 +159,7 @@ def check_dgk(doc: Doc) -> None:
 CHECKS: dict[str, Callable[[Doc], None]] = {
     "shares.json": check_shares,
     "pem_wire.json": check_wire,
+    "service_wire.json": check_service_wire,
     "paillier.json": check_paillier,
     "dgk.json": check_dgk,
 }
@@ -157,6 +182,12 @@ def _flip_hex(value: str, at: int) -> str:
     return raw.hex()
 
 
+def _flip_signature(text: str) -> str:
+    """``text`` with the first base64 digit of its signature changed."""
+    at = text.index('"signature":"') + len('"signature":"')
+    return text[:at] + ("B" if text[at] == "A" else "A") + text[at + 1:]
+
+
 def _mutants(name: str, doc: Doc) -> list[Doc]:
     """Copies of ``doc`` with one stored output changed by one byte (or one bit of an int)."""
     out: list[Doc] = []
@@ -177,6 +208,12 @@ def _mutants(name: str, doc: Doc) -> list[Doc]:
         for i in range(len(doc["messages"])):
             edit(lambda d, i=i: d["messages"][i].__setitem__(
                 "bytes", _flip_hex(d["messages"][i]["bytes"], -1)))
+    elif name == "service_wire.json":
+        for i in range(len(doc["messages"])):
+            edit(lambda d, i=i: d["messages"][i].__setitem__(
+                "text", d["messages"][i]["text"].replace('"v":1', '"v":1 ', 1)))
+        first = doc["messages"][0]["text"]
+        edit(lambda d: d["messages"][0].__setitem__("text", _flip_signature(first)))
     elif name == "paillier.json":
         edit(lambda d: d["encryptions"][1].__setitem__("c", d["encryptions"][1]["c"] ^ 1))
         edit(lambda d: d["sum"].__setitem__("c", d["sum"]["c"] ^ 1 << 8))
@@ -196,5 +233,5 @@ def test_a_changed_byte_fails(name: str) -> None:
     assert mutants
     for mutant in mutants:
         assert mutant != doc
-        with pytest.raises((AssertionError, BidRejected, ValueError)):
+        with pytest.raises((AssertionError, BidRejected, ValueError, wire.WireError)):
             CHECKS[name](mutant)
