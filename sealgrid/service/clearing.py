@@ -159,20 +159,28 @@ def _batch_digest(req: ClearingRequest) -> str:
     return h.hexdigest()
 
 
-def _running_parties(workdir: Path) -> list[int]:
-    """Return the pids of party processes still running in ``workdir`` (any parent)."""
-    needle = str(workdir).encode()
+def party_processes() -> list[tuple[int, int, bytes]]:
+    """Return ``(pid, parent pid, command line)`` of every running MPC party process
+    (``python -m sealgrid.protocol.party``) on this machine, read from ``/proc``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
+            stat = (entry / "stat").read_text()
             cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
+        except OSError:  # it ended while we looked
             continue
-        if b"sealgrid.protocol.party" in cmdline and needle in cmdline:
-            found.append(int(entry.name))
+        if b"sealgrid.protocol.party" in cmdline:
+            parent = int(stat.rpartition(")")[2].split()[1])
+            found.append((int(entry.name), parent, cmdline))
     return found
+
+
+def _running_parties(workdir: Path) -> list[int]:
+    """Return the pids of party processes still running in ``workdir`` (any parent)."""
+    needle = str(workdir).encode()
+    return [pid for pid, _, cmdline in party_processes() if needle in cmdline]
 
 
 async def _outlived(req: ClearingRequest) -> bool:

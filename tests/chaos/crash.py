@@ -33,6 +33,7 @@ from sealgrid.mechanism.auction import clear
 from sealgrid.mechanism.bids import OrderBook
 from sealgrid.service import wire
 from sealgrid.service.agent import outcome_of
+from sealgrid.service.clearing import party_processes
 from sealgrid.service.local import LocalMarket
 
 from .market import (
@@ -192,19 +193,7 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
 
 def mpc_children(pid: int) -> list[int]:
     """Return the pids of ``pid``'s MPC party processes (``sealgrid.protocol.party``)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        if ppid == pid and b"sealgrid.protocol.party" in cmd:
-            found.append(int(entry.name))
-    return found
+    return [child for child, parent, _ in party_processes() if parent == pid]
 
 
 def summary(runs: list[CrashRun]) -> dict[str, Any]:
