@@ -169,14 +169,14 @@ class Clearing:
         sell_num, sell_den = rationing(volume, supply_wh)
         if len(accepted_wh) and int(accepted_wh.max()) * volume >= 2**63:
             raise OverflowError("quantity × volume exceeds 64 bits; lower the per-bid maximum")
-        factor = np.where(is_buy, buy_num, sell_num).astype(np.int64)
+        factor = np.where(is_buy, np.int64(buy_num), np.int64(sell_num))
         return cls(
             level=level,
             volume_wh=volume,
             demand_wh=demand_wh,
             supply_wh=supply_wh,
             accepted=accepted_wh != 0,
-            traded_numerator=(accepted_wh * factor).astype(np.int64),
+            traded_numerator=np.multiply(accepted_wh, factor, dtype=np.int64),
             denominator_buy=buy_den,
             denominator_sell=sell_den,
             supplier_bought_wh=tuple(traded_wh(int(b), volume, demand_wh) for b in bought_wh),
@@ -198,7 +198,10 @@ def clear(book: OrderBook, levels: int, *, min_accepted_per_side: int = 1) -> Cl
         return Clearing.no_trade(n, suppliers)
     accepted = np.where(book.is_buy, book.level >= k, book.level <= k)
     won_buy, won_sell = accepted & book.is_buy, accepted & ~book.is_buy
-    if min(int(won_buy.sum()), int(won_sell.sum())) < min_accepted_per_side:
+    # V(k*) > 0 already means one accepted bid on each side: count only for a stricter rule
+    if min_accepted_per_side > 1 and (
+        min(int(won_buy.sum()), int(won_sell.sum())) < min_accepted_per_side
+    ):
         return Clearing.no_trade(n, suppliers)
     return Clearing.from_accepted(
         level=k,
