@@ -250,6 +250,20 @@ def test_clear_with_quantities_near_64_bits_is_exact() -> None:
     assert r.supplier_sold_wh == (Fraction(0), Fraction(2**31 - 1), Fraction(0))
 
 
+def test_from_accepted_is_exact_for_unsigned_accepted_quantities() -> None:
+    # the secure clearing reconstructs quantities as uint64: the numerators must still be
+    # exact int64, (2^32 − 1)(2^31 − 1) included (float64 cannot hold it)
+    r = Clearing.from_accepted(
+        level=0, demand_wh=2**31 - 1, supply_wh=2**32 - 1,
+        is_buy=np.array([True, False]),
+        accepted_wh=np.array([2**31 - 1, 2**32 - 1], dtype=np.uint64),
+        bought_wh=[2**31 - 1], sold_wh=[2**32 - 1],
+    )
+    assert r.traded_numerator.dtype == np.int64
+    assert r.traded_numerator.tolist() == [2**31 - 1, (2**32 - 1) * (2**31 - 1)]
+    assert r.traded_wh(1, False) == 2**31 - 1
+
+
 def test_clear_refuses_a_product_of_2_63() -> None:
     # seller 2^32 Wh, buyer 2^31 Wh: quantity × V = 2^32 · 2^31 = 2^63 does not fit in int64
     book = book_of(("buy", 2**31, 1, 0), ("sell", 2**32, 0, 1))
