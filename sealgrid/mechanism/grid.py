@@ -22,8 +22,8 @@ def parse_decimal(text: str | int | float | Decimal) -> Decimal:
     """
     if isinstance(text, Decimal):
         value = text
-    elif isinstance(text, float):
-        value = Decimal(repr(text))
+    elif isinstance(text, float):  # numpy's float64 too, whose repr names its type
+        value = Decimal(repr(float(text)))
     else:
         try:
             value = Decimal(str(text).strip())

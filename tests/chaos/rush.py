@@ -20,15 +20,7 @@ from typing import Any
 from sealgrid.service import wire
 from sealgrid.service.local import LocalMarket
 
-from .market import (
-    make_bidders,
-    obtain_all,
-    open_period,
-    read_store,
-    seconds_to_gate,
-    statements,
-    submit_share,
-)
+from . import market as run
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -46,29 +38,29 @@ async def rush(root: Path, households: int, *, window: float | None = None,
                          market={"peer_timeout_seconds": 30, "rate_limit": 1000})
     with market:
         await market.wait_ready()
-        period = open_period(market, lead=issue_estimate + window + 3)
+        period = run.open_period(market, lead=issue_estimate + window + 3)
         session = market.session(connections=concurrency)
-        _, bidders = await make_bidders(market, period, seed, session)
+        _, bidders = await run.make_bidders(market, period, seed, session)
         try:
-            issued = await obtain_all(bidders, concurrency=64)
-            lead = seconds_to_gate(market, period)
+            issued = await run.obtain_all(bidders, concurrency=64)
+            lead = run.seconds_to_gate(market, period)
             await asyncio.sleep(max(0.0, lead - window))
-            started_before_gate = seconds_to_gate(market, period)
+            started_before_gate = run.seconds_to_gate(market, period)
             deadline = time.monotonic() + started_before_gate + 5.0
 
             async def one(b: Any) -> None:
                 t0 = time.perf_counter()
-                await asyncio.gather(*(submit_share(b, i, deadline) for i in range(3)))
+                await asyncio.gather(*(run.submit_share(b, i, deadline) for i in range(3)))
                 if len(b.receipts) == 3:
                     b.latency = time.perf_counter() - t0
 
             t0 = time.perf_counter()
             await asyncio.gather(*(one(b) for b in bidders if len(b.pseudonym.tokens) == 3))
             rush_seconds = time.perf_counter() - t0
-            sts = await statements(market, period, timeout=300 + households / 20)
+            sts = await run.statements(market, period, timeout=300 + households / 20)
         finally:
             await session.close()
-    stores = [read_store(market.root, i, period) for i in range(3)]
+    stores = [run.read_store(market.root, i, period) for i in range(3)]
     lost = sum(b.pseudonym.public not in stores[i].pseudonyms
                for b in bidders for i in b.receipts)
     complete = sorted(b.pseudonym.public for b in bidders if len(b.receipts) == 3)

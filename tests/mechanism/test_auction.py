@@ -1,4 +1,4 @@
-"""The double auction against SPEC §4: worked examples, an independent brute force, invariants."""
+"""The double auction against its rule (docs/mechanism.md): examples, a brute force, invariants."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def traded(result: Clearing, book: OrderBook) -> list[Fraction]:
     return [result.traded_wh(i, bool(book.is_buy[i])) for i in range(len(book))]
 
 
-# --- an independent brute force, written from SPEC §4 with plain Python loops -------------
+# --- an independent brute force, written from the rule with plain Python loops -------------
 
 def brute_force(book: OrderBook, levels: int) -> tuple[int | None, list[Fraction]]:
     bids = list(zip(book.is_buy.tolist(), book.quantity_wh.tolist(), book.level.tolist(),

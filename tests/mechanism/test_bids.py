@@ -1,4 +1,4 @@
-"""Bids, the price grid and every refusal reason of SPEC §3."""
+"""Bids, the price grid and every refusal reason (docs/mechanism.md)."""
 
 from __future__ import annotations
 

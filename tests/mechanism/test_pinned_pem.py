@@ -28,11 +28,7 @@ from sealgrid.mechanism.pem import (
     to_fixed,
 )
 
-PAPER = PemMarket.from_values(120, 80, 90, 110)
-
-
-def agent(name: str, g: str, l: str, b: str = "0", k: str = "20", eps: str = "0.9") -> Agent:
-    return Agent.from_values(name, g, l, b, k, eps)
+from .test_pem import PAPER, agent
 
 
 def refusal(make: object) -> str:

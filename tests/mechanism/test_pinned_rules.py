@@ -30,9 +30,7 @@ from sealgrid.mechanism.market import (
     Market,
 )
 
-GRID = PriceGrid.from_values("0.04", "0.20", "0.001")
-RULES = MarketRules(GRID, max_quantity_wh=10_000, suppliers=("A", "B"))
-
+from .test_bids import GRID, RULES
 
 # --- parse_decimal: strings, ints, Decimals and floats ----------------------------------------
 
@@ -79,12 +77,10 @@ def test_parse_decimal_refusals_whole_messages(value: object, message: str) -> N
     assert str(info.value) == message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "numpy 2 float64 (what pandas hands out) reprs as 'np.float64(0.1)', so parse_decimal "
-    "raises decimal.InvalidOperation instead of returning Decimal('0.1'); reported, not fixed "
-    "here (sealgrid/ is not this test's to change)"))
 def test_parse_decimal_takes_numpy_float64() -> None:
+    """What pandas hands out: numpy 2 reprs it as 'np.float64(0.1)'."""
     assert parse_decimal(np.float64(0.1)) == Decimal("0.1")  # type: ignore[arg-type]
+    assert parse_decimal(np.float64(1.013)) == Decimal("1.013")  # type: ignore[arg-type]
 
 
 def test_parse_decimal_takes_numpy_integers_and_float32() -> None:

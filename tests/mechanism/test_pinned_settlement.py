@@ -37,44 +37,38 @@ def with_market(side: Side, q: str, imp: str, exp: str, tariff: Tariff = S) -> F
     return household_with_market(meter, tariff, MarketTrade("h", side, F(q)), P)
 
 
-@pytest.mark.parametrize(("q", "imp", "exp", "expected"), [
+@pytest.mark.parametrize(("side", "q", "imp", "exp", "expected"), [
     # bought 2 (−0.22); imported 5: the extra 3 kWh at retail (−0.6)
-    ("2", "5", "0", "-0.82"),
+    (Side.BUY, "2", "5", "0", "-0.82"),
     # bought 2 (−0.22); imported 0.5: the unused 1.5 kWh sold at feed-in (+0.06)
-    ("2", "0.5", "0", "-0.16"),
+    (Side.BUY, "2", "0.5", "0", "-0.16"),
     # bought 2, imported 2; its own export of 3 kWh at feed-in (+0.12)
-    ("2", "2", "3", "-0.10"),
+    (Side.BUY, "2", "2", "3", "-0.10"),
     # bought 2 (−0.22); imported 3.5: 1.5 extra at retail (−0.3); exported 1.25 (+0.05)
-    ("2", "3.5", "1.25", "-0.47"),
+    (Side.BUY, "2", "3.5", "1.25", "-0.47"),
     # bought 2 (−0.22); imported 0.25: 1.75 unused at feed-in (+0.07); exported 0.5 (+0.02)
-    ("2", "0.25", "0.5", "-0.13"),
+    (Side.BUY, "2", "0.25", "0.5", "-0.13"),
     # bought 1 kWh exactly (−0.11), imported it
-    ("1", "1", "0", "-0.11"),
+    (Side.BUY, "1", "1", "0", "-0.11"),
     # bought 1 (−0.11); imported 3.25: 2.25 extra at retail (−0.45)
-    ("1", "3.25", "0", "-0.56"),
-])
-def test_buyer_worked_examples(q: str, imp: str, exp: str, expected: str) -> None:
-    assert with_market(Side.BUY, q, imp, exp) == F(expected)
-
-
-@pytest.mark.parametrize(("q", "imp", "exp", "expected"), [
+    (Side.BUY, "1", "3.25", "0", "-0.56"),
     # sold 2 at 0.11 − 0.03 (+0.16); exported 4.5: the extra 2.5 kWh at feed-in (+0.1)
-    ("2", "0", "4.5", "0.26"),
+    (Side.SELL, "2", "0", "4.5", "0.26"),
     # sold 2 (+0.16); exported 0.5: the shortfall 1.5 kWh bought at retail (−0.3)
-    ("2", "0", "0.5", "-0.14"),
+    (Side.SELL, "2", "0", "0.5", "-0.14"),
     # sold 2, exported 2; its own import of 0.75 kWh at retail (−0.15)
-    ("2", "0.75", "2", "0.01"),
+    (Side.SELL, "2", "0.75", "2", "0.01"),
     # sold 2 (+0.16); exported 3.5: 1.5 extra at feed-in (+0.06); imported 2.5 (−0.5)
-    ("2", "2.5", "3.5", "-0.28"),
+    (Side.SELL, "2", "2.5", "3.5", "-0.28"),
     # sold 2 (+0.16); exported 0.25: 1.75 short at retail (−0.35); imported 0.5 (−0.1)
-    ("2", "0.5", "0.25", "-0.29"),
+    (Side.SELL, "2", "0.5", "0.25", "-0.29"),
     # sold 1 kWh exactly (+0.08), exported it
-    ("1", "0", "1", "0.08"),
+    (Side.SELL, "1", "0", "1", "0.08"),
     # sold 1 (+0.08); exported 4: 3 extra at feed-in (+0.12)
-    ("1", "0", "4", "0.20"),
+    (Side.SELL, "1", "0", "4", "0.20"),
 ])
-def test_seller_worked_examples(q: str, imp: str, exp: str, expected: str) -> None:
-    assert with_market(Side.SELL, q, imp, exp) == F(expected)
+def test_worked_examples(side: Side, q: str, imp: str, exp: str, expected: str) -> None:
+    assert with_market(side, q, imp, exp) == F(expected)
 
 
 def test_seller_keeps_price_less_fee_at_another_tariff() -> None:

@@ -1,4 +1,4 @@
-"""Settlement against paper mustafa2016 §III-D and SPEC §7."""
+"""Settlement against paper mustafa2016 §III-D (docs/mechanism.md)."""
 
 from __future__ import annotations
 
