@@ -22,7 +22,13 @@ import gmpy2
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 KEY_BITS = 2048
+EXPONENT = 65537  # the one public exponent every issuer key has (households check it)
 DOMAIN = b"sealgrid/v1/pseudonym\n"
+KEY_DOMAIN = b"sealgrid/v1/issuer-key\n"
+
+
+class MalformedIssuer(ValueError):
+    """An issuer key is not of the market's one form (exponent 65537, a 2048-bit modulus)."""
 
 
 def fdh(modulus: int, period: str, pseudonym: bytes) -> int:
@@ -43,6 +49,32 @@ class IssuerPublic:
     def size(self) -> int:
         """Bytes of the modulus."""
         return (self.n.bit_length() + 7) // 8
+
+    def check(self) -> None:
+        """Refuse a key not of the market's one form: ``e = 65537``, a 2048-bit odd modulus.
+
+        With ``e`` fixed, a server cannot tell households apart by giving one of them the
+        same modulus under another exponent; :meth:`digest` covers both numbers, so the
+        signed period statement shows which key a server used (docs/threat-model.md).
+
+        Raises:
+            MalformedIssuer: another exponent or modulus size, or an even modulus.
+        """
+        if self.e != EXPONENT:
+            raise MalformedIssuer(f"issuer exponent {self.e}, not {EXPONENT}")
+        if self.n.bit_length() != KEY_BITS or self.n % 2 == 0:
+            raise MalformedIssuer(f"issuer modulus is not an odd {KEY_BITS}-bit number")
+
+    def digest(self) -> bytes:
+        """SHA-256 of ``(n, e)``, each length-prefixed: what period statements publish."""
+        e = self.e.to_bytes((self.e.bit_length() + 7) // 8 or 1, "big")
+        data = KEY_DOMAIN + b"".join(len(x).to_bytes(4, "big") + x for x in (self.n_bytes, e))
+        return hashlib.sha256(data).digest()
+
+    @property
+    def n_bytes(self) -> bytes:
+        """The modulus as ``size`` big-endian bytes (as sent on the wire)."""
+        return self.n.to_bytes(self.size, "big")
 
     def verify(self, period: str, pseudonym: bytes, signature: bytes) -> bool:
         """Return whether ``signature`` is a valid unblinded signature on the pseudonym."""
@@ -71,7 +103,7 @@ class Issuer:
     @classmethod
     def generate(cls) -> Issuer:
         """Make a fresh issuer key (about a tenth of a second)."""
-        return cls(rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS))
+        return cls(rsa.generate_private_key(public_exponent=EXPONENT, key_size=KEY_BITS))
 
     def sign_blinded(self, blinded: bytes) -> bytes:
         """Sign a blinded message (the server never sees what it signs).

@@ -25,7 +25,7 @@ from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.mechanism.grid import PriceGrid
 from sealgrid.mechanism.market import Market
 from sealgrid.service import wire
-from sealgrid.service.blind import IssuerPublic
+from sealgrid.service.blind import IssuerPublic, MalformedIssuer
 from sealgrid.service.household import (
     GrantError,
     Pseudonym,
@@ -307,6 +307,10 @@ class HouseholdClient(Client):
             if (key.server, key.period) != (server, period) or not wire.verify(key, server_key):
                 raise ServiceError(f"server {server}'s issuer key does not verify")
             issuer = IssuerPublic(int.from_bytes(key.modulus, "big"), key.exponent)
+            try:
+                issuer.check()  # e = 65537: no exponent singles this household out
+            except MalformedIssuer as exc:
+                raise ServiceError(f"server {server}'s issuer key is malformed: {exc}") from None
             nonce = await self.challenge(server)
             raw, blinding = issue_request(pseudonym, issuer, self.household, self.key, nonce)
             status, body = await self.call(server, "POST", "/v1/pseudonyms", raw)

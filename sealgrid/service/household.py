@@ -10,12 +10,13 @@ servers can agree on the bid set; it is never reused in another period.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.service import wire
-from sealgrid.service.blind import Blinding, IssuerPublic, blind, unblind
+from sealgrid.service.blind import Blinding, IssuerPublic, MalformedIssuer, blind, fdh, unblind
 from sealgrid.service.wire import (
     AuthRequest,
     IssueRequest,
@@ -36,7 +37,7 @@ class Pseudonym:
     period: str
     key: Ed25519PrivateKey
     tokens: dict[int, bytes] = field(default_factory=dict)
-    issuers: dict[int, bytes] = field(default_factory=dict)  # server -> SHA-256 of modulus
+    issuers: dict[int, bytes] = field(default_factory=dict)  # server -> IssuerPublic.digest()
 
     @property
     def public(self) -> bytes:
@@ -72,9 +73,16 @@ def accept_grant(
 ) -> None:
     """Check a server's grant, unblind it and keep the token for that server.
 
+    The issuer key must be of the market's one form (``e = 65537``, see
+    :meth:`~sealgrid.service.blind.IssuerPublic.check`) and ``FDH(period, pseudonym)`` a unit
+    modulo ``n``; with the unblinded signature verified, the server then cannot link the
+    token to this request (docs/threat-model.md, "Issuer keys"). The pseudonym records the
+    digest of ``(n, e)``, which :meth:`~sealgrid.service.client.HouseholdClient.issuers_match`
+    compares with the server's signed period statement.
+
     Raises:
-        GrantError: the grant is not ``server``'s, not for this period or issuer key, or the
-            unblinded signature does not verify.
+        GrantError: the grant is not ``server``'s, not for this period or issuer key, the key
+            is malformed, or the unblinded signature does not verify.
     """
     modulus = int.from_bytes(grant.modulus, "big")
     if (
@@ -84,11 +92,17 @@ def accept_grant(
         or not wire.verify(grant, server_key)
     ):
         raise GrantError(f"server {server}'s grant does not verify")
+    try:
+        issuer.check()
+    except MalformedIssuer as exc:
+        raise GrantError(f"server {server}'s issuer key is malformed: {exc}") from None
+    if math.gcd(fdh(issuer.n, pseudonym.period, pseudonym.public), issuer.n) != 1:
+        raise GrantError(f"server {server}'s issuer modulus shares a factor with the pseudonym")
     token = unblind(issuer, blinding, grant.blind_signature)
     if not issuer.verify(pseudonym.period, pseudonym.public, token):
         raise GrantError(f"server {server}'s blind signature does not verify")
     pseudonym.tokens[server] = token
-    pseudonym.issuers[server] = wire.sha256(grant.modulus)
+    pseudonym.issuers[server] = issuer.digest()
 
 
 def make_submission(pseudonym: Pseudonym, server: int, payload: bytes) -> bytes:

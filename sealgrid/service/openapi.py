@@ -152,7 +152,7 @@ SCHEMAS: dict[str, Any] = {
             "outcome": {"type": "string",
                         "description": "canonical JSON of the public Outcome message"},
             "gate_closure": {"type": "string", "format": "date-time"},
-            "issuer_sha256": {**B64, "description": "SHA-256 of the period's issuer modulus"},
+            "issuer_sha256": {**B64, "description": "SHA-256 of the period's issuer key (n, e)"},
             "signature": B64,
         },
         "A server's signed account of one period.",

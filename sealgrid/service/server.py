@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sealgrid.mechanism.bids import Reason
 from sealgrid.service import clearing, wire
-from sealgrid.service.blind import Issuer
+from sealgrid.service.blind import Issuer, MalformedIssuer
 from sealgrid.service.config import ServerConfig
 from sealgrid.service.intake import (
     Accepted,
@@ -369,10 +369,11 @@ class Server:
         )  # fmt: skip
 
     def _issuer_digest(self, period: str) -> bytes:
+        """SHA-256 of the period's issuer key ``(n, e)``: what households compare."""
         issuer = self.intake.issuer(period)
         if issuer is None:
             return b""
-        return wire.sha256(issuer.public.n.to_bytes(issuer.public.size, "big"))
+        return issuer.public.digest()
 
     async def _clear(
         self, period: str, agreed: tuple[bytes, ...]
@@ -520,4 +521,9 @@ def _load_issuer(pem: bytes) -> Issuer:
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise StorageError("a stored issuer key is not an RSA key")
-    return Issuer(key)
+    issuer = Issuer(key)
+    try:
+        issuer.public.check()  # households refuse any other form
+    except MalformedIssuer as exc:
+        raise StorageError(f"a stored issuer key is malformed: {exc}") from None
+    return issuer

@@ -151,8 +151,9 @@ class PeriodStatement:
 
     ``outcome`` is canonical JSON of the public results (price, volume) or of the reason
     the period did not clear; ``excluded`` are pseudonyms that did not reach every server;
-    ``issuer_sha256`` the SHA-256 of the period's issuer modulus (every household can check
-    that it was issued under the same key as everyone else: no tagging).
+    ``issuer_sha256`` the SHA-256 of the period's issuer key ``(n, e)``
+    (:meth:`~sealgrid.service.blind.IssuerPublic.digest`; every household can check that it
+    was issued under the same key as everyone else: no tagging).
     """
 
     server: int
