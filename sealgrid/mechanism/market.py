@@ -23,6 +23,9 @@ DEFAULT_PERIOD_SECONDS = 900
 DEFAULT_GRID = PriceGrid.from_values("80", "120", "0.1")
 #: The papers' rule: one accepted bid on each side is enough for a period to trade.
 PAPERS_MIN_ACCEPTED_PER_SIDE = 1
+#: The running market's rule: with one or two accepted bids on a side, the other side's
+#: amounts would tell that side's quantities, so such a period does not trade.
+SERVICE_MIN_ACCEPTED_PER_SIDE = 3
 
 
 @dataclass(frozen=True)

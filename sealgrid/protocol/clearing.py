@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -29,9 +30,11 @@ from sealgrid.mechanism.bids import DEFAULT_MAX_QUANTITY_WH, OrderBook, Reason
 from sealgrid.protocol import field as F
 from sealgrid.protocol.certs import make_party_certificates
 from sealgrid.protocol.encoding import (
+    RATIO_LIMIT,
     Layout,
     ShareBatch,
     payload_size,
+    side_ratio,
     threshold,
     write_book_shares,
 )
@@ -82,7 +85,8 @@ def _free_base_port(count: int) -> int:
     raise SecureClearingError("no free range of local ports")
 
 
-def run_processes(dirs: Sequence[Path], timeout: float) -> list[PartyResult]:
+def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1
+                  ) -> list[PartyResult]:
     """Start one server process per directory (mutual TLS), wait, and read their results."""
     m = len(dirs)
     base = _free_base_port(m)
@@ -90,6 +94,7 @@ def run_processes(dirs: Sequence[Path], timeout: float) -> list[PartyResult]:
     for i, d in enumerate(dirs):
         cmd = [sys.executable, "-m", "sealgrid.protocol.party", "--data-dir", str(d),
                "--timeout", str(timeout), "-M", str(m), "-I", str(i), "-B", str(base),
+               "--min-per-side", str(min_per_side),
                "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning"]
         with open(d / "party.log", "wb") as log:
             procs.append(subprocess.Popen(cmd, cwd=d, stdout=log, stderr=subprocess.STDOUT,
@@ -117,17 +122,13 @@ def run_processes(dirs: Sequence[Path], timeout: float) -> list[PartyResult]:
     return [read_result(d) for d in dirs]
 
 
-def _reconstruct(results: Sequence[PartyResult], t: int) -> tuple[np.ndarray, np.ndarray]:
-    hh = F.reconstruct([r.households for r in results], t)
-    sup = F.reconstruct([r.suppliers for r in results], t)
-    return hh, sup
-
-
 def assemble(book: OrderBook, results: Sequence[PartyResult]) -> tuple[Clearing, np.ndarray]:
     """Build the reference-shaped :class:`Clearing` from the servers' outputs.
 
-    Each household's accepted quantity and each supplier's totals are reconstructed from all
-    servers' shares with the consistency check; the public figures make every amount exact.
+    Plays every reader at once, as a test harness: each household's output ``q·V/L`` (with its
+    own ``q``), each supplier's totals and the operators' ``V``, all rebuilt from every
+    server's shares. ``D(k*)`` and ``S(k*)`` are never opened; they follow here from ``V``
+    and the ratios, and every output must agree with them exactly.
 
     Returns:
         ``(clearing, rejected)``, ``rejected`` the bid slots the servers refused.
@@ -139,20 +140,41 @@ def assemble(book: OrderBook, results: Sequence[PartyResult]) -> tuple[Clearing,
     pub: Public = first.public
     t = threshold(len(results))
     n, s = len(book), len(book.suppliers)
-    accepted_q, totals = _reconstruct(results, t)
-    if np.any(accepted_q >= np.uint64(2**62)) or np.any(totals >= np.uint64(2**62)):
-        raise SecureClearingError("an output is out of range")
-    accepted_q = accepted_q.astype(np.int64)
+    rebuilt = [F.reconstruct([getattr(r, name) for r in results], t)
+               for name in ("households", "suppliers", "volume")]
+    if not all(F.consistent([getattr(r, name) for r in results], t).all()
+               for name in ("households", "suppliers", "volume")):
+        raise SecureClearingError("the servers' output shares do not lie on one polynomial")
+    outputs, totals, (volume,) = ([int(v) for v in x] for x in rebuilt)
     rejected = first.rejected
     if pub.level is None:
+        if any(outputs) or any(totals) or volume:
+            raise SecureClearingError("a period without trade has non-zero outputs")
         return Clearing.no_trade(n, s), rejected
-    if pub.volume != min(pub.demand, pub.supply):
-        raise SecureClearingError("the public volume is not min(D, S) at the clearing level")
+    ratio: dict[bool, Fraction] = {}
+    accepted = np.zeros(n, dtype=np.int64)
+    for i, y in enumerate(outputs):
+        if y:
+            q = int(book.quantity_wh[i])
+            side = bool(book.is_buy[i])
+            got = side_ratio(y, q)
+            if ratio.setdefault(side, got) != got:
+                raise SecureClearingError("two bids of one side were rationed differently")
+            accepted[i] = q
+    if set(ratio) != {True, False}:
+        raise SecureClearingError("a traded period without an accepted bid on each side")
+    demand, supply = (Fraction(volume) / ratio[side] for side in (True, False))
+    if demand.denominator != 1 or supply.denominator != 1:
+        raise SecureClearingError("the ratios do not divide the volume")
     clearing = Clearing.from_accepted(
-        level=pub.level, demand_wh=pub.demand, supply_wh=pub.supply, is_buy=book.is_buy,
-        accepted_wh=accepted_q, bought_wh=[int(x) for x in totals[:s]],
-        sold_wh=[int(x) for x in totals[s:]],
+        level=pub.level, demand_wh=int(demand), supply_wh=int(supply), is_buy=book.is_buy,
+        accepted_wh=accepted, bought_wh=totals[:s], sold_wh=totals[2 * s:3 * s],
     )
+    for j in range(s):  # each supplier's traded totals, as it reads them
+        for col, side in ((j, True), (2 * s + j, False)):
+            want = Fraction(totals[col]) * ratio[side]
+            if totals[col] and side_ratio(totals[col + s], totals[col]) * totals[col] != want:
+                raise SecureClearingError("a supplier's traded total disagrees with the ratio")
     return clearing, rejected
 
 
@@ -160,7 +182,7 @@ def secure_clear(
     book: OrderBook, levels: int, *, parties: int = 3,
     mode: Literal["processes", "inprocess"] = "processes", data_dir: Path | None = None,
     max_quantity_wh: int = DEFAULT_MAX_QUANTITY_WH, timeout: float = 120.0,
-    key: bytes | None = None, tamper: object | None = None,
+    key: bytes | None = None, tamper: object | None = None, min_per_side: int = 1,
 ) -> SecureClearing:
     """Clear ``book`` on ``levels`` price levels with ``parties`` MPC servers.
 
@@ -176,6 +198,7 @@ def secure_clear(
         timeout: seconds any server waits for a peer before failing cleanly.
         key: seed for the households' share randomness (tests only; default fresh).
         tamper: test hook ``tamper(paths)`` called after the shares are written.
+        min_per_side: accepted bids each side needs for the period to trade (1: the papers').
 
     Returns:
         The reference-shaped clearing (rejected bids count as not accepted) and statistics.
@@ -187,8 +210,8 @@ def secure_clear(
     if len(book) and int(book.quantity_wh.max()) > max_quantity_wh:
         raise ValueError("a bid exceeds the maximum quantity")
     layout = Layout(levels, max(1, len(book.suppliers)), max_quantity_wh)
-    if len(book) * max_quantity_wh + 1 >= CURVE_LIMIT:
-        raise ValueError("bids × maximum quantity exceeds the secure integers' range (2^34 Wh)")
+    if len(book) * max_quantity_wh + 1 >= min(CURVE_LIMIT, RATIO_LIMIT):
+        raise ValueError("bids × maximum quantity exceeds the exact rationing's range (2^31 Wh)")
     own_dir = data_dir is None
     root = Path(tempfile.mkdtemp(prefix="sealgrid-")) if data_dir is None else Path(data_dir)
     try:
@@ -204,11 +227,12 @@ def secure_clear(
             tamper([d / "shares.bin" for d in dirs])
         if mode == "processes":
             make_party_certificates(dirs)
-            results = run_processes(dirs, timeout)
+            results = run_processes(dirs, timeout, min_per_side)
         elif mode == "inprocess":
             from sealgrid.protocol.inprocess import run_in_process
 
-            results = run_in_process([ShareBatch.load(d / "shares.bin") for d in dirs])
+            results = run_in_process([ShareBatch.load(d / "shares.bin") for d in dirs],
+                                     min_per_side)
         else:
             raise ValueError(f"unknown mode {mode!r}")
         clearing, rejected = assemble(book, results)

@@ -18,10 +18,11 @@ DISCLOSED: dict[str, str] = {
     "challenge_seed": "fresh server randomness, independent of every bid",
     "validity_check": "0 for every well-formed bid; only pass/fail is published",
     "degree_check": "a bid combination plus a uniform random mask: uniform on its own",
-    "volume": "the traded volume V, a published output (0 means no trade)",
-    "clearing_level": "the clearing level k*, the published price",
-    "demand_at_clearing": "D(k*), published so every traded amount is exact",
-    "supply_at_clearing": "S(k*), published so every traded amount is exact",
+    "masked_quantities": "q·r + 0 per bid, r fresh and random: uniform for every bid with q ≥ 1",
+    "trade": "whether the period trades, the published status",
+    "clearing_level": "the clearing level k*, the published price (opened only on a trade)",
+    "masked_demand_at_clearing": "D(k*)·r + 0, r fresh and random: uniform, as D(k*) ≥ 1",
+    "masked_supply_at_clearing": "S(k*)·r + 0, r fresh and random: uniform, as S(k*) ≥ 1",
 }
 
 

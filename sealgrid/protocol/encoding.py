@@ -26,6 +26,7 @@ import secrets
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,9 @@ _BID_MAGIC = b"SGB1"
 _BATCH_MAGIC = b"SGSB"
 _OUT_MAGIC = b"SGO1"
 _HEADER = struct.Struct("<4sHHIIIQ")  # magic, version, party, levels, suppliers, max q, rows
+#: A side's accepted total must stay below √(p/2) so that every reader can rebuild the exact
+#: ratio V/L from its field element (rational reconstruction): about 2 GWh per side.
+RATIO_LIMIT = 2**31
 
 
 @dataclass(frozen=True)
@@ -318,3 +322,20 @@ def reconstruct(shares: Sequence[OutputShare]) -> list[int]:
         raise ValueError("need exactly one share from every server")
     value = F.reconstruct([s.values for s in ordered], threshold(len(ordered)))
     return [int(v) for v in value]
+
+
+def side_ratio(output: int, accepted_wh: int) -> Fraction:
+    """The rationing ratio ``V/L`` of a bid's side, exactly, from the rebuilt output
+    ``q·V/L`` (a field element) and the reader's own accepted quantity ``q`` (a household's
+    bid, a supplier's accepted total): ``1`` on the short side.
+
+    Raises:
+        ValueError: the output is not ``q`` times a ratio of numbers below the limit.
+    """
+    if accepted_wh <= 0:
+        raise ValueError("the accepted quantity must be positive")
+    c = output * pow(accepted_wh, F.MODULUS - 2, F.MODULUS) % F.MODULUS
+    ratio = F.rational(c, RATIO_LIMIT)
+    if not 0 < ratio <= 1:
+        raise ValueError("a rationing ratio lies in (0, 1]")
+    return ratio

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -248,3 +249,28 @@ def small_stream(key: bytes, label: str, n: int, bits: int) -> np.ndarray:
     """Return ``n`` pseudorandom integers in [0, 2^bits) as uint64."""
     x = stream(key, label, n)
     return x >> U64(64 - bits)
+
+
+def rational(value: int, bound: int) -> Fraction:
+    """The fraction ``a/b`` with ``a ≡ value·b (mod p)``, ``|a| ≤ bound``, ``0 < b ≤ bound``.
+
+    Rational reconstruction (extended Euclid stopped half way): unique when
+    ``2·bound² < p``, which the callers ensure (every ratio ``V/L`` has ``V ≤ L < bound``).
+
+    Raises:
+        ValueError: no such fraction (the value is not a ratio of numbers that small).
+    """
+    if 2 * bound * bound >= MODULUS:
+        raise ValueError("the bound is too large for a unique rational reconstruction")
+    r0, r1 = MODULUS, value % MODULUS
+    s0, s1 = 0, 1
+    while r1 > bound:
+        q = r0 // r1
+        r0, r1 = r1, r0 - q * r1
+        s0, s1 = s1, s0 - q * s1
+    if s1 == 0 or abs(s1) > bound:
+        raise ValueError("not a ratio of numbers below the bound")
+    result = Fraction(r1, s1)
+    if (result.numerator - value * result.denominator) % MODULUS:
+        raise ValueError("not a ratio of numbers below the bound")
+    return result

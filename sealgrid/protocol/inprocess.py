@@ -85,39 +85,50 @@ class HubTransport:
         boxes = await self.hub.meet("scatter", self._next(), self.pid, parts)
         return [np.asarray(b[self.pid]) for b in boxes]
 
-    async def clear(self, demand: np.ndarray, supply: np.ndarray, bound: int) -> Public:
+    async def clear(
+        self, demand: np.ndarray, supply: np.ndarray, bound: int,
+        counts: tuple[np.ndarray, np.ndarray] | None, min_per_side: int,
+    ) -> tuple[Public, np.ndarray]:
         rnd = self._next()
-        boxes = await self.hub.meet("clear", rnd, self.pid, (demand, supply))
-        mine = await self._clear_once(boxes, bound) if self.pid == 0 else True
+        boxes = await self.hub.meet("clear", rnd, self.pid, (demand, supply, counts))
+        mine = await self._clear_once(boxes, bound, min_per_side) if self.pid == 0 else True
         result = await self.hub.meet("cleared", rnd, self.pid, mine)
-        public: Public = result[0]
-        return public
+        public, volume_shares = result[0]
+        return public, volume_shares[self.pid]
 
-    async def _clear_once(self, boxes: Sequence[tuple[np.ndarray, np.ndarray]],
-                          bound: int) -> Public:
+    async def _clear_once(self, boxes: Sequence[Any], bound: int,
+                          min_per_side: int) -> tuple[Public, list[np.ndarray]]:
         from sealgrid.protocol.mpcclear import clear_curves
 
         mpc = self.hub.mpc
         secint = mpc.SecInt(SECINT_BITS, p=F.MODULUS)
-        d = F.reconstruct([b[0] for b in boxes], self.threshold)
-        s = F.reconstruct([b[1] for b in boxes], self.threshold)
 
-        def wrap(v: np.ndarray) -> Any:
+        def wrap(i: int, j: int | None = None) -> Any:
+            parts = [b[i] if j is None else b[i][j] for b in boxes]
+            v = F.reconstruct(parts, self.threshold)
             return secint.array(secint.field.array(np.array([int(a) for a in v], dtype=object)))
 
-        return await clear_curves(mpc, wrap(d), wrap(s), bound)
+        counts = None if boxes[0][2] is None else (wrap(2, 0), wrap(2, 1))
+        public, volume = await clear_curves(mpc, wrap(0), wrap(1), bound, counts, min_per_side)
+        value = 0
+        if volume is not None:  # one party holds the whole value as its "share"
+            share = await mpc.gather(volume)
+            value = int(share.value if hasattr(share, "value") else share)
+        coeffs = [F.stream(secrets.token_bytes(16), f"volume/{j}", 1)
+                  for j in range(self.threshold)]
+        return public, F.share(F.from_ints([value]), self.threshold, self.parties, coeffs)
 
     def bytes_sent(self) -> int:
         return self.hub.sent[self.pid]
 
 
-def run_in_process(batches: Sequence[ShareBatch]) -> list[PartyResult]:
+def run_in_process(batches: Sequence[ShareBatch], min_per_side: int = 1) -> list[PartyResult]:
     """Run every party's :func:`serve_period` in this process; return their results."""
     hub = Hub(len(batches))
     transports = [HubTransport(hub, i) for i in range(len(batches))]
 
     async def all_parties() -> list[PartyResult]:
-        return list(await asyncio.gather(*(serve_period(b, tr)
+        return list(await asyncio.gather(*(serve_period(b, tr, min_per_side)
                                            for b, tr in zip(batches, transports, strict=True))))
 
     results: list[PartyResult] = hub.mpc.run(all_parties())

@@ -16,14 +16,19 @@ fails from there on:
 * the middle level (the lower of two) is ``start + ⌊(length − 1)/2⌋``, with one secure
   least-significant-bit extraction for the halving.
 
-For P = 256: four rounds of comparisons (on 16, 16, 4 + 32 and 32 values) and one bit
-extraction, whatever the curves. Opened, through the disclosure door only: the volume (0 means
-no trade, and then nothing else), ``k*``, ``D(k*)`` and ``S(k*)``.
+* minimum participation: with the count curves ``CD(k)`` (accepted buyers at ``k``) and
+  ``CS(k)``, ``CD(k*) ≥ m`` iff ``k* < #{k : CD(k) ≥ m}`` and ``CS(k*) ≥ m`` iff
+  ``k* ≥ #{k : CS(k) < m}``: two more monotone counts and two comparisons, at the secret k*.
+
+For P = 256: five rounds of comparisons and one bit extraction, whatever the curves (two more
+with the minimum participation). Opened, through the disclosure door only: whether the period
+trades (``V ≥ 1`` and, when asked, at least ``m`` accepted bids on each side) and, only if it
+does, ``k*``. The volume ``V`` stays secret: its shares leave with the result (for the grid
+operators and for the rationing), ``D(k*)`` and ``S(k*)`` are never opened.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -33,12 +38,9 @@ from sealgrid.protocol.disclosure import reveal
 
 @dataclass(frozen=True)
 class Public:
-    """The public outputs of one period."""
+    """What the clearing opens: the clearing level ``k*``, or None when nothing trades."""
 
     level: int | None
-    volume: int
-    demand: int
-    supply: int
 
 
 def _next(mpc: Any, x: Any) -> Any:
@@ -89,13 +91,21 @@ async def _count(mpc: Any, blocks: Any, shift: Any, b: int,
     return tuple(zip(*out, strict=True))  # type: ignore[return-value]
 
 
-async def clear_curves(mpc: Any, demand: Any, supply: Any, bound: int) -> Public:
-    """Find the clearing level of secret-shared curves; open only the published outputs.
+async def clear_curves(
+    mpc: Any, demand: Any, supply: Any, bound: int,
+    counts: tuple[Any, Any] | None = None, min_per_side: int = 1,
+) -> tuple[Public, Any]:
+    """Find the clearing level of secret-shared curves; open only whether and where it trades.
 
     Args:
         mpc: the MPyC runtime.
         demand, supply: secure integer arrays of length P (D non-increasing, S non-decreasing).
         bound: a public integer above every curve value (bids × max quantity + 1).
+        counts: the accepted-bid count curves ``(CD, CS)`` (needed when ``min_per_side > 1``).
+        min_per_side: accepted bids each side needs for the period to trade.
+
+    Returns:
+        ``(public, volume)``: the opened outcome and the secure ``V(k*)`` (None: no trade).
     """
     del bound  # every compared value is a curve value or difference: below 2^(l−2) already
     p = len(demand)
@@ -117,24 +127,35 @@ async def clear_curves(mpc: Any, demand: Any, supply: Any, bound: int) -> Public
     # The run ending at j − 1 starts at #{k : D − S > I(j−1)}; the run starting at j ends
     # before #{k : D − S ≥ −I(j)}. Their first comparisons share a call with four flags.
     runs, shifts = [x, x], [-(i_left[0] + 1), i_right[0]]
+    if counts is not None and min_per_side > 1:
+        # #{k : CD(k) ≥ m} (CD non-increasing) and #{k : CS(k) ≤ m − 1} (−CS non-increasing)
+        cd, cs = counts
+        runs += [_blocks(mpc, cd, b, zero), _blocks(mpc, -cs, b, -cs[-1:])]
+        shifts += [zero[0] - min_per_side, zero[0] + (min_per_side - 1)]
     batch = mpc.np_concatenate([u, -u, w, -w, *_coarse(runs, shifts)]) >= 0
     has_left, has_right, le_left, le_right = batch[0], batch[1], batch[2], batch[3]
     vmax = d_right[0] + has_left * (s_left[0] - d_right[0])
-    v = int(await reveal("volume", vmax, mpc.output))
-    if v == 0:
-        return Public(None, 0, 0, 0)
-    (start_left, end_right), _, _, _ = await _count(mpc, runs, shifts, b, coarse=batch[4:])
+    ends, _, _, _ = await _count(mpc, runs, shifts, b, coarse=batch[4:])
+    start_left, end_right = ends[0], ends[1]
     run_left, run_right = j - start_left, end_right - j
     sel_left = has_left * (1 - has_right * (1 - le_left))
     sel_right = has_right * (1 - has_left * (1 - le_right))
     start = j - sel_left * run_left
-    span = sel_left * run_left + sel_right * run_right - 1  # length − 1 ≥ 0
+    span = sel_left * run_left + sel_right * run_right - 1  # length − 1 ≥ 0 when V > 0
     odd = mpc.lsb(span)
     half = (span - odd) * _half(type(span))
-    k = int(await reveal("clearing_level", start + half, mpc.output))
-    d, s = await asyncio.gather(reveal("demand_at_clearing", demand[k], mpc.output),
-                                reveal("supply_at_clearing", supply[k], mpc.output))
-    return Public(k, v, int(d), int(s))
+    k = start + half
+    conditions = [vmax - 1]  # V ≥ 1
+    if len(ends) == 4:  # k* < #{CD ≥ m} and k* ≥ #{CS < m}
+        conditions += [ends[2] - 1 - k, k - ends[3]]
+    flags = mpc.np_fromlist(conditions) >= 0
+    trade = flags[0]
+    for i in range(1, len(conditions)):
+        trade = trade * flags[i]
+    if not int(await reveal("trade", trade, mpc.output)):
+        return Public(None), None
+    level = int(await reveal("clearing_level", k, mpc.output))
+    return Public(level), vmax
 
 
 def _half(sectype: Any) -> Any:

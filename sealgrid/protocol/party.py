@@ -33,7 +33,7 @@ import numpy as np
 
 from sealgrid.protocol import field as F
 from sealgrid.protocol.disclosure import reveal_shares
-from sealgrid.protocol.encoding import ShareBatch
+from sealgrid.protocol.encoding import RATIO_LIMIT, ShareBatch
 from sealgrid.protocol.mpcclear import Public
 from sealgrid.protocol.validation import PartyState, seed_from
 
@@ -69,8 +69,12 @@ class Transport(Protocol):
         """Send ``parts[j]`` to party ``j``; return what every party sent here (index = sender)."""
         ...
 
-    async def clear(self, demand: np.ndarray, supply: np.ndarray, bound: int) -> Public:
-        """Run the oblivious clearing on shared curves, opening only the public outputs."""
+    async def clear(
+        self, demand: np.ndarray, supply: np.ndarray, bound: int,
+        counts: tuple[np.ndarray, np.ndarray] | None, min_per_side: int,
+    ) -> tuple[Public, np.ndarray]:
+        """Run the oblivious clearing on shared curves (and count curves), opening only whether
+        and where the period trades; return that and this party's degree-t share of V(k*)."""
         ...
 
     def bytes_sent(self) -> int:
@@ -84,21 +88,27 @@ class PartyResult:
 
     public: Public
     rejected: np.ndarray  # bid slots whose shares failed validation
-    households: np.ndarray  # this party's share of accepted·q per bid slot
-    suppliers: np.ndarray  # this party's shares of each supplier's bought then sold totals
+    households: np.ndarray  # this party's share of accepted·q·V/L per bid slot (L: its side)
+    suppliers: np.ndarray  # shares of each supplier's (Q_buy, Q_buy·V/D, Q_sell, Q_sell·V/S)
+    volume: np.ndarray  # this party's share of V(k*) (0 without trade), for the grid operators
     online_seconds: float
     bytes_sent: int
     peak_rss_bytes: int
     phases: dict[str, float]
 
 
-async def serve_period(batch: ShareBatch, net: Transport) -> PartyResult:
-    """Validate, aggregate and clear one period on this party's shares."""
+async def serve_period(
+    batch: ShareBatch, net: Transport, min_per_side: int = 1
+) -> PartyResult:
+    """Validate, aggregate and clear one period on this party's shares.
+
+    ``min_per_side``: accepted bids each side needs for the period to trade (1: the papers').
+    """
     lay = batch.layout
     n = len(batch)
     bound = n * lay.max_quantity_wh + 1
-    if bound >= CURVE_LIMIT:
-        raise ValueError("bids × maximum quantity is too large for the secure integers")
+    if bound >= RATIO_LIMIT:
+        raise ValueError("bids × maximum quantity is too large for the exact rationing")
     state = PartyState(batch, net.pid, net.parties, net.threshold, net.prss_keys)
     await net.all_to_all(np.zeros(1, dtype=F.U64))  # line the parties' clocks up
     start = time.perf_counter()
@@ -121,19 +131,60 @@ async def serve_period(batch: ShareBatch, net: Transport) -> PartyResult:
     opened = await reveal_shares(("validity_check", "degree_check"), masked, net.all_to_all)
     valid = state.accept([o.reshape(2, n) for o in opened])
     lap("validate_open")
-    demand, supply = (await reshare(net, np.concatenate(state.curves()))).reshape(2, -1)
+    parts = [*state.curves()]
+    if min_per_side > 1:  # count curves: Σ w ⊗ (e / q), i.e. one per bid at its side and level
+        masked_q = state.masked_quantities(seed)
+        z = await reveal_shares("masked_quantities", masked_q, net.all_to_all)
+        e_scaled = await reshare(net, state.scaled_fine(seed, F.combine(z, state.weights_2t)))
+        parts += [*state.count_curves(e_scaled)]
+    curves = (await reshare(net, np.concatenate(parts))).reshape(len(parts), -1)
+    demand, supply = curves[0], curves[1]
+    counts = (curves[2], curves[3]) if min_per_side > 1 else None
     lap("curves")
-    public = await net.clear(demand, supply, bound)
+    public, volume = await net.clear(demand, supply, bound, counts, min_per_side)
     lap("clearing")
     sides = (await reshare(net, state.accepted(public.level).reshape(-1))).reshape(2, n)
-    households = F.add(sides[0], sides[1])
-    suppliers = await reshare(net, state.supplier_totals(sides))
+    totals = await reshare(net, state.supplier_totals(sides))
+    s_count = lay.suppliers
+    if public.level is None:
+        households = np.zeros(n, dtype=F.U64)
+        suppliers = np.zeros(4 * s_count, dtype=F.U64)
+    else:
+        ratios = await _ratios(net, state, seed, demand[public.level], supply[public.level],
+                               volume)
+        products = np.concatenate([
+            F.add(F.mul(sides[0], ratios[0]), F.mul(sides[1], ratios[1])),
+            F.mul(totals[:s_count], ratios[0]), F.mul(totals[s_count:], ratios[1]),
+        ])
+        fresh = await reshare(net, products)
+        households = fresh[:n]
+        suppliers = np.concatenate([totals[:s_count], fresh[n:n + s_count],
+                                    totals[s_count:], fresh[n + s_count:]])
     lap("outputs")
     online = time.perf_counter() - start
     phases["cpu"] = time.process_time() - cpu_start  # this party's CPU seconds, all phases
     peak = peak_memory_bytes()
-    return PartyResult(public, np.flatnonzero(~valid), households, suppliers, online,
-                       net.bytes_sent(), peak, phases)
+    return PartyResult(public, np.flatnonzero(~valid), households, suppliers,
+                       np.asarray(volume, dtype=F.U64).reshape(1), online, net.bytes_sent(),
+                       peak, phases)
+
+
+async def _ratios(net: Transport, state: PartyState, seed: bytes, d_k: np.uint64,
+                  s_k: np.uint64, volume: np.ndarray) -> np.ndarray:
+    """Degree-t shares of ``V/D(k*)`` and ``V/S(k*)`` as field elements (1 on the short side).
+
+    Each divisor is inverted by masking: the servers open ``D·r`` for a fresh random ``r``
+    (uniform on the non-zero field elements, as ``D > 0``), invert it in the clear and
+    multiply back by ``r``; ``D`` itself is never opened.
+    """
+    masked = state.masked_divisors(seed, np.array([d_k, s_k], dtype=F.U64))
+    opened = await reveal_shares(("masked_demand_at_clearing", "masked_supply_at_clearing"),
+                                 masked, net.all_to_all)
+    z = F.combine(opened, state.weights_2t)
+    inverse = F.from_ints([pow(int(v), F.MODULUS - 2, F.MODULUS) for v in z])
+    r = state.divisor_masks(seed)
+    scaled = F.mul(F.mul(r, inverse), np.repeat(np.asarray(volume, dtype=F.U64), 2))
+    return await reshare(net, scaled)
 
 
 def peak_memory_bytes() -> int:
@@ -197,7 +248,10 @@ class MpycTransport:
                 got[i] = np.frombuffer(data[0], dtype="<u8").astype(F.U64).reshape(parts[i].shape)
         return got
 
-    async def clear(self, demand: np.ndarray, supply: np.ndarray, bound: int) -> Public:
+    async def clear(
+        self, demand: np.ndarray, supply: np.ndarray, bound: int,
+        counts: tuple[np.ndarray, np.ndarray] | None, min_per_side: int,
+    ) -> tuple[Public, np.ndarray]:
         from sealgrid.protocol.mpcclear import clear_curves
 
         field = self.secint.field
@@ -205,8 +259,13 @@ class MpycTransport:
         def wrap(v: np.ndarray) -> Any:
             return self.secint.array(field.array(np.array([int(a) for a in v], dtype=object)))
 
-        result: Public = await self._wait(clear_curves(self.mpc, wrap(demand), wrap(supply), bound))
-        return result
+        wrapped = None if counts is None else (wrap(counts[0]), wrap(counts[1]))
+        public, volume = await self._wait(
+            clear_curves(self.mpc, wrap(demand), wrap(supply), bound, wrapped, min_per_side))
+        if volume is None:
+            return public, np.zeros(1, dtype=F.U64)
+        share = await self._wait(self.mpc.gather(volume))  # this party's share, not opened
+        return public, F.from_ints([int(share.value if hasattr(share, "value") else share)])
 
     def bytes_sent(self) -> int:
         return sum(p.protocol.nbytes_sent for p in self.mpc.parties if p.pid != self.pid)
@@ -215,7 +274,7 @@ class MpycTransport:
 def write_result(directory: Path, result: PartyResult) -> None:
     """Write a party's result files (JSON for public values, raw little-endian shares)."""
     info = {
-        "version": 1,
+        "version": 2,
         "public": asdict(result.public),
         "rejected": [int(i) for i in result.rejected],
         "online_seconds": result.online_seconds,
@@ -225,6 +284,7 @@ def write_result(directory: Path, result: PartyResult) -> None:
     }
     (directory / "households.u64").write_bytes(result.households.astype("<u8").tobytes())
     (directory / "suppliers.u64").write_bytes(result.suppliers.astype("<u8").tobytes())
+    (directory / "volume.u64").write_bytes(result.volume.astype("<u8").tobytes())
     (directory / "result.json").write_text(json.dumps(info))
 
 
@@ -236,6 +296,7 @@ def read_result(directory: Path) -> PartyResult:
         rejected=np.array(info["rejected"], dtype=np.int64),
         households=np.fromfile(directory / "households.u64", dtype="<u8").astype(F.U64),
         suppliers=np.fromfile(directory / "suppliers.u64", dtype="<u8").astype(F.U64),
+        volume=np.fromfile(directory / "volume.u64", dtype="<u8").astype(F.U64),
         online_seconds=float(info["online_seconds"]),
         bytes_sent=int(info["bytes_sent"]),
         peak_rss_bytes=int(info["peak_rss_bytes"]),
@@ -252,6 +313,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="sealgrid.protocol.party")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--min-per-side", type=int, default=1,
+                        help="accepted bids each side needs for the period to trade")
     args = parser.parse_args(sys.argv[1:])
     if mpc.options.sec_param != SEC_PARAM or len(mpc.parties) < 3:
         print("run with -K 26 and at least 3 parties", file=sys.stderr)
@@ -267,7 +330,8 @@ def main() -> int:
         except TimeoutError:
             raise PeerTimeout("could not connect to every peer server") from None
         try:
-            result = await serve_period(batch, MpycTransport(mpc, args.timeout))
+            result = await serve_period(batch, MpycTransport(mpc, args.timeout),
+                                        args.min_per_side)
         except BaseException:
             for peer in mpc.parties:
                 if peer.pid != mpc.pid and peer.protocol is not None:

@@ -235,6 +235,11 @@ class PartyState:
         if len(bad):
             rows = np.asarray(self.batch.rows[bad])
             acc -= _products(rows[:, lay.w], rows[:, lay.e])  # exact: acc holds these terms
+        return self._cumulative(acc)
+
+    def _cumulative(self, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-level totals from ``Σ w ⊗ x`` limb sums, summed downwards (buy) and upwards."""
+        lay = self.layout
         table = _fold_limbs(acc, 2 * lay.coarse, lay.fine)
         at = [[0] * lay.levels, [0] * lay.levels]  # per side, per level
         for side in range(2):
@@ -252,6 +257,68 @@ class PartyState:
             acc_s = (acc_s + at[1][k]) % F.MODULUS
             supply[k] = acc_s
         return F.from_ints(demand), F.from_ints(supply)
+
+    # --- minimum participation: one per accepted bid ------------------------------------
+    @property
+    def weights_2t(self) -> list[int]:
+        """Lagrange weights that open a degree-2t sharing from all ``m`` parties."""
+        return F.lagrange_at(list(range(1, self.m + 1)), 0)
+
+    def _inverse_masks(self, seed: bytes) -> tuple[np.ndarray, np.ndarray]:
+        return prss_masks(self.keys, self.pid, self.m, self.t, f"{seed.hex()}/qinv",
+                          len(self.batch))
+
+    def masked_quantities(self, seed: bytes) -> np.ndarray:
+        """Degree-2t shares of ``q·r + 0`` per bid (``q = Σw``, ``r`` a fresh random mask):
+        opened, each is uniform on the non-zero field elements for a bid with ``q ≥ 1``."""
+        lay = self.layout
+        r, zero = self._inverse_masks(seed)
+        q = np.empty(len(self.batch), dtype=F.U64)
+        for start in range(0, len(q), CHUNK):
+            w = np.asarray(self.batch.rows[start:start + CHUNK, lay.w])
+            total = w[:, 0].copy()
+            for col in range(1, w.shape[1]):
+                total = F.add(total, w[:, col])
+            q[start:start + len(w)] = total
+        return F.add(F.mul(q, r), zero)
+
+    def scaled_fine(self, seed: bytes, opened: np.ndarray) -> np.ndarray:
+        """Degree-2t shares of ``e/q`` per valid bid (``q⁻¹ = r·(q·r)⁻¹`` from the opened
+        masked quantities), flattened; 0 for a refused bid."""
+        lay = self.layout
+        r, _ = self._inverse_masks(seed)
+        inverse = F.from_ints([pow(int(z), F.MODULUS - 2, F.MODULUS) if z else 0
+                               for z in opened])
+        q_inv = F.mul(r, inverse)
+        q_inv[~self.valid] = 0
+        out = np.empty((len(self.batch), lay.fine), dtype=F.U64)
+        for start in range(0, len(out), CHUNK):
+            e = np.asarray(self.batch.rows[start:start + CHUNK, lay.e])
+            out[start:start + len(e)] = F.mul(e, q_inv[start:start + len(e), None])
+        return out.reshape(-1)
+
+    def count_curves(self, e_scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Degree-2t shares of the accepted-bid counts ``CD(k)`` (buyers at ≥ k) and ``CS(k)``
+        (sellers at ≤ k), from degree-t shares of every bid's ``e/q``: ``w ⊗ e/q`` is the bid's
+        one-hot at its side, coarse block and fine level."""
+        lay = self.layout
+        scaled = e_scaled.reshape(len(self.batch), lay.fine)
+        acc = np.zeros_like(self._products)
+        for start in range(0, len(scaled), CHUNK):
+            w = np.asarray(self.batch.rows[start:start + CHUNK, lay.w])
+            acc += _products(w, scaled[start:start + len(w)])
+        return self._cumulative(acc)
+
+    # --- the rationing: divisors inverted under a mask ------------------------------------
+    def divisor_masks(self, seed: bytes) -> np.ndarray:
+        """Degree-t shares of two fresh random masks, for ``D(k*)`` and ``S(k*)``."""
+        return prss_masks(self.keys, self.pid, self.m, self.t, f"{seed.hex()}/div", 2)[0]
+
+    def masked_divisors(self, seed: bytes, values: np.ndarray) -> np.ndarray:
+        """Degree-2t shares of ``values·r + 0`` (uniform on the non-zero elements when the
+        values are not 0), ready to open."""
+        r, zero = prss_masks(self.keys, self.pid, self.m, self.t, f"{seed.hex()}/div", 2)
+        return F.add(F.mul(values, r), zero)
 
     # --- outputs ----------------------------------------------------------------------
     def accepted(self, level: int | None) -> np.ndarray:

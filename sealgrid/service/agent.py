@@ -12,11 +12,12 @@ One period of a household, in order:
 3. :meth:`HouseholdAgent.obtain`: every server's blind signature on the pseudonym (its tokens);
 4. :meth:`HouseholdAgent.submit`: each server's share, signed by the pseudonym, each receipt
    checked;
-5. :meth:`HouseholdAgent.result`: every server's share of the household's accepted quantity,
-   rebuilt (the shares must lie on one polynomial) and turned into the traded Wh by the
-   market's one rationing rule (:func:`sealgrid.mechanism.auction.traded_wh`) with the public
-   :class:`~sealgrid.service.wire.Outcome`; the issuer keys the pseudonym was served under are
-   compared with those every server published.
+5. :meth:`HouseholdAgent.result`: every server's share of ``q·V/L`` (the bid's accepted
+   quantity times its side's rationing ratio, as a field element; ``D(k*)``, ``S(k*)`` and
+   ``V`` stay secret), rebuilt (the shares must lie on one polynomial); with its own ``q`` the
+   household rebuilds the exact ratio and applies the market's one rationing rule
+   (:func:`sealgrid.mechanism.auction.traded_wh`); the issuer keys the pseudonym was served
+   under are compared with those every server published.
 
 Suppliers and grid operators read their totals with :func:`read_totals`.
 """
@@ -113,6 +114,7 @@ class PseudonymRecord:
     period: str
     key: Ed25519PrivateKey
     side: Side
+    quantity_wh: int
     issuers: dict[int, bytes] = field(default_factory=dict)  # server -> SHA-256 of its modulus
 
     def pseudonym(self) -> Pseudonym:
@@ -151,6 +153,7 @@ class PseudonymStore:
             "period": record.period,
             "seed": wire.b64e(seed),
             "side": record.side.value,
+            "quantity_wh": record.quantity_wh,
             "issuers": {str(i): wire.b64e(d) for i, d in sorted(record.issuers.items())},
         }
         write_private(self.path(record.period), json.dumps(data).encode())
@@ -165,7 +168,8 @@ class PseudonymStore:
             data = json.loads(self.path(period).read_text())
             key = Ed25519PrivateKey.from_private_bytes(wire.b64d(data["seed"]))
             issuers = {int(i): wire.b64d(d) for i, d in data.get("issuers", {}).items()}
-            return PseudonymRecord(data["period"], key, Side(data["side"]), issuers)
+            quantity = int(data["quantity_wh"])
+            return PseudonymRecord(data["period"], key, Side(data["side"]), quantity, issuers)
         except OSError:
             raise AgentError(f"no bid for {period} on record here") from None
         except (ValueError, KeyError, TypeError) as exc:
@@ -274,14 +278,16 @@ class HouseholdAgent:
         info, market = await self.market()
         period = period or info.first_open_period
         pseudonym = Pseudonym.fresh(period)
-        self.store.save(PseudonymRecord(period, pseudonym.key, bid.side))
+        self.store.save(PseudonymRecord(period, pseudonym.key, bid.side, bid.quantity_wh))
         return PreparedBid(bid, pseudonym, encode_payloads(bid, market, self.client.servers))
 
     async def obtain(self, prepared: PreparedBid) -> dict[int, BidRejected]:
         """Get every missing token of the pseudonym; return the servers' refusals."""
         refusals = await self.client.obtain(prepared.pseudonym)
         p = prepared.pseudonym
-        self.store.save(PseudonymRecord(p.period, p.key, prepared.bid.side, dict(p.issuers)))
+        bid = prepared.bid
+        self.store.save(PseudonymRecord(p.period, p.key, bid.side, bid.quantity_wh,
+                                        dict(p.issuers)))
         return refusals
 
     async def submit(
@@ -325,19 +331,27 @@ class HouseholdAgent:
         outcome = outcome_of(shares[0].public)
         accepted: bool | None = None
         traded: Fraction | None = None
-        if status == "cleared" and outcome is not None:
-            (accepted_q,) = reconstruct(shares)
-            is_buy = record.side is Side.BUY
-            accepted = accepted_q > 0
-            traded = side_traded(outcome, accepted_q, is_buy)
+        if status == "cleared":
+            (output,) = reconstruct(shares)
+            accepted = output != 0
+            traded = traded_from_output(output, record.quantity_wh)
         return HouseholdResult(period, status, outcome, accepted, traded, issuers_ok)
 
 
-def side_traded(outcome: Outcome, accepted_wh: int, is_buy: bool) -> Fraction:
-    """What ``accepted_wh`` accepted on one side trades under the public ``outcome``."""
-    if not outcome.traded or not accepted_wh:
+def traded_from_output(output: int, accepted_wh: int) -> Fraction:
+    """What an accepted quantity (a bid's, or a supplier's total on one side) traded, exactly,
+    from its rebuilt output ``accepted·V/L`` (0: nothing accepted).
+
+    Raises:
+        AgentError: the output is not the accepted quantity times a rationing ratio.
+    """
+    if not output:
         return Fraction(0)
-    return traded_wh(accepted_wh, outcome.volume, outcome.demand if is_buy else outcome.supply)
+    try:
+        ratio = encoding.side_ratio(output, accepted_wh)
+    except ValueError as exc:
+        raise AgentError(f"the rebuilt output is not a rationed amount: {exc}") from None
+    return traded_wh(accepted_wh, ratio.numerator, ratio.denominator)
 
 
 @dataclass(frozen=True)
@@ -356,8 +370,9 @@ async def read_totals(
 ) -> Totals:
     """Fetch a supplier's traded totals (or a grid operator's region totals) for ``period``.
 
-    A supplier gets every server's share of its customers' accepted (bought, sold) totals,
-    rationed like each household's amount; an operator the region's public volume.
+    A supplier gets every server's shares of its customers' accepted totals and of the same
+    totals times their side's rationing ratio (so it rebuilds the exact ratio, as each
+    rationed customer can); an operator the region's traded volume ``V``, which is not public.
 
     Raises:
         AgentError: the servers' shares do not agree.
@@ -367,12 +382,16 @@ async def read_totals(
     status = joint_status(shares)
     outcome = outcome_of(shares[0].public)
     bought = sold = None
-    if status == "cleared" and outcome is not None:
-        if all(s.shares for s in shares):
-            b, s_ = reconstruct(shares)
-            bought, sold = side_traded(outcome, b, True), side_traded(outcome, s_, False)
-        elif role == "operator":
-            bought = sold = Fraction(outcome.volume)
+    if status == "cleared":
+        values = reconstruct(shares)
+        if role == "operator" and len(values) == 1:
+            bought = sold = Fraction(values[0])
+        elif role == "supplier" and len(values) == 4:
+            q_bought, r_bought, q_sold, r_sold = values
+            bought = traded_from_output(r_bought, q_bought)
+            sold = traded_from_output(r_sold, q_sold)
+        else:
+            raise AgentError(f"the servers sent {len(values)} values for a {role}")
     return Totals(period, status, outcome, bought, sold)
 
 

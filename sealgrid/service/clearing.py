@@ -12,10 +12,11 @@ from the protocol layer, and nothing else:
 * ``sealgrid.protocol.party``: the process (``--data-dir D --timeout T -I i``, then
   ``-P host:port`` once per party, ``--ssl -K SEC_PARAM``; working directory ``D`` holding
   ``.config/`` with the MPyC TLS files from ``sealgrid.protocol.certs``; input
-  ``D/shares.bin``) and ``read_result(D)`` giving ``public`` (level, volume, demand,
-  supply), ``rejected`` (bid slots whose shares failed the servers' validation),
-  ``households`` (this party's share of ``accepted·q`` per slot) and ``suppliers`` (shares of
-  each supplier's bought then sold totals).
+  ``D/shares.bin``; ``--min-per-side`` from the market) and ``read_result(D)`` giving
+  ``public`` (the clearing level, or none), ``rejected`` (bid slots whose shares failed the
+  servers' validation), ``households`` (this party's share of ``accepted·q·V/L`` per slot),
+  ``suppliers`` (shares of each supplier's accepted and rationed bought and sold totals) and
+  ``volume`` (a share of ``V``, for the grid operators).
 """
 
 from __future__ import annotations
@@ -72,12 +73,14 @@ class ClearingResult:
 
     ``household[i]`` is this party's share of slot ``i``'s output (``b""`` for a slot the
     servers' joint validation refused); ``suppliers[id]`` its share of that supplier's
-    (bought, sold) totals; shares are ``OutputShare`` bytes of the protocol layer.
+    (accepted bought, rationed bought, accepted sold, rationed sold) totals; ``volume`` its
+    share of ``V`` for the grid operators; shares are ``OutputShare`` bytes of the protocol.
     """
 
     public: Public
     household: tuple[bytes, ...]
     suppliers: Mapping[str, bytes]
+    volume: bytes
 
     @property
     def invalid_bids(self) -> int:
@@ -123,6 +126,7 @@ async def _run_party(req: ClearingRequest, started: float) -> None:
     cmd = [
         sys.executable, "-m", "sealgrid.protocol.party", "--data-dir", str(req.workdir),
         "--timeout", str(req.timeout), "-I", str(req.party),
+        "--min-per-side", str(req.market.min_accepted_per_side),
         *(arg for peer in req.peers for arg in ("-P", peer)),
         "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip
@@ -227,7 +231,7 @@ async def clear(req: ClearingRequest) -> ClearingResult:
     except (OSError, ValueError, KeyError) as exc:
         raise ClearingFailed(f"unreadable clearing result: {exc}") from exc
     n, s = len(req.payloads), len(req.market.suppliers)
-    if len(result.households) != n or len(result.suppliers) != 2 * s:
+    if len(result.households) != n:
         raise ClearingFailed("the clearing returned outputs of the wrong size")
     invalid = {int(i) for i in result.rejected}
     household = tuple(
@@ -236,8 +240,13 @@ async def clear(req: ClearingRequest) -> ClearingResult:
         else encoding.OutputShare(req.party, result.households[i : i + 1]).to_bytes()
         for i in range(n)
     )
+    if len(result.volume) != 1 or len(result.suppliers) != 4 * s:
+        raise ClearingFailed("the clearing returned outputs of the wrong size")
     suppliers = {
-        sid: encoding.OutputShare(req.party, result.suppliers[[j, s + j]]).to_bytes()
+        sid: encoding.OutputShare(
+            req.party, result.suppliers[[j, s + j, 2 * s + j, 3 * s + j]]
+        ).to_bytes()
         for j, sid in enumerate(req.market.suppliers)
     }
-    return ClearingResult(result.public, household, suppliers)
+    volume = encoding.OutputShare(req.party, result.volume).to_bytes()
+    return ClearingResult(result.public, household, suppliers, volume)

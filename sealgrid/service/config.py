@@ -24,7 +24,7 @@ Example (written by ``sealgrid init``)::
     price_ceiling = "120"         # tariff to the retail price (docs/mechanism.md)
     price_tick = "0.1"
     max_quantity_wh = 10000
-    min_accepted_per_side = 1     # the papers' rule (the only one the secure clearing runs)
+    min_accepted_per_side = 3     # accepted bids each side needs for a period to trade
 
     [mpc]
     base_port = 11365
@@ -42,7 +42,7 @@ from sealgrid.mechanism.market import (
     DEFAULT_GRID,
     DEFAULT_MAX_QUANTITY_WH,
     DEFAULT_PERIOD_SECONDS,
-    PAPERS_MIN_ACCEPTED_PER_SIDE,
+    SERVICE_MIN_ACCEPTED_PER_SIDE,
     Market,
 )
 from sealgrid.service.intake import Limits
@@ -71,15 +71,12 @@ class MarketConfig:
     price_ceiling: str = str(DEFAULT_GRID.ceiling)
     price_tick: str = str(DEFAULT_GRID.tick)
     max_quantity_wh: int = DEFAULT_MAX_QUANTITY_WH
-    min_accepted_per_side: int = PAPERS_MIN_ACCEPTED_PER_SIDE
+    min_accepted_per_side: int = SERVICE_MIN_ACCEPTED_PER_SIDE
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        if self.min_accepted_per_side != PAPERS_MIN_ACCEPTED_PER_SIDE:
-            raise ValueError(
-                "min_accepted_per_side must be 1: the secure clearing does not yet count the "
-                "accepted bids per side"
-            )
+        if self.min_accepted_per_side < 1:
+            raise ValueError("min_accepted_per_side must be at least 1")
 
     @classmethod
     def from_table(cls, table: dict[str, Any]) -> MarketConfig:

@@ -26,7 +26,7 @@ from sealgrid.mechanism.settlement import MarketTrade, Meter, Tariff, settle
 from sealgrid.service import wire
 from sealgrid.service.agent import HouseholdAgent, outcome_of, read_totals
 from sealgrid.service.client import BidOutcome
-from sealgrid.service.keys import load_signing_key
+from sealgrid.service.keys import DEFAULT_OPERATOR, load_signing_key
 from sealgrid.service.local import LocalMarket
 from sealgrid.service.schedule import Schedule, utc_now
 from sealgrid.service.wire import Outcome
@@ -196,6 +196,8 @@ async def _finish(
     settlement = settle(meters, dict.fromkeys(market.suppliers, TARIFF), trades, price)
     supplier_report = {}
     async with local.client() as client:
+        dso = load_signing_key(local.root / "operators" / f"{DEFAULT_OPERATOR}.key")
+        volume = (await read_totals(client, "operator", DEFAULT_OPERATOR, period, dso)).bought_wh
         for sid in market.suppliers:
             key = load_signing_key(local.root / "suppliers" / f"{sid}.key")
             totals = await read_totals(client, "supplier", sid, period, key)
@@ -212,7 +214,7 @@ async def _finish(
         "period": period,
         "status": first.status,
         "price": public.price,
-        "volume_kwh": public.volume / 1000,
+        "volume_kwh": float((volume or 0) / 1000),  # as the grid operator reads it
         "bids": first.bid_count,
         "excluded": sum(len(s.excluded) for s in statements if s),
         "invalid": public.invalid_bids,

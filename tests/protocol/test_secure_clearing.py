@@ -214,7 +214,14 @@ def test_every_household_cheating_means_no_trade() -> None:
     assert clear(HONEST, LEVELS).level is not None
 
 
-@pytest.mark.parametrize("max_q", [2**20, 2**31 - 1])
+def test_a_book_beyond_the_exact_rationing_is_refused_up_front() -> None:
+    """Every side total must stay below 2^31 Wh for the readers' exact ratio V/L."""
+    b = book([True, False, False], [10, 5, 3], [2, 0, 1])
+    with pytest.raises(ValueError, match=r"exact rationing's range \(2\^31 Wh\)"):
+        secure_clear(b, 3, mode="inprocess", max_quantity_wh=2**31 - 1)
+
+
+@pytest.mark.parametrize("max_q", [2**20, (2**31 - 2) // 3])
 def test_large_quantity_limits(max_q: int) -> None:
     b = book([True, False, False], [max_q, max_q // 2, 3], [2, 0, 1])
     result = secure_clear(b, 3, mode="inprocess", max_quantity_wh=max_q)

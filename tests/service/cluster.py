@@ -40,7 +40,9 @@ def free_base_port(n: int = 3) -> int:
 class Cluster:
     """Data directory plus three ``sealgrid serve`` processes; kill them all with :meth:`stop`."""
 
-    def __init__(self, root: Path, households: int, period_seconds: int) -> None:
+    def __init__(
+        self, root: Path, households: int, period_seconds: int, min_per_side: int = 3
+    ) -> None:
         self.root = root
         self.period_seconds = period_seconds
         self.registry: Registry = init_data_dir(
@@ -49,7 +51,7 @@ class Cluster:
             base_port=free_base_port(),
             period_seconds=period_seconds,
             extra_config={
-                "market": {"peer_timeout_seconds": 20},
+                "market": {"peer_timeout_seconds": 20, "min_accepted_per_side": min_per_side},
                 "mpc_base_port": free_base_port(24),
             },
         )

@@ -16,13 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sealgrid.mechanism.bids import Side
 from sealgrid.mechanism.grid import PriceGrid
 from sealgrid.mechanism.market import Market
+from sealgrid.protocol import field as F
 from sealgrid.service import wire
 from sealgrid.service.agent import (
     AgentError,
     PseudonymRecord,
     PseudonymStore,
     outcome_of,
-    side_traded,
+    traded_from_output,
 )
 from sealgrid.service.client import Client, ServiceError, market_of
 from sealgrid.service.config import ConfigError, load_server_config
@@ -82,7 +83,7 @@ def test_outcome_carries_null_for_no_price_and_refuses_other_types() -> None:
     raw = wire.encode(none)
     assert json.loads(raw)["level"] is None and json.loads(raw)["price"] is None
     assert outcome_of(raw.decode()) == none and not none.traded
-    traded = Outcome("cleared", level=7, price="0.047", volume=900, demand=1200, supply=900)
+    traded = Outcome("cleared", level=7, price="0.047", invalid_bids=2)
     assert outcome_of(wire.encode(traded).decode()) == traded and traded.traded
     doc = json.loads(wire.encode(traded))
     doc["level"] = "7"
@@ -152,11 +153,12 @@ def test_the_pseudonym_store_is_private_durable_and_says_what_is_missing(tmp_pat
     store = PseudonymStore.of(tmp_path, "h0007")
     key = Ed25519PrivateKey.generate()
     period = "2026-11-29T10:45:00Z"
-    store.save(PseudonymRecord(period, key, Side.SELL, {2: b"\x09" * 32}))
+    store.save(PseudonymRecord(period, key, Side.SELL, 2_500, {2: b"\x09" * 32}))
     path = tmp_path / "households" / "h0007.pseudonyms" / "2026-11-29T104500Z.json"
     assert path.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600
     back = PseudonymStore.of(tmp_path, "h0007").load(period)
     assert back.side is Side.SELL and back.issuers == {2: b"\x09" * 32}
+    assert back.quantity_wh == 2_500
     assert wire.raw_public(back.key) == wire.raw_public(key)
     assert back.pseudonym().public == wire.raw_public(key)
     with pytest.raises(AgentError, match="no bid for 2026-11-29T11:00:00Z on record"):
@@ -166,15 +168,30 @@ def test_the_pseudonym_store_is_private_durable_and_says_what_is_missing(tmp_pat
         store.load(period)
 
 
+def _field(numerator: int, denominator: int) -> int:
+    return numerator * pow(denominator, F.MODULUS - 2, F.MODULUS) % F.MODULUS
+
+
 def test_a_households_amount_follows_the_one_rationing_rule() -> None:
     # buyers long: D = 1200, S = V = 900; a buyer's 400 Wh trades 400·900/1200 = 300 Wh
-    out = Outcome("cleared", level=3, price="0.05", volume=900, demand=1200, supply=900)
-    assert side_traded(out, 400, is_buy=True) == Fraction(300)
-    assert side_traded(out, 500, is_buy=False) == Fraction(500)  # the short side in full
-    assert side_traded(out, 0, is_buy=True) == 0
-    assert side_traded(Outcome("no_trade"), 400, is_buy=True) == 0
-    odd = Outcome("cleared", level=3, price="0.05", volume=1000, demand=1000, supply=3000)
-    assert side_traded(odd, 7, is_buy=False) == Fraction(7, 3)
+    assert traded_from_output(_field(400 * 900, 1200), 400) == Fraction(300)
+    assert traded_from_output(500, 500) == Fraction(500)  # the short side: ratio 1
+    assert traded_from_output(0, 400) == 0  # not accepted
+    # V = 1000, S = 3000: a seller's 7 Wh trades 7/3 Wh (a ratio in lowest terms is enough)
+    assert traded_from_output(_field(7 * 1000, 3000), 7) == Fraction(7, 3)
+    # D(k*) near the limit of the exact reconstruction (2^31 Wh a side)
+    big = 2**31 - 1
+    assert traded_from_output(_field(10_000 * 1_234_567, big), 10_000) == Fraction(
+        10_000 * 1_234_567, big)
+
+
+@pytest.mark.parametrize("output, accepted", [
+    (F.MODULUS - 5, 400),  # not a small ratio: a server lied, or shares were mixed up
+    (800, 400),  # a ratio above 1: more than the household bid
+])
+def test_an_output_that_is_no_rationed_amount_is_refused(output: int, accepted: int) -> None:
+    with pytest.raises(AgentError, match="not a rationed amount"):
+        traded_from_output(output, accepted)
 
 
 def test_the_market_table_keeps_intake_limits_apart_and_names_bad_keys(tmp_path) -> None:
@@ -188,6 +205,7 @@ def test_the_market_table_keeps_intake_limits_apart_and_names_bad_keys(tmp_path)
     toml.write_text(text.replace("[market]\n", "[market]\nprice_flor = \"1\"\n"))
     with pytest.raises(ConfigError, match="price_flor"):
         load_server_config(toml)
-    toml.write_text(text.replace("[market]\n", "[market]\nmin_accepted_per_side = 3\n"))
-    with pytest.raises(ConfigError, match="min_accepted_per_side must be 1"):
+    assert cfg.market.market(("s1",)).min_accepted_per_side == 3  # the running market's rule
+    toml.write_text(text.replace("[market]\n", "[market]\nmin_accepted_per_side = 0\n"))
+    with pytest.raises(ConfigError, match="min_accepted_per_side must be at least 1"):
         load_server_config(toml)

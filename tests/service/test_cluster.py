@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path / "data", households=8, period_seconds=4)
+    c = Cluster(tmp_path / "data", households=8, period_seconds=4, min_per_side=1)
     try:
         for i in range(3):
             c.start(i)
@@ -104,8 +104,9 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
             public = outcome_of(sts[0].outcome)
             assert public is not None and public.status == "cleared"
             assert public.level == reference.level
-            assert public.volume == reference.volume_wh
             assert public.price == str(GRID.price(reference.level))
+            assert set(json.loads(sts[0].outcome)) == {  # no quantity is public
+                "type", "v", "status", "level", "price", "invalid_bids", "reason"}
         async with cluster.household("h0006") as h:
             shares = await h.result(partial)
             assert [s.status for s in shares] == ["excluded", "excluded", "unknown"]
@@ -127,6 +128,9 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
             assert (totals.bought_wh, totals.sold_wh) == (
                 reference.supplier_bought_wh[0], reference.supplier_sold_wh[0]
             )
+            dso = load_signing_key(cluster.root / "operators" / "dso.key")
+            region = await read_totals(c, "operator", "dso", p1, dso)
+            assert region.bought_wh == region.sold_wh == reference.volume_wh
             from sealgrid.service.client import ServiceError
 
             with pytest.raises(ServiceError, match="bad_signature"):
