@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="largest quantity one bid may carry, kWh (default 10)")
     p.add_argument("--suppliers", default="",
                    help="comma-separated registered supplier ids (default: any)")
+    p.add_argument("--min-per-side", type=int, default=1, metavar="N",
+                   help="accepted bids each side needs for the period to trade "
+                        "(default 1, the papers' rule; the running market uses 3)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="clear the valid rows and list the refused ones instead of failing")
     p.add_argument("--secure", action="store_true",
@@ -55,7 +58,9 @@ def market_rules(args: argparse.Namespace) -> MarketRules:
     if max_wh != max_wh.to_integral_value() or max_wh <= 0:
         raise CliError("--max-quantity must be positive with at most 3 decimals")
     suppliers = tuple(s.strip() for s in args.suppliers.split(",") if s.strip())
-    return MarketRules(grid, int(max_wh), suppliers)
+    if args.min_per_side < 1:
+        raise CliError("--min-per-side must be at least 1")
+    return MarketRules(grid, int(max_wh), suppliers, min_accepted_per_side=args.min_per_side)
 
 
 def load_bids(path: Path, rules: MarketRules) -> tuple[list[Bid], list[str]]:
@@ -119,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if args.secure:
         result = _secure_clear(book, rules, args.parties)
     else:
-        result = clear(book, rules.grid.levels)
+        result = clear(book, rules.levels, min_accepted_per_side=rules.min_accepted_per_side)
     document = outcome_document(bids, book, result, rules.grid)
     if args.skip_invalid:
         document["rejected"] = errors
@@ -135,14 +140,15 @@ def _secure_clear(book: OrderBook, rules: MarketRules, parties: int) -> Clearing
         from sealgrid.protocol.clearing import secure_clear
     except ImportError as exc:  # pragma: no cover - depends on the installed package
         raise CliError(f"secure clearing is not available: {exc}") from None
-    outcome = secure_clear(book, rules.grid.levels, parties=parties,
-                           max_quantity_wh=rules.max_quantity_wh)
+    outcome = secure_clear(book, rules.levels, parties=parties,
+                           max_quantity_wh=rules.max_quantity_wh,
+                           min_per_side=rules.min_accepted_per_side)
     return outcome.clearing
 
 
 def _print_outcome(document: dict[str, Any]) -> None:
     if document["status"] == "no_trade":
-        print("No trade: no grid price lets any energy change hands.")
+        print("No trade: no grid price lets energy change hands with enough bids on each side.")
     else:
         print(f"Clearing price: {document['price']} per kWh   "
               f"volume: {document['volume_kwh']:.3f} kWh")

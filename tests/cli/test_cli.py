@@ -306,3 +306,31 @@ def test_pem_refusals_whole_lines(tmp_path: Path, capsys: pytest.CaptureFixture[
                  "--feed-in", "80.0000001", "--price-range", "90", "110"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "sealgrid: error: invalid market prices: feed-in has more than 6 decimals"]
+
+
+def test_clear_minimum_participation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """BIDS has one buyer and two sellers: the papers' rule trades it, two a side does not."""
+    path = str(write(tmp_path, "b.csv", BIDS))
+    grid = ("--floor", "0.04", "--ceiling", "0.20", "--tick", "0.001")
+    assert run_json(capsys, "clear", path, *grid, "--min-per-side", "1")["status"] == "cleared"
+    doc = run_json(capsys, "clear", path, *grid, "--min-per-side", "2")
+    assert (doc["status"], doc["price"], doc["volume_kwh"]) == ("no_trade", None, 0.0)
+    assert all(not a["accepted"] and a["traded_kwh"] == 0 for a in doc["allocations"])
+    more = BIDS + "h4,buy,1,0.12,B\n"  # two buyers at ≥ 0.12 meet two sellers at ≤ 0.10
+    doc = run_json(capsys, "clear", str(write(tmp_path, "c.csv", more)), *grid,
+                   "--min-per-side", "2")
+    assert doc["status"] == "cleared" and 0.10 <= doc["price"] <= 0.12
+    assert main(["clear", path, *grid, "--min-per-side", "0"]) == 1
+    assert "--min-per-side must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_clear_minimum_participation_under_mpc(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(write(tmp_path, "b.csv", BIDS + "h4,buy,1,0.12,B\n"))
+    grid = ("--floor", "0.04", "--ceiling", "0.20", "--tick", "0.001")
+    for n in ("2", "3"):
+        plain = run_json(capsys, "clear", path, *grid, "--min-per-side", n)
+        secure = run_json(capsys, "clear", path, *grid, "--min-per-side", n, "--secure")
+        assert secure == plain
+    assert plain["status"] == "no_trade"
