@@ -28,18 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["processes", "inprocess"], default="processes",
                    help="real server processes over TLS (default) or in-process (tests only)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-per-side", type=int, default=1, metavar="N",
+                   help="accepted bids each side needs to trade (default 1; the service: 3)")
     p.add_argument("--repeat", type=int, default=5, help="plaintext repetitions; best is kept")
     p.add_argument("--plaintext", action="store_true", help="time the plaintext reference only")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=run)
 
 
-def plaintext_seconds(book: object, levels: int, repeat: int) -> float:
+def plaintext_seconds(book: object, levels: int, repeat: int, min_per_side: int = 1) -> float:
     """Return the best wall time of ``repeat`` plaintext clearings of ``book``."""
     best = float("inf")
     for _ in range(max(1, repeat)):
         start = time.perf_counter()
-        clear(book, levels)  # type: ignore[arg-type]
+        clear(book, levels, min_accepted_per_side=min_per_side)  # type: ignore[arg-type]
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -60,14 +62,16 @@ def same_clearing(a: Clearing, b: Clearing) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print one JSON line."""
     book = random_book(args.bids, args.levels, args.suppliers, seed=args.seed)
-    plain = round(plaintext_seconds(book, args.levels, args.repeat), 6)
+    plain = round(plaintext_seconds(book, args.levels, args.repeat, args.min_per_side), 6)
     if args.plaintext:
         print(json.dumps({"mode": "plaintext", "bids": args.bids, "levels": args.levels,
                           "suppliers": args.suppliers, "plaintext_seconds": plain}))
         return 0
     from sealgrid.protocol.clearing import secure_clear
 
-    outcome = secure_clear(book, args.levels, parties=args.parties, mode=args.mode)
+    outcome = secure_clear(book, args.levels, parties=args.parties, mode=args.mode,
+                           min_per_side=args.min_per_side)
+    reference = clear(book, args.levels, min_accepted_per_side=args.min_per_side)
     stats = outcome.stats
     result: dict[str, Any] = {
         "bids": args.bids,
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(stats.online_seconds, 4),
         "plaintext_seconds": plain,
         "bytes_per_party": list(stats.bytes_per_party),
-        "matches_plaintext": same_clearing(outcome.clearing, clear(book, args.levels)),
+        "matches_plaintext": same_clearing(outcome.clearing, reference),
+        "min_per_side": args.min_per_side,
         "suppliers": args.suppliers,
         "mode": args.mode,
         "ratio_to_plaintext": round(stats.online_seconds / plain, 1) if plain else None,

@@ -152,13 +152,16 @@ def assemble(book: OrderBook, results: Sequence[PartyResult]) -> tuple[Clearing,
             raise SecureClearingError("a period without trade has non-zero outputs")
         return Clearing.no_trade(n, s), rejected
     ratio: dict[bool, Fraction] = {}
+    field_ratio: dict[bool, int] = {}
     accepted = np.zeros(n, dtype=np.int64)
     for i, y in enumerate(outputs):
         if y:
             q = int(book.quantity_wh[i])
             side = bool(book.is_buy[i])
-            got = side_ratio(y, q)
-            if ratio.setdefault(side, got) != got:
+            if side not in ratio:  # every other bid of the side must then be q·(the same c)
+                ratio[side] = side_ratio(y, q)
+                field_ratio[side] = y * pow(q, F.MODULUS - 2, F.MODULUS) % F.MODULUS
+            elif y != q * field_ratio[side] % F.MODULUS:
                 raise SecureClearingError("two bids of one side were rationed differently")
             accepted[i] = q
     if set(ratio) != {True, False}:

@@ -274,3 +274,25 @@ def rational(value: int, bound: int) -> Fraction:
     if (result.numerator - value * result.denominator) % MODULUS:
         raise ValueError("not a ratio of numbers below the bound")
     return result
+
+
+def inverse(values: np.ndarray) -> np.ndarray:
+    """Return ``1/x`` mod p elementwise, 0 for 0: one modular power for the whole array
+    (Montgomery's trick along a product tree, vectorised)."""
+    x = np.asarray(values, dtype=U64).reshape(-1)
+    zero = x == 0
+    x = np.where(zero, np.uint64(1), x)
+    tree = [x]
+    while len(tree[-1]) > 1:
+        level = tree[-1]
+        if len(level) % 2:
+            level = np.concatenate([level, np.ones(1, dtype=U64)])
+        tree.append(mul(level[0::2], level[1::2]))
+    inv = np.array([pow(int(tree[-1][0]), MODULUS - 2, MODULUS)], dtype=U64)
+    for level in reversed(tree[:-1]):
+        padded = level if len(level) % 2 == 0 else np.concatenate([level, np.ones(1, dtype=U64)])
+        out = np.empty(len(padded), dtype=U64)
+        out[0::2] = mul(inv, padded[1::2])
+        out[1::2] = mul(inv, padded[0::2])
+        inv = out[:len(level)]
+    return np.where(zero, np.uint64(0), inv).reshape(np.shape(values))

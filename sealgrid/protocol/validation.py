@@ -274,12 +274,10 @@ class PartyState:
         lay = self.layout
         r, zero = self._inverse_masks(seed)
         q = np.empty(len(self.batch), dtype=F.U64)
+        ones = np.ones((2 * lay.coarse, 1), dtype=F.U64)
         for start in range(0, len(q), CHUNK):
             w = np.asarray(self.batch.rows[start:start + CHUNK, lay.w])
-            total = w[:, 0].copy()
-            for col in range(1, w.shape[1]):
-                total = F.add(total, w[:, col])
-            q[start:start + len(w)] = total
+            q[start:start + len(w)] = F.dot_small(w, ones, 1)[:, 0]
         return F.add(F.mul(q, r), zero)
 
     def scaled_fine(self, seed: bytes, opened: np.ndarray) -> np.ndarray:
@@ -287,9 +285,7 @@ class PartyState:
         masked quantities), flattened; 0 for a refused bid."""
         lay = self.layout
         r, _ = self._inverse_masks(seed)
-        inverse = F.from_ints([pow(int(z), F.MODULUS - 2, F.MODULUS) if z else 0
-                               for z in opened])
-        q_inv = F.mul(r, inverse)
+        q_inv = F.mul(r, F.inverse(opened))
         q_inv[~self.valid] = 0
         out = np.empty((len(self.batch), lay.fine), dtype=F.U64)
         for start in range(0, len(out), CHUNK):
