@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -66,14 +67,47 @@ def test_five_servers_in_process() -> None:
     assert_equal_on(result.clearing, b, 6, np.ones(len(b), dtype=bool))
 
 
-def test_only_declared_values_are_opened() -> None:
-    b = random_book(np.random.default_rng(1), 30, 5, 2)
+PER_PARTY = ("challenge_seed", "validity_check", "degree_check")  # opened by each server
+RATIOS = ("masked_demand_at_clearing", "masked_supply_at_clearing")
+
+
+@pytest.mark.parametrize("min_per_side, trades, opened", [
+    (1, True, [*PER_PARTY, *RATIOS]),
+    (3, True, [*PER_PARTY, "masked_quantities", *RATIOS]),
+    (1, False, list(PER_PARTY)),
+    (3, False, [*PER_PARTY, "masked_quantities"]),
+])
+def test_exactly_the_declared_values_are_opened_and_only_through_the_door(
+    monkeypatch: pytest.MonkeyPatch, min_per_side: int, trades: bool, opened: list[str],
+) -> None:
+    """Every opening, counted: three servers each open their rows through the door, and the
+    one-party clearing opens ``trade`` (and ``clearing_level`` only on a trade). A message a
+    server sends to all outside the door carries nothing but the zeros of the clock line-up."""
+    from collections import Counter
+
+    from sealgrid.protocol.inprocess import HubTransport
+
+    sent: list[tuple[int, int, np.ndarray]] = []
+    real = HubTransport.all_to_all
+
+    async def spy(self: HubTransport, own: np.ndarray) -> list[np.ndarray]:
+        sent.append((self.pid, len(disclosure.LOG), np.array(own)))
+        return await real(self, own)
+
+    monkeypatch.setattr(HubTransport, "all_to_all", spy)
+    b = random_book(np.random.default_rng(1), 30, 5, 2) if trades else book(
+        [True, False, True, False], [10, 10, 5, 5], [0, 3, 1, 4])
     disclosure.LOG.clear()
-    secure_clear(b, 5, mode="inprocess")
-    assert set(disclosure.LOG) <= set(disclosure.DISCLOSED)
-    disclosure.LOG.clear()
-    secure_clear(EDGE_BOOKS["no_trade"][0], 4, mode="inprocess")
-    assert "clearing_level" not in disclosure.LOG and "demand_at_clearing" not in disclosure.LOG
+    result = secure_clear(b, 5, mode="inprocess", min_per_side=min_per_side)
+    assert result.clearing.traded is trades
+    want = Counter({name: 3 for name in opened})
+    want.update(["trade"] + (["clearing_level"] if trades else []))
+    assert Counter(disclosure.LOG) == want
+    for pid in range(3):
+        mine = [(logged, own) for p, logged, own in sent if p == pid]
+        assert not mine[0][1].any()  # the clock line-up: zeros
+        for (before, _), (after, _) in itertools.pairwise(mine):
+            assert after > before  # each later message follows a declared opening
 
 
 # --- malicious households ---------------------------------------------------------------

@@ -36,3 +36,24 @@ def test_the_grep_sees_every_call() -> None:
     sample = 'await reveal("volume", x, o)\nreveal_shares(("a_b", "c"), own, f)'
     found = {n for m in CALL.finditer(sample) for n in re.findall(r"\"([a-z_]+)\"", m.group(1))}
     assert found == {"volume", "a_b", "c"}
+
+
+def test_no_opening_bypasses_the_door() -> None:
+    """Outside the door, no MPyC output, and the servers' message primitives are called only
+    by the transports themselves and by the one clock line-up (which sends zeros)."""
+    calls = re.compile(r"\.output\(|\btransfer\(|\ball_to_all\(")
+    allowed = {
+        ("party.py", "    async def all_to_all(self, own: np.ndarray) -> list[np.ndarray]:"),
+        ("party.py", "    await net.all_to_all(np.zeros(1, dtype=F.U64))  # line the parties' "
+                     "clocks up"),
+        ("inprocess.py", "    async def all_to_all(self, own: np.ndarray) -> list[np.ndarray]:"),
+    }
+    found = set()
+    for path in (ROOT / "sealgrid" / "protocol").glob("*.py"):
+        if path.name == "disclosure.py":
+            continue
+        for line in path.read_text().splitlines():
+            transport = path.name == "party.py" and "self.mpc.transfer(" in line
+            if calls.search(line) and not transport:
+                found.add((path.name, line))
+    assert found == allowed
