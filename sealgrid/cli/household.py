@@ -137,14 +137,14 @@ def run_aggregates(args: argparse.Namespace) -> int:
     from sealgrid.cli import CliError
     from sealgrid.service.agent import AgentError, ServiceError, read_totals
     from sealgrid.service.client import Client
-    from sealgrid.service.keys import DataDirError, Registry, load_signing_key
+    from sealgrid.service.keys import TRUST, DataDirError, Registry, load_signing_key
 
     folder = "suppliers" if args.role == "supplier" else "operators"
 
     async def go() -> Any:
         registry = Registry.load(args.data_dir / "registry.json")
         key = load_signing_key(args.data_dir / folder / f"{args.id}.key")
-        async with Client(registry, args.data_dir / "ca.crt") as client:
+        async with Client(registry, args.data_dir / TRUST) as client:
             return await read_totals(client, args.role, args.id, args.period, key)
 
     try:

@@ -159,6 +159,7 @@ def make_party_key(directory: Path, party: int, *, days: int = 7) -> bytes:
     cert = self_signed(key, name, [name], days=days)
     pem = cert.public_bytes(serialization.Encoding.PEM)
     config = Path(directory) / ".config"
+    config.mkdir(mode=0o700, parents=True, exist_ok=True)
     _write(config / f"party_{party}.key", key_pem(key), private=True)
     _write(config / f"party_{party}.crt", pem)
     return pem

@@ -43,6 +43,7 @@ from sealgrid.service import wire
 from sealgrid.service.client import BidOutcome, Client, HouseholdClient, ServiceError
 from sealgrid.service.household import Pseudonym
 from sealgrid.service.keys import (
+    TRUST,
     DataDirError,
     Registry,
     household_profile,
@@ -239,7 +240,7 @@ class HouseholdAgent:
         registry = registry or Registry.load(data_dir / "registry.json")
         key = load_signing_key(data_dir / "households" / f"{household}.key")
         supplier = household_profile(data_dir, household)["supplier"]
-        client = HouseholdClient(registry, data_dir / "ca.crt", household, key, session)
+        client = HouseholdClient(registry, data_dir / TRUST, household, key, session)
         return cls(client, supplier, PseudonymStore.of(data_dir, household), market)
 
     @property

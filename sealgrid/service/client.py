@@ -1,4 +1,4 @@
-"""Household, supplier and grid-operator clients; assumes the servers' registry and demo CA.
+"""Household, supplier and grid-operator clients; assumes the registry and its pinned certificates.
 
 The household sends each server its own share payload under one fresh pseudonym, checks
 every receipt's signature against the registry, and later asks each server for its share of
@@ -65,7 +65,11 @@ class BidOutcome:
 
 
 def open_session(ca: Path, connections: int = 100) -> aiohttp.ClientSession:
-    """Open an HTTPS session that trusts only the market's CA (to share among clients)."""
+    """Open an HTTPS session that trusts only the certificates in ``ca`` (to share among clients).
+
+    ``ca`` is the servers' pinned certificates (``servers.pem``, as in the registry): each is
+    self-signed and its own trust anchor, and no CA exists.
+    """
     ctx = ssl.create_default_context(cafile=str(ca))
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=ctx, limit=connections),

@@ -7,7 +7,7 @@ Example (written by ``sealgrid init``)::
     listen = "127.0.0.1:8440"
     database = "sqlite:///…/server-0/bids.sqlite"   # or "postgresql://user@host/db"
     registry = "…/registry.json"
-    ca = "…/ca.crt"
+    ca = "…/servers.pem"          # the servers' pinned certificates (as in the registry)
     tls_cert = "…/server-0/tls.crt"
     tls_key = "…/server-0/tls.key"
     signing_key = "…/server-0/signing.key"
@@ -36,6 +36,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sealgrid.mechanism.grid import PriceGrid
 from sealgrid.mechanism.market import (
@@ -196,18 +197,30 @@ def write_server_config(
     urls: list[str],
     period_seconds: int,
     extra: dict[str, Any],
+    server_dir: Path | None = None,
+    registry: Path | None = None,
+    ca: Path | None = None,
+    listen: str | None = None,
 ) -> None:
-    """Write server ``party``'s TOML file with the layout of :mod:`sealgrid.service.keys`."""
-    sdir = data_dir / f"server-{party}"
-    port = urls[party].rpartition(":")[2]
+    """Write server ``party``'s TOML file with the layout of :mod:`sealgrid.service.keys`.
+
+    ``server_dir`` (default ``data_dir/server-N``) holds the server's keys and database;
+    ``registry`` and ``ca`` (the servers' pinned certificates) default to ``registry.json``
+    and ``servers.pem`` in ``data_dir``; ``listen`` to the host and port of its URL.
+    """
+    sdir = server_dir or data_dir / f"server-{party}"
+    url = urlsplit(urls[party])
+    listen = listen or f"{url.hostname}:{url.port}"
+    registry = registry or data_dir / "registry.json"
+    ca = ca or data_dir / "servers.pem"
     market = {"period_seconds": period_seconds, **extra.get("market", {})}
     lines = [
         f"party = {party}",
         f"servers = {_toml_value(urls)}",
-        f'listen = "127.0.0.1:{port}"',
+        f"listen = {_toml_value(listen)}",
         f"database = {_toml_value('sqlite:///' + str(sdir / 'bids.sqlite'))}",
-        f"registry = {_toml_value(str(data_dir / 'registry.json'))}",
-        f"ca = {_toml_value(str(data_dir / 'ca.crt'))}",
+        f"registry = {_toml_value(str(registry))}",
+        f"ca = {_toml_value(str(ca))}",
         f"tls_cert = {_toml_value(str(sdir / 'tls.crt'))}",
         f"tls_key = {_toml_value(str(sdir / 'tls.key'))}",
         f"signing_key = {_toml_value(str(sdir / 'signing.key'))}",

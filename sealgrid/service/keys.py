@@ -1,44 +1,48 @@
-"""The data directory: a demo CA, TLS and signing keys, the public-key registry (assumption A4).
+"""The data directory: keys, the public-key registry with the servers' pinned certificates.
 
-Assumes a single trusted operator runs ``sealgrid init`` for a demo or test: it plays the
-certificate authority and hands every party its keys. In a real deployment each party makes
-its own key and only the public half reaches the registry. Private keys are unencrypted PEM
-files with mode 0600 inside the data directory, never in the repository.
+Every party makes its own keys (:mod:`sealgrid.service.setup`, ``sealgrid keygen``); the
+registry (assumption A4: it is the one thing every party trusts) is assembled from public
+parts only and pins each server's Ed25519 key, URL, and self-signed HTTPS and MPC
+certificates. There is no certificate authority and no CA key. ``sealgrid init``
+(:func:`init_data_dir`) is the one-machine demo: it runs every party's keygen, each in that
+party's own directory, and builds the registry from their public parts. Private keys are
+unencrypted PEM files with mode 0600, never in the repository.
 
-Layout::
+Layout made by ``sealgrid init``::
 
-    DIR/ca.crt                      demo CA certificate (ECDSA P-256), trusted by every client
-    DIR/private/ca.key              its key (only ``init`` uses it)
-    DIR/registry.json               public keys: servers, households, suppliers, operators
-    DIR/server-N/server.toml        one TOML per server (see :mod:`sealgrid.service.config`)
-    DIR/server-N/tls.crt, tls.key   HTTPS certificate for sealgrid-server-N (checked by every
-                                    client), 127.0.0.1 and localhost (server and client)
-    DIR/server-N/signing.key        Ed25519 key signing receipts and statements
-    DIR/server-N/.config/           MPyC party certificate, key and CA (sealgrid.protocol.certs)
-    DIR/households/ID.key, ID.json  household signing key and its demo profile (its supplier)
-    DIR/suppliers/ID.key            supplier key (reads its own aggregates)
-    DIR/operators/ID.key            grid operator (DSO/TSO) key (reads region totals)
+    DIR/registry.json               public: every party's public key; the servers' URLs and
+                                    pinned certificates
+    DIR/servers.pem                 public: the servers' HTTPS certificates, as pinned (the
+                                    trust file every client loads)
+    DIR/server-N/                   server N's own directory (``keygen --role server``):
+        signing.key                 Ed25519 key signing receipts and statements
+        tls.key, tls.crt            HTTPS key and self-signed certificate (sealgrid-server-N)
+        .config/party_N.key, .crt   MPyC key and self-signed certificate (MPyC party N)
+        .config/mpyc_ca.crt         public: every server's pinned MPyC certificate
+        server-N.json               public part, as handed to the registry
+        server.toml                 configuration (see :mod:`sealgrid.service.config`)
+    DIR/households/ID.key, ID.json  household key; its public part (also its profile)
+    DIR/suppliers/ID.key, ID.json   supplier key (reads its own aggregates); public part
+    DIR/operators/ID.key, ID.json   grid operator (DSO/TSO) key (reads region totals)
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sealgrid.service.wire import b64d, b64e, raw_public
+from sealgrid.service.wire import b64d, b64e
 
 REGISTRY = "registry.json"
+TRUST = "servers.pem"  # the servers' pinned HTTPS certificates: what clients trust
 DEFAULT_SUPPLIERS = ("s1", "s2", "s3")
 DEFAULT_OPERATOR = "dso"
 
@@ -49,12 +53,19 @@ class DataDirError(Exception):
 
 @dataclass(frozen=True)
 class Registry:
-    """Public keys of every party, by id; servers by party index with their URLs."""
+    """Public keys of every party, by id; servers by party index with their URLs.
+
+    ``tls_certs[i]`` and ``mpc_certs[i]`` are server ``i``'s self-signed HTTPS and MPyC
+    certificates (PEM), pinned: a client or peer accepts exactly these (see
+    :func:`server_trust`).
+    """
 
     servers: tuple[tuple[str, bytes], ...]  # (url, Ed25519 public key) by party index
     households: dict[str, bytes]
     suppliers: dict[str, bytes]
     operators: dict[str, bytes]
+    tls_certs: tuple[bytes, ...] = ()
+    mpc_certs: tuple[bytes, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> Registry:
@@ -65,25 +76,108 @@ class Registry:
         """
         try:
             data = json.loads(Path(path).read_text())
+            servers = data["servers"]
             return cls(
-                servers=tuple((s["url"], b64d(s["key"])) for s in data["servers"]),
+                servers=tuple((s["url"], b64d(s["key"])) for s in servers),
                 households={k: b64d(v) for k, v in data["households"].items()},
                 suppliers={k: b64d(v) for k, v in data["suppliers"].items()},
                 operators={k: b64d(v) for k, v in data["operators"].items()},
+                tls_certs=tuple(s["tls_cert"].encode() for s in servers if "tls_cert" in s),
+                mpc_certs=tuple(s["mpc_cert"].encode() for s in servers if "mpc_cert" in s),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataDirError(f"cannot read the registry {path}: {exc}") from exc
 
     def to_json(self) -> str:
         """Return the registry as JSON text."""
+        servers: list[dict[str, str]] = []
+        for i, (url, key) in enumerate(self.servers):
+            entry = {"url": url, "key": b64e(key)}
+            if i < len(self.tls_certs):
+                entry["tls_cert"] = self.tls_certs[i].decode()
+                entry["tls_sha256"] = _fingerprint(self.tls_certs[i])
+            if i < len(self.mpc_certs):
+                entry["mpc_cert"] = self.mpc_certs[i].decode()
+            servers.append(entry)
         data = {
             "v": 1,
-            "servers": [{"url": u, "key": b64e(k)} for u, k in self.servers],
+            "servers": servers,
             "households": {k: b64e(v) for k, v in sorted(self.households.items())},
             "suppliers": {k: b64e(v) for k, v in sorted(self.suppliers.items())},
             "operators": {k: b64e(v) for k, v in sorted(self.operators.items())},
         }
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+    def trust_pem(self) -> str:
+        """The servers' pinned HTTPS certificates, one PEM text (``servers.pem``)."""
+        return b"".join(self.tls_certs).decode()
+
+
+def _fingerprint(pem: bytes) -> str:
+    return x509.load_pem_x509_certificate(pem).fingerprint(hashes.SHA256()).hex()
+
+
+def check_registry(registry: Registry) -> None:
+    """Check that the registry pins, for every server, a fit HTTPS and MPyC certificate.
+
+    Each must be self-signed, valid now, carry only that server's name (``sealgrid-server-N``,
+    ``MPyC party N``) and be unable to sign other certificates; no two servers may share a
+    key.
+
+    Raises:
+        DataDirError: what is wrong.
+    """
+    from sealgrid.protocol.certs import check_pinnable, party_name
+
+    n = len(registry.servers)
+    if not n or len(registry.tls_certs) != n or len(registry.mpc_certs) != n:
+        raise DataDirError(
+            f"the registry pins {len(registry.tls_certs)} HTTPS and {len(registry.mpc_certs)} "
+            f"MPC certificates for {n} servers (make it with 'sealgrid registry build')"
+        )
+    keys: set[bytes] = set()
+    for i in range(n):
+        try:
+            for pem, common, name in (
+                (registry.tls_certs[i], server_common_name(i), server_tls_name(i)),
+                (registry.mpc_certs[i], party_name(i), party_name(i)),
+            ):
+                cert = check_pinnable(pem, common, name)
+                spki = cert.public_key().public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                if spki in keys:
+                    raise ValueError("its key is another certificate's")
+                keys.add(spki)
+        except ValueError as exc:
+            raise DataDirError(f"server {i}'s pinned certificate: {exc}") from None
+
+
+def server_trust(registry: Registry) -> str:
+    """The trust anchors of every HTTPS connection to or between servers: exactly the
+    registry's pinned server certificates (checked by :func:`check_registry`).
+
+    Raises:
+        DataDirError: the registry pins no fit certificates.
+    """
+    check_registry(registry)
+    return registry.trust_pem()
+
+
+def check_trust_file(registry: Registry, path: Path) -> None:
+    """Check that a trust file (``servers.pem``) holds exactly the registry's pinned
+    HTTPS certificates, in order.
+
+    Raises:
+        DataDirError: unreadable, or other certificates.
+    """
+    try:
+        found = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DataDirError(f"cannot read the trust file {path}: {exc}") from exc
+    pinned = [x509.load_pem_x509_certificate(pem) for pem in registry.tls_certs]
+    if found != pinned:
+        raise DataDirError(f"{path} is not the registry's pinned server certificates")
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -117,78 +211,6 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _ca(now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("sealgrid demo CA"))
-        .issuer_name(_name("sealgrid demo CA"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _leaf(
-    ca_key: ec.EllipticCurvePrivateKey,
-    ca_cert: x509.Certificate,
-    cn: str,
-    now: dt.datetime,
-    name: str,
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    san = x509.SubjectAlternativeName(
-        [
-            x509.DNSName(name),
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]
-    )
-    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(san, critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(aki, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-
-
 def server_common_name(party: int) -> str:
     """Return the TLS common name of computation server ``party``."""
     return f"sealgrid server {party}"
@@ -212,75 +234,37 @@ def init_data_dir(
     base_port: int = 8440,
     period_seconds: int = 900,
     extra_config: dict[str, Any] | None = None,
+    urls: Sequence[str] | None = None,
 ) -> Registry:
-    """Create a complete demo data directory; return its registry.
+    """Make a one-machine demo data directory the multi-party way; return its registry.
 
-    Households are ``h0001 …``; household ``i`` is contracted with supplier
-    ``suppliers[(i - 1) % len(suppliers)]``. Server ``N`` listens on ``base_port + N``.
+    Runs every party's keygen, each in that party's own directory (``server-N/``;
+    ``households/``, ``suppliers/``, ``operators/`` with files named by id), then builds the
+    registry from the public parts alone and installs it in each server's directory
+    (:func:`sealgrid.service.setup.one_machine`). Households are ``h0001 …``; household
+    ``i`` is contracted with supplier ``suppliers[(i - 1) % len(suppliers)]``. Server ``N``
+    is at ``https://127.0.0.1:{base_port + N}`` unless ``urls`` are given.
 
     Raises:
         DataDirError: ``data_dir`` already holds a registry (nothing is overwritten).
     """
-    from sealgrid.service.config import write_server_config
+    from sealgrid.service.setup import one_machine
 
     data_dir = Path(data_dir).resolve()
     if (data_dir / REGISTRY).exists():
         raise DataDirError(f"{data_dir} already holds a registry; choose an empty directory")
     data_dir.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_key, ca_cert = _ca(now)
-    (data_dir / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    write_private(data_dir / "private" / "ca.key", _pem_key(ca_key))
-
-    server_entries = []
-    urls = [f"https://127.0.0.1:{base_port + i}" for i in range(servers)]
-    for i in range(servers):
-        sdir = data_dir / f"server-{i}"
-        tls_key, tls_cert = _leaf(ca_key, ca_cert, server_common_name(i), now, server_tls_name(i))
-        sdir.mkdir(parents=True, exist_ok=True)
-        (sdir / "tls.crt").write_bytes(tls_cert.public_bytes(serialization.Encoding.PEM))
-        write_private(sdir / "tls.key", _pem_key(tls_key))
-        signing = Ed25519PrivateKey.generate()
-        save_signing_key(sdir / "signing.key", signing)
-        server_entries.append((urls[i], raw_public(signing)))
-        write_server_config(
-            sdir / "server.toml",
-            party=i,
-            data_dir=data_dir,
-            urls=urls,
-            period_seconds=period_seconds,
-            extra=extra_config or {},
-        )
-
-    from sealgrid.protocol.certs import make_party_certificates
-
-    # MPyC's own mutual TLS between the servers: .config/ in each server directory
-    make_party_certificates([data_dir / f"server-{i}" for i in range(servers)], days=365)
-
-    house: dict[str, bytes] = {}
-    for i in range(1, households + 1):
-        hid = f"h{i:04d}"
-        key = Ed25519PrivateKey.generate()
-        save_signing_key(data_dir / "households" / f"{hid}.key", key)
-        profile = {"id": hid, "supplier": suppliers[(i - 1) % len(suppliers)]}
-        (data_dir / "households" / f"{hid}.json").write_text(json.dumps(profile) + "\n")
-        house[hid] = raw_public(key)
-    sup: dict[str, bytes] = {}
-    for sid in suppliers:
-        key = Ed25519PrivateKey.generate()
-        save_signing_key(data_dir / "suppliers" / f"{sid}.key", key)
-        sup[sid] = raw_public(key)
-    op_key = Ed25519PrivateKey.generate()
-    save_signing_key(data_dir / "operators" / f"{DEFAULT_OPERATOR}.key", op_key)
-
-    registry = Registry(
-        servers=tuple(server_entries),
+    urls = list(urls or [f"https://127.0.0.1:{base_port + i}" for i in range(servers)])
+    house = [(f"h{i:04d}", suppliers[(i - 1) % len(suppliers)]) for i in range(1, households + 1)]
+    return one_machine(
+        data_dir,
         households=house,
-        suppliers=sup,
-        operators={DEFAULT_OPERATOR: raw_public(op_key)},
+        suppliers=suppliers,
+        operators=(DEFAULT_OPERATOR,),
+        urls=urls,
+        period_seconds=period_seconds,
+        extra=extra_config or {},
     )
-    (data_dir / REGISTRY).write_text(registry.to_json())
-    return registry
 
 
 def household_profile(data_dir: Path, household: str) -> dict[str, str]:

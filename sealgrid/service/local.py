@@ -20,7 +20,7 @@ from typing import IO, Any
 from sealgrid.mechanism.market import Market
 from sealgrid.service.agent import HouseholdAgent
 from sealgrid.service.client import Client, HouseholdClient, ServiceError, open_session
-from sealgrid.service.keys import Registry, init_data_dir, load_signing_key
+from sealgrid.service.keys import TRUST, Registry, init_data_dir, load_signing_key
 from sealgrid.service.schedule import Schedule
 from sealgrid.service.wire import MarketInfo
 
@@ -139,11 +139,11 @@ class LocalMarket:
 
     def client(self) -> Client:
         """A client of every server (use with ``async with``)."""
-        return Client(self.registry, self.root / "ca.crt")
+        return Client(self.registry, self.root / TRUST)
 
     def session(self, connections: int = 100) -> Any:
         """An HTTPS session to share among many household clients."""
-        return open_session(self.root / "ca.crt", connections)
+        return open_session(self.root / TRUST, connections)
 
     def agent(
         self, hid: str, session: Any = None, market: tuple[MarketInfo, Market] | None = None
@@ -157,4 +157,4 @@ class LocalMarket:
     def household(self, hid: str, session: Any = None) -> HouseholdClient:
         """The client of household ``hid`` (its key from the data directory)."""
         key = load_signing_key(self.root / "households" / f"{hid}.key")
-        return HouseholdClient(self.registry, self.root / "ca.crt", hid, key, session)
+        return HouseholdClient(self.registry, self.root / TRUST, hid, key, session)

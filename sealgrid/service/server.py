@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sealgrid.mechanism.bids import Reason
+from sealgrid.protocol.certs import write_party_trust
 from sealgrid.service import clearing, wire
 from sealgrid.service.blind import Issuer, MalformedIssuer
 from sealgrid.service.config import ServerConfig
@@ -53,8 +54,10 @@ from sealgrid.service.intake import (
 from sealgrid.service.keys import (
     DEFAULT_SUPPLIERS,
     Registry,
+    check_trust_file,
     load_signing_key,
     server_tls_name,
+    server_trust,
 )
 from sealgrid.service.schedule import Clock, Schedule, iso, utc_now
 from sealgrid.service.storage import StorageError, Store
@@ -120,8 +123,10 @@ class Server:
 
     async def start(self) -> None:
         """Start the background tasks (writer, ticker) and resume unfinished periods."""
-        peer_ctx = ssl.create_default_context(cafile=str(self.cfg.ca))
+        peer_ctx = ssl.create_default_context(cadata=self._pinned_trust())
         peer_ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+        # MPyC's links trust exactly the registry's pinned MPC certificates, too
+        write_party_trust(self.cfg.data_dir, self.registry.mpc_certs)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=peer_ctx),
             timeout=aiohttp.ClientTimeout(total=10),
@@ -142,11 +147,26 @@ class Server:
         self.store.close()
 
     def tls_context(self) -> ssl.SSLContext:
-        """Return the HTTPS server context: our certificate; peers may show theirs."""
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.cfg.ca))
+        """Return the HTTPS server context: our certificate; peers may show theirs.
+
+        A client certificate is accepted only if it is exactly one of the servers'
+        certificates pinned in the registry (there is no CA); households show none.
+        """
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=self._pinned_trust())
         ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
         ctx.verify_mode = ssl.CERT_OPTIONAL
         return ctx
+
+    def _pinned_trust(self) -> str:
+        """The servers' pinned certificates from the registry: the only TLS trust anchors.
+
+        Raises:
+            DataDirError: the registry pins none fit, or the configured trust file (``ca``,
+                what this machine's clients load) holds other certificates.
+        """
+        trust = server_trust(self.registry)
+        check_trust_file(self.registry, self.cfg.ca)
+        return trust
 
     async def db(self, fn: Any, *args: Any) -> Any:
         """Run a storage call on the single database thread (SQLite is not shared)."""

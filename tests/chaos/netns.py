@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import ipaddress
 import json
 import subprocess
 import sys
@@ -78,61 +77,16 @@ def teardown(tag: str) -> None:
 
 
 def prepare(root: Path, households: int, period_seconds: int, port: int = 8443) -> None:
-    """Make a data directory whose servers listen on their namespace addresses."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    """Make a data directory whose servers listen on their namespace addresses.
 
-    from sealgrid.service.config import write_server_config
-    from sealgrid.service.keys import (
-        REGISTRY,
-        Registry,
-        init_data_dir,
-        server_common_name,
-        server_tls_name,
-    )
+    Every server's keygen puts its own address in its self-signed certificate (beside
+    ``sealgrid-server-N``) and its server.toml listens there; the registry pins them.
+    """
+    from sealgrid.service.keys import init_data_dir
 
-    registry = init_data_dir(root, households=households, base_port=port,
-                             period_seconds=period_seconds)
     urls = [f"https://{SUBNET}.{i + 1}:{port}" for i in range(3)]
-    ca_cert = x509.load_pem_x509_certificate((root / "ca.crt").read_bytes())
-    ca_key = serialization.load_pem_private_key((root / "private" / "ca.key").read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    now = dt.datetime.now(dt.UTC)
-    for i in range(3):
-        sdir = root / f"server-{i}"
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                                            server_common_name(i))]))
-                .issuer_name(ca_cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(days=1))
-                .not_valid_after(now + dt.timedelta(days=2))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.SubjectAlternativeName(
-                    [x509.DNSName(server_tls_name(i)),
-                     x509.IPAddress(ipaddress.ip_address(f"{SUBNET}.{i + 1}"))]), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]),
-                               critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        (sdir / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (sdir / "tls.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption()))
-        write_server_config(sdir / "server.toml", party=i, data_dir=root, urls=urls,
-                            period_seconds=period_seconds,
-                            extra={"market": {"peer_timeout_seconds": 5}})
-        toml = (sdir / "server.toml").read_text()
-        (sdir / "server.toml").write_text(
-            toml.replace(f'listen = "127.0.0.1:{port}"', f'listen = "{SUBNET}.{i + 1}:{port}"'))
-    moved = Registry(servers=tuple((u, k) for u, (_, k) in zip(urls, registry.servers,
-                                                                strict=True)),
-                     households=registry.households, suppliers=registry.suppliers,
-                     operators=registry.operators)
-    (root / REGISTRY).write_text(moved.to_json())
+    init_data_dir(root, households=households, period_seconds=period_seconds, urls=urls,
+                  extra_config={"market": {"peer_timeout_seconds": 5}})
 
 
 async def drive(root: Path, tag: str, cut: bool, households: int) -> dict[str, Any]:
@@ -140,7 +94,7 @@ async def drive(root: Path, tag: str, cut: bool, households: int) -> dict[str, A
     from sealgrid.service.agent import HouseholdAgent, outcome_of
     from sealgrid.service.client import Client
     from sealgrid.service.demo import demo_bid, next_period
-    from sealgrid.service.keys import Registry
+    from sealgrid.service.keys import TRUST, Registry
     from sealgrid.service.local import stop_process
     from sealgrid.service.schedule import Schedule
 
@@ -157,7 +111,7 @@ async def drive(root: Path, tag: str, cut: bool, households: int) -> dict[str, A
             log))
     figures: dict[str, Any] = {"cut": cut}
     try:
-        async with Client(registry, root / "ca.crt") as c:
+        async with Client(registry, root / TRUST) as c:
             await c.wait_ready(range(3), 40, poll=0.2)
             read = await c.market()
             market = read[1]

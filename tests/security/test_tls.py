@@ -1,9 +1,11 @@
 """Threat: eavesdropping and impersonation of a server (mustafa2016 §IV); assumes loopback.
 
-One real server (HTTPS, the market's demo CA) in this process. A household's client must
-refuse a server that speaks plaintext, shows a certificate from another CA, an expired one,
-one for another host, or another server's certificate; the server must refuse a peer that
-speaks plaintext or shows a certificate from another CA on its internal route.
+One real server (HTTPS; its self-signed certificate pinned in the registry and in
+``servers.pem``, no CA) in this process. A household's client must refuse a server that
+speaks plaintext, shows any certificate but the one pinned for it (self-signed by another key,
+the same key re-signed, one issued under another server's pinned key, another server's), or a
+pinned one that has expired or names another host; the server must refuse a peer that speaks
+plaintext or shows a certificate not pinned for HTTPS on its internal route.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import pytest
 from sealgrid.service.api import serve
 from sealgrid.service.client import Client, ServiceError
 from sealgrid.service.config import ServerConfig, load_server_config
-from sealgrid.service.keys import Registry, init_data_dir, server_tls_name
+from sealgrid.service.keys import TRUST, Registry, init_data_dir, server_tls_name
 from sealgrid.service.server import Server
 
-from .tls import leaf, new_ca
+from .tls import leaf, new_ca, self_signed
 
 
 def _free_port() -> int:
@@ -55,8 +57,8 @@ def _cfg(root: Path, **change: object) -> ServerConfig:
     return dataclasses.replace(cfg, **change)  # type: ignore[arg-type]
 
 
-async def _household_can_talk(root: Path, registry: Registry) -> bool:
-    async with Client(registry, root / "ca.crt") as c:
+async def _household_can_talk(root: Path, registry: Registry, trust: Path | None = None) -> bool:
+    async with Client(registry, trust or root / TRUST) as c:
         try:
             await c.info(0)
         except ServiceError:
@@ -73,23 +75,48 @@ def test_the_genuine_server_is_accepted(data: tuple[Path, Registry]) -> None:
     asyncio.run(_with_server(_cfg(root), body))
 
 
-@pytest.mark.parametrize("kind", ["control", "foreign_ca", "expired", "other_host"])
+def _pin(root: Path, cert: Path, out: Path) -> Path:
+    """A copy of servers.pem with server 0's pinned certificate replaced by ``cert``."""
+    pinned = (root / TRUST).read_text()
+    own = (root / "server-0" / "tls.crt").read_text()
+    assert pinned.count(own) == 1
+    out.write_text(pinned.replace(own, cert.read_text()))
+    return out
+
+
+KINDS = ["control", "unpinned", "reissued", "peer_issued", "foreign_ca", "expired", "other_host"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_household_refuses_a_bad_server_certificate(
     data: tuple[Path, Registry], tmp_path: Path, kind: str
 ) -> None:
-    """Each certificate has exactly one fault; ``control`` has none and must be accepted."""
+    """Each certificate has exactly one fault; ``control`` has none and must be accepted.
+
+    ``control``: a self-signed certificate minted like keygen's and pinned in the client's
+    trust file. Not pinned: ``unpinned`` (the same minting), ``reissued`` (server 0's own key,
+    re-signed), ``peer_issued`` (issued under server 1's pinned key, which is no CA),
+    ``foreign_ca``. Pinned but faulty: ``expired``, ``other_host`` (no sealgrid-server-0).
+    """
     root, registry = data
     right = (server_tls_name(0), "127.0.0.1")
-    if kind == "foreign_ca":
+    out, trust = tmp_path / "leaf", root / TRUST
+    if kind == "peer_issued":
+        s1 = root / "server-1"
+        cert, ckey = leaf(s1 / "tls.crt", s1 / "tls.key", out, cn="sealgrid server 0", hosts=right)
+    elif kind == "foreign_ca":
         ca, key = new_ca(tmp_path / "evil")
-        cert, ckey = leaf(ca, key, tmp_path / "leaf", cn="sealgrid server 0", hosts=right)
+        cert, ckey = leaf(ca, key, out, cn="sealgrid server 0", hosts=right)
     else:
-        cert, ckey = leaf(root / "ca.crt", root / "private" / "ca.key", tmp_path / "leaf",
-                          cn="sealgrid server 0", expired=kind == "expired",
-                          hosts=("other.invalid", "127.0.0.1") if kind == "other_host" else right)
+        own = root / "server-0" / "tls.key" if kind == "reissued" else None
+        hosts = ("other.invalid", "127.0.0.1") if kind == "other_host" else right
+        cert, ckey = self_signed(out, cn="sealgrid server 0", hosts=hosts, key_file=own,
+                                 expired=kind == "expired")
+        if kind in ("control", "expired", "other_host"):
+            trust = _pin(root, cert, tmp_path / "pinned.pem")
 
     async def body() -> None:
-        assert await _household_can_talk(root, registry) is (kind == "control"), kind
+        assert await _household_can_talk(root, registry, trust) is (kind == "control"), kind
 
     asyncio.run(_with_server(_cfg(root, tls_cert=cert, tls_key=ckey), body))
 
@@ -122,7 +149,7 @@ def test_plaintext_is_refused_both_ways(data: tuple[Path, Registry]) -> None:
                                        for u, k in registry.servers),
                          households=registry.households, suppliers=registry.suppliers,
                          operators=registry.operators)
-        async with Client(plain, root / "ca.crt") as c:
+        async with Client(plain, root / TRUST) as c:
             with pytest.raises(ServiceError):
                 await c.info(0)
 
@@ -157,11 +184,15 @@ def test_the_internal_route_refuses_foreign_and_missing_client_certificates(
     url = registry.servers[0][0] + "/v1/internal/periods/2026-11-22T21:45:00Z/bidset"
     ca, key = new_ca(tmp_path / "evil")
     evil_cert, evil_key = leaf(ca, key, tmp_path / "peer", cn="sealgrid server 1")
-    ok_cert, ok_key = leaf(root / "ca.crt", root / "private" / "ca.key", tmp_path / "hh",
-                           cn="a household")
+    peer = root / "server-1"
+    names = (server_tls_name(1), "127.0.0.1")
+    resigned = self_signed(tmp_path / "resigned", cn="sealgrid server 1", hosts=names,
+                           key_file=peer / "tls.key")
+    unpinned = self_signed(tmp_path / "unpinned", cn="sealgrid server 1", hosts=names)
+    mpc = (peer / ".config" / "party_1.crt", peer / ".config" / "party_1.key")
 
     async def get(cert: Path | None, key_: Path | None) -> int | str:
-        ctx = ssl.create_default_context(cafile=str(root / "ca.crt"))
+        ctx = ssl.create_default_context(cafile=str(root / TRUST))
         if cert is not None and key_ is not None:
             ctx.load_cert_chain(cert, key_)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
@@ -173,9 +204,9 @@ def test_the_internal_route_refuses_foreign_and_missing_client_certificates(
 
     async def body() -> None:
         assert await get(None, None) == 403
-        assert await get(ok_cert, ok_key) == 403  # right CA, not a server's name
         assert not isinstance(await get(evil_cert, evil_key), int)  # handshake refused
-        peer = root / "server-1"
+        for cert, key_ in (unpinned, resigned, mpc):  # not the pinned HTTPS certificate
+            assert not isinstance(await get(cert, key_), int), cert
         assert await get(peer / "tls.crt", peer / "tls.key") in (200, 409)
 
     asyncio.run(_with_server(_cfg(root), body))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sealgrid.service.agent import HouseholdAgent
 from sealgrid.service.client import Client, HouseholdClient
-from sealgrid.service.keys import Registry, init_data_dir, load_signing_key
+from sealgrid.service.keys import TRUST, Registry, init_data_dir, load_signing_key
 from sealgrid.service.local import stop_process
 from sealgrid.service.schedule import Schedule, utc_now
 
@@ -93,11 +93,11 @@ class Cluster:
             await c.wait_ready(servers if servers is not None else range(3), timeout, alive=alive)
 
     def client(self) -> Client:
-        return Client(self.registry, self.root / "ca.crt")
+        return Client(self.registry, self.root / TRUST)
 
     def household(self, hid: str) -> HouseholdClient:
         key = load_signing_key(self.root / "households" / f"{hid}.key")
-        return HouseholdClient(self.registry, self.root / "ca.crt", hid, key)
+        return HouseholdClient(self.registry, self.root / TRUST, hid, key)
 
     def agent(self, hid: str) -> HouseholdAgent:
         return HouseholdAgent.from_data_dir(self.root, hid, registry=self.registry)

@@ -11,7 +11,7 @@ import pytest
 from sealgrid.service.api import serve
 from sealgrid.service.client import Client, ServiceError
 from sealgrid.service.config import load_server_config
-from sealgrid.service.keys import init_data_dir
+from sealgrid.service.keys import TRUST, init_data_dir
 from sealgrid.service.server import Server
 
 
@@ -26,7 +26,7 @@ def test_a_client_accepts_only_the_server_it_addresses(tmp_path, own: bool) -> N
     root = tmp_path / "d"
     registry = init_data_dir(root, households=1, base_port=_port())
     cfg = load_server_config(root / "server-0" / "server.toml")
-    if not own:  # server 0's address, server 1's (CA-signed, same host) certificate
+    if not own:  # server 0's address, server 1's (pinned, same host) certificate
         s1 = root / "server-1"
         cfg = dataclasses.replace(cfg, tls_cert=s1 / "tls.crt", tls_key=s1 / "tls.key")
 
@@ -34,7 +34,7 @@ def test_a_client_accepts_only_the_server_it_addresses(tmp_path, own: bool) -> N
         server = Server(cfg)
         runner = await serve(server)
         try:
-            async with Client(registry, root / "ca.crt") as client:
+            async with Client(registry, root / TRUST) as client:
                 if own:
                     assert (await client.info(0))["party"] == 0
                 else:

@@ -88,7 +88,13 @@ def test_init_makes_a_complete_private_data_dir(tmp_path) -> None:
     registry = init_data_dir(data, households=4, base_port=19000)
     assert len(registry.servers) == 3 and len(registry.households) == 4
     assert Registry.load(data / "registry.json") == registry
-    for path in (data / "private" / "ca.key", data / "households" / "h0001.key"):
+    assert not (data / "private").exists()  # no CA, no CA key
+    for path in (
+        data / "households" / "h0001.key",
+        data / "server-0" / "tls.key",
+        data / "server-0" / "signing.key",
+        data / "server-0" / ".config" / "party_0.key",
+    ):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     key = load_signing_key(data / "server-1" / "signing.key")
     assert wire.raw_public(key) == registry.servers[1][1]
@@ -96,10 +102,12 @@ def test_init_makes_a_complete_private_data_dir(tmp_path) -> None:
     assert cfg.party == 2 and cfg.listen_port == 19002
     assert cfg.servers[0] == "https://127.0.0.1:19000"
     assert cfg.database.startswith("sqlite:///")
-    # the TLS chain verifies with the standard library
+    # each server's self-signed certificate is pinned: in the registry and in servers.pem
     cert = x509.load_pem_x509_certificate((data / "server-0" / "tls.crt").read_bytes())
     assert "sealgrid server 0" in cert.subject.rfc4514_string()
-    ctx = ssl.create_default_context(cafile=str(data / "ca.crt"))
+    assert (data / "server-0" / "tls.crt").read_bytes() == registry.tls_certs[0]
+    assert (data / "servers.pem").read_text() == registry.trust_pem()
+    ctx = ssl.create_default_context(cafile=str(data / "servers.pem"))
     ctx.load_cert_chain(data / "server-0" / "tls.crt", data / "server-0" / "tls.key")
     assert json.loads((data / "households" / "h0002.json").read_text())["supplier"] == "s2"
     with pytest.raises(DataDirError):
