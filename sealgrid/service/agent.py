@@ -24,6 +24,7 @@ Suppliers and grid operators read their totals with :func:`read_totals`.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from sealgrid.service.keys import (
     load_signing_key,
     write_private,
 )
+from sealgrid.service.schedule import iso, parse_time
 from sealgrid.service.wire import MarketInfo, Outcome, OutputShares, Receipt
 
 
@@ -110,17 +112,19 @@ def joint_status(shares: Sequence[OutputShares]) -> str:
 
 @dataclass
 class PseudonymRecord:
-    """What a household keeps of one period's bid: the pseudonym key and the bid's side."""
+    """What a household keeps of one period: the pseudonym key, the tokens fetched ahead for
+    it, and, once it has bid, the bid's side and quantity (to read its own result)."""
 
     period: str
     key: Ed25519PrivateKey
-    side: Side
-    quantity_wh: int
-    issuers: dict[int, bytes] = field(default_factory=dict)  # server -> SHA-256 of its modulus
+    side: Side | None
+    quantity_wh: int | None
+    issuers: dict[int, bytes] = field(default_factory=dict)  # server -> SHA-256 of its key
+    tokens: dict[int, bytes] = field(default_factory=dict)  # server -> unblinded signature
 
     def pseudonym(self) -> Pseudonym:
-        """The pseudonym (its tokens are not kept: a token buys one bid, already spent)."""
-        return Pseudonym(self.period, self.key, issuers=dict(self.issuers))
+        """The pseudonym with the tokens kept for it."""
+        return Pseudonym(self.period, self.key, dict(self.tokens), dict(self.issuers))
 
 
 class PseudonymStore:
@@ -153,8 +157,9 @@ class PseudonymStore:
         data = {
             "period": record.period,
             "seed": wire.b64e(seed),
-            "side": record.side.value,
+            "side": record.side.value if record.side is not None else None,
             "quantity_wh": record.quantity_wh,
+            "tokens": {str(i): wire.b64e(t) for i, t in sorted(record.tokens.items())},
             "issuers": {str(i): wire.b64e(d) for i, d in sorted(record.issuers.items())},
         }
         write_private(self.path(record.period), json.dumps(data).encode())
@@ -169,8 +174,10 @@ class PseudonymStore:
             data = json.loads(self.path(period).read_text())
             key = Ed25519PrivateKey.from_private_bytes(wire.b64d(data["seed"]))
             issuers = {int(i): wire.b64d(d) for i, d in data.get("issuers", {}).items()}
-            quantity = int(data["quantity_wh"])
-            return PseudonymRecord(data["period"], key, Side(data["side"]), quantity, issuers)
+            tokens = {int(i): wire.b64d(t) for i, t in data.get("tokens", {}).items()}
+            side = None if data.get("side") is None else Side(data["side"])
+            quantity = None if data.get("quantity_wh") is None else int(data["quantity_wh"])
+            return PseudonymRecord(data["period"], key, side, quantity, issuers, tokens)
         except OSError:
             raise AgentError(f"no bid for {period} on record here") from None
         except (ValueError, KeyError, TypeError) as exc:
@@ -274,21 +281,67 @@ class HouseholdAgent:
         return bid
 
     async def prepare(self, bid: Bid, period: str | None = None) -> PreparedBid:
-        """Encode ``bid`` for ``period`` (default: the first open one) under a fresh pseudonym,
-        and keep the pseudonym in the store before anything is sent."""
+        """Encode ``bid`` for ``period`` (default: the first open one) under the pseudonym whose
+        tokens were fetched ahead, or a fresh one; the store keeps it before anything is sent.
+
+        Raises:
+            AgentError: this household has already bid for the period.
+        """
         info, market = await self.market()
         period = period or info.first_open_period
-        pseudonym = Pseudonym.fresh(period)
-        self.store.save(PseudonymRecord(period, pseudonym.key, bid.side, bid.quantity_wh))
-        return PreparedBid(bid, pseudonym, encode_payloads(bid, market, self.client.servers))
+        try:
+            record = self.store.load(period)
+        except AgentError:
+            record = PseudonymRecord(period, Pseudonym.fresh(period).key, None, None)
+        if record.side is not None:
+            raise AgentError(f"a bid for {period} is already on record here (one per period)")
+        record.side, record.quantity_wh = bid.side, bid.quantity_wh
+        self.store.save(record)
+        payloads = encode_payloads(bid, market, self.client.servers)
+        return PreparedBid(bid, record.pseudonym(), payloads)
+
+    async def fetch_tokens(self, periods: int) -> list[str]:
+        """Fetch ahead the tokens of the next ``periods`` open periods (a fresh pseudonym each,
+        every server's blind signature, over connections used for nothing else) and keep them,
+        so that a bid later is not next to its issuance in time or connection.
+
+        Returns:
+            The periods that now hold a token from every server.
+
+        Raises:
+            ServiceError: a server could not be reached or answered what does not verify.
+        """
+        info, _ = await self.market()
+        first = parse_time(info.first_open_period)
+        done = []
+        for k in range(periods):
+            period = iso(first + dt.timedelta(seconds=k * info.period_seconds))
+            try:
+                record = self.store.load(period)
+            except AgentError:
+                record = PseudonymRecord(period, Pseudonym.fresh(period).key, None, None)
+            if len(record.tokens) < self.client.servers and record.side is None:
+                pseudonym = record.pseudonym()
+                await self._obtain(pseudonym)
+                record.tokens, record.issuers = dict(pseudonym.tokens), dict(pseudonym.issuers)
+                self.store.save(record)
+            if len(record.tokens) == self.client.servers:
+                done.append(period)
+        return done
+
+    async def _obtain(self, pseudonym: Pseudonym) -> dict[int, BidRejected]:
+        """Every missing token, over fresh connections closed after each request."""
+        issuing = self.client.fresh()
+        async with issuing:
+            return await issuing.obtain(pseudonym)
 
     async def obtain(self, prepared: PreparedBid) -> dict[int, BidRejected]:
-        """Get every missing token of the pseudonym; return the servers' refusals."""
-        refusals = await self.client.obtain(prepared.pseudonym)
+        """Get every missing token of the pseudonym (fresh connections); return refusals."""
         p = prepared.pseudonym
-        bid = prepared.bid
-        self.store.save(PseudonymRecord(p.period, p.key, bid.side, bid.quantity_wh,
-                                        dict(p.issuers)))
+        refusals = await self._obtain(p)
+        record = self.store.load(p.period)
+        record.tokens, record.issuers = dict(p.tokens), dict(p.issuers)
+        self.store.save(record)
         return refusals
 
     async def submit(
@@ -323,6 +376,8 @@ class HouseholdAgent:
             ServiceError: a server could not be reached or answered what does not verify.
         """
         record = self.store.load(period)
+        if record.quantity_wh is None:
+            raise AgentError(f"no bid for {period} on record here (only its tokens)")
         pseudonym = record.pseudonym()
         shares = await self.client.result(pseudonym)
         issuers_ok = await self.client.issuers_match(pseudonym)

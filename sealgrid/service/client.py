@@ -64,15 +64,16 @@ class BidOutcome:
         return not self.refusals
 
 
-def open_session(ca: Path, connections: int = 100) -> aiohttp.ClientSession:
+def open_session(ca: Path, connections: int = 100, *, fresh: bool = False
+                 ) -> aiohttp.ClientSession:
     """Open an HTTPS session that trusts only the certificates in ``ca`` (to share among clients).
 
     ``ca`` is the servers' pinned certificates (``servers.pem``, as in the registry): each is
     self-signed and its own trust anchor, and no CA exists.
     """
     ctx = ssl.create_default_context(cafile=str(ca))
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=ctx, limit=connections),
+    return aiohttp.ClientSession(  # fresh: every request on a connection of its own
+        connector=aiohttp.TCPConnector(ssl=ctx, limit=connections, force_close=fresh),
         timeout=aiohttp.ClientTimeout(total=120),
     )
 
@@ -93,10 +94,11 @@ class Client:
         self._connections = connections
         self._session = session
         self._owned = session is None
+        self._fresh = False
 
     async def __aenter__(self) -> Client:
         if self._session is None:
-            self._session = open_session(self._ca, self._connections)
+            self._session = open_session(self._ca, self._connections, fresh=self._fresh)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -288,6 +290,14 @@ class HouseholdClient(Client):
         super().__init__(registry, ca, connections=10, session=session)
         self.household = household
         self.key = key
+
+    def fresh(self) -> HouseholdClient:
+        """A client of the same household whose every request goes over a new connection, and
+        which shares none with this one (use with ``async with``): what is asked through it
+        cannot be paired with this client's other requests by connection."""
+        client = HouseholdClient(self.registry, self._ca, self.household, self.key)
+        client._fresh = True
+        return client
 
     async def _refusal(self, server: int, status: int, body: bytes) -> BidRejected:
         try:
