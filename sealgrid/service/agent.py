@@ -311,7 +311,7 @@ class HouseholdAgent:
         Raises:
             ServiceError: a server could not be reached or answered what does not verify.
         """
-        info, _ = await self.market()
+        info = await self.client.market_info(0)  # now, not when the market was first read
         first = parse_time(info.first_open_period)
         done = []
         for k in range(periods):

@@ -9,10 +9,10 @@ from fractions import Fraction
 import pytest
 
 from sealgrid.mechanism.auction import clear
-from sealgrid.mechanism.bids import Bid, OrderBook, Reason, check_bid
+from sealgrid.mechanism.bids import Bid, OrderBook, Reason, Side, check_bid
 from sealgrid.mechanism.market import DEFAULT_GRID, Market
 from sealgrid.service import wire
-from sealgrid.service.agent import encode_payloads, outcome_of, read_totals
+from sealgrid.service.agent import AgentError, encode_payloads, outcome_of, read_totals
 from sealgrid.service.keys import load_signing_key
 
 from .cluster import Cluster
@@ -178,5 +178,31 @@ def test_late_bids_are_refused_by_real_servers(cluster: Cluster) -> None:
         async with cluster.household("h0005") as h:
             outcome = await h.bid(closed, _any_payloads())
             assert {r.reason for r in outcome.refusals.values()} == {Reason.LATE}
+
+    asyncio.run(scenario())
+
+
+def test_tokens_fetched_ahead_are_the_ones_a_later_bid_uses(cluster: Cluster) -> None:
+    async def scenario() -> None:
+        async with cluster.agent("h0007") as agent:
+            periods = await agent.fetch_tokens(4)  # the first may close while it asks
+            assert len(periods) >= 3 and periods == sorted(periods)
+            periods = periods[-3:]
+            kept = {p: agent.store.load(p) for p in periods}
+            assert all(len(r.tokens) == 3 and r.side is None for r in kept.values())
+            assert len({wire.raw_public(r.key) for r in kept.values()}) == 3  # one per period
+            # fetching again asks nobody: the same pseudonyms, the same tokens
+            assert set(periods) <= set(await agent.fetch_tokens(4))
+            assert {p: agent.store.load(p).tokens for p in periods} == {
+                p: r.tokens for p, r in kept.items()}
+            period = periods[2]
+            outcome = await agent.bid(_bid("h0007", "buy", "1", "100", "s1"), period)
+            assert outcome.complete
+            assert outcome.pseudonym.public == wire.raw_public(kept[period].key)
+            assert outcome.pseudonym.tokens == kept[period].tokens
+            record = agent.store.load(period)
+            assert (record.side, record.quantity_wh) == (Side.BUY, 1000)
+            with pytest.raises(AgentError, match="already on record"):
+                await agent.bid(_bid("h0007", "sell", "1", "100", "s1"), period)
 
     asyncio.run(scenario())
