@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -84,6 +85,15 @@ def run_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def receipt_id(receipt: Any) -> str:
+    """A short opaque name of a receipt: the first 16 hex digits of SHA-256 of its signature.
+
+    Receipts carry no number (a number would tell the order of arrival); this names one
+    without telling anything but which receipt it is.
+    """
+    return hashlib.sha256(receipt.signature).hexdigest()[:16]
+
+
 def run_bid(args: argparse.Namespace) -> int:
     """Check, encode, sign and send one bid; the agent keeps the pseudonym for the result."""
 
@@ -93,13 +103,13 @@ def run_bid(args: argparse.Namespace) -> int:
         outcome = await agent.send(prepared)
         return {
             "period": prepared.pseudonym.period,
-            "receipts": {str(i): r.seq for i, r in sorted(outcome.receipts.items())},
+            "receipts": {str(i): receipt_id(r) for i, r in sorted(outcome.receipts.items())},
             "refusals": {str(i): str(e) for i, e in sorted(outcome.refusals.items())},
         }
 
     data = _run(args, work)
     lines = [f"period {data['period']}"]
-    lines += [f"server {i}: receipt #{n} (signature checked)" for i, n in data["receipts"].items()]
+    lines += [f"server {i}: receipt {n} (signature checked)" for i, n in data["receipts"].items()]
     lines += [f"server {i}: refused: {why}" for i, why in data["refusals"].items()]
     _emit(args, data, lines)
     return 1 if data["refusals"] else 0

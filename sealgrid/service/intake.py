@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.service import wire
 from sealgrid.service.blind import Issuer
-from sealgrid.service.schedule import Schedule, iso
+from sealgrid.service.schedule import Schedule
 from sealgrid.service.wire import IssueRequest, PseudonymGrant, PseudonymousBid, Receipt
 
 #: Bytes a submission may carry beyond its payload (base64 growth, keys, signatures).
@@ -84,14 +84,14 @@ class ChallengeIssued:
 
 @dataclass(frozen=True)
 class StoredBid:
-    """What a server keeps of an accepted bid: it names no household."""
+    """What a server keeps of an accepted bid: it names no household, and has no arrival
+    time or sequence number (nothing that could pair it with a :class:`Participation`)."""
 
     period: str
     pseudonym: bytes
     bid: bytes  # wire bytes of the signed PseudonymousBid
     payload: bytes
     receipt: bytes  # wire bytes of the signed Receipt
-    seq: int
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,6 @@ class Intake:
         self._challenges: dict[bytes, dt.datetime] = {}
         self._periods: dict[str, _Period] = {}
         self._recent: dict[str, deque[dt.datetime]] = {}
-        self._seq = 0
         self._issuers: dict[str, Issuer] = {}
 
     # -- issuer keys
@@ -200,7 +199,6 @@ class Intake:
         """Reload stored state after a restart (before any other event)."""
         for bid in bids:
             self._period(bid.period).bids[bid.pseudonym] = wire.sha256(bid.bid)
-            self._seq = max(self._seq, bid.seq)
         for part in participations:
             self._period(part.period).households.add(part.household)
         for period in closed:
@@ -370,23 +368,18 @@ class Intake:
                 self._check_payload(bid.payload)
             except BidRejected as exc:
                 raise _Refuse(exc.reason, exc.detail) from None
-        self._seq += 1
-        receipt = wire.sign(
+        receipt = wire.sign(  # no time, no counter: it depends on the bid alone
             Receipt(
                 server=self.party,
                 period=bid.period,
                 pseudonym=bid.pseudonym,
                 payload_sha256=wire.sha256(bid.payload),
                 submission_sha256=digest,
-                accepted_at=iso(event.now),
-                seq=self._seq,
             ),
             self._key,
         )
         state.bids[bid.pseudonym] = digest
-        stored = StoredBid(
-            bid.period, bid.pseudonym, event.raw, bid.payload, wire.encode(receipt), self._seq
-        )
+        stored = StoredBid(bid.period, bid.pseudonym, event.raw, bid.payload, wire.encode(receipt))
         return Accepted(stored, receipt)
 
     def _rate(self, household: str, now: dt.datetime) -> None:

@@ -85,11 +85,11 @@ SCHEMAS: dict[str, Any] = {
             "pseudonym": B64,
             "payload_sha256": B64,
             "submission_sha256": {**B64, "description": "SHA-256 of the PseudonymousBid bytes"},
-            "accepted_at": {"type": "string", "format": "date-time"},
-            "seq": {"type": "integer"},
             "signature": {**B64, "description": "Ed25519 by the server's signing key"},
         },
-        "The server's signed promise that it has durably stored the bid.",
+        "The server's signed promise that it has durably stored the bid. No time finer than"
+        " the period and no sequence number: nothing in it tells when or in what order the bid"
+        " arrived.",
     ),
     "AuthRequest": _msg(
         "AuthRequest",

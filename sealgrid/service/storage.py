@@ -9,11 +9,40 @@ it many bids (and participations) arriving together, committed in one transactio
 What is kept: each accepted bid as the signed pseudonymous message, its payload and the
 receipt (no household id); separately, which households got a pseudonym signed for which
 period (one per household and period); and each period's RSA issuer key (PEM, private: a
-database holds secrets). Nothing links a household to its bid: the blind signature hides it.
+database holds secrets). Nothing links a household to its bid: the blind signature hides it,
+and nothing stored keeps the order or time of arrival (docs/privacy.md, "Unlinkability"):
+
+* every table is keyed by what it stores — bids by (period, pseudonym), participations by
+  (period, household) — with no serial id, no sequence number and no time finer than the
+  period; SQLite tables are ``WITHOUT ROWID`` (a table scan follows the key, not arrival);
+* every read sorts by the key;
+* the engine's own bookkeeping still follows arrival while rows are being added: SQLite's
+  pages (which cell, which overflow page was written first) and its write-ahead log, read as
+  raw bytes; PostgreSQL's ``xmin`` (inserting transaction) and ``ctid`` (heap position), which
+  any SQL reader sees, and its heap order, which a plain scan returns. So when a period's
+  gate closes (:meth:`Store.set_period` with ``closed``; nothing of the period is written
+  afterwards) the period is *sealed* in that same transaction: its bids are copied in key
+  order into ``closed_bids``, its participations become one sorted set of households
+  (``participant_sets``), and the old rows are deleted one by one in a random order. SQLite
+  overwrites deleted content with zeros (``secure_delete``) and, after the commit, empties its
+  write-ahead log. PostgreSQL keeps dead row versions on disk until ``VACUUM`` (no SQL reader
+  sees them; a reader of its raw files does).
+
+While a period is open its rows are where arrival put them: what the server could also see by
+watching its requests live (docs/privacy.md).
+
+A database of the first schema (``bids.seq``, receipts with ``seq`` and ``accepted_at``, rowid
+tables; recognised by having no ``meta`` table) is migrated when it is opened, in one
+transaction: rows are copied in key order, ``seq`` goes, the stored receipts of those bids
+are dropped (they carried the arrival order; the households keep theirs), and the
+participations of every period whose gate has closed become sets. A SQLite file is then
+rebuilt (``VACUUM``) so that no page still holds the old order.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,22 +51,58 @@ from typing import Any
 
 from sealgrid.service.intake import Participation, StoredBid
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS bids (
-    period TEXT NOT NULL, pseudonym {blob} NOT NULL, seq INTEGER NOT NULL,
-    bid {blob} NOT NULL, payload {blob} NOT NULL, receipt {blob} NOT NULL,
-    PRIMARY KEY (period, pseudonym));
-CREATE TABLE IF NOT EXISTS participations (
-    period TEXT NOT NULL, household TEXT NOT NULL, PRIMARY KEY (period, household));
-CREATE TABLE IF NOT EXISTS periods (
-    period TEXT PRIMARY KEY, status TEXT NOT NULL, agreed {blob}, excluded {blob},
-    outcome TEXT, statement {blob});
-CREATE TABLE IF NOT EXISTS issuers (
-    period TEXT PRIMARY KEY, private_key {blob} NOT NULL);
-CREATE TABLE IF NOT EXISTS outputs (
-    period TEXT NOT NULL, role TEXT NOT NULL, subject TEXT NOT NULL, shares {blob} NOT NULL,
-    PRIMARY KEY (period, role, subject))
-"""
+log = logging.getLogger("sealgrid.storage")
+
+#: The schema's version, kept in the ``meta`` table. 1 had no ``meta`` table (rowid tables,
+#: ``bids.seq``); 2 keeps no order of arrival.
+SCHEMA_VERSION = 2
+
+#: Every table: its columns and key, and the key that every read of it sorts by. Bids and
+#: participations of a period whose gate is open are in ``bids`` and ``participations``; at
+#: the gate they move to ``closed_bids`` and ``participant_sets`` (see :meth:`Store._seal`).
+TABLES: dict[str, tuple[str, str]] = {
+    "meta": ("name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (name)", "name"),
+    "bids": (
+        "period TEXT NOT NULL, pseudonym {blob} NOT NULL, bid {blob} NOT NULL,"
+        " payload {blob} NOT NULL, receipt {blob} NOT NULL, PRIMARY KEY (period, pseudonym)",
+        "period, pseudonym",
+    ),
+    "closed_bids": (
+        "period TEXT NOT NULL, pseudonym {blob} NOT NULL, bid {blob} NOT NULL,"
+        " payload {blob} NOT NULL, receipt {blob} NOT NULL, PRIMARY KEY (period, pseudonym)",
+        "period, pseudonym",
+    ),
+    "participations": (
+        "period TEXT NOT NULL, household TEXT NOT NULL, PRIMARY KEY (period, household)",
+        "period, household",
+    ),
+    "participant_sets": (  # the households, sorted, length-prefixed
+        "period TEXT NOT NULL, households {blob} NOT NULL, PRIMARY KEY (period)",
+        "period",
+    ),
+    "periods": (
+        "period TEXT NOT NULL, status TEXT NOT NULL, agreed {blob}, excluded {blob},"
+        " outcome TEXT, statement {blob}, PRIMARY KEY (period)",
+        "period",
+    ),
+    "issuers": (
+        "period TEXT NOT NULL, private_key {blob} NOT NULL, PRIMARY KEY (period)",
+        "period",
+    ),
+    "outputs": (
+        "period TEXT NOT NULL, role TEXT NOT NULL, subject TEXT NOT NULL,"
+        " shares {blob} NOT NULL, PRIMARY KEY (period, role, subject)",
+        "period, role, subject",
+    ),
+}
+
+_BID = "period, pseudonym, bid, payload, receipt"
+
+
+def _columns(table: str) -> str:
+    """The column names of one of :data:`TABLES`, comma-separated."""
+    definitions = TABLES[table][0].split(", PRIMARY KEY")[0]
+    return ", ".join(d.split()[0] for d in definitions.split(", "))
 
 #: Period statuses, in order. ``closed``: gate passed, bid set frozen; ``agreed``: the
 #: servers' common bid set fixed; ``cleared`` / ``failed``: outputs (or the reason) stored.
@@ -84,23 +149,126 @@ class Store:
                 import psycopg
 
                 self._conn: Any = psycopg.connect(url)
-                blob = "BYTEA"
             else:
                 path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
-                blob = "BLOB"
-            cur = self._conn.cursor()
-            for stmt in SCHEMA.format(blob=blob).split(";"):
-                cur.execute(stmt)
-            if self._pg:
-                self._conn.commit()
+                self._conn.execute("PRAGMA secure_delete=ON")  # deleted content is zeroed
         except (sqlite3.Error, OSError, ImportError) as exc:
             raise StorageError(f"cannot open the database: {exc}") from exc
         except Exception as exc:  # psycopg errors, without importing it here
             raise StorageError(f"cannot open the database: {exc}") from exc
+        try:
+            self._schema()
+        except StorageError:
+            self._conn.close()
+            raise
+        except Exception as exc:
+            self._conn.close()
+            raise StorageError(f"cannot set up the database: {exc}") from exc
+
+    # -- schema
+
+    def _create(self, name: str, as_name: str | None = None) -> tuple[str, Sequence[Any]]:
+        columns = TABLES[name][0].format(blob="BYTEA" if self._pg else "BLOB")
+        without_rowid = "" if self._pg else " WITHOUT ROWID"
+        return f"CREATE TABLE IF NOT EXISTS {as_name or name} ({columns}){without_rowid}", ()
+
+    def _tables(self) -> set[str]:
+        if self._pg:
+            rows = self._read(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = current_schema()"
+            )
+        else:
+            rows = self._read("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {r[0] for r in rows}
+
+    def _schema(self) -> None:
+        """Create the tables, or migrate a database of the first schema, or refuse a newer."""
+        tables = self._tables()
+        if "meta" in tables:
+            rows = self._read("SELECT value FROM meta WHERE name = 'schema'")
+            version = int(rows[0][0]) if rows else 0
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"the database has schema {version}, newer than this sealgrid's"
+                    f" ({SCHEMA_VERSION}); run the sealgrid version that wrote it"
+                )
+        elif "bids" in tables:
+            self._migrate_from_v1(tables)
+            return
+        statements = [self._create(name) for name in TABLES]
+        statements.append(
+            (
+                "INSERT INTO meta (name, value) VALUES ('schema', ?) ON CONFLICT DO NOTHING",
+                (str(SCHEMA_VERSION),),
+            )
+        )
+        self._write(statements)
+
+    def _migrate_from_v1(self, tables: set[str]) -> None:
+        """Copy a first-schema database into the current tables, in key order (see above)."""
+        v1 = ("bids", "participations", "periods", "issuers", "outputs")
+        if not set(v1) <= tables:
+            raise StorageError(
+                "the database is of no known schema (it has a 'bids' table but not the rest);"
+                " give the server an empty database"
+            )
+        closed: dict[str, list[bytes]] = {}
+        for period, household in self._read(
+            "SELECT period, household FROM participations"
+            " WHERE period IN (SELECT period FROM periods) ORDER BY period, household"
+        ):
+            closed.setdefault(period, []).append(household.encode())
+        done = "period IN (SELECT period FROM periods_v1)"
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (f"ALTER TABLE {t} RENAME TO {t}_v1", ()) for t in v1
+        ]
+        statements += [self._create(name) for name in TABLES]
+        statements += [  # the old receipts go: they carried seq and accepted_at
+            (
+                f"INSERT INTO {into} ({_BID}) SELECT period, pseudonym, bid, payload, ?"
+                f" FROM bids_v1 WHERE {cond} ORDER BY period, pseudonym",
+                (b"",),
+            )
+            for into, cond in (("bids", f"NOT {done}"), ("closed_bids", done))
+        ]
+        statements.append(
+            (
+                "INSERT INTO participations (period, household) SELECT period, household"
+                f" FROM participations_v1 WHERE NOT {done} ORDER BY period, household",
+                (),
+            )
+        )
+        statements += [
+            ("INSERT INTO participant_sets (period, households) VALUES (?, ?)", (p, _join(h)))
+            for p, h in sorted(closed.items())
+        ]
+        for name in ("periods", "issuers", "outputs"):
+            columns = _columns(name)
+            statements.append(
+                (
+                    f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {name}_v1"
+                    f" ORDER BY {TABLES[name][1]}",
+                    (),
+                )
+            )
+        statements += [(f"DROP TABLE {t}_v1", ()) for t in v1]
+        statements.append(
+            ("INSERT INTO meta (name, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        )
+        self._write(statements)
+        if not self._pg:  # rebuild the file: no page may keep the old order
+            self._conn.execute("VACUUM")
+            self._truncate_wal()
+        log.warning(
+            "migrated the database to schema %d: no arrival order, no sequence numbers; the"
+            " stored receipts of earlier bids were dropped",
+            SCHEMA_VERSION,
+        )
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s") if self._pg else text
@@ -141,9 +309,9 @@ class Store:
         """
         statements: list[tuple[str, Sequence[Any]]] = [
             (
-                "INSERT INTO bids (period, pseudonym, seq, bid, payload, receipt)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (b.period, b.pseudonym, b.seq, b.bid, b.payload, b.receipt),
+                "INSERT INTO bids (period, pseudonym, bid, payload, receipt)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (b.period, b.pseudonym, b.bid, b.payload, b.receipt),
             )
             for b in bids
         ]
@@ -164,34 +332,48 @@ class Store:
 
     def issuers(self) -> dict[str, bytes]:
         """Return every stored issuer key (PEM) by period."""
-        return dict(self._read("SELECT period, private_key FROM issuers"))
+        return dict(self._read("SELECT period, private_key FROM issuers ORDER BY period"))
 
     def bids(self, period: str) -> list[StoredBid]:
         """Return the stored bids of ``period``, sorted by pseudonym."""
         rows = self._read(
-            "SELECT period, pseudonym, bid, payload, receipt, seq FROM bids WHERE period = ?"
-            " ORDER BY pseudonym",
-            (period,),
+            f"SELECT {_BID} FROM bids WHERE period = ?"
+            f" UNION ALL SELECT {_BID} FROM closed_bids WHERE period = ? ORDER BY pseudonym",
+            (period, period),
         )
         return [StoredBid(*r) for r in rows]
 
     def receipt(self, period: str, pseudonym: bytes) -> bytes | None:
-        """Return the stored receipt of one bid, if any."""
+        """Return the stored receipt of one bid, if any (empty for a bid migrated from the
+        first schema, whose receipt carried the order of arrival and was dropped)."""
         rows = self._read(
-            "SELECT receipt FROM bids WHERE period = ? AND pseudonym = ?", (period, pseudonym)
+            "SELECT receipt FROM bids WHERE period = ? AND pseudonym = ? UNION ALL"
+            " SELECT receipt FROM closed_bids WHERE period = ? AND pseudonym = ?",
+            (period, pseudonym, period, pseudonym),
         )
         return rows[0][0] if rows else None
 
     def load_state(self) -> tuple[list[StoredBid], list[Participation], set[str]]:
         """Return what the intake machine needs after a restart: bids, participations, closed."""
-        done = {r[0] for r in self._read("SELECT period FROM periods")}
+        done = {r[0] for r in self._read("SELECT period FROM periods ORDER BY period")}
         bids = [
             StoredBid(*r)
-            for r in self._read("SELECT period, pseudonym, bid, payload, receipt, seq FROM bids")
+            for r in self._read(
+                f"SELECT {_BID} FROM bids UNION ALL SELECT {_BID} FROM closed_bids"
+                " ORDER BY period, pseudonym"
+            )
         ]
         parts = [
-            Participation(*r) for r in self._read("SELECT period, household FROM participations")
+            Participation(*r)
+            for r in self._read(
+                "SELECT period, household FROM participations ORDER BY period, household"
+            )
         ]
+        for period, households in self._read(
+            "SELECT period, households FROM participant_sets ORDER BY period"
+        ):
+            parts += [Participation(period, h.decode()) for h in _split(households)]
+        parts.sort(key=lambda p: (p.period, p.household))
         return bids, parts, done
 
     # -- periods and outputs
@@ -207,10 +389,17 @@ class Store:
         statement: bytes = b"",
         outputs: Sequence[tuple[str, str, bytes]] = (),
     ) -> None:
-        """Record a period's status (and its outputs) in one committed transaction."""
+        """Record a period's status (and its outputs) in one committed transaction.
+
+        Recording ``closed`` (the gate has passed: no bid or participation of the period is
+        written any more) also seals the period, in the same transaction: its participations
+        become one sorted set and, on PostgreSQL, its bids are rewritten in key order; on
+        SQLite the write-ahead log is emptied after the commit (see the module docstring).
+        """
         if status not in STATUSES:
             raise ValueError(f"unknown period status {status!r}")
-        statements: list[tuple[str, Sequence[Any]]] = [
+        statements = self._seal(period) if status == "closed" else []
+        statements += [
             ("DELETE FROM periods WHERE period = ?", (period,)),
             (
                 "INSERT INTO periods (period, status, agreed, excluded, outcome, statement)"
@@ -226,6 +415,72 @@ class Store:
                 )
             )
         self._write(statements)
+        if status == "closed" and not self._pg:
+            self._truncate_wal()
+
+    def _truncate_wal(self) -> None:
+        """Copy SQLite's write-ahead log into the file and empty it (its frames are in
+        commit order). The data is committed either way: a failure here is only logged."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("could not truncate the write-ahead log: %s", exc)
+
+    def _seal(self, period: str) -> list[tuple[str, Sequence[Any]]]:
+        """Statements that leave no order of arrival in a closed period's records.
+
+        Its bids are copied, in key order, into ``closed_bids`` (on SQLite into pages that
+        were free or new, never the ones they leave; on PostgreSQL with one ``xmin`` for all,
+        in key order on the heap), and its participation rows give way to one sorted set.
+        Then the old rows are deleted one by one in a random order: SQLite zeroes them and
+        lists their pages as free in the order they were freed, which must tell nothing.
+        Sealing twice changes nothing.
+        """
+        households = [
+            r[0]
+            for r in self._read(
+                "SELECT household FROM participations WHERE period = ? ORDER BY household",
+                (period,),
+            )
+        ]
+        pseudonyms = [
+            r[0] for r in self._read("SELECT pseudonym FROM bids WHERE period = ?", (period,))
+        ]
+        shuffle = random.SystemRandom().shuffle
+        shuffle(pseudonyms)
+        gone = list(households)
+        shuffle(gone)
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (
+                f"INSERT INTO closed_bids ({_BID}) SELECT {_BID} FROM bids WHERE period = ?"
+                " ORDER BY pseudonym",
+                (period,),
+            ),
+            (
+                "INSERT INTO participant_sets (period, households) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (period, _join([h.encode() for h in households])),
+            ),
+        ]
+        statements += [
+            ("DELETE FROM bids WHERE period = ? AND pseudonym = ?", (period, p))
+            for p in pseudonyms
+        ]
+        statements += [
+            ("DELETE FROM participations WHERE period = ? AND household = ?", (period, h))
+            for h in gone
+        ]
+        return statements
+
+    def participants(self, period: str) -> tuple[str, ...]:
+        """Return the households that got a pseudonym signed for ``period``, sorted."""
+        rows = self._read("SELECT households FROM participant_sets WHERE period = ?", (period,))
+        if rows:
+            return tuple(h.decode() for h in _split(rows[0][0]))
+        rows = self._read(
+            "SELECT household FROM participations WHERE period = ? ORDER BY household", (period,)
+        )
+        return tuple(r[0] for r in rows)
 
     def period(self, period: str) -> PeriodRecord | None:
         """Return what is stored about ``period`` after its gate closed, if anything."""
@@ -243,8 +498,10 @@ class Store:
 
     def unfinished(self) -> list[str]:
         """Return the periods whose gate closed but that are not yet cleared or failed."""
-        rows = self._read("SELECT period FROM periods WHERE status IN ('closed', 'agreed')")
-        return sorted(r[0] for r in rows)
+        rows = self._read(
+            "SELECT period FROM periods WHERE status IN ('closed', 'agreed') ORDER BY period"
+        )
+        return [r[0] for r in rows]
 
     def output(self, period: str, role: str, subject: str) -> bytes | None:
         """Return this server's stored output shares for one subject, if any."""

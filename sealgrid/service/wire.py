@@ -123,15 +123,18 @@ class PseudonymousBid:
 
 @dataclass(frozen=True)
 class Receipt:
-    """A server's signed statement that it has durably stored one bid share."""
+    """A server's signed statement that it has durably stored one bid share.
+
+    It carries no time finer than ``period`` and no sequence number: nothing in it tells
+    when, or in what order, the bid arrived, so it cannot be matched with the household's
+    pseudonym request (docs/privacy.md, "Unlinkability").
+    """
 
     server: int
     period: str
     pseudonym: bytes
     payload_sha256: bytes
     submission_sha256: bytes
-    accepted_at: str
-    seq: int
     signature: bytes = b""
 
 

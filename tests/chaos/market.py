@@ -153,7 +153,10 @@ def read_store(root: Path, server: int, period: str) -> Stored:
     path = root / f"server-{server}" / "bids.sqlite"
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT pseudonym FROM bids WHERE period = ?", (period,)).fetchall()
+        rows = conn.execute(  # open periods' bids, and those sealed at the gate
+            "SELECT pseudonym FROM bids WHERE period = ?"
+            " UNION ALL SELECT pseudonym FROM closed_bids WHERE period = ?",
+            (period, period)).fetchall()
         rec = conn.execute("SELECT status, agreed FROM periods WHERE period = ?",
                            (period,)).fetchall()
     finally:

@@ -78,8 +78,7 @@ SERVICE_MESSAGES: tuple[Any, ...] = (
     sw.IssuerKey(2, SERVICE_PERIOD, b"\xc3" * 16, 65537),
     sw.PseudonymGrant(1, SERVICE_PERIOD, b"\xc3" * 16, 65537, b"\x5a" * 16),
     sw.PseudonymousBid(SERVICE_PERIOD, 0, b"\x07" * 32, b"\x08" * 16, b"SGB1\x02payload"),
-    sw.Receipt(0, SERVICE_PERIOD, b"\x07" * 32, b"\x11" * 32, b"\x22" * 32,
-               "2026-11-22T21:07:03.250000Z", 42),
+    sw.Receipt(0, SERVICE_PERIOD, b"\x07" * 32, b"\x11" * 32, b"\x22" * 32),
     sw.BidSet(1, SERVICE_PERIOD, (b"\x03" * 32, b"\x07" * 32)),
     sw.PeriodStatement(2, SERVICE_PERIOD, 2, b"\x33" * 32, (b"\x09" * 32,), "cleared",
                        '{"demand":1200,"invalid_bids":0,"level":7,"price":"80.7",'

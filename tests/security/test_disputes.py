@@ -2,9 +2,10 @@
 
 A household holds a receipt from each server; a period statement is public. Both verify
 offline with the registry's public keys and nothing else; any change to any field makes
-them fail. Replaying the journal of accepted submissions (in receipt order, each at its
-receipted time) into a fresh intake with the same keys reproduces every receipt byte for
-byte and the same bid set, and clearing the journal's payloads gives the same public result.
+them fail. Replaying the journal of accepted submissions into a fresh intake with the same
+keys — in any order, at any time before the gate: a receipt carries neither a sequence
+number nor a time, so it depends on the bid alone — reproduces every receipt byte for byte
+and the same bid set, and clearing the journal's payloads gives the same public result.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from sealgrid.protocol.inprocess import run_in_process
 from sealgrid.service import wire
 from sealgrid.service.household import check_receipt, make_submission
 from sealgrid.service.intake import Accepted, Intake, SubmitBid
-from sealgrid.service.schedule import Schedule, parse_time
+from sealgrid.service.schedule import Schedule
 from sealgrid.service.wire import PeriodStatement, Receipt
 
-from .helpers import LEVELS, MAX_Q, NOW, PERIOD, SUPPLIERS, World, issuers
+from .helpers import GATE, LEVELS, MAX_Q, NOW, PERIOD, SUPPLIERS, World, issuers
 
 LAYOUT = Layout(LEVELS, SUPPLIERS, MAX_Q)
 SPECS = [(True, 4_000, 5, 0), (True, 2_500, 3, 1), (False, 3_000, 1, 0), (False, 1_500, 2, 1)]
@@ -98,13 +99,12 @@ def test_period_statements_verify_offline_and_any_change_fails(market) -> None: 
 def test_replaying_the_journal_reproduces_receipts_and_results(market) -> None:  # type: ignore[no-untyped-def]
     w, journal = market
     for party in range(3):
-        own = sorted((e for _, _, e in journal if e.receipt.server == party),
-                     key=lambda e: e.bid.seq)
+        own = [e for _, _, e in journal if e.receipt.server == party][::-1]  # reversed
         fresh = Intake(party, w.server_keys[party], {}, Schedule(900))
         for period, issuer in issuers().items():
             fresh.add_issuer(period, issuer)
-        for event in own:
-            (again,) = fresh.receive(SubmitBid(parse_time(event.receipt.accepted_at),
+        for k, event in enumerate(own):
+            (again,) = fresh.receive(SubmitBid(GATE - dt.timedelta(seconds=1 + 7 * k),
                                                event.bid.bid))
             assert isinstance(again, Accepted)
             assert again.bid == event.bid  # receipt and record, byte for byte

@@ -66,15 +66,23 @@ def _roundtrip(url: str) -> None:
     store.close()
     store = Store(url)  # a new connection, as after a restart
     bids, parts, closed = store.load_state()
-    assert sorted(b.pseudonym for b in bids) == sorted(a.bid.pseudonym for a in accepted[:3])
+    assert [b.pseudonym for b in bids] == sorted(a.bid.pseudonym for a in accepted[:3])
+    assert [p.household for p in parts] == sorted(p.household for _, p in pairs[:3])
     assert {p.household for p in parts} == {p.household for _, p in pairs[:3]}
     assert closed == set() and store.issuers() == {PERIOD: b"pem"}
     stored = {b.pseudonym: b for b in store.bids(PERIOD)}
     for a in accepted[:3]:
         assert stored[a.bid.pseudonym] == a.bid
         assert store.receipt(PERIOD, a.bid.pseudonym) == wire.encode(a.receipt)
-    store.set_period(PERIOD, "closed")
+    store.set_period(PERIOD, "closed")  # seals the period: bids and participations move
     assert store.unfinished() == [PERIOD]
+    assert store.participants(PERIOD) == tuple(sorted(p.household for _, p in pairs[:3]))
+    assert store.bids(PERIOD) == sorted(stored.values(), key=lambda b: b.pseudonym)
+    for a in accepted[:3]:
+        assert store.receipt(PERIOD, a.bid.pseudonym) == wire.encode(a.receipt)
+    assert store.load_state()[:2] == (bids, parts)  # the same state, also after the seal
+    store.set_period(PERIOD, "closed")  # sealing twice changes nothing
+    assert store.load_state()[:2] == (bids, parts)
     agreed = tuple(sorted(b.pseudonym for b in bids))
     store.set_period(
         PERIOD,
@@ -102,7 +110,105 @@ def test_sqlite_round_trip_and_atomic_batches(tmp_path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # the stored bids hold no household id
-    assert all(b'"household"' not in row[0] for row in conn.execute("SELECT bid FROM bids"))
+    assert all(
+        b'"household"' not in row[0] for row in conn.execute("SELECT bid FROM closed_bids")
+    )
+    # no table keeps an order of arrival: no rowid, no sequence number, no time
+    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        with pytest.raises(sqlite3.OperationalError, match="rowid"):
+            conn.execute(f"SELECT rowid FROM {table}")
+        columns = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        assert not columns & {"seq", "accepted_at", "id", "created", "time"}, table
+    assert (tmp_path / "bids.sqlite-wal").stat().st_size == 0  # emptied at the gate
+
+
+V1_SCHEMA = """
+CREATE TABLE bids (
+    period TEXT NOT NULL, pseudonym {blob} NOT NULL, seq INTEGER NOT NULL,
+    bid {blob} NOT NULL, payload {blob} NOT NULL, receipt {blob} NOT NULL,
+    PRIMARY KEY (period, pseudonym));
+CREATE TABLE participations (
+    period TEXT NOT NULL, household TEXT NOT NULL, PRIMARY KEY (period, household));
+CREATE TABLE periods (
+    period TEXT PRIMARY KEY, status TEXT NOT NULL, agreed {blob}, excluded {blob},
+    outcome TEXT, statement {blob});
+CREATE TABLE issuers (
+    period TEXT PRIMARY KEY, private_key {blob} NOT NULL);
+CREATE TABLE outputs (
+    period TEXT NOT NULL, role TEXT NOT NULL, subject TEXT NOT NULL, shares {blob} NOT NULL,
+    PRIMARY KEY (period, role, subject))
+"""  # the first schema, as sealgrid wrote it before it kept no order of arrival
+
+
+def _migration(url: str, execute) -> None:  # type: ignore[no-untyped-def]
+    """Write a first-schema database (a closed period and an open one), open it, check."""
+    _, pairs = _accepted(4)
+    blob = "BYTEA" if url.startswith("postgresql") else "BLOB"
+    for stmt in V1_SCHEMA.format(blob=blob).split(";"):
+        execute(stmt)
+    rows = []
+    for k, (a, p) in enumerate(pairs):  # households 0, 1 in PERIOD (closed), 2, 3 in LATER
+        period = PERIOD if k < 2 else LATER
+        b = a.bid
+        execute(
+            "INSERT INTO bids VALUES (?, ?, ?, ?, ?, ?)",
+            (period, b.pseudonym, k + 1, b.bid, b.payload, b"receipt with seq and time"),
+        )
+        execute("INSERT INTO participations VALUES (?, ?)", (period, p.household))
+        rows.append((period, b, p.household))
+    execute("INSERT INTO periods VALUES (?, 'cleared', ?, ?, '{}', ?)",
+            (PERIOD, b"", b"", b"st"))
+    execute("INSERT INTO issuers VALUES (?, ?)", (PERIOD, b"pem"))
+    execute("INSERT INTO outputs VALUES (?, 'household', 'x', ?)", (PERIOD, b"\x01"))
+    store = Store(url)  # migrates
+    bids, parts, closed = store.load_state()
+    assert closed == {PERIOD} and store.issuers() == {PERIOD: b"pem"}
+    assert [(b.period, b.pseudonym) for b in bids] == sorted(
+        (period, b.pseudonym) for period, b, _ in rows)
+    assert all(b.receipt == b"" for b in bids)  # the old receipts (seq, time) are gone
+    assert [b.bid for b in store.bids(PERIOD)] == [
+        b.bid for _, b in sorted((b.pseudonym, b) for period, b, _ in rows if period == PERIOD)]
+    assert store.receipt(PERIOD, rows[0][1].pseudonym) == b""
+    assert [(p.period, p.household) for p in parts] == sorted((r[0], r[2]) for r in rows)
+    assert store.participants(PERIOD) == tuple(sorted(r[2] for r in rows if r[0] == PERIOD))
+    assert store.output(PERIOD, "household", "x") == b"\x01"
+    assert store.period(PERIOD) is not None and store.period(PERIOD).statement == b"st"
+    store.close()
+    again = Store(url)  # opening it again changes nothing
+    assert again.load_state() == (bids, parts, closed)
+    again.close()
+
+
+LATER = "2026-11-22T22:00:00Z"
+
+
+def test_sqlite_database_of_the_first_schema_is_migrated(tmp_path, caplog) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    _migration(f"sqlite:///{path}", conn.execute)
+    conn.close()
+    assert "migrated the database to schema 2" in caplog.text
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta").fetchall() == [("2",)]
+    with pytest.raises(sqlite3.OperationalError, match="rowid"):
+        conn.execute("SELECT rowid FROM bids")
+    data = path.read_bytes()
+    assert b"receipt with seq and time" not in data  # rebuilt: no page keeps the old rows
+
+
+def test_a_database_of_a_newer_schema_is_refused(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.sqlite'}"
+    Store(url).close()
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "new.sqlite")
+    conn.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError, match="schema 3, newer than this sealgrid's"):
+        Store(url)
 
 
 @pytest.fixture
@@ -158,3 +264,18 @@ def postgres_url() -> Iterator[str]:
 
 def test_postgresql_round_trip(postgres_url: str) -> None:
     _roundtrip(postgres_url)
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:  # the seal left one transaction, key order
+        rows = conn.execute("SELECT xmin::text, pseudonym FROM closed_bids").fetchall()
+        assert len({x for x, _ in rows}) == 1
+        assert [bytes(p) for _, p in rows] == sorted(bytes(p) for _, p in rows)
+        assert conn.execute("SELECT count(*) FROM bids").fetchone() == (0,)
+
+
+def test_postgresql_database_of_the_first_schema_is_migrated(postgres_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        _migration(postgres_url, lambda sql, params=(): conn.execute(
+            sql.replace("?", "%s"), params) if sql.strip() else None)
