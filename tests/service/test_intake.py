@@ -110,17 +110,74 @@ def test_a_valid_bid_is_accepted_with_a_receipt_that_verifies(world) -> None:
     assert m.pseudonyms(PERIOD) == (p.public,)
 
 
-def test_the_server_never_sees_what_it_signs(world) -> None:
+def test_the_server_never_sees_what_it_signs(world, monkeypatch) -> None:
+    """A token binds its pseudonym and period, and the issuer's view is the same whichever
+    pseudonym it signs for: the test attacks as the issuer would, with its private key.
+
+    For a blinded message x the issuer can compute the blinding factor that would explain x
+    under any guess h, ``r_h(x) = (x / FDH(period, h))^d``. For x made for pseudonym A,
+    ``r_A(x)`` is the household's own random factor; for x made for B it is that factor times
+    ``(FDH(B) / FDH(A))^d``. Blind signing means both are uniform, so the histogram of
+    ``r_A(x)`` (top 4 bits of ``r/n``) must be alike for blinded messages of A and of B, and
+    the blinded message the server signed for A must also be B's blinded message under a
+    factor that unblinds to a valid token for B. A control plants a weak blinding (a 64-bit
+    random factor) and the same statistic must see it.
+    """
+    import secrets
+
+    import numpy as np
+
+    from sealgrid.service import blind
+
     households, machine = world
     m = machine()
-    p = Pseudonym.fresh(PERIOD)
-    issuer = ISSUERS[PERIOD].public
-    raws = [issue_request(p, issuer, "h0", households["h0"], b"n")[0] for _ in range(2)]
-    blinded = [wire.decode(wire.IssueRequest, r).blinded for r in raws]
-    assert blinded[0] != blinded[1]  # fresh blinding each time, for the same pseudonym
+    issuer = ISSUERS[PERIOD]
+    n = issuer.public.n
+    # binding: a token is for its pseudonym and period only
     p = _token(m, "h1", households["h1"])
     token = p.tokens[0]
-    assert token not in b"".join(blinded) and issuer.verify(PERIOD, p.public, token)
+    assert issuer.public.verify(PERIOD, p.public, token)
+    assert not issuer.public.verify(PERIOD, Pseudonym.fresh(PERIOD).public, token)
+    assert not issuer.public.verify(OTHER, p.public, token)
+    assert not ISSUERS[OTHER].public.verify(OTHER, p.public, token)
+    thief = Pseudonym.fresh(PERIOD)
+    thief.tokens = {0: token}
+    assert _reason(_submit(m, make_submission(thief, 0, b"x"))) is Reason.BAD_SIGNATURE
+
+    a, b = Pseudonym.fresh(PERIOD), Pseudonym.fresh(PERIOD)
+    m_a = blind.fdh(n, PERIOD, a.public)
+    m_a_inv = pow(m_a, -1, n)
+
+    def seen(q: Pseudonym) -> int:  # what the server receives: the household's real request
+        raw, _ = issue_request(q, issuer.public, "h0", households["h0"], b"n")
+        return int.from_bytes(wire.decode(wire.IssueRequest, raw).blinded, "big")
+
+    def explained_by_a(x: int) -> int:  # r_A(x), with the issuer's private key
+        root = issuer.sign_blinded((x * m_a_inv % n).to_bytes(issuer.public.size, "big"))
+        return int.from_bytes(root, "big")
+
+    def chi2(runs: int) -> float:
+        h = [np.bincount([16 * explained_by_a(seen(q)) // n for _ in range(runs)],
+                         minlength=16) for q in (a, b)]
+        col = (h[0] + h[1]) / 2
+        keep = col > 0
+        return float((((h[0] - col) ** 2 + (h[1] - col) ** 2)[keep] / col[keep]).sum())
+
+    stat = chi2(160)
+    assert stat < 44.3, f"the blinded messages tell A from B (chi-square {stat:.0f}, 15 df)"
+    # the message signed for A is B's under another factor, which unblinds to B's token
+    x = seen(a)
+    blind_sig = issuer.sign_blinded(x.to_bytes(issuer.public.size, "big"))
+    m_b = blind.fdh(n, PERIOD, b.public)
+    r_b = int.from_bytes(issuer.sign_blinded(
+        (x * pow(m_b, -1, n) % n).to_bytes(issuer.public.size, "big")), "big")
+    monkeypatch.setattr(blind.secrets, "randbelow", lambda _: r_b - 2)
+    as_b = blind.blind(issuer.public, PERIOD, b.public)
+    assert int.from_bytes(as_b.blinded, "big") == x
+    assert issuer.public.verify(PERIOD, b.public, blind.unblind(issuer.public, as_b, blind_sig))
+    # control: a household drawing its factor below 2^64 is seen at once
+    monkeypatch.setattr(blind.secrets, "randbelow", lambda _: secrets.randbits(64))
+    assert chi2(60) > 44.3
 
 
 def test_forged_unsigned_replayed_late_duplicate_are_refused_distinctly(world) -> None:
