@@ -156,12 +156,12 @@ def test_each_attack_is_refused_with_its_reason_and_the_period_clears_on_honest_
     _assert_reference(results, [spec_of.get(pub) for pub in agreed])
 
 
-def _clear_payloads(per_bid: list[list[bytes]]):  # type: ignore[no-untyped-def]
+def _clear_payloads(per_bid: list[list[bytes]], min_per_side: int = 1):  # type: ignore[no-untyped-def]
     batches = [
         ShareBatch.from_payloads([BidShares.from_bytes(b[i]) for b in per_bid], i, LAYOUT)
         for i in range(3)
     ]
-    return run_in_process(batches)
+    return run_in_process(batches, min_per_side)
 
 
 @pytest.mark.parametrize("name", sorted(CHEATS))
@@ -181,18 +181,19 @@ def _field(x: Fraction) -> int:
     return x.numerator * pow(x.denominator, F.MODULUS - 2, F.MODULUS) % F.MODULUS
 
 
-def _reference(specs):  # type: ignore[no-untyped-def]
+def _reference(specs, min_per_side: int = 1):  # type: ignore[no-untyped-def]
     """The plaintext clearing of the honest bids (``None`` in ``specs``: a cheater's slot)."""
     honest = [s for s in specs if s is not None]
-    ref = clear(book(*(list(x) for x in zip(*honest, strict=True))), LEVELS)
+    ref = clear(book(*(list(x) for x in zip(*honest, strict=True))), LEVELS,
+                min_accepted_per_side=min_per_side)
     assert ref.level is not None
     return honest, ref
 
 
-def _assert_reference(results, specs) -> None:  # type: ignore[no-untyped-def]
+def _assert_reference(results, specs, min_per_side: int = 1) -> None:  # type: ignore[no-untyped-def]
     """Every household and the grid operators rebuild exactly the plaintext reference on the
     honest bids from all three servers' shares; a cheater's slot trades nothing."""
-    _, ref = _reference(specs)
+    _, ref = _reference(specs, min_per_side)
     assert {r.public for r in results} == {Public(ref.level)}
     (volume,) = (int(v) for v in F.reconstruct([r.volume for r in results], 1))
     assert volume == ref.volume_wh
@@ -233,6 +234,24 @@ def test_a_cheater_leaves_every_suppliers_outputs_exact(name: str) -> None:
     results = _clear_payloads(per_bid)
     assert [int(i) for i in results[0].rejected] == [2]
     _assert_suppliers(results, [*specs[:2], None, *specs[2:]])
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=(
+        "sealgrid/protocol/validation.py PartyState.count_curves multiplies every slot's w "
+        "shares by its reshared e/q, refused slots included: a refused bid whose shares are "
+        "not on one polynomial, times its fresh non-zero shares of 0, turns every count "
+        "curve into noise and the period never trades (one household stops the market)")))
+    if n in ("invalid_sharing", "inconsistent_across_servers") else n for n in sorted(CHEATS)])
+def test_a_cheater_does_not_stop_a_period_with_a_minimum_participation(name: str) -> None:
+    """The running market's rule (3 accepted bids a side): the honest bids and one more seller
+    trade at level 2; one cheater's refused slot must not change that."""
+    specs = [*HONEST.values(), (False, 1_000, 0, 0)]
+    per_bid = [_payloads(s) for s in specs]
+    per_bid.insert(2, CHEATS[name]())
+    results = _clear_payloads(per_bid, min_per_side=3)
+    assert [int(i) for i in results[0].rejected] == [2]
+    _assert_reference(results, [*specs[:2], None, *specs[2:]], min_per_side=3)
 
 
 def test_the_supplier_check_holds_without_a_cheater() -> None:
