@@ -154,11 +154,17 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
+async def _anonymous(request: web.Request, response: web.StreamResponse) -> None:
+    """Send no ``Server`` header (aiohttp names itself, its version and Python's)."""
+    response.headers.popall("Server", None)
+
+
 def build_app(server: Server) -> web.Application:
     """Return the aiohttp application for ``server``."""
     max_size = 2 * server.cfg.market.limits.max_payload_bytes + 2 * ENVELOPE_BYTES
     app = web.Application(client_max_size=max_size)
     app[SERVER_KEY] = server
+    app.on_response_prepare.append(_anonymous)
     app.router.add_post("/v1/challenge", challenge)
     app.router.add_post("/v1/pseudonyms", pseudonyms)
     app.router.add_get("/v1/periods/{period}/issuer", issuer)

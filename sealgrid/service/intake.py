@@ -221,6 +221,18 @@ class Intake:
         state = self._periods.get(period)
         return tuple(sorted(state.bids)) if state else ()
 
+    def closed_counts(self) -> dict[str, int]:
+        """Return the counts that may be public: periods whose gate has closed, bids in them.
+
+        Nothing about an open period is counted, so the numbers do not move while
+        households are getting pseudonyms and bidding (no live counter to time them by).
+        """
+        closed = [state for state in self._periods.values() if state.closed]
+        return {
+            "closed_periods": len(closed),
+            "bids_in_closed_periods": sum(len(state.bids) for state in closed),
+        }
+
     def is_closed(self, period: str) -> bool:
         """Return whether this machine has closed the gate of ``period``."""
         state = self._periods.get(period)

@@ -204,7 +204,12 @@ SCHEMAS: dict[str, Any] = {
                 "type": "integer",
                 "description": "accepted bids each side needs for a period to trade",
             },
-            "stats": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "stats": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "counts of periods whose gate has closed only (closed_periods,"
+                " bids_in_closed_periods): nothing about an open period",
+            },
             "signature": {**B64, "description": "Ed25519 by the server's signing key"},
         },
         "A server's signed account of the market it serves and of itself.",

@@ -513,7 +513,11 @@ class Server:
         return answer("cleared" if shares is not None else "no_trade", shares or b"")
 
     def info(self) -> MarketInfo:
-        """Return this server's signed account of the market and of itself."""
+        """Return this server's signed account of the market and of itself.
+
+        ``stats`` counts only periods whose gate has closed (no live counter of an open
+        period: it would time each household's requests; docs/privacy.md).
+        """
         now = self.clock()
         m, limits, grid = self.market, self.cfg.market.limits, self.market.grid
         return wire.sign(
@@ -531,7 +535,7 @@ class Server:
                 price_grid=PriceGridInfo(str(grid.floor), str(grid.ceiling), str(grid.tick)),
                 max_quantity_wh=m.max_quantity_wh,
                 min_accepted_per_side=m.min_accepted_per_side,
-                stats=dict(self.stats),
+                stats=self.intake.closed_counts(),
             ),
             self.key,
         )

@@ -91,7 +91,7 @@ SERVICE_MESSAGES: tuple[Any, ...] = (
     sw.Outcome("failed", reason="server 2 did not answer"),
     sw.MarketInfo(0, 3, b"\x55" * 32, 1, "2026-11-22T21:07:00Z", 900, SERVICE_PERIOD, 65536,
                   sw.RateLimit(20, 60), ("s1", "s2", "s3"), sw.PriceGridInfo("80", "120", "0.1"),
-                  10_000, 1, {"accepted": 3, "rejected": 1}),
+                  10_000, 1, {"bids_in_closed_periods": 5, "closed_periods": 2}),
 )
 
 PAILLIER_P = 4294967279  # 2^32 − 17
