@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sealgrid.mechanism.auction import clear, curves
 from sealgrid.mechanism.bids import OrderBook
@@ -29,6 +30,8 @@ from sealgrid.protocol import field as F
 from sealgrid.protocol.clearing import secure_clear
 from sealgrid.protocol.encoding import plain_vectors
 from tests.chaos.curious import BOOK_C, BOOK_D, SMALL_LAYOUT, SMALL_LEVELS
+
+pytestmark = pytest.mark.slow  # three server processes per run
 
 RUNS = 8  # per book: about 0.6 s a run on two cores
 MIN_PER_SIDE = 3
