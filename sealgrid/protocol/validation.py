@@ -301,7 +301,8 @@ class PartyState:
         scaled = e_scaled.reshape(len(self.batch), lay.fine)
         acc = np.zeros_like(self._products)
         for start in range(0, len(scaled), CHUNK):
-            w = np.asarray(self.batch.rows[start:start + CHUNK, lay.w])
+            w = np.array(self.batch.rows[start:start + CHUNK, lay.w])
+            w[~self.valid[start:start + len(w)]] = 0  # a refused row need not be a sharing
             acc += _products(w, scaled[start:start + len(w)])
         return self._cumulative(acc)
 
@@ -358,7 +359,8 @@ class PartyState:
         n = len(self.batch)
         totals = np.zeros((2, lay.suppliers), dtype=F.U64)  # bought, sold
         for start in range(0, n, CHUNK):
-            sup = np.asarray(self.batch.rows[start:start + CHUNK, lay.supplier])
+            sup = np.array(self.batch.rows[start:start + CHUNK, lay.supplier])
+            sup[~self.valid[start:start + len(sup)]] = 0  # a refused row need not be a sharing
             part_sides = sides[:, start:start + len(sup)].T
             limbs = np.concatenate(
                 [(part_sides >> np.uint64(16 * k)) & np.uint64(0xFFFF) for k in range(4)], axis=1)

@@ -221,13 +221,10 @@ def _assert_suppliers(results, specs) -> None:  # type: ignore[no-untyped-def]
     assert got == want
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=(
-        "sealgrid/protocol/validation.py PartyState.supplier_totals multiplies every slot's "
-        "supplier shares, refused slots included: a refused bid whose shares are not on one "
-        "polynomial, times its fresh non-zero shares of 0, corrupts every supplier's totals")))
-    if n == "invalid_sharing" else n for n in sorted(CHEATS)])
+@pytest.mark.parametrize("name", sorted(CHEATS))
 def test_a_cheater_leaves_every_suppliers_outputs_exact(name: str) -> None:
+    """Regression (found by this test): a refused row that is no sharing, times its slot's
+    fresh sharing of 0, corrupted every supplier's totals; refused rows are now zeroed."""
     specs = list(HONEST.values())
     per_bid = [_payloads(s) for s in specs]
     per_bid.insert(2, CHEATS[name]())
@@ -236,16 +233,11 @@ def test_a_cheater_leaves_every_suppliers_outputs_exact(name: str) -> None:
     _assert_suppliers(results, [*specs[:2], None, *specs[2:]])
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=(
-        "sealgrid/protocol/validation.py PartyState.count_curves multiplies every slot's w "
-        "shares by its reshared e/q, refused slots included: a refused bid whose shares are "
-        "not on one polynomial, times its fresh non-zero shares of 0, turns every count "
-        "curve into noise and the period never trades (one household stops the market)")))
-    if n in ("invalid_sharing", "inconsistent_across_servers") else n for n in sorted(CHEATS)])
+@pytest.mark.parametrize("name", sorted(CHEATS))
 def test_a_cheater_does_not_stop_a_period_with_a_minimum_participation(name: str) -> None:
     """The running market's rule (3 accepted bids a side): the honest bids and one more seller
-    trade at level 2; one cheater's refused slot must not change that."""
+    trade at level 2; one cheater's refused slot must not change that (regression: its row,
+    no sharing, times a fresh sharing of 0 made every count curve noise)."""
     specs = [*HONEST.values(), (False, 1_000, 0, 0)]
     per_bid = [_payloads(s) for s in specs]
     per_bid.insert(2, CHEATS[name]())
