@@ -165,15 +165,12 @@ SCHEMAS: dict[str, Any] = {
                       "description": "clearing level k* on the price grid (null: no trade)"},
             "price": {"type": "string", "nullable": True,
                       "description": "clearing price, a decimal on the grid (null: no trade)"},
-            "volume": {"type": "integer", "description": "V(k*), Wh"},
-            "demand": {"type": "integer", "description": "D(k*), Wh"},
-            "supply": {"type": "integer", "description": "S(k*), Wh"},
             "invalid_bids": {"type": "integer",
                              "description": "bids the servers' joint validation refused"},
             "reason": {"type": "string", "description": "why a failed period failed"},
         },
-        "The public outcome of one period; its canonical JSON is a statement's outcome and "
-        "an output's public.",
+        "The public outcome of one period (no quantity: amounts leave as shares); its "
+        "canonical JSON is a statement's outcome and an output's public.",
     ),
     "MarketInfo": _msg(
         "MarketInfo",

@@ -419,22 +419,21 @@ class Server:
             result = await clearing.clear(request)
         except clearing.ClearingFailed as exc:
             return "failed", Outcome("failed", reason=str(exc)), []
-        pub = result.public
-        traded = pub.level is not None
+        level = result.public.level
         public = Outcome(
-            status="cleared" if traded else "no_trade",
-            level=pub.level,
-            price=str(self.market.grid.price(pub.level)) if pub.level is not None else None,
-            volume=pub.volume if traded else 0,
-            demand=pub.demand if traded else 0,
-            supply=pub.supply if traded else 0,
+            status="cleared" if level is not None else "no_trade",
+            level=level,
+            price=str(self.market.grid.price(level)) if level is not None else None,
             invalid_bids=result.invalid_bids,
         )
-        outputs = [
+        outputs = [  # a refused bid is told so; without trade nothing else is stored
             ("household", wire.b64e(p), s if s else b"invalid")
             for p, s in zip(agreed, result.household, strict=True)
+            if level is not None or not s
         ]
-        outputs += [("supplier", k, v) for k, v in sorted(result.suppliers.items())]
+        if level is not None:  # V goes to the authenticated grid operators only
+            outputs += [("supplier", k, v) for k, v in sorted(result.suppliers.items())]
+            outputs += [("operator", op, result.volume) for op in sorted(self.registry.operators)]
         return "cleared", public, outputs
 
     # -- outputs
@@ -505,8 +504,6 @@ class Server:
             return answer("pending")
         if record.status == "failed":
             return answer("failed")
-        if req.role == "operator":  # region totals: bought = sold = the public volume
-            return answer("cleared")
         shares = self.store.output(req.period, req.role, req.subject)
         if shares == b"invalid":
             return answer("invalid")

@@ -204,17 +204,15 @@ class Outcome:
 
     ``status``: ``cleared`` (a price was set), ``no_trade`` (nothing could trade) or
     ``failed`` (the period could not be cleared; ``reason`` says why). ``level`` and ``price``
-    (a decimal string on the grid) are set when the period traded; ``volume``, ``demand`` and
-    ``supply`` (Wh at the clearing level) make each household's rationed amount exact;
-    ``invalid_bids`` counts the bids the servers' joint validation refused.
+    (a decimal string on the grid) are set when the period traded; ``invalid_bids`` counts
+    the bids the servers' joint validation refused. No quantity is public: the volume goes
+    to the grid operators, each household's amount and each supplier's totals to their owner,
+    all as shares.
     """
 
     status: str
     level: int | None = None
     price: str | None = None
-    volume: int = 0
-    demand: int = 0
-    supply: int = 0
     invalid_bids: int = 0
     reason: str = ""
 

@@ -81,13 +81,12 @@ SERVICE_MESSAGES: tuple[Any, ...] = (
     sw.Receipt(0, SERVICE_PERIOD, b"\x07" * 32, b"\x11" * 32, b"\x22" * 32),
     sw.BidSet(1, SERVICE_PERIOD, (b"\x03" * 32, b"\x07" * 32)),
     sw.PeriodStatement(2, SERVICE_PERIOD, 2, b"\x33" * 32, (b"\x09" * 32,), "cleared",
-                       '{"demand":1200,"invalid_bids":0,"level":7,"price":"80.7",'
-                       '"reason":"","status":"cleared","supply":900,"type":"Outcome",'
-                       '"v":1,"volume":900}',
+                       '{"invalid_bids":1,"level":7,"price":"80.7","reason":"",'
+                       '"status":"cleared","type":"Outcome","v":1}',
                        "2026-11-22T21:15:00Z", b"\x44" * 32),
     sw.AuthRequest("supplier", "s1", SERVICE_PERIOD, b"\x02" * 16),
     sw.OutputShares(0, SERVICE_PERIOD, "supplier", "s1", "cleared", b"SGO1", "{}"),
-    sw.Outcome("cleared", level=7, price="80.7", volume=900, demand=1200, supply=900),
+    sw.Outcome("cleared", level=7, price="80.7", invalid_bids=1),
     sw.Outcome("failed", reason="server 2 did not answer"),
     sw.MarketInfo(0, 3, b"\x55" * 32, 1, "2026-11-22T21:07:00Z", 900, SERVICE_PERIOD, 65536,
                   sw.RateLimit(20, 60), ("s1", "s2", "s3"), sw.PriceGridInfo("80", "120", "0.1"),
