@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     bid.add_argument("--price", required=True, help="currency per kWh, on the price grid")
     bid.add_argument("--period", help="trading period (ISO 8601 UTC); default: the next open")
     bid.set_defaults(func=run_bid)
+    tok = actions.add_parser("tokens", help="fetch pseudonym tokens ahead for the next periods")
+    common(tok)
+    tok.add_argument("--periods", type=int, default=4,
+                     help="how many open periods ahead, from the first (default 4)")
+    tok.set_defaults(func=run_tokens)
     res = actions.add_parser("result", help="fetch and check this household's result")
     common(res)
     res.add_argument("--period", required=True, help="the period bid for")
@@ -97,12 +102,15 @@ def receipt_id(receipt: Any) -> str:
 def run_bid(args: argparse.Namespace) -> int:
     """Check, encode, sign and send one bid; the agent keeps the pseudonym for the result."""
 
+    from sealgrid.service import wire
+
     async def work(agent: Any) -> dict[str, Any]:
         bid = await agent.check(args.side, args.quantity, args.price)
         prepared = await agent.prepare(bid, args.period)
         outcome = await agent.send(prepared)
         return {
             "period": prepared.pseudonym.period,
+            "pseudonym": wire.b64e(prepared.pseudonym.public),  # the household's own data
             "receipts": {str(i): receipt_id(r) for i, r in sorted(outcome.receipts.items())},
             "refusals": {str(i): str(e) for i, e in sorted(outcome.refusals.items())},
         }
@@ -113,6 +121,24 @@ def run_bid(args: argparse.Namespace) -> int:
     lines += [f"server {i}: refused: {why}" for i, why in data["refusals"].items()]
     _emit(args, data, lines)
     return 1 if data["refusals"] else 0
+
+
+def run_tokens(args: argparse.Namespace) -> int:
+    """Fetch and keep every server's token for the next open periods (one pseudonym each), so
+    that a bid later sits apart from its issuance in time and connection."""
+    from sealgrid.cli import CliError
+
+    if not 1 <= args.periods <= 96:
+        raise CliError("--periods must be between 1 and 96 (the servers' horizon)")
+
+    async def work(agent: Any) -> list[str]:
+        periods: list[str] = await agent.fetch_tokens(args.periods)
+        return periods
+
+    periods = _run(args, work)
+    lines = [f"tokens kept for {p}" for p in periods] or ["no tokens could be fetched"]
+    _emit(args, {"periods": periods}, lines)
+    return 0 if periods else 1
 
 
 def run_result(args: argparse.Namespace) -> int:

@@ -14,6 +14,8 @@ from sealgrid.cli import main
 from sealgrid.mechanism.auction import clear
 from sealgrid.mechanism.bids import OrderBook, check_bid
 from sealgrid.mechanism.market import DEFAULT_GRID, Market
+from sealgrid.service import wire
+from sealgrid.service.agent import PseudonymStore
 
 from .cluster import Cluster
 
@@ -55,12 +57,20 @@ def test_household_and_supplier_commands_against_real_servers(tmp_path, capsys) 
         assert main(["household", "register", "--data-dir", d, "--household", "h0001"]) == 0
         assert capsys.readouterr().out.count("registered") == 3
         thin, full = c.period_ahead(0, min_lead=9.0), c.period_ahead(1, min_lead=9.0)
+        # h0001 fetches its tokens ahead; its bid then goes out under the kept pseudonym
+        got = _json(capsys, "household", "tokens", "--data-dir", d, "--household", "h0001",
+                    "--periods", "8")
+        assert full in got["periods"]
+        kept = PseudonymStore.of(c.root, "h0001").load(full)
+        assert len(kept.tokens) == 3 and kept.side is None
         for period, bids in ((thin, THIN), (full, THREE_A_SIDE)):
             for hid, (side, kwh, price) in bids.items():
                 got = _json(capsys, "household", "bid", "--data-dir", d, "--household", hid,
                             "--side", side, "--quantity", kwh, "--price", price,
                             "--period", period)
                 assert set(got["receipts"]) == {"0", "1", "2"}
+                if (hid, period) == ("h0001", full):
+                    assert got["pseudonym"] == wire.b64e(wire.raw_public(kept.key))
         # a bid breaking a market rule never leaves the household
         bad = ["household", "bid", "--data-dir", d, "--household", "h0003", "--side", "buy",
                "--quantity", "1", "--price", "100.05", "--period", thin]
