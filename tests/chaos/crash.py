@@ -181,8 +181,8 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
     if statuses_agree and status[0] == "cleared" and public is not None:
         chosen = [b.bid for b in bidders if b.pseudonym.public in agreed]
         ref = clear(OrderBook.from_bids(sorted(chosen, key=lambda b: b.bidder), rules.suppliers),
-                    rules.levels)
-        matches = (public.level, public.volume) == (ref.level, ref.volume_wh)
+                    rules.levels, min_accepted_per_side=rules.min_accepted_per_side)
+        matches = public.level == ref.level  # the public outcome holds no quantity
         matches = matches and wire.sha256(b"".join(sorted(agreed))) == done[0].bidset_sha256
     return CrashRun(seed, moment, victim, sig.name, households, receipts, lost, status,
                     statuses_agree, bidsets_agree, bool(in_set), counts, matches, outcome,
