@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     """Create the data directory and say where everything is."""
     from sealgrid.cli import CliError
     from sealgrid.protocol.certs import fingerprint
-    from sealgrid.service.keys import TRUST, DataDirError, init_data_dir
+    from sealgrid.service.keys import TRUST, DataDirError
+    from sealgrid.service.setup import init_data_dir
 
     try:
         registry = init_data_dir(

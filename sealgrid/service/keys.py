@@ -4,9 +4,10 @@ Every party makes its own keys (:mod:`sealgrid.service.setup`, ``sealgrid keygen
 registry (assumption A4: it is the one thing every party trusts) is assembled from public
 parts only and pins each server's Ed25519 key, URL, and self-signed HTTPS and MPC
 certificates. There is no certificate authority and no CA key. ``sealgrid init``
-(:func:`init_data_dir`) is the one-machine demo: it runs every party's keygen, each in that
-party's own directory, and builds the registry from their public parts. Private keys are
-unencrypted PEM files with mode 0600, never in the repository.
+(:func:`sealgrid.service.setup.init_data_dir`) is the one-machine demo: it runs every
+party's keygen, each in that party's own directory, and builds the registry from their
+public parts. Private keys are unencrypted PEM files with mode 0600, never in the
+repository.
 
 Layout made by ``sealgrid init``::
 
@@ -30,10 +31,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -223,48 +222,6 @@ def server_tls_name(party: int) -> str:
     address, which all servers on one host share), so no server can pose as another.
     """
     return f"sealgrid-server-{party}"
-
-
-def init_data_dir(
-    data_dir: Path,
-    *,
-    households: int = 10,
-    servers: int = 3,
-    suppliers: tuple[str, ...] = DEFAULT_SUPPLIERS,
-    base_port: int = 8440,
-    period_seconds: int = 900,
-    extra_config: dict[str, Any] | None = None,
-    urls: Sequence[str] | None = None,
-) -> Registry:
-    """Make a one-machine demo data directory the multi-party way; return its registry.
-
-    Runs every party's keygen, each in that party's own directory (``server-N/``;
-    ``households/``, ``suppliers/``, ``operators/`` with files named by id), then builds the
-    registry from the public parts alone and installs it in each server's directory
-    (:func:`sealgrid.service.setup.one_machine`). Households are ``h0001 …``; household
-    ``i`` is contracted with supplier ``suppliers[(i - 1) % len(suppliers)]``. Server ``N``
-    is at ``https://127.0.0.1:{base_port + N}`` unless ``urls`` are given.
-
-    Raises:
-        DataDirError: ``data_dir`` already holds a registry (nothing is overwritten).
-    """
-    from sealgrid.service.setup import one_machine
-
-    data_dir = Path(data_dir).resolve()
-    if (data_dir / REGISTRY).exists():
-        raise DataDirError(f"{data_dir} already holds a registry; choose an empty directory")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    urls = list(urls or [f"https://127.0.0.1:{base_port + i}" for i in range(servers)])
-    house = [(f"h{i:04d}", suppliers[(i - 1) % len(suppliers)]) for i in range(1, households + 1)]
-    return one_machine(
-        data_dir,
-        households=house,
-        suppliers=suppliers,
-        operators=(DEFAULT_OPERATOR,),
-        urls=urls,
-        period_seconds=period_seconds,
-        extra=extra_config or {},
-    )
 
 
 def household_profile(data_dir: Path, household: str) -> dict[str, str]:

@@ -20,8 +20,9 @@ from typing import IO, Any
 from sealgrid.mechanism.market import Market
 from sealgrid.service.agent import HouseholdAgent
 from sealgrid.service.client import Client, HouseholdClient, ServiceError, open_session
-from sealgrid.service.keys import TRUST, Registry, init_data_dir, load_signing_key
+from sealgrid.service.keys import TRUST, Registry, load_signing_key
 from sealgrid.service.schedule import Schedule
+from sealgrid.service.setup import init_data_dir
 from sealgrid.service.wire import MarketInfo
 
 

@@ -20,7 +20,7 @@ TLS trust is by pinning, not by a CA: a client or peer accepts exactly the certi
 registry lists for server N, under the name only that certificate carries
 (``sealgrid-server-N``). Why: docs/service.md, "Keys and trust".
 
-``sealgrid init`` (:func:`sealgrid.service.keys.init_data_dir`) is the one-machine demo: it runs
+``sealgrid init`` (:func:`init_data_dir`) is the one-machine demo: it runs
 every party's keygen, each in that party's own directory, then the same two steps.
 """
 
@@ -46,6 +46,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from sealgrid.protocol import certs
 from sealgrid.service.keys import (
+    DEFAULT_OPERATOR,
+    DEFAULT_SUPPLIERS,
     REGISTRY,
     TRUST,
     DataDirError,
@@ -474,3 +476,43 @@ def one_machine(
             extra=extra,
         )
     return registry
+
+
+def init_data_dir(
+    data_dir: Path,
+    *,
+    households: int = 10,
+    servers: int = 3,
+    suppliers: tuple[str, ...] = DEFAULT_SUPPLIERS,
+    base_port: int = 8440,
+    period_seconds: int = 900,
+    extra_config: dict[str, Any] | None = None,
+    urls: Sequence[str] | None = None,
+) -> Registry:
+    """Make a one-machine demo data directory the multi-party way; return its registry.
+
+    Runs every party's keygen, each in that party's own directory (``server-N/``;
+    ``households/``, ``suppliers/``, ``operators/`` with files named by id), then builds the
+    registry from the public parts alone and installs it in each server's directory
+    (:func:`sealgrid.service.setup.one_machine`). Households are ``h0001 …``; household
+    ``i`` is contracted with supplier ``suppliers[(i - 1) % len(suppliers)]``. Server ``N``
+    is at ``https://127.0.0.1:{base_port + N}`` unless ``urls`` are given.
+
+    Raises:
+        DataDirError: ``data_dir`` already holds a registry (nothing is overwritten).
+    """
+    data_dir = Path(data_dir).resolve()
+    if (data_dir / REGISTRY).exists():
+        raise DataDirError(f"{data_dir} already holds a registry; choose an empty directory")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    urls = list(urls or [f"https://127.0.0.1:{base_port + i}" for i in range(servers)])
+    house = [(f"h{i:04d}", suppliers[(i - 1) % len(suppliers)]) for i in range(1, households + 1)]
+    return one_machine(
+        data_dir,
+        households=house,
+        suppliers=suppliers,
+        operators=(DEFAULT_OPERATOR,),
+        urls=urls,
+        period_seconds=period_seconds,
+        extra=extra_config or {},
+    )

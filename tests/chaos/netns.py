@@ -82,7 +82,7 @@ def prepare(root: Path, households: int, period_seconds: int, port: int = 8443) 
     Every server's keygen puts its own address in its self-signed certificate (beside
     ``sealgrid-server-N``) and its server.toml listens there; the registry pins them.
     """
-    from sealgrid.service.keys import init_data_dir
+    from sealgrid.service.setup import init_data_dir
 
     urls = [f"https://{SUBNET}.{i + 1}:{port}" for i in range(3)]
     init_data_dir(root, households=households, period_seconds=period_seconds, urls=urls,

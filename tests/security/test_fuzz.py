@@ -216,8 +216,8 @@ class Http:
 
         from sealgrid.service.api import build_app
         from sealgrid.service.config import load_server_config
-        from sealgrid.service.keys import init_data_dir
         from sealgrid.service.server import Server
+        from sealgrid.service.setup import init_data_dir
 
         init_data_dir(root, households=2, base_port=1, period_seconds=900)
         self.loop = asyncio.new_event_loop()

@@ -52,8 +52,9 @@ from sealgrid.service.api import build_app
 from sealgrid.service.blind import IssuerPublic
 from sealgrid.service.config import load_server_config
 from sealgrid.service.household import Pseudonym, accept_grant, issue_request, make_submission
-from sealgrid.service.keys import init_data_dir, load_signing_key
+from sealgrid.service.keys import load_signing_key
 from sealgrid.service.server import Server
+from sealgrid.service.setup import init_data_dir
 from sealgrid.service.storage import SCHEMA_VERSION, TABLES
 from sealgrid.service.wire import PseudonymGrant, Receipt
 from tests.service.test_storage import postgres_url  # noqa: F401 - the fixture

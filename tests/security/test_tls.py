@@ -23,8 +23,9 @@ import pytest
 from sealgrid.service.api import serve
 from sealgrid.service.client import Client, ServiceError
 from sealgrid.service.config import ServerConfig, load_server_config
-from sealgrid.service.keys import TRUST, Registry, init_data_dir, server_tls_name
+from sealgrid.service.keys import TRUST, Registry, server_tls_name
 from sealgrid.service.server import Server
+from sealgrid.service.setup import init_data_dir
 
 from .tls import leaf, new_ca, self_signed
 

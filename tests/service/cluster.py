@@ -13,9 +13,10 @@ from pathlib import Path
 
 from sealgrid.service.agent import HouseholdAgent
 from sealgrid.service.client import Client, HouseholdClient
-from sealgrid.service.keys import TRUST, Registry, init_data_dir, load_signing_key
+from sealgrid.service.keys import TRUST, Registry, load_signing_key
 from sealgrid.service.local import stop_process
 from sealgrid.service.schedule import Schedule, utc_now
+from sealgrid.service.setup import init_data_dir
 
 
 def free_base_port(n: int = 3) -> int:

@@ -27,7 +27,8 @@ from sealgrid.service.agent import (
 )
 from sealgrid.service.client import Client, ServiceError, market_of
 from sealgrid.service.config import ConfigError, load_server_config
-from sealgrid.service.keys import Registry, init_data_dir
+from sealgrid.service.keys import Registry
+from sealgrid.service.setup import init_data_dir
 from sealgrid.service.wire import MarketInfo, Outcome, PriceGridInfo, RateLimit, WireError
 
 

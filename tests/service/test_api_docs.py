@@ -17,8 +17,8 @@ def test_docs_copy_is_current() -> None:
 def test_every_route_is_described_and_documented(tmp_path) -> None:
     from sealgrid.service.api import build_app
     from sealgrid.service.config import load_server_config
-    from sealgrid.service.keys import init_data_dir
     from sealgrid.service.server import Server
+    from sealgrid.service.setup import init_data_dir
 
     init_data_dir(tmp_path / "d", households=1, base_port=40000)
     server = Server(load_server_config(tmp_path / "d" / "server-0" / "server.toml"))

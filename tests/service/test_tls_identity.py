@@ -11,8 +11,9 @@ import pytest
 from sealgrid.service.api import serve
 from sealgrid.service.client import Client, ServiceError
 from sealgrid.service.config import load_server_config
-from sealgrid.service.keys import TRUST, init_data_dir
+from sealgrid.service.keys import TRUST
 from sealgrid.service.server import Server
+from sealgrid.service.setup import init_data_dir
 
 
 def _port() -> int:

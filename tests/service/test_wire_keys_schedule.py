@@ -14,13 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sealgrid.mechanism.bids import Reason
 from sealgrid.service import wire
 from sealgrid.service.config import load_server_config
-from sealgrid.service.keys import (
-    DataDirError,
-    Registry,
-    init_data_dir,
-    load_signing_key,
-)
+from sealgrid.service.keys import DataDirError, Registry, load_signing_key
 from sealgrid.service.schedule import Schedule, iso
+from sealgrid.service.setup import init_data_dir
 from sealgrid.service.wire import BidSet, Receipt, WireError
 
 
