@@ -117,7 +117,6 @@ class Server:
         self._gate_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._session: aiohttp.ClientSession | None = None
-        self.stats = {"accepted": 0, "rejected": 0}
 
     # -- life cycle
 
@@ -231,11 +230,9 @@ class Server:
         """Take one submission; return its receipt once the bid is committed, or the refusal."""
         (event,) = self.intake.receive(SubmitBid(self.clock(), raw))
         if isinstance(event, Rejected):
-            self.stats["rejected"] += 1
             return event
         assert isinstance(event, Accepted)
         await self._store(event)
-        self.stats["accepted"] += 1
         return event.receipt
 
     async def _store(self, event: Accepted | Granted) -> None:

@@ -245,7 +245,8 @@ class MarketInfo:
 
     Every client reads the market from this one message (see
     :func:`sealgrid.service.client.Client.market_info`); the market rules in it are equal on
-    every server. ``now`` is the server's clock, ``stats`` its counters.
+    every server. ``now`` is the server's clock; ``stats`` counts only periods whose gate has
+    closed (nothing about an open period).
     """
 
     party: int

@@ -84,7 +84,8 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
     victim = rng.randrange(3)
     sig = signal.SIGSTOP if stop else signal.SIGKILL
     market = LocalMarket(root, households=households, period_seconds=period_seconds,
-                         market={"peer_timeout_seconds": peer_timeout})
+                         market={"peer_timeout_seconds": peer_timeout,
+                                 "min_accepted_per_side": 1})  # a few households still trade
     with market:
         await market.wait_ready()
         period = open_period(market, lead=4.0 + 0.15 * households)

@@ -26,7 +26,9 @@ def _check(run: CrashRun) -> None:
     assert run.statuses_agree and run.bidsets_agree, run
     assert run.complete_bids_in_agreed_set, run
     told = run.households_told
-    assert set(told) == {run.status[0]} and told[run.status[0]] == 3 * run.households, run
+    # a cleared period tells each household its outcome's status (cleared or no_trade)
+    want = run.outcome["status"] if run.status[0] == "cleared" and run.outcome else run.status[0]
+    assert set(told) == {want} and told[want] == 3 * run.households, run
     if run.status[0] == "cleared":
         assert run.matches_reference, run
 
