@@ -114,5 +114,8 @@ def _secure(
         from sealgrid.protocol.pem import run_pem_secure
     except ImportError as exc:  # pragma: no cover - depends on the installed package
         raise CliError(f"the private PEM is not available: {exc}") from None
-    outcome, stats = run_pem_secure(agents, market, key_bits=key_bits, seed=seed)
+    try:
+        outcome, stats = run_pem_secure(agents, market, key_bits=key_bits, seed=seed)
+    except PemInputError as exc:
+        raise CliError(f"--key-bits: {exc}") from None
     return outcome, {"bytes_per_agent": stats.bytes_per_agent}

@@ -334,3 +334,15 @@ def test_clear_minimum_participation_under_mpc(tmp_path: Path,
         secure = run_json(capsys, "clear", path, *grid, "--min-per-side", n, "--secure")
         assert secure == plain
     assert plain["status"] == "no_trade"
+
+
+def test_pem_refuses_a_key_too_small_for_the_noisy_ratios(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    argv = ["pem", str(root / "examples" / "agents.csv"), "--retail", "120", "--feed-in", "80",
+            "--price-range", "90", "110", "--secure", "--key-bits", "256"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sealgrid: error: --key-bits: key size must be one of (512, 1024, 2048)")
+    assert "Traceback" not in err

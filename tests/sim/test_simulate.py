@@ -7,6 +7,8 @@ from fractions import Fraction
 
 import pytest
 
+from sealgrid.mechanism.pem import FIXED
+from sealgrid.protocol.pem.params import SIGMA
 from sealgrid.sim import dataset
 from sealgrid.sim.agents import MarketParams
 from sealgrid.sim.metrics import summarise
@@ -107,8 +109,10 @@ def test_secure_without_protocols_says_what_is_missing(monkeypatch):
 
 #: Options for the secure entry points in tests: small keys (fast), the parties in-process.
 SECURE_OPTIONS = {"pem": {"key_bits": 512}}
-#: The private PEM rounds amounts (docs/pem.md); tolerance per household, kWh.
-PEM_AMOUNT_TOLERANCE = Fraction(1, 10**6)
+#: The private PEM rounds and blurs amounts (docs/pem.md, "Noise on the ratios"): each pairwise
+#: amount is within σ + 1 fixed-point units of the exact one, so a household's total within
+#: (its partners) × (σ + 1) units; 12 homes bound the partners. Tolerance per household, kWh.
+PEM_AMOUNT_TOLERANCE = Fraction(12 * (SIGMA + 1), FIXED)
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from sealgrid.mechanism.pem import (
 from sealgrid.protocol.pem import dgk
 from sealgrid.protocol.pem import paillier as pa
 from sealgrid.protocol.pem.net import Endpoint
-from sealgrid.protocol.pem.params import DGK_U, RATIO_BITS, check_net
+from sealgrid.protocol.pem.params import DGK_U, MIN_KEY_BITS, amount_bounds, check_net
 from sealgrid.protocol.pem.peer import PeerOutput, PemPeer
 
 #: Key sizes the private PEM accepts.
@@ -124,10 +124,11 @@ def make_keys(key_bits: int, rng: random.Random) -> tuple[pa.SecretKey, dgk.DgkS
     Raises:
         PemInputError: an unsupported key size.
     """
-    if key_bits < 256 or key_bits % 64:
-        raise PemInputError(f"key size must be one of {KEY_SIZES} (or ≥ 256, a multiple of 64)")
-    t = dgk.T_BITS if key_bits >= 512 else 40
-    return pa.generate_keypair(key_bits), dgk.generate_keypair(key_bits, DGK_U, rng, t=t)
+    if key_bits < MIN_KEY_BITS or key_bits % 64:
+        raise PemInputError(
+            f"key size must be one of {KEY_SIZES} (or ≥ {MIN_KEY_BITS}, a multiple of 64: the"
+            " Protocol 4 ratios with their noise need a plaintext of that size)")
+    return pa.generate_keypair(key_bits), dgk.generate_keypair(key_bits, DGK_U, rng)
 
 
 def check_windows(windows: Sequence[Sequence[Agent]]) -> list[str]:
@@ -182,18 +183,19 @@ def assemble(outputs: Sequence[PeerOutput], agents: Sequence[Agent]) -> PemOutco
 
 def matches_plaintext(agents: Sequence[Agent], market: PemMarket, outcome: PemOutcome) -> bool:
     """Check a private outcome against :func:`run_pem`: kind, price and sellers' plans exactly,
-    every amount within the Protocol 4 bound ``0 ≤ e' − e < e·s/(K − s)`` (docs/pem.md), with
-    ``s`` the |sn| (fixed point) of the agent whose ratio was scaled, and payments ``p·e'``."""
+    every amount within the Protocol 4 bound :func:`~sealgrid.protocol.pem.params.amount_bounds`
+    (``e·(1 − (σ+1)/(s+σ)) < e' < e·(1 + s/(K − s))``, docs/pem.md), with ``s`` the |sn|
+    (fixed point) of the agent whose ratio was scaled, and payments ``p·e'``."""
     ref = run_pem(agents, market)
     if (outcome.market, outcome.price, outcome.sellers) != (ref.market, ref.price, ref.sellers):
         return False
     if [(t.seller, t.buyer) for t in outcome.trades] != [(t.seller, t.buyer) for t in ref.trades]:
         return False
-    k = 1 << RATIO_BITS
     net = {a.name: abs(a.net) for a in agents}
     for got, want in zip(outcome.trades, ref.trades, strict=True):
         s = net[want.buyer] if ref.market is MarketKind.GENERAL else net[want.seller]
-        if not want.energy <= got.energy < want.energy * (1 + Fraction(s, k - s)):
+        low, high = amount_bounds(want.energy, s)
+        if not low < got.energy < high:
             return False
         if got.payment != outcome.price * got.energy:
             return False

@@ -8,7 +8,13 @@ Bounds (all public):
   bitlen(N) + KAPPA``: one honest nonce unknown to the decryptor already puts the masked sum
   ``R = E + Σr`` within statistical distance ``E / 2^nonce_bits < 2^-KAPPA`` of ``R' = E' + Σr``
   for any other ``E'`` (``E, E' < N·2^NET_BITS``);
-* Protocol 4 scales ratios by ``K = 2^RATIO_BITS``.
+* Protocol 4 scales ratios by ``K = 2^RATIO_BITS`` and hides them with noise
+  (:func:`noisy_inverse`): the contributor raises ``Enc(E)`` to ``q' = ⌊K/s⌋ + t`` with ``t``
+  uniform in ``[0, ⌊K·σ/s²⌋)`` (``σ = 2^SIGMA_BITS``) and adds ``η`` uniform in
+  ``[0, 2^nonce_bits(N))``, so the key holder decrypts ``D' = E·q' + η``: modulo any ``m ≤ E``
+  the ``η`` puts ``D'`` within statistical distance ``2^-KAPPA`` of uniform (no common factor
+  ``E`` left for a gcd), and ``t`` lowers the demand implied by ``D'`` by less than ``σ`` units
+  (no integer structure left to pin ``E``). Each amount is then within :func:`amount_bounds`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import gmpy2
 
@@ -26,8 +33,14 @@ from sealgrid.mechanism.pem import PemInputError
 NET_BITS = 40
 #: Statistical hiding parameter of the masked aggregates of Protocol 2.
 KAPPA = 40
-#: Protocol 4 scaling factor K = 2^RATIO_BITS.
-RATIO_BITS = 64
+#: Protocol 4 scaling factor K = 2^RATIO_BITS (≥ nonce_bits + NET_BITS for every allowed N, so
+#: the noise η changes an amount by less than half a unit).
+RATIO_BITS = 144
+#: Protocol 4 noise: each ratio's implied |sn| is lowered by less than σ = 2^SIGMA_BITS units.
+SIGMA_BITS = 2
+SIGMA = 1 << SIGMA_BITS
+#: Smallest key size the Protocol 4 slots fit in (a plaintext holds at least one ratio).
+MIN_KEY_BITS = 512
 #: Largest bit length the DGK comparison is set up for; fixes the DGK plaintext prime u.
 MAX_COMPARE_BITS = 128
 #: DGK plaintext prime: above 3·MAX_COMPARE_BITS + 2, so no c_i wraps to 0 mod u.
@@ -43,6 +56,37 @@ PER_KEY = 3
 def nonce_bits(agents: int) -> int:
     """Bit size of the Protocol 2 nonces for ``agents`` agents."""
     return NET_BITS + agents.bit_length() + KAPPA
+
+
+def ratio_width(agents: int) -> int:
+    """Bit width of one Protocol 4 slot: ``D' = E·q' + η < 2^ratio_width``.
+
+    ``E < 2^(NET_BITS + bitlen(N))``, ``q' < K·(1 + σ)`` and ``η < 2^nonce_bits(N) ≤ E·q'``.
+    """
+    return NET_BITS + agents.bit_length() + RATIO_BITS + SIGMA_BITS + 2
+
+
+def noisy_inverse(amount: int, agents: int, rng: random.Random) -> tuple[int, int]:
+    """The contributor's exponent and noise for its Protocol 4 ratio: ``(q', η)``.
+
+    ``q' = ⌊K/s⌋ + t`` with ``t`` uniform in ``[0, max(1, ⌊K·σ/s²⌋))`` and ``η`` uniform in
+    ``[0, 2^nonce_bits(N))``; ``s = amount ≥ 1`` is the contributor's |sn| in fixed point.
+    """
+    if amount < 1:
+        raise PemInputError("a Protocol 4 contributor has no energy")
+    k = 1 << RATIO_BITS
+    spread = max(1, (k << SIGMA_BITS) // (amount * amount))
+    return k // amount + rng.randrange(spread), rng.randrange(1 << nonce_bits(agents))
+
+
+def amount_bounds(exact: Fraction, s: int) -> tuple[Fraction, Fraction]:
+    """Open interval that holds a private pairwise amount whose exact value is ``exact``.
+
+    ``s`` is the |sn| (fixed point) of the agent whose ratio was scaled. docs/pem.md derives
+    ``e·(1 − (σ + ½)/(s + σ)) < e' < e·(1 + s/(K − s))``; the lower end here uses ``σ + 1``.
+    """
+    k = 1 << RATIO_BITS
+    return exact * (1 - Fraction(SIGMA + 1, s + SIGMA)), exact * (1 + Fraction(s, k - s))
 
 
 def compare_bits(agents: int) -> int:

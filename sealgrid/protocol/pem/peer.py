@@ -22,6 +22,7 @@ from sealgrid.mechanism.pem import (
     FIXED,
     Agent,
     MarketKind,
+    PemInputError,
     PemMarket,
     optimal_load,
     stackelberg_price,
@@ -31,14 +32,15 @@ from sealgrid.protocol.pem import paillier as pa
 from sealgrid.protocol.pem.net import Endpoint
 from sealgrid.protocol.pem.params import (
     CANDIDATES,
-    NET_BITS,
     PER_KEY,
     RATIO_BITS,
     Designation,
     check_net,
     compare_bits,
     designate,
+    noisy_inverse,
     nonce_bits,
+    ratio_width,
     window_order,
 )
 from sealgrid.protocol.pem.trees import Members, links, position, rooted, select, without
@@ -62,8 +64,9 @@ class PeerOutput:
     """What one agent knows at the end of a window.
 
     In a general market each seller, in an extreme market each buyer, holds ``scaled``: for every
-    counterpart ``j`` the decrypted ``E·⌊K/|sn_j|⌋``, from which :meth:`trades` computes its
-    pairwise amounts ``|sn_me|·K / (E·⌊K/|sn_j|⌋)``.
+    counterpart ``j`` the decrypted noisy ``D'_j = E·q'_j + η_j`` (``q'_j ≈ K/|sn_j|``, see
+    :func:`~sealgrid.protocol.pem.params.noisy_inverse`), from which :meth:`trades` computes its
+    pairwise amounts ``|sn_me|·K / D'_j``.
     """
 
     agent: int
@@ -332,9 +335,11 @@ class PemPeer:
         holder = d.holder_general if general else d.holder_extreme
         contributors, receivers = (buyers, sellers) if general else (sellers, buyers)
         amount = abs(net)
-        width = RATIO_BITS + NET_BITS + self.n.bit_length()  # E·⌊K/|sn|⌋ < 2^width
+        width = ratio_width(self.n)  # D' = E·q' + η < 2^width
         pk = self._dir().paillier[holder]
-        slots = max(1, (pk.bits // 2 - 2) // width)  # slots per plaintext (below p/2)
+        slots = (pk.bits // 2 - 2) // width  # slots per plaintext (below p/2)
+        if slots < 1:
+            raise PemInputError("key too small for the Protocol 4 ratios (512 bits or more)")
         if self.me in contributors:
             mine = (self._encrypt(holder, amount),)
             agg = await self._gather(w, Topic.DIST_UP, contributors, mine, self._multiplier(holder))
@@ -346,9 +351,11 @@ class PemPeer:
             bases_down = await self._spread(w, Topic.DIST_TOTAL, contributors, agg)
             if len(bases_down) != slots:
                 raise RemoteProtocolError("wrong number of shifted totals")
-            base = bases_down[position(contributors, self.me) % slots]
+            slot = position(contributors, self.me) % slots
             rho = self.pool.take(holder, lambda: pa.randomizer(pk, self.rng))
-            ratio = pa.scale(pk, base, K // amount) * rho % pk.nsquare  # Enc(E·⌊K/|sn|⌋ in slot)
+            q, eta = noisy_inverse(amount, self.n, self.rng)  # drawn here, unknown to the holder
+            noise = 1 + pk.n * (eta << (width * slot))  # Enc(η in slot), randomized by rho
+            ratio = pa.scale(pk, bases_down[slot], q) * noise % pk.nsquare * rho % pk.nsquare
             self.net.send(holder, Topic.DIST_RATIO, w, (ratio,))
         value: Values | None = None
         if self.me == holder:

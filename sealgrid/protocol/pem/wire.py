@@ -46,8 +46,8 @@ class Topic(enum.IntEnum):
     PRICE = 14  # Protocol 3: p* broadcast by H_b (numerator, denominator)
     DIST_UP = 15  # Protocol 4: aggregate of Enc_s(|sn|) within the contributing coalition
     DIST_TOTAL = 16  # Protocol 4: Enc_s(E) broadcast down the same coalition
-    DIST_RATIO = 17  # Protocol 4: Enc_s(E · floor(K / |sn|)) sent to the key holder
-    DIST_RATIOS = 18  # Protocol 4: all E · floor(K / |sn|), packed in one integer, broadcast
+    DIST_RATIO = 17  # Protocol 4: Enc_s(E·q' + η), q' ≈ K / |sn| with noise, to the key holder
+    DIST_RATIOS = 18  # Protocol 4: all E·q' + η, packed in one integer, broadcast
 
 
 @dataclass(frozen=True)
