@@ -33,6 +33,7 @@ from sealgrid.protocol.encoding import (
     RATIO_LIMIT,
     Layout,
     ShareBatch,
+    field_ratio,
     payload_size,
     side_ratio,
     threshold,
@@ -152,7 +153,7 @@ def assemble(book: OrderBook, results: Sequence[PartyResult]) -> tuple[Clearing,
             raise SecureClearingError("a period without trade has non-zero outputs")
         return Clearing.no_trade(n, s), rejected
     ratio: dict[bool, Fraction] = {}
-    field_ratio: dict[bool, int] = {}
+    in_field: dict[bool, int] = {}
     accepted = np.zeros(n, dtype=np.int64)
     for i, y in enumerate(outputs):
         if y:
@@ -160,8 +161,8 @@ def assemble(book: OrderBook, results: Sequence[PartyResult]) -> tuple[Clearing,
             side = bool(book.is_buy[i])
             if side not in ratio:  # every other bid of the side must then be q·(the same c)
                 ratio[side] = side_ratio(y, q)
-                field_ratio[side] = y * pow(q, F.MODULUS - 2, F.MODULUS) % F.MODULUS
-            elif y != q * field_ratio[side] % F.MODULUS:
+                in_field[side] = field_ratio(y, q)
+            elif y != q * in_field[side] % F.MODULUS:
                 raise SecureClearingError("two bids of one side were rationed differently")
             accepted[i] = q
     if set(ratio) != {True, False}:

@@ -324,6 +324,17 @@ def reconstruct(shares: Sequence[OutputShare]) -> list[int]:
     return [int(v) for v in value]
 
 
+def field_ratio(output: int, accepted_wh: int) -> int:
+    """``output / accepted`` in the field: the side's ratio ``V/L`` as a field element.
+
+    Raises:
+        ValueError: the accepted quantity is not positive.
+    """
+    if accepted_wh <= 0:
+        raise ValueError("the accepted quantity must be positive")
+    return output * pow(accepted_wh, F.MODULUS - 2, F.MODULUS) % F.MODULUS
+
+
 def side_ratio(output: int, accepted_wh: int) -> Fraction:
     """The rationing ratio ``V/L`` of a bid's side, exactly, from the rebuilt output
     ``q·V/L`` (a field element) and the reader's own accepted quantity ``q`` (a household's
@@ -332,10 +343,7 @@ def side_ratio(output: int, accepted_wh: int) -> Fraction:
     Raises:
         ValueError: the output is not ``q`` times a ratio of numbers below the limit.
     """
-    if accepted_wh <= 0:
-        raise ValueError("the accepted quantity must be positive")
-    c = output * pow(accepted_wh, F.MODULUS - 2, F.MODULUS) % F.MODULUS
-    ratio = F.rational(c, RATIO_LIMIT)
+    ratio = F.rational(field_ratio(output, accepted_wh), RATIO_LIMIT)
     if not 0 < ratio <= 1:
         raise ValueError("a rationing ratio lies in (0, 1]")
     return ratio

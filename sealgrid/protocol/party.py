@@ -133,9 +133,9 @@ async def serve_period(
     lap("validate_open")
     parts = [*state.curves()]
     if min_per_side > 1:  # count curves: Σ w ⊗ (e / q), i.e. one per bid at its side and level
-        masked_q = state.masked_quantities(seed)
+        masked_q, masks = state.masked_quantities(seed)
         z = await reveal_shares("masked_quantities", masked_q, net.all_to_all)
-        e_scaled = await reshare(net, state.scaled_fine(seed, F.combine(z, state.weights_2t)))
+        e_scaled = await reshare(net, state.scaled_fine(masks, F.combine(z, state.weights_2t)))
         parts += [*state.count_curves(e_scaled)]
     curves = (await reshare(net, np.concatenate(parts))).reshape(len(parts), -1)
     demand, supply = curves[0], curves[1]
@@ -177,12 +177,10 @@ async def _ratios(net: Transport, state: PartyState, seed: bytes, d_k: np.uint64
     (uniform on the non-zero field elements, as ``D > 0``), invert it in the clear and
     multiply back by ``r``; ``D`` itself is never opened.
     """
-    masked = state.masked_divisors(seed, np.array([d_k, s_k], dtype=F.U64))
+    masked, r = state.masked_divisors(seed, np.array([d_k, s_k], dtype=F.U64))
     opened = await reveal_shares(("masked_demand_at_clearing", "masked_supply_at_clearing"),
                                  masked, net.all_to_all)
-    z = F.combine(opened, state.weights_2t)
-    inverse = F.from_ints([pow(int(v), F.MODULUS - 2, F.MODULUS) for v in z])
-    r = state.divisor_masks(seed)
+    inverse = F.inverse(F.combine(opened, state.weights_2t))
     scaled = F.mul(F.mul(r, inverse), np.repeat(np.asarray(volume, dtype=F.U64), 2))
     return await reshare(net, scaled)
 

@@ -264,28 +264,31 @@ class PartyState:
         """Lagrange weights that open a degree-2t sharing from all ``m`` parties."""
         return F.lagrange_at(list(range(1, self.m + 1)), 0)
 
-    def _inverse_masks(self, seed: bytes) -> tuple[np.ndarray, np.ndarray]:
-        return prss_masks(self.keys, self.pid, self.m, self.t, f"{seed.hex()}/qinv",
-                          len(self.batch))
+    def _masked(self, seed: bytes, label: str, values: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Degree-2t shares of ``values·r + 0`` (ready to open; uniform on the non-zero
+        elements where a value is not 0) and the degree-t shares of the fresh random ``r``."""
+        r, zero = prss_masks(self.keys, self.pid, self.m, self.t, f"{seed.hex()}/{label}",
+                             len(values))
+        return F.add(F.mul(values, r), zero), r
 
-    def masked_quantities(self, seed: bytes) -> np.ndarray:
-        """Degree-2t shares of ``q·r + 0`` per bid (``q = Σw``, ``r`` a fresh random mask):
-        opened, each is uniform on the non-zero field elements for a bid with ``q ≥ 1``."""
+    def masked_quantities(self, seed: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """Degree-2t shares of ``q·r + 0`` per bid (``q = Σw``, ``r`` a fresh random mask) and
+        the shares of ``r``: opened, each is uniform on the non-zero field elements for a bid
+        with ``q ≥ 1``."""
         lay = self.layout
-        r, zero = self._inverse_masks(seed)
         q = np.empty(len(self.batch), dtype=F.U64)
         ones = np.ones((2 * lay.coarse, 1), dtype=F.U64)
         for start in range(0, len(q), CHUNK):
             w = np.asarray(self.batch.rows[start:start + CHUNK, lay.w])
             q[start:start + len(w)] = F.dot_small(w, ones, 1)[:, 0]
-        return F.add(F.mul(q, r), zero)
+        return self._masked(seed, "qinv", q)
 
-    def scaled_fine(self, seed: bytes, opened: np.ndarray) -> np.ndarray:
-        """Degree-2t shares of ``e/q`` per valid bid (``q⁻¹ = r·(q·r)⁻¹`` from the opened
-        masked quantities), flattened; 0 for a refused bid."""
+    def scaled_fine(self, masks: np.ndarray, opened: np.ndarray) -> np.ndarray:
+        """Degree-2t shares of ``e/q`` per valid bid (``q⁻¹ = r·(q·r)⁻¹`` from the masks ``r``
+        and the opened masked quantities), flattened; 0 for a refused bid."""
         lay = self.layout
-        r, _ = self._inverse_masks(seed)
-        q_inv = F.mul(r, F.inverse(opened))
+        q_inv = F.mul(masks, F.inverse(opened))
         q_inv[~self.valid] = 0
         out = np.empty((len(self.batch), lay.fine), dtype=F.U64)
         for start in range(0, len(out), CHUNK):
@@ -307,15 +310,10 @@ class PartyState:
         return self._cumulative(acc)
 
     # --- the rationing: divisors inverted under a mask ------------------------------------
-    def divisor_masks(self, seed: bytes) -> np.ndarray:
-        """Degree-t shares of two fresh random masks, for ``D(k*)`` and ``S(k*)``."""
-        return prss_masks(self.keys, self.pid, self.m, self.t, f"{seed.hex()}/div", 2)[0]
-
-    def masked_divisors(self, seed: bytes, values: np.ndarray) -> np.ndarray:
-        """Degree-2t shares of ``values·r + 0`` (uniform on the non-zero elements when the
-        values are not 0), ready to open."""
-        r, zero = prss_masks(self.keys, self.pid, self.m, self.t, f"{seed.hex()}/div", 2)
-        return F.add(F.mul(values, r), zero)
+    def masked_divisors(self, seed: bytes, values: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """``values·r + 0`` ready to open, and the shares of ``r`` (for ``D(k*)``, ``S(k*)``)."""
+        return self._masked(seed, "div", values)
 
     # --- outputs ----------------------------------------------------------------------
     def accepted(self, level: int | None) -> np.ndarray:

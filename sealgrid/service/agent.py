@@ -289,10 +289,7 @@ class HouseholdAgent:
         """
         info, market = await self.market()
         period = period or info.first_open_period
-        try:
-            record = self.store.load(period)
-        except AgentError:
-            record = PseudonymRecord(period, Pseudonym.fresh(period).key, None, None)
+        record = self._record(period)
         if record.side is not None:
             raise AgentError(f"a bid for {period} is already on record here (one per period)")
         record.side, record.quantity_wh = bid.side, bid.quantity_wh
@@ -316,33 +313,38 @@ class HouseholdAgent:
         done = []
         for k in range(periods):
             period = iso(first + dt.timedelta(seconds=k * info.period_seconds))
-            try:
-                record = self.store.load(period)
-            except AgentError:
-                record = PseudonymRecord(period, Pseudonym.fresh(period).key, None, None)
-            if len(record.tokens) < self.client.servers and record.side is None:
-                pseudonym = record.pseudonym()
-                await self._obtain(pseudonym)
-                record.tokens, record.issuers = dict(pseudonym.tokens), dict(pseudonym.issuers)
-                self.store.save(record)
-            if len(record.tokens) == self.client.servers:
+            record = self._record(period)
+            pseudonym = record.pseudonym()
+            if record.side is None:  # a period already bid in keeps what it has
+                await self._obtain(record, pseudonym)
+            if len(pseudonym.tokens) == self.client.servers:
                 done.append(period)
         return done
 
-    async def _obtain(self, pseudonym: Pseudonym) -> dict[int, BidRejected]:
-        """Every missing token, over fresh connections closed after each request."""
+    def _record(self, period: str) -> PseudonymRecord:
+        """The kept record of ``period``, or a fresh pseudonym's (not yet saved)."""
+        try:
+            return self.store.load(period)
+        except AgentError:
+            return PseudonymRecord(period, Pseudonym.fresh(period).key, None, None)
+
+    async def _obtain(self, record: PseudonymRecord, pseudonym: Pseudonym
+                      ) -> dict[int, BidRejected]:
+        """Every token ``pseudonym`` lacks, over fresh connections closed after each request,
+        kept in ``record``; nothing is asked when it has them all."""
+        if len(pseudonym.tokens) == self.client.servers:
+            return {}
         issuing = self.client.fresh()
         async with issuing:
-            return await issuing.obtain(pseudonym)
+            refusals = await issuing.obtain(pseudonym)
+        record.tokens, record.issuers = dict(pseudonym.tokens), dict(pseudonym.issuers)
+        self.store.save(record)
+        return refusals
 
     async def obtain(self, prepared: PreparedBid) -> dict[int, BidRejected]:
         """Get every missing token of the pseudonym (fresh connections); return refusals."""
         p = prepared.pseudonym
-        refusals = await self._obtain(p)
-        record = self.store.load(p.period)
-        record.tokens, record.issuers = dict(p.tokens), dict(p.issuers)
-        self.store.save(record)
-        return refusals
+        return await self._obtain(self.store.load(p.period), p)
 
     async def submit(
         self,

@@ -88,13 +88,15 @@ class Client:
         *,
         connections: int = 100,
         session: aiohttp.ClientSession | None = None,
+        fresh: bool = False,
     ) -> None:
+        """``fresh``: the session this client opens puts every request on a new connection."""
         self.registry = registry
         self._ca = ca
         self._connections = connections
         self._session = session
         self._owned = session is None
-        self._fresh = False
+        self._fresh = fresh
 
     async def __aenter__(self) -> Client:
         if self._session is None:
@@ -286,8 +288,10 @@ class HouseholdClient(Client):
         household: str,
         key: Ed25519PrivateKey,
         session: aiohttp.ClientSession | None = None,
+        *,
+        fresh: bool = False,
     ) -> None:
-        super().__init__(registry, ca, connections=10, session=session)
+        super().__init__(registry, ca, connections=10, session=session, fresh=fresh)
         self.household = household
         self.key = key
 
@@ -295,9 +299,7 @@ class HouseholdClient(Client):
         """A client of the same household whose every request goes over a new connection, and
         which shares none with this one (use with ``async with``): what is asked through it
         cannot be paired with this client's other requests by connection."""
-        client = HouseholdClient(self.registry, self._ca, self.household, self.key)
-        client._fresh = True
-        return client
+        return HouseholdClient(self.registry, self._ca, self.household, self.key, fresh=True)
 
     async def _refusal(self, server: int, status: int, body: bytes) -> BidRejected:
         try:
