@@ -2,12 +2,16 @@
 
 Agents are split round-robin over ``processes`` worker processes; each worker hosts its agents'
 :class:`~sealgrid.protocol.pem.peer.PemPeer` objects in one asyncio loop, and agents in
-different workers exchange their wire-format messages over loopback TCP (:class:`TcpRouter`).
-The parent is only the harness: it hands each worker its agents' data (JSON over a pipe), starts
-every phase, and reads back outputs and counters; it is not a party and relays no protocol
-message. Only the public keys pass through it, as a key directory would. Online time runs from
-the parent's start signal until the last party has its output (read on the machine-wide
-monotonic clock), so shipping outputs back to the harness is not counted.
+different workers exchange their wire-format messages over loopback TCP under mutual TLS
+(:class:`TcpRouter`). Each worker makes its own TLS key and self-signed certificate; the key
+never leaves the worker. The parent is only the harness: it hands each worker its agents' data
+(JSON over a pipe), starts every phase, and reads back outputs and counters; it is not a party
+and relays no protocol message. Only the public keys and the workers' certificates pass through
+it, as through a key directory: it hands every worker all certificates with the plan, and each
+worker pins exactly those and accepts from a worker only messages whose sender is one of that
+worker's agents. Online time runs from the parent's start signal until the last party has its
+output (read on the machine-wide monotonic clock), so shipping outputs back to the harness is
+not counted.
 """
 
 from __future__ import annotations
@@ -69,14 +73,15 @@ async def _worker_main(conn: Connection) -> None:
     start = time.perf_counter()
     keys = {i: make_keys(init["key_bits"], rng) for i in ids}
     keygen = time.perf_counter() - start
-    router = TcpRouter()
+    router = TcpRouter(me)  # makes this process's TLS key, which stays here
     port = await router.listen()
     peers = {
         i: PemPeer(i, count, market, init["seed"], router.add(i), sk, dsk)
         for i, (sk, dsk) in keys.items()
     }
     public = {i: [sk.public.n, list(dsk.public.values())] for i, (sk, dsk) in keys.items()}
-    _send(conn, {"port": port, "public": public, "keygen": keygen})
+    _send(conn, {"port": port, "public": public, "keygen": keygen,
+                 "certificate": router.certificate.decode("ascii")})
     plan = await recv()
     directory = Directory(
         tuple(pa.PublicKey(plan["public"][str(i)][0]) for i in range(count)),
@@ -85,7 +90,8 @@ async def _worker_main(conn: Connection) -> None:
     for peer in peers.values():
         peer.directory = directory
     home = {int(a): p for a, p in plan["home"].items()}
-    await router.connect(me, {int(p): port for p, port in plan["ports"].items()}, home)
+    certificates = {int(p): pem.encode("ascii") for p, pem in plan["certificates"].items()}
+    await router.connect({int(p): port for p, port in plan["ports"].items()}, home, certificates)
     _send(conn, {"ready": True})
     while True:
         order = await recv()
@@ -101,8 +107,7 @@ async def _worker_main(conn: Connection) -> None:
         data = {int(i): Agent(*row) for i, row in order["data"].items()}
         outputs = await asyncio.gather(*(p.run_window(w, data[i]) for i, p in peers.items()))
         done = time.perf_counter()  # a system-wide monotonic clock on Linux
-        for writer in router._writers.values():
-            await writer.drain()
+        await router.drain()
         _send(conn, {"outputs": [_output_doc(o) for o in outputs], "done": done})
     counters = {i: list(astuple(PeerCounters.of(router.endpoints[i], peers[i]))) for i in ids}
     _send(conn, {"counters": counters})
@@ -155,6 +160,7 @@ def run_windows_processes(
         for reply in replies:
             public.update(reply["public"])
         plan = {"ports": {p: r["port"] for p, r in enumerate(replies)}, "public": public,
+                "certificates": {p: r["certificate"] for p, r in enumerate(replies)},
                 "home": {a: p for p, g in enumerate(groups) for a in g}}
         for conn in conns:
             _send(conn, plan)
