@@ -9,7 +9,10 @@ level is split as ``level = L·hi + lo`` with ``L = ⌈√P⌉`` fine levels per
 * ``e`` (length L): the one-hot fine vector, ``e[lo] = 1``;
 * the ``b`` bits of ``q − 1`` and the ``b`` bits of ``max − q`` (``b`` = bit length of
   ``max − 1``), which prove ``1 ≤ q ≤ max`` exactly;
-* ``s`` (length S): the one-hot supplier vector.
+* ``s`` (length S): the one-hot supplier vector;
+* the identity pair ``(h, κ)``: the household's registry index and its enrolled credential,
+  unchecked at the clearing; after an oblivious shuffle the settlement opens ``h`` and checks
+  ``κ`` against the credential enrolled under that name (:mod:`sealgrid.protocol.billing`).
 
 For P = 256 that is 32 + 16 entries instead of 512 for a one-hot vector over all levels; the
 servers rebuild each level's total as a sum of products ``w[hi]·e[lo]`` over all bids.
@@ -35,7 +38,7 @@ from sealgrid.mechanism.bids import DEFAULT_MAX_QUANTITY_WH, BidRejected, OrderB
 from sealgrid.mechanism.market import Market
 from sealgrid.protocol import field as F
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 _BID_MAGIC = b"SGB1"
 _BATCH_MAGIC = b"SGSB"
 _OUT_MAGIC = b"SGO1"
@@ -87,7 +90,7 @@ class Layout:
     @property
     def width(self) -> int:
         """Field elements per bid."""
-        return 2 * self.coarse + self.fine + 2 * self.bits + self.suppliers
+        return 2 * self.coarse + self.fine + 2 * self.bits + self.suppliers + 2
 
     @property
     def w(self) -> slice:
@@ -116,6 +119,11 @@ class Layout:
         start = self.e.stop + 2 * self.bits
         return slice(start, start + self.suppliers)
 
+    @property
+    def identity(self) -> slice:
+        """The pair ``(h, κ)``: registry index and credential (never checked at the clearing)."""
+        return slice(self.supplier.stop, self.supplier.stop + 2)
+
 
 def payload_size(layout: Layout) -> int:
     """Bytes of one household's upload to one server (:meth:`BidShares.to_bytes`)."""
@@ -131,9 +139,12 @@ def threshold(parties: int) -> int:
 
 def plain_vectors(
     layout: Layout, is_buy: np.ndarray, quantity: np.ndarray, level: np.ndarray,
-    supplier: np.ndarray,
+    supplier: np.ndarray, identity: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Encode many bids as plaintext field vectors (rows), unchecked: callers check ranges."""
+    """Encode many bids as plaintext field vectors (rows), unchecked: callers check ranges.
+
+    ``identity``: an (n, 2) array of field elements ``(h, κ)`` (zeros when absent).
+    """
     n = len(is_buy)
     rows = np.zeros((n, layout.width), dtype=F.U64)
     idx = np.arange(n)
@@ -147,6 +158,8 @@ def plain_vectors(
         F.U64
     )
     rows[idx, layout.supplier.start + np.asarray(supplier, dtype=np.int64)] = 1
+    if identity is not None:
+        rows[:, layout.identity] = np.asarray(identity, dtype=F.U64)
     return rows
 
 
@@ -195,9 +208,12 @@ class BidShares:
 
 def encode_bid(
     is_buy: bool, quantity_wh: int, level: int, supplier: int, layout: Layout, *,
-    parties: int = 3, key: bytes | None = None,
+    parties: int = 3, key: bytes | None = None, identity: tuple[int, int] = (0, 0),
 ) -> list[BidShares]:
     """Encode one bid and split it into one :class:`BidShares` per server (index = party).
+
+    ``identity``: the household's registry index and enrolled credential (0, 0 outside the
+    running market: such a bid clears like any other and is never settled).
 
     Raises:
         BidRejected: the bid breaks a market rule (an honest household never sends it).
@@ -211,7 +227,8 @@ def encode_bid(
     if not 0 <= supplier < layout.suppliers:
         raise BidRejected(Reason.UNKNOWN_SUPPLIER)
     row = plain_vectors(layout, np.array([is_buy]), np.array([quantity_wh]),
-                        np.array([level]), np.array([supplier]))
+                        np.array([level]), np.array([supplier]),
+                        F.from_ints(identity).reshape(1, 2))
     shares = share_rows(row, parties, key if key is not None else secrets.token_bytes(16))
     return [BidShares(i, layout, s[0]) for i, s in enumerate(shares)]
 

@@ -22,7 +22,7 @@ LAYOUT = Layout(levels=8, suppliers=3, max_quantity_wh=10_000)
 def test_layout_proves_the_exact_range() -> None:
     assert LAYOUT.bits == 14  # bits of q − 1 and of max − q: 1 ≤ q ≤ 10,000 exactly
     assert (LAYOUT.coarse, LAYOUT.fine) == (3, 3)  # 8 levels: blocks of 3
-    assert LAYOUT.width == 2 * 3 + 3 + 2 * 14 + 3
+    assert LAYOUT.width == 2 * 3 + 3 + 2 * 14 + 3 + 2  # … and the identity pair (h, κ)
     assert Layout(4, 1, 16).bits == 4 and Layout(4, 1, 1).bits == 1
 
 
