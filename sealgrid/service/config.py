@@ -28,17 +28,29 @@ Example (written by ``sealgrid init``)::
 
     [mpc]
     base_port = 11365
+
+    [billing]                     # the billing of SPEC §7 (equal on every server)
+    cycle_periods = 2880          # a billing cycle: this many periods (a 30-day month)
+    reading_grace_periods = 4     # a meter reading is due by the period's end + 4 periods
+
+    [billing.tariffs."s1"]        # one table per registered supplier, price unit per kWh
+    retail = "120"                # per kWh imported, network fee included
+    feed_in = "80"                # per kWh exported, fee excluded
+    network_fee = "5"             # per kWh imported or exported, paid to the grid operators
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+from decimal import Decimal, localcontext
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sealgrid.mechanism.grid import PriceGrid
+from sealgrid.mechanism.grid import PriceGrid, parse_decimal
 from sealgrid.mechanism.market import (
     DEFAULT_GRID,
     DEFAULT_MAX_QUANTITY_WH,
@@ -46,7 +58,14 @@ from sealgrid.mechanism.market import (
     SERVICE_MIN_ACCEPTED_PER_SIDE,
     Market,
 )
+from sealgrid.mechanism.settlement import SettlementError, Tariff
 from sealgrid.service.intake import Limits
+from sealgrid.service.keys import DEFAULT_SUPPLIERS
+from sealgrid.service.schedule import (
+    DEFAULT_READING_GRACE_PERIODS,
+    BillingCalendar,
+    default_cycle_periods,
+)
 
 
 class ConfigError(Exception):
@@ -106,6 +125,181 @@ class MarketConfig:
         )
 
 
+#: The default tariff of every supplier, in the market's price unit per kWh (cents by default),
+#: on the default price grid: retail 120 (its ceiling), feed-in 80 (its floor), network fee 5.
+DEFAULT_TARIFF = Tariff(retail=Fraction(120), feed_in=Fraction(80), network_fee=Fraction(5))
+TARIFF_KEYS = ("retail", "feed_in", "network_fee")
+_BILLING_KEYS = ("cycle_periods", "reading_grace_periods", "tariffs")
+
+
+def default_tariffs(suppliers: Iterable[str] = DEFAULT_SUPPLIERS) -> dict[str, Tariff]:
+    """:data:`DEFAULT_TARIFF` for each supplier."""
+    return {s: DEFAULT_TARIFF for s in suppliers}
+
+
+def decimal_text(value: Fraction) -> str:
+    """Write an exact amount as a decimal number (``Fraction(1, 20)`` → ``"0.05"``).
+
+    Raises:
+        ValueError: the amount has no finite decimal expansion (e.g. 1/3).
+    """
+    value = Fraction(value)
+    d = value.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    if d != 1:
+        raise ValueError(f"{value} has no finite decimal expansion")
+    with localcontext() as ctx:
+        ctx.prec = len(str(value.numerator)) + len(str(value.denominator)) + 2
+        text = format((Decimal(value.numerator) / Decimal(value.denominator)).normalize(), "f")
+    return text
+
+
+def _price(value: object, where: str) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ConfigError(f"{where} must be a decimal number written as a string, e.g. \"12.5\"")
+    try:
+        return Fraction(parse_decimal(value))
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a decimal number") from None
+
+
+def _whole(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where} must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    """The ``[billing]`` table: every supplier's tariff, the billing cycle and the readings'
+    grace (equal on every server; SPEC §7).
+
+    ``tariffs`` maps each registered supplier to its
+    :class:`~sealgrid.mechanism.settlement.Tariff` (exact fractions, in the market's price
+    unit per kWh); a cycle is ``cycle_periods`` consecutive periods from the epoch; a
+    period's meter reading is due ``reading_grace_periods`` periods after the period ends.
+    The defaults (:meth:`default`): :data:`DEFAULT_TARIFF` for the default
+    suppliers, a 30-day month of 15-minute periods, 4 periods of grace.
+    """
+
+    tariffs: dict[str, Tariff] = field(default_factory=default_tariffs)
+    cycle_periods: int = default_cycle_periods(DEFAULT_PERIOD_SECONDS)
+    reading_grace_periods: int = DEFAULT_READING_GRACE_PERIODS
+
+    def __post_init__(self) -> None:
+        for name in ("cycle_periods", "reading_grace_periods"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+        for supplier, tariff in self.tariffs.items():
+            if not isinstance(tariff, Tariff):
+                raise TypeError(f"supplier {supplier!r}: a tariff must be a Tariff")
+
+    @classmethod
+    def default(
+        cls,
+        period_seconds: int = DEFAULT_PERIOD_SECONDS,
+        suppliers: Iterable[str] = DEFAULT_SUPPLIERS,
+    ) -> BillingConfig:
+        """The default billing for periods of ``period_seconds``: :data:`DEFAULT_TARIFF` for
+        each of ``suppliers``, a 30-day month of periods, 4 periods of grace."""
+        return cls(default_tariffs(suppliers), default_cycle_periods(period_seconds))
+
+    @classmethod
+    def from_table(
+        cls, table: object, period_seconds: int = DEFAULT_PERIOD_SECONDS
+    ) -> BillingConfig:
+        """Read the ``[billing]`` table; a key left out takes its default (:meth:`default`;
+        without ``tariffs``, the default suppliers' tariffs).
+
+        Raises:
+            ConfigError: an unknown key (named), a missing or malformed tariff field, a value
+                of the wrong type or out of range.
+        """
+        if not isinstance(table, dict):
+            raise ConfigError("[billing] must be a table")
+        for key in table:
+            if key not in _BILLING_KEYS:
+                raise ConfigError(
+                    f"[billing]: unknown key {key!r} (known: {', '.join(_BILLING_KEYS)})"
+                )
+        base = cls.default(period_seconds)
+        cycle = _whole(table.get("cycle_periods", base.cycle_periods), "billing.cycle_periods")
+        grace = _whole(
+            table.get("reading_grace_periods", base.reading_grace_periods),
+            "billing.reading_grace_periods",
+        )
+        tariffs = base.tariffs
+        if "tariffs" in table:
+            raw = table["tariffs"]
+            if not isinstance(raw, dict):
+                raise ConfigError("[billing.tariffs] must be a table of suppliers")
+            tariffs = {str(s): _tariff(s, t) for s, t in raw.items()}
+        return cls(tariffs, cycle, grace)
+
+    def toml(self) -> str:
+        """The ``[billing]`` table as TOML text (read back by :meth:`from_table`).
+
+        Raises:
+            ValueError: a tariff with no finite decimal expansion.
+        """
+        lines = [
+            "[billing]",
+            f"cycle_periods = {self.cycle_periods}",
+            f"reading_grace_periods = {self.reading_grace_periods}",
+            "",
+            "[billing.tariffs]",
+        ]
+        for supplier, tariff in sorted(self.tariffs.items()):
+            lines += ["", f"[billing.tariffs.{_toml_value(supplier)}]"]
+            lines += [
+                f"{k} = {_toml_value(decimal_text(getattr(tariff, k)))}" for k in TARIFF_KEYS
+            ]
+        return "\n".join(lines) + "\n"
+
+    def calendar(self, period_seconds: int) -> BillingCalendar:
+        """The billing cycles and reading deadlines for periods of ``period_seconds``."""
+        return BillingCalendar(period_seconds, self.cycle_periods, self.reading_grace_periods)
+
+    def check_suppliers(self, suppliers: Iterable[str]) -> None:
+        """Check that the registered ``suppliers`` are exactly those with a tariff.
+
+        Raises:
+            ConfigError: a supplier without a tariff, or a tariff for an unknown supplier.
+        """
+        known = set(suppliers)
+        missing = sorted(known - set(self.tariffs))
+        if missing:
+            raise ConfigError(
+                f"no tariff for supplier(s) {', '.join(missing)}: every registered supplier "
+                "needs one (columns supplier,retail,feed_in,network_fee)"
+            )
+        unknown = sorted(set(self.tariffs) - known)
+        if unknown:
+            raise ConfigError(
+                f"a tariff for supplier(s) {', '.join(unknown)}, which are not registered"
+            )
+
+
+def _tariff(supplier: object, table: object) -> Tariff:
+    where = f"billing.tariffs.{supplier}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{where}] must be a table with {', '.join(TARIFF_KEYS)}")
+    for key in table:
+        if key not in TARIFF_KEYS:
+            raise ConfigError(f"[{where}]: unknown key {key!r} (known: {', '.join(TARIFF_KEYS)})")
+    missing = [k for k in TARIFF_KEYS if k not in table]
+    if missing:
+        raise ConfigError(f"[{where}]: missing {', '.join(missing)}")
+    r, e, f = (_price(table[k], f"{where}.{k}") for k in TARIFF_KEYS)
+    try:
+        return Tariff(r, e, f)
+    except SettlementError as exc:
+        raise ConfigError(f"[{where}]: {exc}") from None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything one computation server needs to start."""
@@ -123,11 +317,17 @@ class ServerConfig:
     market: MarketConfig = field(default_factory=MarketConfig)
     mpc_base_port: int = 11365
     path: Path | None = None
+    billing: BillingConfig = field(default_factory=BillingConfig)
 
     @property
     def data_dir(self) -> Path:
         """The server's own directory (that of its TOML file, else of its signing key)."""
         return (self.path or self.signing_key).parent
+
+    @property
+    def calendar(self) -> BillingCalendar:
+        """The billing cycles and reading deadlines of this market's periods."""
+        return self.billing.calendar(self.market.period_seconds)
 
 
 def load_server_config(path: Path) -> ServerConfig:
@@ -154,6 +354,7 @@ def load_server_config(path: Path) -> ServerConfig:
         servers = tuple(str(u) for u in data["servers"])
         host, _, port = str(data["listen"]).rpartition(":")
         market = MarketConfig.from_table(data.get("market", {}))
+        billing = BillingConfig.from_table(data.get("billing", {}), market.period_seconds)
         mpc = data.get("mpc", {})
         cfg = ServerConfig(
             party=party,
@@ -169,7 +370,10 @@ def load_server_config(path: Path) -> ServerConfig:
             market=market,
             mpc_base_port=int(mpc.get("base_port", 11365)),
             path=path,
+            billing=billing,
         )
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     if not 0 <= party < len(servers):
@@ -201,13 +405,16 @@ def write_server_config(
     registry: Path | None = None,
     ca: Path | None = None,
     listen: str | None = None,
+    billing: BillingConfig | None = None,
 ) -> None:
     """Write server ``party``'s TOML file with the layout of :mod:`sealgrid.service.keys`.
 
     ``server_dir`` (default ``data_dir/server-N``) holds the server's keys and database;
     ``registry`` and ``ca`` (the servers' pinned certificates) default to ``registry.json``
-    and ``servers.pem`` in ``data_dir``; ``listen`` to the host and port of its URL.
+    and ``servers.pem`` in ``data_dir``; ``listen`` to the host and port of its URL;
+    ``billing`` to :meth:`BillingConfig.default` for ``period_seconds``.
     """
+    billing = billing or BillingConfig.default(period_seconds)
     sdir = server_dir or data_dir / f"server-{party}"
     url = urlsplit(urls[party])
     listen = listen or f"{url.hostname}:{url.port}"
@@ -231,5 +438,6 @@ def write_server_config(
         "[mpc]",
         f"base_port = {int(extra.get('mpc_base_port', 11365))}",
         "",
+        billing.toml(),
     ]
     path.write_text("\n".join(lines))

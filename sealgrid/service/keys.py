@@ -22,17 +22,24 @@ Layout made by ``sealgrid init``::
         .config/mpyc_ca.crt         public: every server's pinned MPyC certificate
         server-N.json               public part, as handed to the registry
         server.toml                 configuration (see :mod:`sealgrid.service.config`)
-    DIR/households/ID.key, ID.json  household key; its public part (also its profile)
+    DIR/households/ID.key, ID.json  household key; its public part (also its profile: its
+                                    supplier, region and meter's public key)
+    DIR/households/ID.meter.key     the household's smart-meter signing key (Ed25519)
     DIR/suppliers/ID.key, ID.json   supplier key (reads its own aggregates); public part
-    DIR/operators/ID.key, ID.json   grid operator (DSO/TSO) key (reads region totals)
+    DIR/operators/ID.key, ID.json   grid operator key (reads each period's market volume)
+    DIR/dsos/REGION.key, REGION.json  the DSO of one region (its id is the region)
+    DIR/tso/tso.key, tso.json       the TSO (reads the totals per DSO region)
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -43,11 +50,51 @@ from sealgrid.service.wire import b64d, b64e
 REGISTRY = "registry.json"
 TRUST = "servers.pem"  # the servers' pinned HTTPS certificates: what clients trust
 DEFAULT_SUPPLIERS = ("s1", "s2", "s3")
+#: The regions of ``sealgrid init`` without ``--households-csv`` (one DSO each).
+DEFAULT_REGIONS = ("r1", "r2")
 DEFAULT_OPERATOR = "dso"
+#: The TSO's id (there is at most one).
+TSO_ID = "tso"
+#: A party's id other than a server's: short and file-name safe.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: A household's meter key is ``ID.meter.key`` beside its ``ID.key``, so no household id may
+#: end with this (its key file would be another household's meter key).
+METER_SUFFIX = ".meter"
+#: Each role's folder in a one-machine data directory (files named by id).
+ROLE_DIRS = {
+    "household": "households",
+    "supplier": "suppliers",
+    "operator": "operators",
+    "dso": "dsos",
+    "tso": "tso",
+}
 
 
 class DataDirError(Exception):
     """The data directory is missing, incomplete or would be overwritten."""
+
+
+def id_problem(party_id: str, *, household: bool = False) -> str | None:
+    """Why ``party_id`` is not a valid id of a household, supplier, region, … (``None``: it is).
+
+    Letters, digits, ``.``, ``_``, ``-``, at most 64, not starting with a punctuation mark; a
+    household's must not end with ``.meter`` (:data:`METER_SUFFIX`).
+    """
+    if not ID_PATTERN.fullmatch(party_id):
+        return f"id {party_id!r}: use letters, digits, '.', '_', '-' (≤ 64)"
+    if household and party_id.endswith(METER_SUFFIX):
+        return f"household id {party_id!r} must not end with {METER_SUFFIX!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A household's contract: its supplier, its region (whose DSO it belongs to) and its
+    smart meter's Ed25519 public key (raw 32 bytes), which signs the meter's readings."""
+
+    supplier: str
+    region: str
+    meter_key: bytes
 
 
 @dataclass(frozen=True)
@@ -57,6 +104,14 @@ class Registry:
     ``tls_certs[i]`` and ``mpc_certs[i]`` are server ``i``'s self-signed HTTPS and MPyC
     certificates (PEM), pinned: a client or peer accepts exactly these (see
     :func:`server_trust`).
+
+    ``households`` maps each household to its own Ed25519 key; ``contracts`` (same keys, or
+    empty in a registry written before contracts existed) to its supplier, region and
+    meter key. ``dsos`` maps each region to its DSO's Ed25519 key (a region may lack a DSO
+    when none was registered at all, see :func:`sealgrid.service.setup.build_registry`);
+    ``tso`` is the TSO's key, ``None`` without one. ``operators`` are the grid operators
+    that read each period's market volume. A registry is not changed after it is made (the
+    household order of :meth:`household_index` is computed once).
     """
 
     servers: tuple[tuple[str, bytes], ...]  # (url, Ed25519 public key) by party index
@@ -65,6 +120,63 @@ class Registry:
     operators: dict[str, bytes]
     tls_certs: tuple[bytes, ...] = ()
     mpc_certs: tuple[bytes, ...] = ()
+    contracts: dict[str, Contract] = field(default_factory=dict)
+    dsos: dict[str, bytes] = field(default_factory=dict)
+    tso: bytes | None = None
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Every region, sorted: those of the households' contracts and those with a DSO."""
+        return tuple(sorted({c.region for c in self.contracts.values()} | set(self.dsos)))
+
+    @cached_property
+    def _order(self) -> tuple[str, ...]:
+        return tuple(sorted(self.households))
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {h: i for i, h in enumerate(self._order, start=1)}
+
+    def household_index(self, household: str) -> int:
+        """The household's index, 1 … n, in the sorted order of the households' ids (stable
+        for a given registry; the MPC layer uses it as a field element).
+
+        Raises:
+            KeyError: no such household.
+        """
+        try:
+            return self._index[household]
+        except KeyError:
+            raise KeyError(f"no household {household!r} in the registry") from None
+
+    def household_at(self, index: int) -> str:
+        """The household whose :meth:`household_index` is ``index`` (the inverse).
+
+        Raises:
+            IndexError: not in 1 … n.
+        """
+        if isinstance(index, bool) or not 1 <= index <= len(self._order):
+            raise IndexError(f"household index {index!r} is not in 1…{len(self._order)}")
+        return self._order[index - 1]
+
+    def contract(self, household: str) -> Contract:
+        """The household's contract.
+
+        Raises:
+            KeyError: no such household, or the registry predates contracts.
+        """
+        try:
+            return self.contracts[household]
+        except KeyError:
+            raise KeyError(f"no contract for household {household!r} in the registry") from None
+
+    def customers(self, supplier: str) -> list[str]:
+        """The supplier's customers, sorted."""
+        return sorted(h for h, c in self.contracts.items() if c.supplier == supplier)
+
+    def households_in(self, region: str) -> list[str]:
+        """The households of one region, sorted."""
+        return sorted(h for h, c in self.contracts.items() if c.region == region)
 
     @classmethod
     def load(cls, path: Path) -> Registry:
@@ -76,16 +188,25 @@ class Registry:
         try:
             data = json.loads(Path(path).read_text())
             servers = data["servers"]
-            return cls(
+            registry = cls(
                 servers=tuple((s["url"], b64d(s["key"])) for s in servers),
                 households={k: b64d(v) for k, v in data["households"].items()},
                 suppliers={k: b64d(v) for k, v in data["suppliers"].items()},
                 operators={k: b64d(v) for k, v in data["operators"].items()},
                 tls_certs=tuple(s["tls_cert"].encode() for s in servers if "tls_cert" in s),
                 mpc_certs=tuple(s["mpc_cert"].encode() for s in servers if "mpc_cert" in s),
+                contracts={k: _contract(v) for k, v in data.get("contracts", {}).items()},
+                dsos={k: b64d(v) for k, v in data.get("dsos", {}).items()},
+                tso=b64d(data["tso"]) if data.get("tso") is not None else None,
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataDirError(f"cannot read the registry {path}: {exc}") from exc
+        if registry.contracts and set(registry.contracts) != set(registry.households):
+            odd = sorted(set(registry.contracts) ^ set(registry.households))
+            raise DataDirError(
+                f"the registry {path}: households and contracts differ ({', '.join(odd[:5])})"
+            )
+        return registry
 
     def to_json(self) -> str:
         """Return the registry as JSON text."""
@@ -105,11 +226,31 @@ class Registry:
             "suppliers": {k: b64e(v) for k, v in sorted(self.suppliers.items())},
             "operators": {k: b64e(v) for k, v in sorted(self.operators.items())},
         }
+        if self.contracts:
+            data["contracts"] = {
+                k: {"supplier": c.supplier, "region": c.region, "meter_key": b64e(c.meter_key)}
+                for k, c in sorted(self.contracts.items())
+            }
+        if self.dsos:
+            data["dsos"] = {k: b64e(v) for k, v in sorted(self.dsos.items())}
+        if self.tso is not None:
+            data["tso"] = b64e(self.tso)
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
     def trust_pem(self) -> str:
         """The servers' pinned HTTPS certificates, one PEM text (``servers.pem``)."""
         return b"".join(self.tls_certs).decode()
+
+
+def _contract(entry: dict[str, Any]) -> Contract:
+    contract = Contract(
+        supplier=str(entry["supplier"]),
+        region=str(entry["region"]),
+        meter_key=b64d(entry["meter_key"]),
+    )
+    if len(contract.meter_key) != 32:
+        raise ValueError("a meter key is 32 bytes (raw Ed25519)")
+    return contract
 
 
 def _fingerprint(pem: bytes) -> str:
@@ -224,15 +365,43 @@ def server_tls_name(party: int) -> str:
     return f"sealgrid-server-{party}"
 
 
+def party_dir(data_dir: Path, role: str) -> Path:
+    """The folder of a role's parties in a one-machine data directory (:data:`ROLE_DIRS`;
+    a server's is ``server-N``, not listed here).
+
+    Raises:
+        KeyError: not a role with such a folder.
+    """
+    return Path(data_dir) / ROLE_DIRS[role]
+
+
+def private_key_path(data_dir: Path, role: str, party_id: str) -> Path:
+    """The Ed25519 key file of a household, supplier, operator, DSO (id: its region) or the
+    TSO in a one-machine data directory: ``FOLDER/ID.key``."""
+    return party_dir(data_dir, role) / f"{party_id}.key"
+
+
+def meter_key_path(data_dir: Path, household: str) -> Path:
+    """A household's smart-meter key file in a one-machine data directory
+    (``households/ID.meter.key``, beside the household's own key)."""
+    return party_dir(data_dir, "household") / f"{household}{METER_SUFFIX}.key"
+
+
 def household_profile(data_dir: Path, household: str) -> dict[str, str]:
-    """Read a demo household's profile (its id and supplier).
+    """Read a demo household's profile: its public part, with ``id``, ``supplier``,
+    ``region`` (``""`` in a profile made before regions existed) and ``meter_key`` (base64,
+    ``""`` likewise).
 
     Raises:
         DataDirError: no such household in the data directory.
     """
-    path = Path(data_dir) / "households" / f"{household}.json"
+    path = party_dir(data_dir, "household") / f"{household}.json"
     try:
         data: dict[str, str] = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise DataDirError(f"no household {household!r} in {data_dir}") from exc
+    if not isinstance(data, dict):
+        raise DataDirError(f"{path} is not a household's profile")
+    data.setdefault("region", "")
+    data.setdefault("meter_key", "")
     return data

@@ -7,8 +7,10 @@ registered; no operator ever holds another party's private key. Three steps:
    party's private keys in its own directory (mode 0600, written nowhere else) and a
    *public part*, a JSON file (:class:`PublicPart`): role, id, Ed25519 public key, and for a
    server its URL and its two self-signed TLS certificates (HTTPS and MPC), for a household
-   its supplier. The public part is signed by the Ed25519 key it names (proof of
-   possession); the certificates are self-signed (each proves its own key).
+   its supplier, its region and its smart meter's public key (the meter's own Ed25519 key
+   is made beside the household's). The public part is signed by the Ed25519 key it names
+   (proof of possession), a household's also by its meter's key; the certificates are
+   self-signed (each proves its own key). A DSO's id is its region; the TSO's is ``tso``.
 2. :func:`build_registry` (``sealgrid registry build``), run by anyone on the public parts:
    checks them and writes ``registry.json`` and ``servers.pem`` (the servers' HTTPS
    certificates, the trust file of every client). Nothing private passes through it.
@@ -28,12 +30,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -44,25 +45,36 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from sealgrid.mechanism.settlement import Tariff
 from sealgrid.protocol import certs
+from sealgrid.service.contracts import Assignment, round_robin
 from sealgrid.service.keys import (
     DEFAULT_OPERATOR,
+    DEFAULT_REGIONS,
     DEFAULT_SUPPLIERS,
+    METER_SUFFIX,
     REGISTRY,
+    ROLE_DIRS,
     TRUST,
+    TSO_ID,
+    Contract,
     DataDirError,
     Registry,
     check_registry,
+    id_problem,
     server_common_name,
     server_tls_name,
 )
 from sealgrid.service.wire import b64d, b64e, raw_public
 
+if TYPE_CHECKING:
+    from sealgrid.service.config import BillingConfig
+
 FORMAT = "sealgrid-public/1"
-ROLES = ("server", "household", "supplier", "operator")
+ROLES = ("server", "household", "supplier", "operator", "dso", "tso")
 PROOF_DOMAIN = b"sealgrid/v1/public-part\n"
+METER_PROOF_DOMAIN = b"sealgrid/v1/meter-key\n"
 DEFAULT_DAYS = 365
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class KeygenError(DataDirError):
@@ -74,7 +86,10 @@ class PublicPart:
     """What one party publishes: no private key, signed by the Ed25519 key it names.
 
     ``tls_cert`` (HTTPS, server and client towards the other servers) and ``mpc_cert``
-    (MPyC links) are a server's self-signed certificates, PEM; ``supplier`` a household's.
+    (MPyC links) are a server's self-signed certificates, PEM; ``supplier``, ``region`` and
+    ``meter_key`` (its smart meter's raw Ed25519 public key) a household's. A household's
+    ``meter_proof`` is the meter key's signature on the same body (the meter's proof of
+    possession).
     """
 
     role: str
@@ -84,7 +99,10 @@ class PublicPart:
     tls_cert: bytes = b""
     mpc_cert: bytes = b""
     supplier: str = ""
+    region: str = ""
+    meter_key: bytes = b""
     proof: bytes = field(default=b"", repr=False)
+    meter_proof: bytes = field(default=b"", repr=False)
 
     @property
     def party(self) -> int:
@@ -102,19 +120,31 @@ class PublicPart:
             data["mpc_cert"] = self.mpc_cert.decode()
         if self.role == "household":
             data["supplier"] = self.supplier
+            data["region"] = self.region
+            data["meter_key"] = b64e(self.meter_key)
         return data
 
-    def _message(self) -> bytes:
-        body = json.dumps(self.body(), sort_keys=True, separators=(",", ":"))
-        return PROOF_DOMAIN + body.encode()
+    def _body_text(self) -> bytes:
+        return json.dumps(self.body(), sort_keys=True, separators=(",", ":")).encode()
 
-    def signed(self, key: Ed25519PrivateKey) -> PublicPart:
-        """This part with its proof of possession by ``key``."""
-        return replace(self, proof=key.sign(self._message()))
+    def _message(self) -> bytes:
+        return PROOF_DOMAIN + self._body_text()
+
+    def _meter_message(self) -> bytes:
+        return METER_PROOF_DOMAIN + self._body_text()
+
+    def signed(self, key: Ed25519PrivateKey, meter: Ed25519PrivateKey | None = None) -> PublicPart:
+        """This part with its proof of possession by ``key`` (and a household's by its
+        ``meter`` key)."""
+        meter_proof = meter.sign(self._meter_message()) if meter is not None else b""
+        return replace(self, proof=key.sign(self._message()), meter_proof=meter_proof)
 
     def to_json(self) -> str:
         """The JSON file the party hands on."""
-        return json.dumps({**self.body(), "proof": b64e(self.proof)}, indent=1) + "\n"
+        data = {**self.body(), "proof": b64e(self.proof)}
+        if self.role == "household":
+            data["meter_proof"] = b64e(self.meter_proof)
+        return json.dumps(data, indent=1) + "\n"
 
     @classmethod
     def from_json(cls, text: str, source: str = "public part") -> PublicPart:
@@ -137,7 +167,10 @@ class PublicPart:
                 tls_cert=str(data.get("tls_cert", "")).encode(),
                 mpc_cert=str(data.get("mpc_cert", "")).encode(),
                 supplier=str(data.get("supplier", "")),
+                region=str(data.get("region", "")),
+                meter_key=b64d(data.get("meter_key", "")),
                 proof=b64d(data["proof"]),
+                meter_proof=b64d(data.get("meter_proof", "")),
             )
             if part.role == "server" and data.get("tls_sha256") != certs.fingerprint(part.tls_cert):
                 raise ValueError("tls_sha256 is not the certificate's fingerprint")
@@ -168,12 +201,29 @@ class PublicPart:
         if self.role not in ROLES:
             raise KeygenError(f"unknown role {self.role!r}")
         check_id(self.role, self.id)
+        if self.role == "household":
+            if not self.supplier:
+                raise KeygenError(f"{who}: no supplier")
+            if not self.region:
+                raise KeygenError(f"{who}: no region (made before regions; run keygen again)")
+            for what, value in (("supplier", self.supplier), ("region", self.region)):
+                problem = id_problem(value)
+                if problem:
+                    raise KeygenError(f"{who}: {what}: {problem}")
         try:
             Ed25519PublicKey.from_public_bytes(self.key).verify(self.proof, self._message())
         except (ValueError, InvalidSignature):
             raise KeygenError(f"{who}: the proof does not verify under its key") from None
-        if self.role == "household" and not self.supplier:
-            raise KeygenError(f"{who}: no supplier")
+        if self.role == "household":
+            try:
+                meter = Ed25519PublicKey.from_public_bytes(self.meter_key)
+                meter.verify(self.meter_proof, self._meter_message())
+            except (ValueError, InvalidSignature):
+                raise KeygenError(
+                    f"{who}: no meter key, or its proof does not verify under it"
+                ) from None
+            if self.meter_key == self.key:
+                raise KeygenError(f"{who}: the meter's key must not be the household's own")
         if self.role != "server":
             return
         parts = urlsplit(self.url)
@@ -197,7 +247,8 @@ class Keygen:
 
 
 def check_id(role: str, party_id: str) -> None:
-    """A server's id is its party index; others' a short file-name-safe name.
+    """A server's id is its party index; the TSO's ``tso``; a DSO's its region; others' a
+    short file-name-safe name (a household's not ending with ``.meter``).
 
     Raises:
         KeygenError: not such an id.
@@ -205,8 +256,12 @@ def check_id(role: str, party_id: str) -> None:
     if role == "server":
         if not party_id.isdigit() or str(int(party_id)) != party_id:
             raise KeygenError(f"a server's id is its party index (0, 1, …), not {party_id!r}")
-    elif not _ID.fullmatch(party_id):
-        raise KeygenError(f"id {party_id!r}: use letters, digits, '.', '_', '-' (≤ 64)")
+        return
+    if role == "tso" and party_id != TSO_ID:
+        raise KeygenError(f"the TSO's id is {TSO_ID!r}, not {party_id!r}")
+    problem = id_problem(party_id, household=role == "household")
+    if problem:
+        raise KeygenError(problem)
 
 
 def public_name(role: str, party_id: str) -> str:
@@ -237,6 +292,7 @@ def keygen(
     *,
     url: str = "",
     supplier: str = "",
+    region: str = "",
     days: int = DEFAULT_DAYS,
 ) -> Keygen:
     """Make one party's private keys in ``out`` (its own directory) and its public part.
@@ -245,12 +301,15 @@ def keygen(
     (Ed25519), ``tls.key`` with the self-signed ``tls.crt`` (names ``sealgrid-server-N`` and
     the URL's host), and ``.config/party_N.key`` with ``.config/party_N.crt`` (MPyC); its
     public part is ``server-N.json``. Any other party gets ``ID.key`` (Ed25519) and the public
-    part ``ID.json`` (a household's names its ``supplier``: it is also its profile). Private
-    files are created with mode 0600 and never overwritten; nothing is written outside
-    ``out``.
+    part ``ID.json``. A household (``supplier`` and ``region`` required) also gets its smart
+    meter's signing key ``ID.meter.key`` (Ed25519), and its public part names its supplier,
+    its region and the meter's public key: it is also its profile. A DSO's ``party_id`` is its
+    region, the TSO's ``tso``. Private files are created with mode 0600 and never
+    overwritten; nothing is written outside ``out``.
 
     Raises:
-        KeygenError: unknown role, bad id, missing URL or supplier, or a key already there.
+        KeygenError: unknown role, bad id, missing URL, supplier or region, or a key already
+            there.
     """
     if role not in ROLES:
         raise KeygenError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
@@ -259,6 +318,14 @@ def keygen(
         raise KeygenError("a server needs its URL (https://host:port)")
     if role == "household" and not supplier:
         raise KeygenError("a household needs its supplier")
+    if role == "household" and not region:
+        raise KeygenError("a household needs its region")
+    if role != "household" and (supplier or region):
+        raise KeygenError("only a household has a supplier and a region")
+    for what, value in (("supplier", supplier), ("region", region)):
+        problem = id_problem(value) if value else None
+        if problem:
+            raise KeygenError(f"{what}: {problem}")
     if days < 1:
         raise KeygenError("certificates must be valid at least one day")
     out = Path(out)
@@ -267,11 +334,28 @@ def keygen(
     if public.exists():
         raise KeygenError(f"{public} exists: keygen never overwrites a party's keys")
     signing = Ed25519PrivateKey.generate()
+    meter: Ed25519PrivateKey | None = None
     private: tuple[Path, ...]
-    if role != "server":
+    if role == "household":
+        meter = Ed25519PrivateKey.generate()
+        private = (out / f"{party_id}.key", out / f"{party_id}{METER_SUFFIX}.key")
+        for path in private:
+            if path.exists():
+                raise KeygenError(f"{path} exists: keygen never overwrites a key")
+        _exclusive_private(private[0], _ed25519_pem(signing))
+        _exclusive_private(private[1], _ed25519_pem(meter))
+        part = PublicPart(
+            role,
+            party_id,
+            raw_public(signing),
+            supplier=supplier,
+            region=region,
+            meter_key=raw_public(meter),
+        )
+    elif role != "server":
         private = (out / f"{party_id}.key",)
         _exclusive_private(private[0], _ed25519_pem(signing))
-        part = PublicPart(role, party_id, raw_public(signing), supplier=supplier)
+        part = PublicPart(role, party_id, raw_public(signing))
     else:
         n = int(party_id)
         host = urlsplit(url).hostname or ""
@@ -288,7 +372,7 @@ def keygen(
         (out / "tls.crt").write_bytes(tls)
         mpc = certs.make_party_key(out, n, days=days)
         part = PublicPart(role, party_id, raw_public(signing), url=url, tls_cert=tls, mpc_cert=mpc)
-    part = part.signed(signing)
+    part = part.signed(signing, meter)
     part.check()
     public.write_text(part.to_json())
     return Keygen(part, public, private)
@@ -298,8 +382,10 @@ def build_registry(parts: Iterable[PublicPart]) -> Registry:
     """Check public parts and assemble the registry from them (nothing private is read).
 
     Checks: every part on its own (:meth:`PublicPart.check`); one part per role and id;
-    servers numbered 0, 1, … without gaps; no key (Ed25519 or TLS) used twice; every
-    household's supplier registered.
+    servers numbered 0, 1, … without gaps; no key (Ed25519, meter or TLS) used twice; every
+    household's supplier registered; at most one TSO; and, when any DSO part is given, a DSO
+    for every household's region (with no DSO part at all the registry has no DSOs, as
+    before DSOs existed; a DSO whose region has no household yet is allowed).
 
     Raises:
         KeygenError: what does not check out.
@@ -312,6 +398,8 @@ def build_registry(parts: Iterable[PublicPart]) -> Registry:
             raise KeygenError(f"two public parts for {part.role} {part.id!r}")
         by_role[part.role][part.id] = part
         keys = [part.key]
+        if part.role == "household":
+            keys.append(part.meter_key)
         if part.role == "server":
             keys += [_spki(part.tls_cert), _spki(part.mpc_cert)]
         for k in keys:
@@ -321,16 +409,26 @@ def build_registry(parts: Iterable[PublicPart]) -> Registry:
     servers = sorted(by_role["server"].values(), key=lambda p: p.party)
     if [p.party for p in servers] != list(range(len(servers))) or not servers:
         raise KeygenError(f"servers must be numbered 0…n-1, got {[p.id for p in servers]}")
-    for hid, part in by_role["household"].items():
+    dsos = by_role["dso"]
+    for hid, part in sorted(by_role["household"].items()):
         if part.supplier not in by_role["supplier"]:
             raise KeygenError(f"household {hid!r}: supplier {part.supplier!r} is not registered")
+        if dsos and part.region not in dsos:
+            raise KeygenError(
+                f"household {hid!r}: region {part.region!r} has no DSO (DSO parts were given "
+                "for " + ", ".join(sorted(dsos)) + "; every household's region needs one)"
+            )
+    households = sorted(by_role["household"].items())
     registry = Registry(
         servers=tuple((p.url, p.key) for p in servers),
-        households={i: p.key for i, p in sorted(by_role["household"].items())},
+        households={i: p.key for i, p in households},
         suppliers={i: p.key for i, p in sorted(by_role["supplier"].items())},
         operators={i: p.key for i, p in sorted(by_role["operator"].items())},
         tls_certs=tuple(p.tls_cert for p in servers),
         mpc_certs=tuple(p.mpc_cert for p in servers),
+        contracts={i: Contract(p.supplier, p.region, p.meter_key) for i, p in households},
+        dsos={i: p.key for i, p in sorted(dsos.items())},
+        tso=by_role["tso"][TSO_ID].key if by_role["tso"] else None,
     )
     check_registry(registry)
     return registry
@@ -377,19 +475,23 @@ def install_server(
     listen: str | None = None,
     period_seconds: int = 900,
     extra: dict[str, Any] | None = None,
+    billing: BillingConfig | None = None,
 ) -> Path:
     """Set up a server's own directory for a registry: MPC trust file and ``server.toml``.
 
     ``server_dir`` holds that server's keys and public part (from :func:`keygen`). The
     registry must pin exactly this server's Ed25519 key, HTTPS and MPC certificates; the
     ``registry_path`` and ``trust_path`` are referred to from ``server.toml`` as they are
-    (copy them into ``server_dir`` first for a self-contained directory). Returns the TOML's
-    path.
+    (copy them into ``server_dir`` first for a self-contained directory). ``billing`` goes
+    into the TOML's ``[billing]`` table; it must hold a tariff for every registered supplier
+    and no other (default: :data:`~sealgrid.service.config.DEFAULT_TARIFF` for each, a 30-day
+    month of periods, 4 periods of grace). Returns the TOML's path.
 
     Raises:
-        KeygenError: no single public part here, or the registry does not pin these keys.
+        KeygenError: no single public part here, the registry does not pin these keys, or
+            the tariffs do not match the registered suppliers.
     """
-    from sealgrid.service.config import write_server_config
+    from sealgrid.service.config import BillingConfig, ConfigError, write_server_config
 
     server_dir = Path(server_dir).resolve()
     found = sorted(server_dir.glob("server-*.json"))
@@ -405,6 +507,11 @@ def install_server(
     )
     if not pinned:
         raise KeygenError(f"the registry {registry_path} does not pin server {n}'s own keys")
+    billing = billing or BillingConfig.default(period_seconds, registry.suppliers)
+    try:
+        billing.check_suppliers(registry.suppliers)
+    except ConfigError as exc:
+        raise KeygenError(str(exc)) from None
     trust_path = (
         Path(trust_path) if trust_path is not None else Path(registry_path).with_name(TRUST)
     )
@@ -421,6 +528,7 @@ def install_server(
         registry=Path(registry_path).resolve(),
         ca=trust_path.resolve(),
         listen=listen,
+        billing=billing,
     )
     return toml
 
@@ -445,27 +553,45 @@ def copy_public(src: Path, dst_dir: Path) -> Path:
 def one_machine(
     data_dir: Path,
     *,
-    households: Sequence[tuple[str, str]],
+    households: Sequence[Assignment],
     suppliers: Sequence[str],
     operators: Sequence[str],
     urls: Sequence[str],
     period_seconds: int,
     extra: dict[str, Any],
+    regions: Sequence[str] = (),
+    tso: bool = True,
+    billing: BillingConfig | None = None,
     days: int = DEFAULT_DAYS,
 ) -> Registry:
     """Run every party's keygen in its own directory under ``data_dir``, then the same two
-    steps as the multi-party path (the demo of all of them; see :func:`init_data_dir`)."""
+    steps as the multi-party path (the demo of all of them; see :func:`init_data_dir`).
+
+    Servers in ``server-N/``; households (with their meters' keys), suppliers, operators,
+    one DSO per region of ``regions`` and the households' regions, and the TSO (unless
+    ``tso`` is false) in their role's folder (:data:`~sealgrid.service.keys.ROLE_DIRS`).
+    ``billing`` goes into every server's TOML (default: the default tariff for each of
+    ``suppliers``)."""
     publics: list[Path] = []
     for i, url in enumerate(urls):
         publics.append(
             keygen("server", str(i), data_dir / f"server-{i}", url=url, days=days).public
         )
-    for hid, supplier in households:
-        publics.append(keygen("household", hid, data_dir / "households", supplier=supplier).public)
+    folder = {role: data_dir / name for role, name in ROLE_DIRS.items()}
+    for a in households:
+        publics.append(
+            keygen(
+                "household", a.household, folder["household"], supplier=a.supplier, region=a.region
+            ).public
+        )
     for sid in suppliers:
-        publics.append(keygen("supplier", sid, data_dir / "suppliers").public)
+        publics.append(keygen("supplier", sid, folder["supplier"]).public)
     for oid in operators:
-        publics.append(keygen("operator", oid, data_dir / "operators").public)
+        publics.append(keygen("operator", oid, folder["operator"]).public)
+    for region in _unique([*regions, *(a.region for a in households)]):
+        publics.append(keygen("dso", region, folder["dso"]).public)
+    if tso:
+        publics.append(keygen("tso", TSO_ID, folder["tso"]).public)
     registry = build_registry(load_parts(publics))  # from the public files alone
     write_registry(registry, data_dir / REGISTRY, data_dir / TRUST)
     for i in range(len(urls)):
@@ -474,8 +600,14 @@ def one_machine(
             data_dir / REGISTRY,
             period_seconds=period_seconds,
             extra=extra,
+            billing=billing,
         )
     return registry
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    """The items in order of first appearance, each once."""
+    return list(dict.fromkeys(items))
 
 
 def init_data_dir(
@@ -484,6 +616,11 @@ def init_data_dir(
     households: int = 10,
     servers: int = 3,
     suppliers: tuple[str, ...] = DEFAULT_SUPPLIERS,
+    regions: tuple[str, ...] = DEFAULT_REGIONS,
+    contracts: Sequence[Assignment] | None = None,
+    tariffs: Mapping[str, Tariff] | None = None,
+    cycle_periods: int | None = None,
+    reading_grace_periods: int | None = None,
     base_port: int = 8440,
     period_seconds: int = 900,
     extra_config: dict[str, Any] | None = None,
@@ -492,21 +629,56 @@ def init_data_dir(
     """Make a one-machine demo data directory the multi-party way; return its registry.
 
     Runs every party's keygen, each in that party's own directory (``server-N/``;
-    ``households/``, ``suppliers/``, ``operators/`` with files named by id), then builds the
-    registry from the public parts alone and installs it in each server's directory
-    (:func:`sealgrid.service.setup.one_machine`). Households are ``h0001 …``; household
-    ``i`` is contracted with supplier ``suppliers[(i - 1) % len(suppliers)]``. Server ``N``
-    is at ``https://127.0.0.1:{base_port + N}`` unless ``urls`` are given.
+    ``households/`` with each household's meter key, ``suppliers/``, ``operators/``,
+    ``dsos/`` one DSO per region, ``tso/``, with files named by id), then builds the registry
+    from the public parts alone and installs it in each server's directory
+    (:func:`sealgrid.service.setup.one_machine`).
+
+    Households: ``contracts`` (e.g. from
+    :func:`sealgrid.service.contracts.read_households_csv`; the suppliers and regions are
+    then those they name), else ``h0001 …`` round-robin over ``suppliers`` and ``regions``
+    (:func:`sealgrid.service.contracts.round_robin`). Server ``N`` is at
+    ``https://127.0.0.1:{base_port + N}`` unless ``urls`` are given. Billing, written into
+    every server's ``[billing]`` table: ``tariffs`` (one per supplier, no other; default
+    :data:`~sealgrid.service.config.DEFAULT_TARIFF` for each), ``cycle_periods`` (default a
+    30-day month of periods), ``reading_grace_periods`` (default 4). Everything is checked
+    before any key is made.
 
     Raises:
-        DataDirError: ``data_dir`` already holds a registry (nothing is overwritten).
+        DataDirError: ``data_dir`` already holds a registry (nothing is overwritten), or the
+            households, tariffs or cycle do not check out.
     """
+    from sealgrid.service.config import BillingConfig, ConfigError
+
     data_dir = Path(data_dir).resolve()
     if (data_dir / REGISTRY).exists():
         raise DataDirError(f"{data_dir} already holds a registry; choose an empty directory")
+    if contracts is None:
+        try:
+            house = round_robin(households, suppliers, regions)
+        except ValueError as exc:
+            raise DataDirError(str(exc)) from None
+        suppliers = tuple(_unique(suppliers))
+        regions = tuple(_unique(regions))
+    else:
+        house = list(contracts)
+        suppliers = tuple(_unique(a.supplier for a in house))
+        regions = tuple(_unique(a.region for a in house))
+    _check_assignments(house)
+    base = BillingConfig.default(period_seconds, suppliers)
+    try:
+        billing = BillingConfig(
+            dict(tariffs) if tariffs is not None else base.tariffs,
+            cycle_periods if cycle_periods is not None else base.cycle_periods,
+            reading_grace_periods
+            if reading_grace_periods is not None
+            else base.reading_grace_periods,
+        )
+        billing.check_suppliers(suppliers)
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise DataDirError(str(exc)) from None
     data_dir.mkdir(parents=True, exist_ok=True)
     urls = list(urls or [f"https://127.0.0.1:{base_port + i}" for i in range(servers)])
-    house = [(f"h{i:04d}", suppliers[(i - 1) % len(suppliers)]) for i in range(1, households + 1)]
     return one_machine(
         data_dir,
         households=house,
@@ -515,4 +687,19 @@ def init_data_dir(
         urls=urls,
         period_seconds=period_seconds,
         extra=extra_config or {},
+        regions=regions,
+        billing=billing,
     )
+
+
+def _check_assignments(house: Sequence[Assignment]) -> None:
+    seen: set[str] = set()
+    for a in house:
+        problem = id_problem(a.household, household=True) or next(
+            (p for p in (id_problem(a.supplier), id_problem(a.region)) if p), None
+        )
+        if problem:
+            raise DataDirError(f"household {a.household!r}: {problem}")
+        if a.household in seen:
+            raise DataDirError(f"household {a.household!r} is listed twice")
+        seen.add(a.household)

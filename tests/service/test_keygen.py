@@ -86,9 +86,12 @@ def _secrets(private_file: Path) -> list[bytes]:
     [
         ("server", "1", {"url": "https://127.0.0.1:9441"},
          {"signing.key", "tls.key", ".config/party_1.key"}),
-        ("household", "alice", {"supplier": "green"}, {"alice.key"}),
+        ("household", "alice", {"supplier": "green", "region": "north"},
+         {"alice.key", "alice.meter.key"}),
         ("supplier", "green", {}, {"green.key"}),
         ("operator", "dso", {}, {"dso.key"}),
+        ("dso", "north", {}, {"north.key"}),
+        ("tso", "tso", {}, {"tso.key"}),
     ],
 )  # fmt: skip
 def test_keygen_writes_0600_private_files_only_in_its_own_directory(
@@ -127,7 +130,13 @@ def test_keygen_writes_0600_private_files_only_in_its_own_directory(
         ("server", "01", {"url": "https://h:1"}, "party index"),
         ("server", "0", {}, "needs its URL"),
         ("household", "h1", {}, "needs its supplier"),
-        ("household", "../evil", {"supplier": "s"}, "letters, digits"),
+        ("household", "h1", {"supplier": "s"}, "needs its region"),
+        ("household", "../evil", {"supplier": "s", "region": "r"}, "letters, digits"),
+        ("household", "x.meter", {"supplier": "s", "region": "r"}, "must not end with"),
+        ("household", "h1", {"supplier": "s", "region": "r/1"}, "letters, digits"),
+        ("supplier", "s1", {"region": "r1"}, "only a household"),
+        ("tso", "national", {}, "TSO's id is 'tso'"),
+        ("dso", "../r1", {}, "letters, digits"),
         ("auditor", "a", {}, "unknown role"),
     ],
 )
@@ -146,11 +155,14 @@ PARTIES = {  # name -> (role, id, extra)
     "op0": ("server", "0", {}),
     "op1": ("server", "1", {}),
     "op2": ("server", "2", {}),
-    "alice": ("household", "alice", {"supplier": "green"}),
-    "bob": ("household", "bob", {"supplier": "grey"}),
+    "alice": ("household", "alice", {"supplier": "green", "region": "north"}),
+    "bob": ("household", "bob", {"supplier": "grey", "region": "south"}),
     "green": ("supplier", "green", {}),
     "grey": ("supplier", "grey", {}),
     "dso": ("operator", "dso", {}),
+    "north": ("dso", "north", {}),
+    "south": ("dso", "south", {}),
+    "tso": ("tso", "tso", {}),
 }
 
 
@@ -185,7 +197,7 @@ def test_the_multi_party_path_writes_no_private_key_outside_its_owners_directory
     dirs, private, registrar = _multi_party(tmp_path)
     everything = _files(tmp_path)
     secrets = {name: [s for p in paths for s in _secrets(p)] for name, paths in private.items()}
-    assert sum(len(p) for p in private.values()) == 3 * 3 + 5
+    assert sum(len(p) for p in private.values()) == 3 * 3 + 2 * 2 + 3 + 3
     for path, data in everything.items():
         owner = next((n for n, d in dirs.items() if path.is_relative_to(d)), None)
         if b"PRIVATE KEY" in data:  # only a party's own private files, mode 0600
@@ -205,6 +217,12 @@ def test_a_registry_built_from_public_parts_verifies(tmp_path: Path) -> None:
     check_registry(registry)
     assert sorted(registry.households) == ["alice", "bob"]
     assert sorted(registry.suppliers) == ["green", "grey"] and list(registry.operators) == ["dso"]
+    assert registry.regions == ("north", "south") and sorted(registry.dsos) == ["north", "south"]
+    assert registry.dsos["north"] == raw_public(load_signing_key(dirs["north"] / "north.key"))
+    assert registry.tso == raw_public(load_signing_key(dirs["tso"] / "tso.key"))
+    alice = registry.contract("alice")
+    assert (alice.supplier, alice.region) == ("green", "north")
+    assert alice.meter_key == raw_public(load_signing_key(dirs["alice"] / "alice.meter.key"))
     for i in range(3):
         server = dirs[f"op{i}"]
         assert registry.tls_certs[i] == (server / "tls.crt").read_bytes()
@@ -253,7 +271,7 @@ def test_a_tampered_or_incomplete_set_of_public_parts_is_refused(tmp_path: Path)
     def without(*keys: tuple[str, str]) -> list[PublicPart]:
         return [p for k, p in parts.items() if k not in keys]
 
-    alice = parts[("household", "alice")]
+    alice, bob = parts[("household", "alice")], parts[("household", "bob")]
     s0, s1 = parts[("server", "0")], parts[("server", "1")]
     import dataclasses as dc
 
@@ -263,9 +281,16 @@ def test_a_tampered_or_incomplete_set_of_public_parts_is_refused(tmp_path: Path)
         ([*base, alice], "two public parts"),
         (without(("server", "1")), "numbered 0"),
         (without(("supplier", "green")), "'green' is not registered"),
+        (without(("dso", "south")), "region 'south' has no DSO"),
+        ([*without(("household", "alice")), dc.replace(alice, region="south")], "proof"),
+        ([*without(("household", "alice")), dc.replace(alice, meter_key=bob.meter_key)],
+         "proof"),
+        ([*without(("household", "alice")), dc.replace(alice, meter_proof=bob.meter_proof)],
+         "meter key, or its proof"),
         ([*without(("server", "1")), dc.replace(s1, tls_cert=s0.tls_cert)], "proof"),
         ([*without(("household", "bob")),
-          dc.replace(alice, id="bob").signed(load_signing_key(dirs["alice"] / "alice.key"))],
+          dc.replace(alice, id="bob").signed(load_signing_key(dirs["alice"] / "alice.key"),
+                                             load_signing_key(dirs["alice"] / "alice.meter.key"))],
          "reuses a key"),
     ]  # fmt: skip
     for found, fragment in cases:
@@ -324,7 +349,7 @@ def test_keygen_and_registry_commands(tmp_path: Path, capsys: pytest.CaptureFixt
     publics.append(str(run("keygen", "--role", "supplier", "--id", "s1",
                            "--out", str(tmp_path / "s1"))["public"]))  # fmt: skip
     publics.append(str(run("keygen", "--role", "household", "--id", "h1", "--supplier", "s1",
-                           "--out", str(tmp_path / "h1"))["public"]))  # fmt: skip
+                           "--region", "r1", "--out", str(tmp_path / "h1"))["public"]))  # fmt: skip
     built = run("registry", "build", "--out", str(tmp_path / "reg" / "registry.json"), *publics)
     assert built["households"] == 1 and built["suppliers"] == ["s1"]
     assert Path(str(built["trust"])) == tmp_path / "reg" / TRUST
