@@ -23,6 +23,12 @@ DISCLOSED: dict[str, str] = {
     "clearing_level": "the clearing level k*, the published price (opened only on a trade)",
     "masked_demand_at_clearing": "D(k*)·r + 0, r fresh and random: uniform, as D(k*) ≥ 1",
     "masked_supply_at_clearing": "S(k*)·r + 0, r fresh and random: uniform, as S(k*) ≥ 1",
+    "shuffled_identities": "the households that bid in a period, in an order no server knows",
+    "credential_checks": "(κ − κ_h)·r + 0: 0 for a bid under its own household's name",
+    "rationing_ratios": "V/D(k*) and V/S(k*), each known to that side's accepted households "
+                        "and to their suppliers; neither V nor D nor S",
+    "claim_challenge_seed": "fresh server randomness, independent of every claim",
+    "claim_checks": "three random folds of a claim's checks plus a zero mask: 0 when honest",
 }
 
 

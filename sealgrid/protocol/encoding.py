@@ -282,11 +282,12 @@ def write_batch_header(f: object, party: int, layout: Layout, rows: int) -> None
 
 def write_book_shares(
     book: OrderBook, layout: Layout, paths: Sequence[Path], *, key: bytes | None = None,
-    chunk: int = 16384,
+    chunk: int = 16384, identity: np.ndarray | None = None,
 ) -> None:
     """Encode every bid of ``book`` as its household would and write each server's batch file.
 
     Vectorised and chunked (the same shares as :func:`encode_bid`, many rows at once).
+    ``identity``: each bid's ``(h, κ)`` as an (n, 2) field array (zeros when not given).
     """
     parties = len(paths)
     key = key if key is not None else secrets.token_bytes(16)
@@ -297,7 +298,7 @@ def write_book_shares(
         for start in range(0, len(book), chunk):
             sl = slice(start, start + chunk)
             rows = plain_vectors(layout, book.is_buy[sl], book.quantity_wh[sl], book.level[sl],
-                                 book.supplier[sl])
+                                 book.supplier[sl], None if identity is None else identity[sl])
             for f, s in zip(files, share_rows(rows, parties, key, f"chunk{start}"), strict=True):
                 f.write(s.astype("<u8").tobytes())
     finally:

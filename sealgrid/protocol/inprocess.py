@@ -13,7 +13,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from sealgrid.protocol import field as F
 from sealgrid.protocol.encoding import ShareBatch, threshold
 from sealgrid.protocol.mpcclear import Public
 from sealgrid.protocol.party import SEC_PARAM, SECINT_BITS, PartyResult, serve_period
+
+if TYPE_CHECKING:
+    from sealgrid.protocol.billing import SettleInput, SettleResult
 
 
 def one_party_mpc() -> Any:
@@ -118,6 +121,17 @@ class HubTransport:
                   for j in range(self.threshold)]
         return public, F.share(F.from_ints([value]), self.threshold, self.parties, coeffs)
 
+    async def floor_shift(self, values: np.ndarray, bits: int, shift: int) -> np.ndarray:
+        """Reconstructs in memory (tests only), like :meth:`clear`."""
+        rnd = self._next()
+        boxes = await self.hub.meet("floor", rnd, self.pid, values)
+        x = F.reconstruct([np.asarray(b, dtype=F.U64) for b in boxes], self.threshold)
+        if np.any(x >= np.uint64(1 << bits)):
+            raise ValueError("floor_shift: a value is outside its stated bits")
+        coeffs = [F.stream(bytes(16) + rnd.to_bytes(4, "little"), f"floor/{j}", x.size)
+                  for j in range(self.threshold)]
+        return F.share(x >> np.uint64(shift), self.threshold, self.parties, coeffs)[self.pid]
+
     def bytes_sent(self) -> int:
         return self.hub.sent[self.pid]
 
@@ -132,4 +146,19 @@ def run_in_process(batches: Sequence[ShareBatch], min_per_side: int = 1) -> list
                                            for b, tr in zip(batches, transports, strict=True))))
 
     results: list[PartyResult] = hub.mpc.run(all_parties())
+    return results
+
+
+def settle_in_process(inputs: Sequence[SettleInput]) -> list[SettleResult]:
+    """Run every party's :func:`~sealgrid.protocol.billing.settle_period` in this process."""
+    from sealgrid.protocol.billing import settle_period
+
+    hub = Hub(len(inputs))
+    transports = [HubTransport(hub, i) for i in range(len(inputs))]
+
+    async def all_parties() -> list[SettleResult]:
+        return list(await asyncio.gather(*(settle_period(tr, inp)
+                                           for inp, tr in zip(inputs, transports, strict=True))))
+
+    results: list[SettleResult] = hub.mpc.run(all_parties())
     return results

@@ -77,6 +77,11 @@ class Transport(Protocol):
         and where the period trades; return that and this party's degree-t share of V(k*)."""
         ...
 
+    async def floor_shift(self, values: np.ndarray, bits: int, shift: int) -> np.ndarray:
+        """Degree-t shares of ``⌊x / 2^shift⌋`` for shared integers ``0 ≤ x < 2^bits``, exact
+        (a secure bit decomposition); nothing is opened."""
+        ...
+
     def bytes_sent(self) -> int:
         """Bytes this party has sent to its peers so far."""
         ...
@@ -91,6 +96,8 @@ class PartyResult:
     households: np.ndarray  # this party's share of accepted·q·V/L per bid slot (L: its side)
     suppliers: np.ndarray  # shares of each supplier's (Q_buy, Q_buy·V/D, Q_sell, Q_sell·V/S)
     volume: np.ndarray  # this party's share of V(k*) (0 without trade), for the grid operators
+    accepted: np.ndarray  # shares of each bid's accepted buy and sell quantity, shape (2, N)
+    ratios: np.ndarray  # shares of V/D(k*) and V/S(k*) (0 without trade), for the settlement
     online_seconds: float
     bytes_sent: int
     peak_rss_bytes: int
@@ -146,6 +153,7 @@ async def serve_period(
     sides = (await reshare(net, state.accepted(public.level).reshape(-1))).reshape(2, n)
     totals = await reshare(net, state.supplier_totals(sides))
     s_count = lay.suppliers
+    ratios = np.zeros(2, dtype=F.U64)
     if public.level is None:
         households = np.zeros(n, dtype=F.U64)
         suppliers = np.zeros(4 * s_count, dtype=F.U64)
@@ -165,8 +173,8 @@ async def serve_period(
     phases["cpu"] = time.process_time() - cpu_start  # this party's CPU seconds, all phases
     peak = peak_memory_bytes()
     return PartyResult(public, np.flatnonzero(~valid), households, suppliers,
-                       np.asarray(volume, dtype=F.U64).reshape(1), online, net.bytes_sent(),
-                       peak, phases)
+                       np.asarray(volume, dtype=F.U64).reshape(1), sides, ratios, online,
+                       net.bytes_sent(), peak, phases)
 
 
 async def _ratios(net: Transport, state: PartyState, seed: bytes, d_k: np.uint64,
@@ -265,6 +273,18 @@ class MpycTransport:
         share = await self._wait(self.mpc.gather(volume))  # this party's share, not opened
         return public, F.from_ints([int(share.value if hasattr(share, "value") else share)])
 
+    async def floor_shift(self, values: np.ndarray, bits: int, shift: int) -> np.ndarray:
+        if not len(values):
+            return np.zeros(0, dtype=F.U64)
+        field = self.secint.field
+        x = self.secint.array(field.array(np.array([int(a) for a in values], dtype=object)))
+        high = self.mpc.np_to_bits(x, l=bits)[:, shift:]
+        weights = np.array([1 << i for i in range(bits - shift)], dtype=object)
+        floor = high @ self.secint.field.array(weights)
+        share = await self._wait(self.mpc.gather(floor))
+        raw = share.value if hasattr(share, "value") else share
+        return F.from_ints([int(v) for v in np.asarray(raw, dtype=object).reshape(-1)])
+
     def bytes_sent(self) -> int:
         return sum(p.protocol.nbytes_sent for p in self.mpc.parties if p.pid != self.pid)
 
@@ -283,6 +303,8 @@ def write_result(directory: Path, result: PartyResult) -> None:
     (directory / "households.u64").write_bytes(result.households.astype("<u8").tobytes())
     (directory / "suppliers.u64").write_bytes(result.suppliers.astype("<u8").tobytes())
     (directory / "volume.u64").write_bytes(result.volume.astype("<u8").tobytes())
+    (directory / "accepted.u64").write_bytes(result.accepted.astype("<u8").tobytes())
+    (directory / "ratios.u64").write_bytes(result.ratios.astype("<u8").tobytes())
     (directory / "result.json").write_text(json.dumps(info))
 
 
@@ -295,6 +317,8 @@ def read_result(directory: Path) -> PartyResult:
         households=np.fromfile(directory / "households.u64", dtype="<u8").astype(F.U64),
         suppliers=np.fromfile(directory / "suppliers.u64", dtype="<u8").astype(F.U64),
         volume=np.fromfile(directory / "volume.u64", dtype="<u8").astype(F.U64),
+        accepted=np.fromfile(directory / "accepted.u64", dtype="<u8").astype(F.U64).reshape(2, -1),
+        ratios=np.fromfile(directory / "ratios.u64", dtype="<u8").astype(F.U64),
         online_seconds=float(info["online_seconds"]),
         bytes_sent=int(info["bytes_sent"]),
         peak_rss_bytes=int(info["peak_rss_bytes"]),
