@@ -39,11 +39,14 @@ with the market, money without)`` in Wh and micro-units, and a public status per
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 
@@ -183,6 +186,8 @@ class SettleResult:
     status: tuple[str, ...]  # per household (index h − 1): SETTLED, MISSING or a refusal
     void_rows: int  # bid rows void at the binding (identity_mismatch)
     bidders: int  # households bound to a bid row
+    online_seconds: float = 0.0
+    bytes_sent: int = 0
 
 
 def subsets(parties: int) -> list[tuple[int, ...]]:
@@ -238,6 +243,8 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
     m, t, me = net.parties, net.threshold, net.pid
     hh = inp.households
     lay = inp.layout
+    await net.all_to_all(np.zeros(1, dtype=F.U64))  # line the parties' clocks up
+    start = time.perf_counter()
     n = inp.rows.shape[1]
     # 1–2. Shuffle, open the identities, zero-test the credentials.
     rows = await shuffle(net, np.asarray(inp.rows, dtype=F.U64), "settlement") if n else inp.rows
@@ -326,7 +333,8 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
         r, e, f = (tariffs[missing, i] for i in range(3))
         lines[missing, 0], lines[missing, 1] = tb, ts
         lines[missing, 4] = F.add(_times(tb, e - price), _times(ts, price - f - r))
-    return SettleResult(lines, tuple(status), void, bidders)
+    return SettleResult(lines, tuple(status), void, bidders, time.perf_counter() - start,
+                        net.bytes_sent())
 
 
 def _times(x: np.ndarray, c: np.ndarray | int) -> np.ndarray:
@@ -369,3 +377,67 @@ def _claim_checks(lay: ClaimLayout, vec: np.ndarray, x: np.ndarray, acc: np.ndar
     split = F.sub(F.sub(part["up"], part["down"]), F.add(lin, quad))
     split = F.add(split, F.mul(F.mul(part["up"], part["down"]), w[2:3]))
     return np.stack([bits, trade, split])
+
+
+# --- files: how a server process receives its settlement inputs and returns its result ----
+
+_INPUT_META = "settle.json"
+
+
+def write_input(directory: Path, inp: SettleInput) -> None:
+    """Write one server's settlement inputs to ``directory`` (raw little-endian arrays)."""
+    claimed = sorted(inp.claims)
+    claims = (np.stack([np.asarray(inp.claims[h], dtype=F.U64) for h in claimed]) if claimed
+              else np.zeros((0, inp.layout.width), dtype=F.U64))
+    meta = {"version": 1, "price": inp.price, "bids": int(inp.rows.shape[1]),
+            "households": inp.households, "claimed": claimed,
+            "quantity_bits": inp.layout.quantity_bits, "reading_bits": inp.layout.reading_bits}
+    arrays = {"settle_rows.u64": inp.rows, "settle_ratios.u64": inp.ratios,
+              "credentials.u64": inp.credentials, "claims.u64": claims}
+    for name, arr in arrays.items():
+        (directory / name).write_bytes(np.ascontiguousarray(arr, dtype="<u8").tobytes())
+    (directory / "tariffs.i64").write_bytes(
+        np.ascontiguousarray(inp.tariffs, dtype="<i8").tobytes())
+    (directory / _INPUT_META).write_text(json.dumps(meta))
+
+
+def read_input(directory: Path) -> SettleInput:
+    """Read what :func:`write_input` wrote."""
+    meta = json.loads((directory / _INPUT_META).read_text())
+    layout = ClaimLayout(int(meta["quantity_bits"]), int(meta["reading_bits"]))
+
+    def u64(name: str) -> np.ndarray:
+        return np.fromfile(directory / name, dtype="<u8").astype(F.U64)
+
+    hh = int(meta["households"])
+    claimed = [int(h) for h in meta["claimed"]]
+    claims = u64("claims.u64").reshape(len(claimed), layout.width)
+    return SettleInput(
+        rows=u64("settle_rows.u64").reshape(4, int(meta["bids"])),
+        ratios=u64("settle_ratios.u64"),
+        price=None if meta["price"] is None else int(meta["price"]),
+        credentials=u64("credentials.u64"),
+        tariffs=np.fromfile(directory / "tariffs.i64", dtype="<i8").reshape(hh, 3),
+        claims={h: claims[k] for k, h in enumerate(claimed)},
+        layout=layout,
+    )
+
+
+def write_result(directory: Path, result: SettleResult) -> None:
+    """Write a server's settlement result (shares raw, the public part as JSON)."""
+    (directory / "settle_lines.u64").write_bytes(
+        np.ascontiguousarray(result.lines, dtype="<u8").tobytes())
+    (directory / "settle_result.json").write_text(json.dumps({
+        "version": 1, "status": list(result.status), "void_rows": result.void_rows,
+        "bidders": result.bidders, "online_seconds": result.online_seconds,
+        "bytes_sent": result.bytes_sent}))
+
+
+def read_result(directory: Path) -> SettleResult:
+    """Read what :func:`write_result` wrote."""
+    info = json.loads((directory / "settle_result.json").read_text())
+    status = tuple(str(s) for s in info["status"])
+    lines = np.fromfile(directory / "settle_lines.u64", dtype="<u8").astype(F.U64)
+    return SettleResult(lines.reshape(len(status), len(LINE_COLUMNS)), status,
+                        int(info["void_rows"]), int(info["bidders"]),
+                        float(info["online_seconds"]), int(info["bytes_sent"]))

@@ -86,16 +86,20 @@ def _free_base_port(count: int) -> int:
     raise SecureClearingError("no free range of local ports")
 
 
-def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1
-                  ) -> list[PartyResult]:
-    """Start one server process per directory (mutual TLS), wait, and read their results."""
+def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1,
+                  settle: bool = False) -> list[PartyResult]:
+    """Start one server process per directory (mutual TLS), wait, and read their results.
+
+    ``settle``: run the settlement (``--settle``) instead; the caller reads its results with
+    :func:`sealgrid.protocol.billing.read_result` (the list returned is then empty).
+    """
     m = len(dirs)
     base = _free_base_port(m)
     procs = []
     for i, d in enumerate(dirs):
         cmd = [sys.executable, "-m", "sealgrid.protocol.party", "--data-dir", str(d),
                "--timeout", str(timeout), "-M", str(m), "-I", str(i), "-B", str(base),
-               "--min-per-side", str(min_per_side),
+               "--min-per-side", str(min_per_side), *(["--settle"] if settle else []),
                "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning"]
         with open(d / "party.log", "wb") as log:
             procs.append(subprocess.Popen(cmd, cwd=d, stdout=log, stderr=subprocess.STDOUT,
@@ -120,7 +124,7 @@ def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1
     if failed:
         tail = (dirs[failed[0]] / "party.log").read_text(errors="replace")[-2000:]
         raise SecureClearingError(f"server {failed[0]} failed:\n{tail}")
-    return [read_result(d) for d in dirs]
+    return [] if settle else [read_result(d) for d in dirs]
 
 
 def assemble(book: OrderBook, results: Sequence[PartyResult]) -> tuple[Clearing, np.ndarray]:

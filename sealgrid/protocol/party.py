@@ -337,10 +337,14 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--min-per-side", type=int, default=1,
                         help="accepted bids each side needs for the period to trade")
+    parser.add_argument("--settle", action="store_true",
+                        help="settle a period (protocol.billing) instead of clearing one")
     args = parser.parse_args(sys.argv[1:])
     if mpc.options.sec_param != SEC_PARAM or len(mpc.parties) < 3:
         print("run with -K 26 and at least 3 parties", file=sys.stderr)
         return 2
+    if args.settle:
+        return _settle_main(mpc, args.data_dir, args.timeout)
     batch = ShareBatch.load(args.data_dir / "shares.bin")
     if batch.party != mpc.pid:
         print("the share batch belongs to another party", file=sys.stderr)
@@ -368,6 +372,36 @@ def main() -> int:
         print(f"party {mpc.pid}: {exc}", file=sys.stderr)
         return 3
     write_result(args.data_dir, result)
+    return 0
+
+
+def _settle_main(mpc: Any, directory: Path, timeout: float) -> int:
+    """One server's settlement of a period: ``DIR/settle.json`` and arrays in, result out."""
+    from sealgrid.protocol import billing
+
+    inp = billing.read_input(directory)
+
+    async def run() -> billing.SettleResult:
+        try:
+            await asyncio.wait_for(mpc.start(), timeout)
+        except TimeoutError:
+            raise PeerTimeout("could not connect to every peer server") from None
+        try:
+            result = await billing.settle_period(MpycTransport(mpc, timeout), inp)
+        except BaseException:
+            for peer in mpc.parties:
+                if peer.pid != mpc.pid and peer.protocol is not None:
+                    peer.protocol.close_connection()
+            raise
+        await asyncio.wait_for(mpc.shutdown(), timeout)
+        return result
+
+    try:
+        result = mpc.run(run())
+    except PeerTimeout as exc:
+        print(f"party {mpc.pid}: {exc}", file=sys.stderr)
+        return 3
+    billing.write_result(directory, result)
     return 0
 
 

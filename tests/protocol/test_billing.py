@@ -27,7 +27,11 @@ from sealgrid.protocol.billing import (
     share_claim,
     shuffle,
 )
+from sealgrid.protocol.billing import read_result, write_input
+from sealgrid.protocol.certs import make_party_certificates
+from sealgrid.protocol.clearing import run_processes
 from sealgrid.protocol.encoding import Layout, ShareBatch, write_book_shares
+from sealgrid.protocol.party import read_result as read_party_result
 from sealgrid.protocol.inprocess import Hub, HubTransport, run_in_process, settle_in_process
 
 LEVELS = 16
@@ -84,14 +88,23 @@ def reference(mk: Market) -> tuple[dict[int, tuple[Side, int, Fraction]], int | 
 
 
 def run(mk: Market, tmp: Path, claims: dict[int, Claim] | None = None,
-        identity: np.ndarray | None = None) -> tuple[list, dict, int | None]:
+        identity: np.ndarray | None = None, processes: bool = False
+        ) -> tuple[list, dict, int | None]:
     layout = Layout(LEVELS, 1, MAX_Q)
     if identity is None:
         identity = np.stack([F.from_ints(mk.bidder + 1), mk.kappa[mk.bidder]], axis=1)
-    paths = [tmp / f"p{i}.bin" for i in range(3)]
+    dirs = [tmp / f"party{i}" for i in range(3)]
+    for d in dirs:
+        d.mkdir(exist_ok=True)
+    paths = [d / "shares.bin" for d in dirs]
     write_book_shares(mk.book, layout, paths, identity=identity)
     batches = [ShareBatch.load(p) for p in paths]
-    cleared = run_in_process(batches)
+    if processes:
+        make_party_certificates(dirs)
+        run_processes(dirs, 60.0)
+        cleared = [read_party_result(d) for d in dirs]
+    else:
+        cleared = run_in_process(batches)
     ref, price = reference(mk)
     if claims is None:
         claims = {}
@@ -109,6 +122,11 @@ def run(mk: Market, tmp: Path, claims: dict[int, Claim] | None = None,
                                cleared[i].accepted])
         inputs.append(SettleInput(rows, cleared[i].ratios, price, creds[i], tariffs,
                                   {h + 1: v[i] for h, v in shared.items()}, lay))
+    if processes:
+        for d, inp in zip(dirs, inputs, strict=True):
+            write_input(d, inp)
+        run_processes(dirs, 60.0, settle=True)
+        return [read_result(d) for d in dirs], ref, price
     return settle_in_process(inputs), ref, price
 
 
@@ -291,3 +309,20 @@ def test_the_shuffle_moves_rows_by_a_permutation_no_server_knows() -> None:
     for s in subsets(3):
         full = full[perms[s]]
     assert [int(g) + 1 for g in full] == order  # the composition of all three is the order
+
+
+def test_three_server_processes_settle_as_the_reference(tmp_path: Path) -> None:
+    """Real separate servers over mutual TLS, a household that traded without a reading
+    among them (its energy from the exact secure truncation)."""
+    mk = make_market(1)
+    ref, price = reference(mk)
+    assert price is not None
+    traded = [h for h, (_, acc, _) in ref.items() if acc]
+    silent = traded[0]
+    mk.readings.pop(silent, None)
+    results, ref, price = run(mk, tmp_path, processes=True)
+    lines = lines_of(results)
+    assert results[0].status[silent] == MISSING and lines[silent][0] + lines[silent][1] > 0
+    for h in range(mk.households):
+        assert list(lines[h]) == expected(mk, ref, price, h), h
+    assert results[0].status == results[1].status == results[2].status
