@@ -54,8 +54,8 @@ from sealgrid.mechanism import billing as B
 from sealgrid.protocol import field as F
 from sealgrid.protocol.disclosure import reveal_shares
 from sealgrid.protocol.encoding import RATIO_LIMIT, threshold
-from sealgrid.protocol.party import Transport, reshare
-from sealgrid.protocol.validation import prss_masks, seed_from
+from sealgrid.protocol.party import Transport, peak_memory_bytes, reshare
+from sealgrid.protocol.validation import SOUNDNESS_BITS, prss_masks, seed_from
 
 #: Columns of a settled household row (shares).
 LINE_COLUMNS = ("bought_wh", "sold_wh", "import_wh", "export_wh", "money_with", "money_without")
@@ -188,6 +188,7 @@ class SettleResult:
     bidders: int  # households bound to a bid row
     online_seconds: float = 0.0
     bytes_sent: int = 0
+    peak_rss_bytes: int = 0
 
 
 def subsets(parties: int) -> list[tuple[int, ...]]:
@@ -286,7 +287,8 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
         seed = seed_from([c.tobytes() for c in await reveal_shares(
             "claim_challenge_seed", mine, net.all_to_all)])
         vec = np.stack([np.asarray(inp.claims[h], dtype=F.U64) for h in claimed])
-        checks = _claim_checks(lay, vec, x[np.array(claimed) - 1],
+        values = _values(vec, lay)
+        checks = _claim_checks(lay, vec, values, x[np.array(claimed) - 1],
                                named[:, np.array(claimed) - 1], seed)
         _, zero = prss_masks(net.prss_keys, me, m, t, "claims", checks.size)
         opened = await reveal_shares("claim_checks", F.add(checks.reshape(-1), zero),
@@ -308,8 +310,8 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
     tariffs = np.asarray(inp.tariffs, dtype=np.int64).reshape(hh, 3)
     if accepted:
         idx = np.array(accepted) - 1
-        vec = np.stack([np.asarray(inp.claims[h], dtype=F.U64) for h in accepted])
-        part = {name: _value(vec, lay, name) for name in lay.parts}
+        keep = np.isin(np.array(claimed), np.array(accepted))
+        part = {name: v[keep] for name, v in values.items()}
         sigma, tt, imp, exp = part["side"], part["traded"], part["import"], part["export"]
         r, e, f = (tariffs[idx, i] for i in range(3))
         inner = F.sub(F.sub(_times(tt, 2 * price - f), _times(exp, e)), _times(imp, r))
@@ -334,7 +336,34 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
         lines[missing, 0], lines[missing, 1] = tb, ts
         lines[missing, 4] = F.add(_times(tb, e - price), _times(ts, price - f - r))
     return SettleResult(lines, tuple(status), void, bidders, time.perf_counter() - start,
-                        net.bytes_sent())
+                        net.bytes_sent(), peak_memory_bytes())
+
+
+def fraction_element(value: Fraction) -> int:
+    """The field element of an exact fraction (numerator times the denominator's inverse)."""
+    return value.numerator % F.MODULUS * pow(value.denominator, -1, F.MODULUS) % F.MODULUS
+
+
+def cycle_totals(lines: Sequence[np.ndarray]) -> np.ndarray:
+    """A server's shares of each household's cycle totals: the sum of its period lines."""
+    total = np.zeros_like(np.asarray(lines[0], dtype=F.U64))
+    for period in lines:
+        total = F.add(total, np.asarray(period, dtype=F.U64))
+    return total
+
+
+def group_totals(totals: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
+    """Shares of the column sums of ``totals`` (H, C) per group (a supplier, a region…):
+    row ``g`` sums the households ``h`` with ``group[h] == g``. Vectorised: the 32-bit halves
+    are summed exactly in uint64 (fewer than 2^32 rows) and combined mod p."""
+    x = np.asarray(totals, dtype=F.U64)
+    idx = np.asarray(group, dtype=np.int64)
+    lo = np.zeros((groups, x.shape[1]), dtype=F.U64)
+    hi = np.zeros((groups, x.shape[1]), dtype=F.U64)
+    np.add.at(lo, idx, x & np.uint64(0xFFFFFFFF))
+    np.add.at(hi, idx, x >> np.uint64(32))
+    out = [(int(h) << 32) + int(low) for h, low in zip(hi.ravel(), lo.ravel(), strict=True)]
+    return np.array([v % F.MODULUS for v in out], dtype=F.U64).reshape(groups, x.shape[1])
 
 
 def _times(x: np.ndarray, c: np.ndarray | int) -> np.ndarray:
@@ -343,40 +372,55 @@ def _times(x: np.ndarray, c: np.ndarray | int) -> np.ndarray:
     return F.mul(x, F.from_int64(c_arr))
 
 
-def _value(vec: np.ndarray, lay: ClaimLayout, name: str) -> np.ndarray:
-    """Shares of part ``name`` of each claim (its bits times powers of two)."""
-    start, bits = lay.parts[name]
-    out = np.zeros(vec.shape[0], dtype=F.U64)
-    for i in range(bits):
-        out = F.add(out, F.scale(vec[:, start + i], 1 << i))
-    return out
+_LIMB = 11  # powers of two applied 11 bits at a time: exact in float64 BLAS
 
 
-def _claim_checks(lay: ClaimLayout, vec: np.ndarray, x: np.ndarray, acc: np.ndarray,
-                  seed: bytes) -> np.ndarray:
+def _values(vec: np.ndarray, lay: ClaimLayout) -> dict[str, np.ndarray]:
+    """Shares of every part of each claim (its bits times powers of two), two BLAS calls."""
+    names = list(lay.parts)
+    lo = np.zeros((lay.width, len(names)))
+    hi = np.zeros((lay.width, len(names)))
+    for j, name in enumerate(names):
+        start, bits = lay.parts[name]
+        for i in range(bits):
+            (lo if i < _LIMB else hi)[start + i, j] = 1 << (i % _LIMB)
+    low = F.dot_small(vec, lo, _LIMB)
+    high = F.dot_small(vec, hi, _LIMB)
+    both = F.add(low, F.mul_small(high, 1 << _LIMB))
+    return {name: np.ascontiguousarray(both[:, j]) for j, name in enumerate(names)}
+
+
+def _claim_checks(lay: ClaimLayout, vec: np.ndarray, part: dict[str, np.ndarray],
+                  x: np.ndarray, acc: np.ndarray, seed: bytes) -> np.ndarray:
     """Degree-2 shares of three random folds per claim (bits, trade, split): all 0 if honest.
 
-    ``x``: shares of ``acc·c`` per claim; ``acc``: (2, K) accepted buy and sell quantities.
+    ``part``: shares of each part's value; ``x``: shares of ``acc·c`` per claim; ``acc``:
+    (2, K) accepted buy and sell quantities. The bits are folded with small coefficients in
+    float64 BLAS, ``R`` times (each passed falsely with probability ≤ 2^-(bits − 1)), and the
+    ``R`` folds with full random field elements.
     """
     k = vec.shape[0]
-    rho = F.stream(seed, "claim/bits", lay.width).reshape(1, -1)
+    bits = 53 - 32 - max(1, lay.width - 1).bit_length()
+    rounds = -(-SOUNDNESS_BITS // (bits - 1))
+    small = F.small_stream(seed, "claim/bits", lay.width * rounds, bits)
     sq = F.sub(F.mul(vec, vec), vec)  # β² − β: 0 for a bit
-    bits = np.zeros(k, dtype=F.U64)
-    for i in range(lay.width):
-        bits = F.add(bits, F.mul(sq[:, i], rho[:, i]))
-    part = {name: _value(vec, lay, name) for name in lay.parts}
+    folds = F.dot_small(sq, small.reshape(lay.width, rounds).astype(np.float64), bits)
+    w = F.stream(seed, "claim/folds", rounds + 3)
+    bit_check = np.zeros(k, dtype=F.U64)
+    for r in range(rounds):
+        bit_check = F.add(bit_check, F.mul(np.ascontiguousarray(folds[:, r]), w[r:r + 1]))
     sigma, tt = part["side"], part["traded"]
-    w = F.stream(seed, "claim/folds", 5)
     one_minus = F.sub(np.ones(k, dtype=F.U64), sigma)
     floor_eq = F.sub(F.sub(x, F.scale(tt, 1 << B.RATIO_BITS)), part["remainder"])
-    trade = F.add(floor_eq, F.add(F.mul(F.mul(sigma, acc[0]), w[0:1]),
-                                  F.mul(F.mul(one_minus, acc[1]), w[1:2])))
+    wt = w[rounds:]
+    trade = F.add(floor_eq, F.add(F.mul(F.mul(sigma, acc[0]), wt[0:1]),
+                                  F.mul(F.mul(one_minus, acc[1]), wt[1:2])))
     # u = I − t̂ + σ(2t̂ − I − E); u⁺ − u⁻ − u = 0 and u⁺·u⁻ = 0
     lin = F.sub(part["import"], tt)
     quad = F.mul(sigma, F.sub(F.sub(F.scale(tt, 2), part["import"]), part["export"]))
     split = F.sub(F.sub(part["up"], part["down"]), F.add(lin, quad))
-    split = F.add(split, F.mul(F.mul(part["up"], part["down"]), w[2:3]))
-    return np.stack([bits, trade, split])
+    split = F.add(split, F.mul(F.mul(part["up"], part["down"]), wt[2:3]))
+    return np.stack([bit_check, trade, split])
 
 
 # --- files: how a server process receives its settlement inputs and returns its result ----
@@ -430,7 +474,7 @@ def write_result(directory: Path, result: SettleResult) -> None:
     (directory / "settle_result.json").write_text(json.dumps({
         "version": 1, "status": list(result.status), "void_rows": result.void_rows,
         "bidders": result.bidders, "online_seconds": result.online_seconds,
-        "bytes_sent": result.bytes_sent}))
+        "bytes_sent": result.bytes_sent, "peak_rss_bytes": result.peak_rss_bytes}))
 
 
 def read_result(directory: Path) -> SettleResult:
@@ -440,4 +484,5 @@ def read_result(directory: Path) -> SettleResult:
     lines = np.fromfile(directory / "settle_lines.u64", dtype="<u8").astype(F.U64)
     return SettleResult(lines.reshape(len(status), len(LINE_COLUMNS)), status,
                         int(info["void_rows"]), int(info["bidders"]),
-                        float(info["online_seconds"]), int(info["bytes_sent"]))
+                        float(info["online_seconds"]), int(info["bytes_sent"]),
+                        int(info["peak_rss_bytes"]))
