@@ -48,6 +48,12 @@ class Reason(enum.Enum):
     UNSIGNED = "unsigned"
     BAD_SIGNATURE = "bad_signature"
     INVALID_SHARES = "invalid_shares"
+    # meter readings and enrolment (the running market's settlement)
+    TOO_EARLY = "too_early"
+    DUPLICATE_READING = "duplicate_reading"
+    READING_OUT_OF_RANGE = "reading_out_of_range"
+    ALREADY_ENROLLED = "already_enrolled"
+    NOT_ENROLLED = "not_enrolled"
 
 
 _ADVICE: dict[Reason, str] = {
@@ -68,6 +74,11 @@ _ADVICE: dict[Reason, str] = {
     Reason.UNSIGNED: "the message carries no signature or no token; sign it before sending",
     Reason.BAD_SIGNATURE: "the signature does not verify with a registered household key",
     Reason.INVALID_SHARES: "the secret shares do not form a valid encoding of one bid",
+    Reason.TOO_EARLY: "a meter reading is taken only after its period has ended",
+    Reason.DUPLICATE_READING: "this household's meter already sent a reading for the period",
+    Reason.READING_OUT_OF_RANGE: "import and export must be whole Wh from 0 to the maximum",
+    Reason.ALREADY_ENROLLED: "this household enrolled another credential with this server",
+    Reason.NOT_ENROLLED: "the household has not enrolled its credential with this server",
 }
 
 

@@ -197,6 +197,63 @@ class OutputShares:
 
 
 @dataclass(frozen=True)
+class Enrolment:
+    """A household's share of its settlement credential κ for one server, signed by the
+    household key (sent once, in a named session; the bids carry κ in their shares)."""
+
+    household: str
+    server: int
+    share: bytes  # one field element, 8 bytes little-endian
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """A server's signed acknowledgement of a household's credential share."""
+
+    server: int
+    household: str
+    share_sha256: bytes
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class MeterReading:
+    """A smart meter's reading of one period for one server, signed by the meter's key:
+    this server's shares of the household's claim (``protocol.billing.ClaimLayout``: its
+    import, export, settled energy and deviation split as bits), little-endian u64."""
+
+    household: str
+    server: int
+    period: str
+    shares: bytes
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class ReadingReceipt:
+    """A server's signed receipt for a stored meter reading."""
+
+    server: int
+    period: str
+    household: str
+    shares_sha256: bytes
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class SettlementSet:
+    """A server's signed list of the households whose reading of a period it holds, and of
+    those enrolled with it (peers intersect them before settling the period)."""
+
+    server: int
+    period: str
+    readings: tuple[str, ...]
+    enrolled: tuple[str, ...]
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
 class Outcome:
     """The public outcome of one period, the same on every server (its canonical wire bytes
     are the ``outcome`` of a :class:`PeriodStatement` and the ``public`` of
