@@ -79,6 +79,11 @@ class ClaimLayout:
     quantity_bits: int  # bits of t̂ (≤ the market's maximum quantity)
     reading_bits: int = DEFAULT_READING_BITS  # bits of the import and of the export
 
+    @classmethod
+    def of(cls, max_quantity_wh: int) -> ClaimLayout:
+        """The claims' layout in a market whose bids are at most ``max_quantity_wh``."""
+        return cls(quantity_bits=max_quantity_wh.bit_length())
+
     @property
     def split_bits(self) -> int:
         """Bits of u⁺ and of u⁻ (|u| ≤ max(reading, quantity))."""
