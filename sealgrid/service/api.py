@@ -108,6 +108,33 @@ async def outputs(request: web.Request) -> web.Response:
     return message(result)
 
 
+async def enrol(request: web.Request) -> web.Response:
+    """POST /v1/enrol: a household's share of its settlement credential (signed by it)."""
+    result = await request.app[SERVER_KEY].enrol(await request.read())
+    if isinstance(result, Rejected):
+        return refusal(result)
+    return message(result)
+
+
+async def readings(request: web.Request) -> web.Response:
+    """POST /v1/readings: a smart meter's signed reading of an ended period, as shares."""
+    result = await request.app[SERVER_KEY].reading(await request.read())
+    if isinstance(result, Rejected):
+        return refusal(result)
+    return message(result)
+
+
+async def settlement_set(request: web.Request) -> web.Response:
+    """GET /v1/internal/periods/{period}/settlement-set: for the other servers only."""
+    server = request.app[SERVER_KEY]
+    if not _from_peer(request):
+        return error("forbidden", "only the other computation servers may ask", 403)
+    found = await server.own_settlement_set(request.match_info["period"])
+    if found is None:
+        return error("not_closed", "the readings of this period are not closed", 409)
+    return message(found)
+
+
 async def hello(request: web.Request) -> web.Response:
     """POST /v1/hello: a household proves it holds its registered key, now (liveness)."""
     result = request.app[SERVER_KEY].hello(await request.read())
@@ -125,8 +152,8 @@ async def statement(request: web.Request) -> web.Response:
     return message(found)
 
 
-async def bidset(request: web.Request) -> web.Response:
-    """GET /v1/internal/periods/{period}/bidset: for the other servers only (mutual TLS)."""
+def _from_peer(request: web.Request) -> bool:
+    """Whether the client certificate (mutual TLS) is another computation server's."""
     server = request.app[SERVER_KEY]
     peercert = request.transport.get_extra_info("peercert") if request.transport else None
     names = {
@@ -135,8 +162,13 @@ async def bidset(request: web.Request) -> web.Response:
         for key, value in rdn
         if key == "commonName"
     }
-    allowed = {server_common_name(i) for i in range(len(server.cfg.servers))}
-    if not names & allowed:
+    return bool(names & {server_common_name(i) for i in range(len(server.cfg.servers))})
+
+
+async def bidset(request: web.Request) -> web.Response:
+    """GET /v1/internal/periods/{period}/bidset: for the other servers only (mutual TLS)."""
+    server = request.app[SERVER_KEY]
+    if not _from_peer(request):
         return error("forbidden", "only the other computation servers may ask", 403)
     found = await server.own_bidset(request.match_info["period"])
     if found is None:
@@ -171,8 +203,11 @@ def build_app(server: Server) -> web.Application:
     app.router.add_post("/v1/bids", submit_bid)
     app.router.add_post("/v1/outputs", outputs)
     app.router.add_post("/v1/hello", hello)
+    app.router.add_post("/v1/enrol", enrol)
+    app.router.add_post("/v1/readings", readings)
     app.router.add_get("/v1/periods/{period}", statement)
     app.router.add_get("/v1/internal/periods/{period}/bidset", bidset)
+    app.router.add_get("/v1/internal/periods/{period}/settlement-set", settlement_set)
     app.router.add_get("/v1/info", info)
     app.router.add_get("/openapi.json", openapi)
     return app

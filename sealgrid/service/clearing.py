@@ -33,6 +33,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.mechanism.market import Market
 from sealgrid.protocol import encoding
@@ -81,6 +83,8 @@ class ClearingResult:
     household: tuple[bytes, ...]
     suppliers: Mapping[str, bytes]
     volume: bytes
+    settle_rows: bytes = b""  # (4, N) u64 shares: each slot's (h, κ, accepted buy, sell)
+    ratios: bytes = b""  # u64 shares of V/D(k*), V/S(k*)
 
     @property
     def invalid_bids(self) -> int:
@@ -249,4 +253,12 @@ async def clear(req: ClearingRequest) -> ClearingResult:
         for j, sid in enumerate(req.market.suppliers)
     }
     volume = encoding.OutputShare(req.party, result.volume).to_bytes()
-    return ClearingResult(result.public, household, suppliers, volume)
+    try:
+        batch = encoding.ShareBatch.load(req.workdir / "shares.bin")
+        rows = np.concatenate([np.asarray(batch.rows[:, batch.layout.identity]).T,
+                               result.accepted])
+    except (OSError, ValueError) as exc:
+        raise ClearingFailed(f"unreadable share batch after the clearing: {exc}") from exc
+    return ClearingResult(result.public, household, suppliers, volume,
+                          np.ascontiguousarray(rows, dtype="<u8").tobytes(),
+                          np.ascontiguousarray(result.ratios, dtype="<u8").tobytes())

@@ -91,15 +91,71 @@ SCHEMAS: dict[str, Any] = {
         " the period and no sequence number: nothing in it tells when or in what order the bid"
         " arrived.",
     ),
+    "Enrolment": _msg(
+        "Enrolment",
+        {
+            "household": {"type": "string"},
+            "server": {"type": "integer"},
+            "share": {**B64, "description": "the credential share, 8 bytes little-endian"},
+            "signature": {**B64, "description": "Ed25519 by the household's key"},
+        },
+        "A household's share of its settlement credential for one server.",
+    ),
+    "Enrolled": _msg(
+        "Enrolled",
+        {
+            "server": {"type": "integer"},
+            "household": {"type": "string"},
+            "share_sha256": B64,
+            "signature": {**B64, "description": "Ed25519 by the server's signing key"},
+        },
+        "A server's acknowledgement of an enrolled credential share.",
+    ),
+    "MeterReading": _msg(
+        "MeterReading",
+        {
+            "household": {"type": "string"},
+            "server": {"type": "integer"},
+            "period": {"type": "string"},
+            "shares": {**B64, "description": "the claim's shares, little-endian u64"},
+            "signature": {**B64, "description": "Ed25519 by the household's meter key"},
+        },
+        "A smart meter's signed reading of one ended period, as this server's shares.",
+    ),
+    "ReadingReceipt": _msg(
+        "ReadingReceipt",
+        {
+            "server": {"type": "integer"},
+            "period": {"type": "string"},
+            "household": {"type": "string"},
+            "shares_sha256": B64,
+            "signature": {**B64, "description": "Ed25519 by the server's signing key"},
+        },
+        "A server's receipt for a stored reading.",
+    ),
+    "SettlementSet": _msg(
+        "SettlementSet",
+        {
+            "server": {"type": "integer"},
+            "period": {"type": "string"},
+            "readings": {"type": "array", "items": {"type": "string"}},
+            "enrolled": {"type": "array", "items": {"type": "string"}},
+            "signature": {**B64, "description": "Ed25519 by the server's signing key"},
+        },
+        "A server's households with a reading of a period, and those enrolled (servers only).",
+    ),
     "AuthRequest": _msg(
         "AuthRequest",
         {
-            "role": {"type": "string", "enum": ["household", "supplier", "operator"]},
+            "role": {"type": "string", "enum": ["household", "supplier", "operator",
+                                                "statement", "bill", "dso", "tso"]},
             "subject": {
                 "type": "string",
-                "description": "base64 pseudonym (household), supplier id or operator id",
+                "description": "base64 pseudonym (household), supplier id or operator id; "
+                "for a cycle's statement the household id, bill the supplier id, dso the "
+                "region, tso 'tso'",
             },
-            "period": {"type": "string"},
+            "period": {"type": "string", "description": "the period, or the billing cycle"},
             "nonce": {**B64, "description": "a challenge from POST /v1/challenge"},
             "signature": {**B64, "description": "Ed25519 by the key the subject names"},
         },
@@ -328,6 +384,28 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/v1/enrol": {
+            "post": {
+                "summary": "A household enrols its settlement credential share (once)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("Enrolment")}},
+                },
+                "responses": {"200": _json("Enrolled", "stored (or already the same)"),
+                              **ERRORS},
+            }
+        },
+        "/v1/readings": {
+            "post": {
+                "summary": "A smart meter's reading of an ended period, before its deadline",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("MeterReading")}},
+                },
+                "responses": {"200": _json("ReadingReceipt", "stored; the signed receipt"),
+                              **ERRORS},
+            }
+        },
         "/v1/hello": {
             "post": {
                 "summary": "Challenge–response: a household proves it holds its registered key",
@@ -361,6 +439,20 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {
                     "200": _json("BidSet", "the signed bid set"),
+                    "403": _json("Error", "forbidden"),
+                    "409": _json("Error", "not_closed"),
+                },
+            }
+        },
+        "/v1/internal/periods/{period}/settlement-set": {
+            "get": {
+                "summary": "This server's reading and enrolment sets of a period (servers only)",
+                "description": "Needs a client certificate of another computation server.",
+                "parameters": [
+                    {"name": "period", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json("SettlementSet", "the signed sets"),
                     "403": _json("Error", "forbidden"),
                     "409": _json("Error", "not_closed"),
                 },

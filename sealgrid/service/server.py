@@ -35,8 +35,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sealgrid.mechanism.bids import Reason
+from sealgrid.protocol.billing import ClaimLayout
 from sealgrid.protocol.certs import write_party_trust
-from sealgrid.service import clearing, wire
+from sealgrid.service import bills, clearing, settlement, wire
 from sealgrid.service.blind import Issuer, MalformedIssuer
 from sealgrid.service.config import ServerConfig
 from sealgrid.service.intake import (
@@ -59,21 +60,26 @@ from sealgrid.service.keys import (
     server_tls_name,
     server_trust,
 )
-from sealgrid.service.schedule import Clock, Schedule, iso, utc_now
+from sealgrid.service.schedule import BillingCalendar, Clock, Schedule, iso, utc_now
 from sealgrid.service.storage import StorageError, Store
 from sealgrid.service.wire import (
     AuthRequest,
     BidSet,
+    Enrolled,
+    Enrolment,
     IssueRequest,
     IssuerKey,
     MarketInfo,
+    MeterReading,
     Outcome,
     OutputShares,
     PeriodStatement,
     PriceGridInfo,
     PseudonymGrant,
     RateLimit,
+    ReadingReceipt,
     Receipt,
+    SettlementSet,
 )
 
 log = logging.getLogger("sealgrid.server")
@@ -115,6 +121,12 @@ class Server:
         self._drained = asyncio.Event()
         self._drained.set()
         self._gate_lock = asyncio.Lock()
+        self._settle_lock = asyncio.Lock()
+        b = cfg.billing
+        self.calendar = BillingCalendar(m.period_seconds, b.cycle_periods,
+                                        b.reading_grace_periods)
+        self.claim_layout = ClaimLayout.of(self.market.max_quantity_wh)
+        self._settle_tried: dict[str, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._session: aiohttp.ClientSession | None = None
 
@@ -270,6 +282,8 @@ class Server:
             for event in self.intake.receive(Tick(self.clock())):
                 if isinstance(event, GateClosed):
                     self._tasks.append(asyncio.create_task(self.finish_period(event.period)))
+            if not self._settle_lock.locked():
+                self._tasks.append(asyncio.create_task(self.settle_due()))
             await asyncio.sleep(interval)
 
     # -- gate closure
@@ -431,7 +445,176 @@ class Server:
         if level is not None:  # V goes to the authenticated grid operators only
             outputs += [("supplier", k, v) for k, v in sorted(result.suppliers.items())]
             outputs += [("operator", op, result.volume) for op in sorted(self.registry.operators)]
+            # what the settlement needs, never served: each slot's identity pair and accepted
+            # quantities, and the ratios, as this server's shares
+            outputs += [("settlement", "rows", result.settle_rows),
+                        ("settlement", "ratios", result.ratios)]
         return "cleared", public, outputs
+
+    # -- settlement: enrolment, readings, the period's settlement
+
+    async def enrol(self, raw: bytes) -> Enrolled | Rejected:
+        """Store a household's credential share (once; the same share again is answered)."""
+        try:
+            msg = wire.decode(Enrolment, raw)
+        except wire.WireError as exc:
+            return Rejected(Reason.MALFORMED, str(exc))
+        why = settlement.check_enrolment(msg, self.registry, self.cfg.party)
+        if why is not None:
+            return why
+        since = self.schedule.period_id(self.schedule.start_of(self.clock()))
+        stored = await self.db(self.store.enrol, msg.household, msg.share, since)
+        if stored != msg.share:
+            return Rejected(Reason.ALREADY_ENROLLED, "a different share is enrolled")
+        return wire.sign(Enrolled(self.cfg.party, msg.household, wire.sha256(msg.share)),
+                         self.key)
+
+    async def reading(self, raw: bytes) -> ReadingReceipt | Rejected:
+        """Store a meter's signed reading of an ended period, before its deadline."""
+        try:
+            msg = wire.decode(MeterReading, raw)
+        except wire.WireError as exc:
+            return Rejected(Reason.MALFORMED, str(exc))
+        why = settlement.check_reading(msg, self.registry, self.calendar, self.claim_layout,
+                                       self.cfg.party, self.clock())
+        if why is not None:
+            return why
+        if not await self.db(self.store.add_reading, msg.period, msg.household, msg.shares):
+            return Rejected(Reason.DUPLICATE_READING, "a reading of this period is stored")
+        return wire.sign(ReadingReceipt(self.cfg.party, msg.period, msg.household,
+                                        wire.sha256(msg.shares)), self.key)
+
+    def _deadline_passed(self, period: str) -> bool:
+        return self.clock() >= self.calendar.reading_deadline(period)
+
+    async def own_settlement_set(self, period: str) -> SettlementSet | None:
+        """This server's signed reading and enrolment sets of a period, once its readings
+        are closed (None before): frozen from then on, so every peer sees the same."""
+        try:
+            if not self._deadline_passed(period):
+                return None
+        except ValueError:
+            return None
+        readings = await self.db(self.store.readings, period)
+        credentials = await self.db(self.store.credentials, self._enrol_before(period))
+        return wire.sign(SettlementSet(self.cfg.party, period, tuple(sorted(readings)),
+                                       tuple(sorted(credentials))), self.key)
+
+    def _enrol_before(self, period: str) -> str:
+        """Enrolments count for a period's settlement when made before its deadline."""
+        deadline = self.calendar.reading_deadline(period)
+        return self.schedule.period_id(self.schedule.start_of(deadline))
+
+    async def _peer_settlement_set(self, peer: int, period: str,
+                                   deadline: float) -> SettlementSet:
+        assert self._session is not None
+        url = f"{self.cfg.servers[peer]}/v1/internal/periods/{period}/settlement-set"
+        loop = asyncio.get_running_loop()
+        last = "no answer"
+        while loop.time() < deadline:
+            try:
+                async with self._session.get(url, server_hostname=server_tls_name(peer)) as resp:
+                    body = await resp.read()
+                    if resp.status == 200:
+                        found = wire.decode(SettlementSet, body)
+                        if (found.server != peer or found.period != period
+                                or not wire.verify(found, self.registry.servers[peer][1])):
+                            raise settlement.SettlementFailed(
+                                f"server {peer} sent a wrong settlement set")
+                        return found
+                    last = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, TimeoutError, OSError, wire.WireError) as exc:
+                last = type(exc).__name__
+            await asyncio.sleep(0.2)
+        raise settlement.SettlementFailed(f"server {peer} did not give its settlement set "
+                                          f"({last})")
+
+    async def settle_due(self) -> None:
+        """Settle every period whose readings are closed and that is not settled yet: a
+        finished period with bids, or one with readings (a failed attempt waits 5 s)."""
+        async with self._settle_lock:
+            loop = asyncio.get_running_loop()
+            periods = sorted(set(await self.db(self.store.closed_unsettled))
+                             | set(await self.db(self.store.reading_periods)))
+            for period in periods:
+                if not self._deadline_passed(period):
+                    continue
+                if loop.time() < self._settle_tried.get(period, 0.0) + 5.0:
+                    continue
+                record = await self.db(self.store.period, period)
+                if record is not None and record.status in ("closed", "agreed"):
+                    continue  # its clearing has not finished
+                try:
+                    await self._settle(period, record)
+                    self._settle_tried.pop(period, None)
+                except Exception:  # keep serving; the period is tried again
+                    self._settle_tried[period] = loop.time()
+                    log.exception("settling period %s failed; it will be tried again", period)
+
+    async def _settle(self, period: str, record: Any) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        own = await self.own_settlement_set(period)
+        assert own is not None
+        peers = [i for i in range(len(self.cfg.servers)) if i != self.cfg.party]
+        deadline = t0 + self.cfg.market.peer_timeout_seconds
+        sets = await asyncio.gather(*(self._peer_settlement_set(j, period, deadline)
+                                      for j in peers))
+        read, enrolled = set(own.readings), set(own.enrolled)
+        for found in sets:
+            read &= set(found.readings)
+            enrolled &= set(found.enrolled)
+        names = settlement.households(self.registry)
+        price = None
+        rows = ratios = None
+        if record is not None and record.status == "cleared" and record.outcome:
+            public = wire.decode(Outcome, record.outcome.encode())
+            if public.status == "cleared":
+                price = settlement.price_milli(public.price)
+                rows = await self.db(self.store.output, period, "settlement", "rows")
+                ratios = await self.db(self.store.output, period, "settlement", "ratios")
+        inputs = settlement.inputs(
+            names=names, tariff_rows=settlement.tariffs(self.registry, self.cfg.billing, names),
+            layout=self.claim_layout, rows=rows, ratios=ratios, price=price,
+            credentials=await self.db(self.store.credentials, self._enrol_before(period)),
+            readings=await self.db(self.store.readings, period), enrolled=enrolled, read=read)
+        index = self.schedule.parse_period(period).timestamp() // self.schedule.period_seconds
+        parties = len(self.cfg.servers)
+        base = self.cfg.mpc_base_port + parties * (8 + int(index % 8))
+        request = settlement.SettlementRequest(
+            party=self.cfg.party,
+            peers=tuple(f"{urlsplit(url).hostname}:{base + i}"
+                        for i, url in enumerate(self.cfg.servers)),
+            period=period, inputs=inputs,
+            workdir=self.cfg.data_dir / "settle" / period.replace(":", ""),
+            mpc_config=self.cfg.data_dir,
+            timeout=float(max(20, self.cfg.market.peer_timeout_seconds)))
+        result = await settlement.run(request)
+        await self.db(self.store.add_settlement, period, names, result.status,
+                      result.lines.astype("<u8").tobytes(), result.void_rows, result.bidders,
+                      inputs.price)
+        log.info("period %s settled: %d households, %d bound bids, %d void, %.2f s",
+                 period, len(names), result.bidders, result.void_rows, loop.time() - t0)
+
+    def _billing_output(self, req: AuthRequest) -> OutputShares:
+        """Statement, bill, DSO or TSO shares of a cycle (runs on the database thread)."""
+        cycle = req.period
+        periods = self.calendar.periods(cycle)
+        records = self.store.settlements(periods[0], periods[-1])
+        settled = {r.period for r in records}
+        waiting = [p for p in self.store.closed_unsettled() + self.store.reading_periods()
+                   if p not in settled and periods[0] <= p <= periods[-1]]
+        state = settlement.status(self.calendar, cycle, self.clock(), waiting)
+        if req.role == "statement":
+            shares, public = settlement.statement(records, req.subject, state)
+        elif req.role == "bill":
+            shares, public = settlement.bill(records, self.registry, self.cfg.billing,
+                                             req.subject, state)
+        elif req.role == "dso":
+            shares, public = settlement.dso(records, self.registry, req.subject, state)
+        else:
+            shares, public = settlement.tso(records, self.registry, state)
+        return OutputShares(self.cfg.party, cycle, req.role, req.subject, state, shares, public)
 
     # -- outputs
 
@@ -448,8 +631,24 @@ class Server:
             req = wire.decode(AuthRequest, raw)
         except wire.WireError as exc:
             return Rejected(Reason.MALFORMED, str(exc))
-        if req.role not in ROLES:
-            return Rejected(Reason.MALFORMED, "role must be household, supplier or operator")
+        if req.role not in ROLES + bills.ROLES:
+            return Rejected(Reason.MALFORMED, "role must be household, supplier, operator,"
+                            " statement, bill, dso or tso")
+        if req.role in bills.ROLES:
+            try:
+                self.calendar.parse_cycle(req.period)
+            except ValueError as exc:
+                return Rejected(Reason.WRONG_PERIOD, f"not a billing cycle: {exc}")
+            reader = {"statement": self.registry.households.get(req.subject),
+                      "bill": self.registry.suppliers.get(req.subject),
+                      "dso": self.registry.dsos.get(req.subject),
+                      "tso": self.registry.tso if req.subject == "tso" else None}[req.role]
+            if reader is None or not wire.verify(req, reader):
+                return Rejected(Reason.BAD_SIGNATURE, f"not signed by the {req.role} key it names")
+            if not self.intake.take_challenge(req.nonce, self.clock()):
+                return Rejected(Reason.REPLAYED,
+                                "challenge unknown, used or expired; fetch a new one")
+            return wire.sign(await self.db(self._billing_output, req), self.key)
         if req.role == "household":
             try:
                 key: bytes | None = wire.b64d(req.subject)

@@ -41,6 +41,7 @@ rebuilt (``VACUUM``) so that no page still holds the old order.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import sqlite3
@@ -54,8 +55,9 @@ from sealgrid.service.intake import Participation, StoredBid
 log = logging.getLogger("sealgrid.storage")
 
 #: The schema's version, kept in the ``meta`` table. 1 had no ``meta`` table (rowid tables,
-#: ``bids.seq``); 2 keeps no order of arrival.
-SCHEMA_VERSION = 2
+#: ``bids.seq``); 2 keeps no order of arrival; 3 adds the settlement's tables (credentials,
+#: readings, settlements), created empty when a schema-2 database is opened.
+SCHEMA_VERSION = 3
 
 #: Every table: its columns and key, and the key that every read of it sorts by. Bids and
 #: participations of a period whose gate is open are in ``bids`` and ``participations``; at
@@ -94,6 +96,23 @@ TABLES: dict[str, tuple[str, str]] = {
         " shares {blob} NOT NULL, PRIMARY KEY (period, role, subject)",
         "period, role, subject",
     ),
+    # the settlement (named: households enrol and meters read under their names)
+    "credentials": (  # a household's share of κ, and the period in which it enrolled
+        "household TEXT NOT NULL, share {blob} NOT NULL, since TEXT NOT NULL,"
+        " PRIMARY KEY (household)",
+        "household",
+    ),
+    "readings": (
+        "period TEXT NOT NULL, household TEXT NOT NULL, shares {blob} NOT NULL,"
+        " PRIMARY KEY (period, household)",
+        "period, household",
+    ),
+    "settlements": (  # households: the registry's order; status: JSON list per household
+        "period TEXT NOT NULL, households {blob} NOT NULL, status TEXT NOT NULL,"
+        " lines {blob} NOT NULL, void INTEGER NOT NULL, bidders INTEGER NOT NULL,"
+        " price INTEGER, PRIMARY KEY (period)",
+        "period",
+    ),
 }
 
 _BID = "period, pseudonym, bid, payload, receipt"
@@ -107,6 +126,20 @@ def _columns(table: str) -> str:
 #: Period statuses, in order. ``closed``: gate passed, bid set frozen; ``agreed``: the
 #: servers' common bid set fixed; ``cleared`` / ``failed``: outputs (or the reason) stored.
 STATUSES = ("closed", "agreed", "cleared", "failed")
+
+
+@dataclass(frozen=True)
+class SettlementRecord:
+    """One settled period on this server: the households (registry order), their public
+    statuses and this server's shares of their lines (H × 6 little-endian u64)."""
+
+    period: str
+    households: tuple[str, ...]
+    status: tuple[str, ...]
+    lines: bytes
+    void: int
+    bidders: int
+    price: int | None
 
 
 class StorageError(Exception):
@@ -197,6 +230,11 @@ class Store:
                     f"the database has schema {version}, newer than this sealgrid's"
                     f" ({SCHEMA_VERSION}); run the sealgrid version that wrote it"
                 )
+            if version < SCHEMA_VERSION:  # 2 → 3: the new tables, created empty below
+                self._write([*(self._create(name) for name in TABLES), (
+                    "UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA_VERSION),))])
+                log.info("database schema %d → %d: settlement tables added", version,
+                         SCHEMA_VERSION)
         elif "bids" in tables:
             self._migrate_from_v1(tables)
             return
@@ -510,3 +548,66 @@ class Store:
             (period, role, subject),
         )
         return rows[0][0] if rows else None
+
+    # -- settlement
+
+    def enrol(self, household: str, share: bytes, since: str) -> bytes:
+        """Store a household's credential share unless it has one; return the stored one."""
+        rows = self._read("SELECT share FROM credentials WHERE household = ?", (household,))
+        if rows:
+            return bytes(rows[0][0])
+        self._write([("INSERT INTO credentials (household, share, since) VALUES (?, ?, ?)",
+                      (household, share, since))])
+        return share
+
+    def credentials(self, before: str) -> dict[str, bytes]:
+        """Every household's credential share enrolled in a period before ``before``."""
+        rows = self._read("SELECT household, share, since FROM credentials ORDER BY household")
+        return {h: bytes(s) for h, s, since in rows if since < before}
+
+    def add_reading(self, period: str, household: str, shares: bytes) -> bool:
+        """Store a meter reading; False (nothing written) when the household has one already."""
+        if self._read("SELECT 1 FROM readings WHERE period = ? AND household = ?",
+                      (period, household)):
+            return False
+        self._write([("INSERT INTO readings (period, household, shares) VALUES (?, ?, ?)",
+                      (period, household, shares))])
+        return True
+
+    def readings(self, period: str) -> dict[str, bytes]:
+        """The period's stored readings by household."""
+        rows = self._read("SELECT household, shares FROM readings WHERE period = ?"
+                          " ORDER BY household", (period,))
+        return {h: bytes(s) for h, s in rows}
+
+    def reading_periods(self) -> list[str]:
+        """Periods with at least one stored reading and no settlement yet, in order."""
+        rows = self._read("SELECT DISTINCT period FROM readings WHERE period NOT IN"
+                          " (SELECT period FROM settlements) ORDER BY period")
+        return [r[0] for r in rows]
+
+    def closed_unsettled(self) -> list[str]:
+        """Cleared or failed periods without a settlement yet, in order."""
+        rows = self._read("SELECT period FROM periods WHERE status IN ('cleared', 'failed')"
+                          " AND period NOT IN (SELECT period FROM settlements) ORDER BY period")
+        return [r[0] for r in rows]
+
+    def add_settlement(self, period: str, households: Sequence[str], status: Sequence[str],
+                       lines: bytes, void: int, bidders: int, price: int | None) -> None:
+        """Store a period's settlement (this server's shares of every household's line)."""
+
+        self._write([("INSERT INTO settlements (period, households, status, lines, void,"
+                      " bidders, price) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (period, _join([h.encode() for h in households]), json.dumps(list(status)),
+                       lines, void, bidders, price))])
+
+    def settlements(self, first: str, last: str) -> list[SettlementRecord]:
+        """The settlements of the periods from ``first`` to ``last`` (inclusive), in order."""
+
+        rows = self._read("SELECT period, households, status, lines, void, bidders, price"
+                          " FROM settlements WHERE period >= ? AND period <= ? ORDER BY period",
+                          (first, last))
+        return [SettlementRecord(p, tuple(h.decode() for h in _split(hh)),
+                                 tuple(json.loads(st)), bytes(lines), int(v), int(b),
+                                 None if price is None else int(price))
+                for p, hh, st, lines, v, b, price in rows]

@@ -26,7 +26,7 @@ from sealgrid.service.intake import (
     SubmitBid,
 )
 from sealgrid.service.schedule import Schedule
-from sealgrid.service.storage import StorageError, Store
+from sealgrid.service.storage import SCHEMA_VERSION, StorageError, Store
 
 NOW = dt.datetime(2026, 11, 22, 21, 7, tzinfo=dt.UTC)
 PERIOD = "2026-11-22T21:45:00Z"
@@ -189,9 +189,9 @@ def test_sqlite_database_of_the_first_schema_is_migrated(tmp_path, caplog) -> No
     conn = sqlite3.connect(path, isolation_level=None)
     _migration(f"sqlite:///{path}", conn.execute)
     conn.close()
-    assert "migrated the database to schema 2" in caplog.text
+    assert f"migrated the database to schema {SCHEMA_VERSION}" in caplog.text
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta").fetchall() == [("2",)]
+    assert conn.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
     with pytest.raises(sqlite3.OperationalError, match="rowid"):
         conn.execute("SELECT rowid FROM bids")
     data = path.read_bytes()
@@ -204,10 +204,10 @@ def test_a_database_of_a_newer_schema_is_refused(tmp_path) -> None:
     import sqlite3
 
     conn = sqlite3.connect(tmp_path / "new.sqlite")
-    conn.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
+    conn.execute("UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA_VERSION + 1),))
     conn.commit()
     conn.close()
-    with pytest.raises(StorageError, match="schema 3, newer than this sealgrid's"):
+    with pytest.raises(StorageError, match=f"schema {SCHEMA_VERSION + 1}, newer than this"):
         Store(url)
 
 
@@ -279,3 +279,29 @@ def test_postgresql_database_of_the_first_schema_is_migrated(postgres_url: str) 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         _migration(postgres_url, lambda sql, params=(): conn.execute(
             sql.replace("?", "%s"), params) if sql.strip() else None)
+
+
+def test_a_schema_2_database_gains_the_settlement_tables(tmp_path) -> None:
+    """Opening a database of schema 2 adds the settlement's tables, empty, and says 3;
+    a reading is stored once and a credential share once."""
+    import sqlite3
+
+    path = tmp_path / "v2.sqlite"
+    store = Store(f"sqlite:///{path}")
+    store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    for table in ("credentials", "readings", "settlements"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("UPDATE meta SET value = '2' WHERE name = 'schema'")
+    conn.close()
+    store = Store(f"sqlite:///{path}")
+    assert store.readings(PERIOD) == {} and store.credentials("9999") == {}
+    assert store.add_reading(PERIOD, "h1", b"x" * 8)
+    assert not store.add_reading(PERIOD, "h1", b"y" * 8)  # a second reading is not stored
+    assert store.readings(PERIOD) == {"h1": b"x" * 8}
+    assert store.enrol("h1", b"a" * 8, PERIOD) == b"a" * 8
+    assert store.enrol("h1", b"b" * 8, PERIOD) == b"a" * 8  # the first share stays
+    assert store.credentials(PERIOD) == {} and store.credentials(LATER) == {"h1": b"a" * 8}
+    store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta").fetchall() == [("3",)]
