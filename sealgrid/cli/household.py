@@ -1,4 +1,5 @@
-"""``sealgrid household register|bid|result`` and ``sealgrid aggregates``: the market's clients."""
+"""``sealgrid household register|enrol|bid|tokens|result|statement`` and ``sealgrid aggregates``:
+the market's clients."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid household`` (with its actions) and ``sealgrid aggregates``."""
-    parser = sub.add_parser("household", help="a household agent: register, bid, fetch results")
+    parser = sub.add_parser(
+        "household", help="a household agent: register, enrol, bid, fetch results and statements")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -24,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     reg = actions.add_parser("register", help="challenge–response with every server")
     common(reg)
     reg.set_defaults(func=run_register)
+    enr = actions.add_parser("enrol", help="enrol the settlement credential's shares with "
+                             "every server (done once by itself when tokens are fetched)")
+    common(enr)
+    enr.set_defaults(func=run_enrol)
     bid = actions.add_parser("bid", help="send a bid or offer under a fresh pseudonym")
     common(bid)
     bid.add_argument("--side", required=True, choices=("buy", "sell"))
@@ -40,14 +46,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(res)
     res.add_argument("--period", required=True, help="the period bid for")
     res.set_defaults(func=run_result)
+    stm = actions.add_parser("statement", help="this household's bill of one billing cycle, "
+                             "a line per period")
+    common(stm)
+    stm.add_argument("--cycle", required=True,
+                     help="the billing cycle: the start of its first period (ISO 8601 UTC)")
+    stm.set_defaults(func=run_statement)
 
-    agg = sub.add_parser("aggregates", help="a supplier's totals or the region totals")
+    agg = sub.add_parser("aggregates", help="a supplier's or operator's totals of a period, or "
+                         "a DSO's or the TSO's totals of a billing cycle")
     agg.add_argument("--data-dir", required=True, type=Path)
-    agg.add_argument("--role", choices=("supplier", "operator"), required=True)
-    agg.add_argument("--id", required=True, help="supplier id (s1 …) or operator id (dso)")
-    agg.add_argument("--period", required=True)
+    agg.add_argument("--role", choices=("supplier", "operator", "dso", "tso"), required=True)
+    agg.add_argument("--id", required=True, help="supplier id (s1 …), operator id (dso), a "
+                     "DSO's region (r1 …) or tso")
+    agg.add_argument("--period", help="the period (roles supplier and operator)")
+    agg.add_argument("--cycle", help="the billing cycle: the start of its first period "
+                     "(roles dso and tso)")
     agg.add_argument("--json", action="store_true")
-    agg.set_defaults(func=run_aggregates)
+    agg.set_defaults(func=run_aggregates, parser=agg)
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> None:
@@ -76,6 +92,26 @@ def _public(outcome: Any) -> dict[str, Any] | None:
     from sealgrid.service.wire import to_dict
 
     return {k: v for k, v in to_dict(outcome).items() if k not in ("type", "v")}
+
+
+def run_enrol(args: argparse.Namespace) -> int:
+    """Send every server its share of this household's credential; check each answer."""
+
+    async def work(agent: Any) -> tuple[dict[int, bytes], dict[int, Any]]:
+        got: tuple[dict[int, bytes], dict[int, Any]] = await agent.enrol(again=True)
+        return got
+
+    enrolled, refused = _run(args, work)
+    data = {
+        "household": args.household,
+        "enrolled": {str(i): d.hex() for i, d in sorted(enrolled.items())},
+        "refused": {str(i): e.reason.value for i, e in sorted(refused.items())},
+    }
+    lines = [f"server {i}: credential share enrolled (sha256 {d[:16]}…, signature checked)"
+             for i, d in data["enrolled"].items()]
+    lines += [f"server {i}: refused: {e}" for i, e in sorted(refused.items())]
+    _emit(args, data, lines)
+    return 1 if refused else 0
 
 
 def run_register(args: argparse.Namespace) -> int:
@@ -135,10 +171,17 @@ def run_tokens(args: argparse.Namespace) -> int:
         periods: list[str] = await agent.fetch_tokens(args.periods)
         return periods
 
-    periods = _run(args, work)
+    async def both(agent: Any) -> tuple[list[str], dict[int, Any]]:
+        return await work(agent), dict(agent.enrolment_refusals)
+
+    periods, refused = _run(args, both)
     lines = [f"tokens kept for {p}" for p in periods] or ["no tokens could be fetched"]
-    _emit(args, {"periods": periods}, lines)
-    return 0 if periods else 1
+    lines += [f"server {i}: credential enrolment refused: {e}" for i, e in sorted(refused.items())]
+    data: dict[str, Any] = {"periods": periods}
+    if refused:
+        data["enrolment_refused"] = {str(i): e.reason.value for i, e in sorted(refused.items())}
+    _emit(args, data, lines)
+    return 0 if periods and not refused else 1
 
 
 def run_result(args: argparse.Namespace) -> int:
@@ -168,13 +211,57 @@ def run_result(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_statement(args: argparse.Namespace) -> int:
+    """Fetch this household's statement of a billing cycle from every server and rebuild it."""
+    from sealgrid.service.bills import statement_doc
+
+    async def work(agent: Any) -> Any:
+        return await agent.statement(args.cycle)
+
+    out = _run(args, work)
+    doc = billing_doc(lambda: statement_doc(args.household, args.cycle, out))
+    if args.json:
+        _emit(args, doc, [])
+        return 0
+    from sealgrid.cli.common import print_table
+
+    print(f"household {doc['household']}, cycle {doc['cycle']}: {doc['status']}")
+    print_table(
+        ("period", "status", "price", "traded kWh", "import kWh", "export kWh", "money",
+         "without market"),
+        [(p["period"], p["status"], p["price"], p["traded_kwh"], p["import_kwh"],
+          p["export_kwh"], p["money"], p["money_without_market"]) for p in doc["periods"]],
+    )
+    print(f"amount to pay: {doc['amount']:.2f} (without the market: "
+          f"{doc['amount_without_market']:.2f}); money is positive when received")
+    return 0
+
+
+def billing_doc(make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``make`` (fetch, rebuild, read a billing output); a rebuilt output whose parts do
+    not fit its kind becomes one line, like the service's errors."""
+    from sealgrid.cli import CliError
+
+    try:
+        return make()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"the servers' billing output does not read as one: {exc}") from exc
+
+
 def run_aggregates(args: argparse.Namespace) -> int:
-    """Fetch a supplier's totals or the region totals, signed by every server."""
+    """Fetch a supplier's or operator's totals of a period, or a DSO's or the TSO's totals of
+    a billing cycle, signed by every server."""
     from sealgrid.cli import CliError
     from sealgrid.service.agent import AgentError, ServiceError, read_totals
     from sealgrid.service.client import Client
     from sealgrid.service.keys import TRUST, DataDirError, Registry, load_signing_key
 
+    if args.role in ("dso", "tso"):
+        if args.cycle is None or args.period is not None:
+            args.parser.error(f"--role {args.role} takes --cycle (not --period)")
+        return run_cycle_totals(args)
+    if args.period is None or args.cycle is not None:
+        args.parser.error(f"--role {args.role} takes --period (not --cycle)")
     folder = "suppliers" if args.role == "supplier" else "operators"
 
     async def go() -> Any:
@@ -199,4 +286,53 @@ def run_aggregates(args: argparse.Namespace) -> int:
         kwh = (data["bought_wh"] / 1000, data["sold_wh"] / 1000)
         lines.append(f"bought {kwh[0]:g} kWh, sold {kwh[1]:g} kWh on the market")
     _emit(args, data, lines)
+    return 0
+
+
+def run_cycle_totals(args: argparse.Namespace) -> int:
+    """A DSO's region totals per supplier, or the TSO's totals per region, of one cycle."""
+    from sealgrid.cli import CliError
+    from sealgrid.cli.common import print_table
+    from sealgrid.service.agent import AgentError, ServiceError, read_billing
+    from sealgrid.service.bills import dso_doc, tso_doc
+    from sealgrid.service.client import Client
+    from sealgrid.service.keys import (
+        TRUST,
+        DataDirError,
+        Registry,
+        load_signing_key,
+        private_key_path,
+    )
+
+    async def go() -> Any:
+        registry = Registry.load(args.data_dir / "registry.json")
+        key = load_key(private_key_path(args.data_dir, args.role, args.id))
+        async with Client(registry, args.data_dir / TRUST) as client:
+            return await read_billing(client, args.role, args.id, args.cycle, key)
+
+    def load_key(path: Path) -> Any:
+        if not path.exists():
+            what = f"the DSO of region {args.id!r}" if args.role == "dso" else "the TSO"
+            raise CliError(f"no key of {what} in {args.data_dir} (looked for {path})")
+        return load_signing_key(path)
+
+    try:
+        out = asyncio.run(go())
+    except (ServiceError, DataDirError, AgentError) as exc:
+        raise CliError(str(exc)) from exc
+    if args.role == "dso":
+        doc = billing_doc(lambda: dso_doc(args.id, args.cycle, out))
+        rows = [(s["supplier"], s["import_kwh"], s["export_kwh"]) for s in doc["suppliers"]]
+        head = ("supplier", "import kWh", "export kWh")
+        title = f"DSO of region {args.id}, cycle {args.cycle}: {doc['status']}"
+    else:
+        doc = billing_doc(lambda: tso_doc(args.cycle, out))
+        rows = [(r["region"], r["import_kwh"], r["export_kwh"]) for r in doc["regions"]]
+        head = ("region", "import kWh", "export kWh")
+        title = f"TSO, cycle {args.cycle}: {doc['status']}"
+    if args.json:
+        print(json.dumps(doc, sort_keys=True))
+    else:
+        print(title)
+        print_table(head, rows)
     return 0

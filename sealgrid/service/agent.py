@@ -20,27 +20,49 @@ One period of a household, in order:
    under are compared with those every server published.
 
 Suppliers and grid operators read their totals with :func:`read_totals`.
+
+The running market also settles every household from its smart meter (SPEC §7):
+
+* **Credential.** Each household makes once a random credential ``κ`` (a field element,
+  :class:`Credential`), kept 0600 in its own store with fixed Shamir shares per server. It
+  enrols each server's share (signed by the household key) in the named session it opens to
+  fetch tokens, once per server; every bid carries ``(h, κ)`` in its shares, so the servers can
+  bind a pseudonymous result to the household's meter after an oblivious shuffle, and nobody
+  but the household can have a bid settled on its account.
+* **Meter readings.** :meth:`HouseholdAgent.read_meter` builds the household's claim for one
+  period (:class:`~sealgrid.protocol.billing.Claim`: its import and export, and its settled
+  energy from its own result, kept in the store once fetched), shares it and sends each server
+  its share signed by the meter key, over connections of their own.
+* **Billing outputs.** :func:`read_billing` fetches a statement, bill or DSO/TSO total from
+  every server, checks signatures and that the public parts agree, and rebuilds the integers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.mechanism.auction import traded_wh
-from sealgrid.mechanism.bids import Bid, BidRejected, Side, check_bid
+from sealgrid.mechanism.bids import Bid, BidRejected, Reason, Side, check_bid
 from sealgrid.mechanism.market import Market
 from sealgrid.protocol import encoding
+from sealgrid.protocol import field as F
+from sealgrid.protocol.billing import DEFAULT_READING_BITS, Claim, ClaimLayout, share_claim
 from sealgrid.service import wire
+from sealgrid.service.bills import Rebuilt
 from sealgrid.service.client import BidOutcome, Client, HouseholdClient, ServiceError
 from sealgrid.service.household import Pseudonym
 from sealgrid.service.keys import (
@@ -49,18 +71,25 @@ from sealgrid.service.keys import (
     Registry,
     household_profile,
     load_signing_key,
+    meter_key_path,
     write_private,
 )
 from sealgrid.service.schedule import iso, parse_time
-from sealgrid.service.wire import MarketInfo, Outcome, OutputShares, Receipt
+from sealgrid.service.wire import MarketInfo, Outcome, OutputShares, ReadingReceipt, Receipt
 
 
 class AgentError(Exception):
     """The household agent cannot go on (no such pseudonym, servers that disagree, …)."""
 
 
-def encode_payloads(bid: Bid, market: Market, parties: int) -> list[bytes]:
-    """Split one checked bid into one share payload per server (index = server)."""
+def encode_payloads(
+    bid: Bid, market: Market, parties: int, identity: tuple[int, int] = (0, 0)
+) -> list[bytes]:
+    """Split one checked bid into one share payload per server (index = server).
+
+    ``identity``: the household's registry index and credential ``κ`` (the agent's bids carry
+    them; ``(0, 0)`` is a bid no settlement can bind to a household).
+    """
     shares = encoding.encode_bid(
         bid.side is Side.BUY,
         bid.quantity_wh,
@@ -68,6 +97,7 @@ def encode_payloads(bid: Bid, market: Market, parties: int) -> list[bytes]:
         market.supplier_index(bid.supplier),
         encoding.Layout.of(market),
         parties=parties,
+        identity=identity,
     )
     return [s.to_bytes() for s in shares]
 
@@ -121,6 +151,10 @@ class PseudonymRecord:
     quantity_wh: int | None
     issuers: dict[int, bytes] = field(default_factory=dict)  # server -> SHA-256 of its key
     tokens: dict[int, bytes] = field(default_factory=dict)  # server -> unblinded signature
+    #: the bid's final result once fetched: every server's status joined, and the rebuilt
+    #: output ``q·V/L`` (a field element) when it cleared; None before
+    result_status: str | None = None
+    result_output: int | None = None
 
     def pseudonym(self) -> Pseudonym:
         """The pseudonym with the tokens kept for it."""
@@ -132,7 +166,9 @@ class PseudonymStore:
 
     ``DIR/households/<household>.pseudonyms/<period without colons>.json`` holding the
     pseudonym's key seed, the bid's side and the digests of the issuer keys it was served
-    under. Nothing here names the household to a server: the folder is the household's own.
+    under, and its result once final. Nothing here names the household to a server: the
+    folder is the household's own. The household's settlement credential is kept there too
+    (:data:`CREDENTIAL_FILE`, see :class:`Credential`).
     """
 
     def __init__(self, folder: Path) -> None:
@@ -154,7 +190,7 @@ class PseudonymStore:
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
-        data = {
+        data: dict[str, Any] = {
             "period": record.period,
             "seed": wire.b64e(seed),
             "side": record.side.value if record.side is not None else None,
@@ -162,6 +198,8 @@ class PseudonymStore:
             "tokens": {str(i): wire.b64e(t) for i, t in sorted(record.tokens.items())},
             "issuers": {str(i): wire.b64e(d) for i, d in sorted(record.issuers.items())},
         }
+        if record.result_status is not None:
+            data["result"] = {"status": record.result_status, "output": record.result_output}
         write_private(self.path(record.period), json.dumps(data).encode())
 
     def load(self, period: str) -> PseudonymRecord:
@@ -177,11 +215,125 @@ class PseudonymStore:
             tokens = {int(i): wire.b64d(t) for i, t in data.get("tokens", {}).items()}
             side = None if data.get("side") is None else Side(data["side"])
             quantity = None if data.get("quantity_wh") is None else int(data["quantity_wh"])
-            return PseudonymRecord(data["period"], key, side, quantity, issuers, tokens)
+            result = data.get("result") or {}
+            status = None if result.get("status") is None else str(result["status"])
+            output = None if result.get("output") is None else int(result["output"])
+            return PseudonymRecord(data["period"], key, side, quantity, issuers, tokens,
+                                   status, output)
         except OSError:
             raise AgentError(f"no bid for {period} on record here") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise AgentError(f"the record of {period} is unreadable: {exc}") from None
+
+    @property
+    def credential_path(self) -> Path:
+        """The household's credential file (:class:`Credential`)."""
+        return self.folder / CREDENTIAL_FILE
+
+    def credential(self, parties: int) -> Credential:
+        """The household's credential for ``parties`` servers: the kept one, or a fresh one
+        made and kept now (the first writer wins; a credential is never replaced).
+
+        Raises:
+            AgentError: the kept credential is unreadable or made for another number of
+                servers.
+        """
+        path = self.credential_path
+        if not path.exists():
+            fresh = Credential.fresh(parties)
+            tmp = path.with_name(f"{CREDENTIAL_FILE}.{secrets.token_hex(8)}.tmp")
+            write_private(tmp, fresh.to_json().encode())
+            try:
+                os.link(tmp, path)  # fails when another process kept one first
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        try:
+            found = Credential.from_json(path.read_text())
+        except OSError as exc:
+            raise AgentError(f"cannot read the credential {path}: {exc}") from None
+        if len(found.shares) != parties:
+            raise AgentError(
+                f"the credential {path} was made for {len(found.shares)} servers, the "
+                f"registry has {parties}"
+            )
+        return found
+
+    def save_credential(self, credential: Credential) -> None:
+        """Rewrite the kept credential (to remember enrolments), atomically."""
+        path = self.credential_path
+        tmp = path.with_name(f"{CREDENTIAL_FILE}.{secrets.token_hex(8)}.tmp")
+        write_private(tmp, credential.to_json().encode())
+        os.replace(tmp, path)
+
+
+#: The credential's file in a household's store.
+CREDENTIAL_FILE = "credential.json"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A household's settlement credential ``κ`` (a field element in ``[1, p)``) and its
+    fixed Shamir shares (degree ``t``, server ``i`` at point ``i + 1``).
+
+    Made once and kept; each server is sent only its own share (:class:`~sealgrid.service.
+    wire.Enrolment`), never ``κ``. ``enrolled`` maps each server that acknowledged its share
+    to the SHA-256 it signed.
+    """
+
+    kappa: int
+    shares: tuple[int, ...]
+    enrolled: dict[int, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def fresh(cls, parties: int) -> Credential:
+        """A new random credential shared among ``parties`` servers."""
+        kappa = 1 + secrets.randbelow(F.MODULUS - 1)
+        t = encoding.threshold(parties)
+        coeffs = [np.array([secrets.randbelow(F.MODULUS)], dtype=F.U64) for _ in range(t)]
+        shares = F.share(np.array([kappa], dtype=F.U64), t, parties, coeffs)
+        return cls(kappa, tuple(int(s[0]) for s in shares))
+
+    def share_bytes(self, server: int) -> bytes:
+        """Server ``server``'s share as sent: one field element, 8 bytes little-endian."""
+        return np.asarray([self.shares[server]], dtype="<u8").tobytes()
+
+    def check(self) -> None:
+        """Check that ``κ`` is a credential and the shares lie on one polynomial through it.
+
+        Raises:
+            ValueError: they do not.
+        """
+        if not 1 <= self.kappa < F.MODULUS or not all(0 <= s < F.MODULUS for s in self.shares):
+            raise ValueError("a value lies outside the field")
+        t = encoding.threshold(len(self.shares))
+        rebuilt = F.reconstruct([np.array([s], dtype=F.U64) for s in self.shares], t)
+        if int(rebuilt[0]) != self.kappa:
+            raise ValueError("the shares do not rebuild the credential")
+
+    def to_json(self) -> str:
+        """The kept form."""
+        return json.dumps({
+            "kappa": self.kappa, "shares": list(self.shares),
+            "enrolled": {str(i): d.hex() for i, d in sorted(self.enrolled.items())},
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> Credential:
+        """Read and check the kept form.
+
+        Raises:
+            AgentError: unreadable, or shares that do not rebuild ``κ``.
+        """
+        try:
+            data = json.loads(text)
+            found = cls(int(data["kappa"]), tuple(int(s) for s in data["shares"]),
+                        {int(i): bytes.fromhex(d) for i, d in data.get("enrolled", {}).items()})
+            found.check()
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise AgentError(f"the kept credential is unreadable: {exc}") from None
+        return found
 
 
 # --------------------------------------------------------------------------- the agent
@@ -214,7 +366,8 @@ class HouseholdResult:
 
 
 class HouseholdAgent:
-    """One household: its key, its supplier, its pseudonym store, and a client of the servers."""
+    """One household: its key, its supplier, its pseudonym store, and a client of the servers
+    (and its smart meter's key, when the household's directory holds it)."""
 
     def __init__(
         self,
@@ -222,11 +375,16 @@ class HouseholdAgent:
         supplier: str,
         store: PseudonymStore,
         market: tuple[MarketInfo, Market] | None = None,
+        *,
+        meter_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.client = client
         self.supplier = supplier
         self.store = store
+        self.meter_key = meter_key
         self._market = market  # read from the servers on first use when not given
+        #: the servers that refused the credential at the last enrolment, with their reasons
+        self.enrolment_refusals: dict[int, BidRejected] = {}
 
     @classmethod
     def from_data_dir(
@@ -248,7 +406,10 @@ class HouseholdAgent:
         key = load_signing_key(data_dir / "households" / f"{household}.key")
         supplier = household_profile(data_dir, household)["supplier"]
         client = HouseholdClient(registry, data_dir / TRUST, household, key, session)
-        return cls(client, supplier, PseudonymStore.of(data_dir, household), market)
+        meter = meter_key_path(data_dir, household)
+        meter_key = load_signing_key(meter) if meter.exists() else None
+        return cls(client, supplier, PseudonymStore.of(data_dir, household), market,
+                   meter_key=meter_key)
 
     @property
     def household(self) -> str:
@@ -292,10 +453,66 @@ class HouseholdAgent:
         record = self._record(period)
         if record.side is not None:
             raise AgentError(f"a bid for {period} is already on record here (one per period)")
+        identity = self.identity()
         record.side, record.quantity_wh = bid.side, bid.quantity_wh
         self.store.save(record)
-        payloads = encode_payloads(bid, market, self.client.servers)
+        payloads = encode_payloads(bid, market, self.client.servers, identity)
         return PreparedBid(bid, record.pseudonym(), payloads)
+
+    def credential(self) -> Credential:
+        """This household's credential (made and kept on first use)."""
+        return self.store.credential(self.client.servers)
+
+    def identity(self) -> tuple[int, int]:
+        """What every bid of this household carries: ``(h, κ)``, its registry index and its
+        credential.
+
+        Raises:
+            AgentError: the household is not in the registry.
+        """
+        try:
+            index = self.client.registry.household_index(self.household)
+        except KeyError as exc:
+            raise AgentError(str(exc.args[0])) from None
+        return index, self.credential().kappa
+
+    async def enrol(self, client: HouseholdClient | None = None, *, again: bool = False
+                    ) -> tuple[dict[int, bytes], dict[int, BidRejected]]:
+        """Send every server its share of the credential (only those that have not yet
+        acknowledged it, unless ``again``), over ``client`` (default: fresh connections), and
+        remember each acknowledgement.
+
+        Returns:
+            Every server's acknowledged share digest (kept or new), and the refusals.
+
+        Raises:
+            ServiceError: a server could not be reached or its acknowledgement does not
+                verify.
+        """
+        credential = self.credential()
+        wanted = [i for i in range(self.client.servers) if again or i not in credential.enrolled]
+        refusals: dict[int, BidRejected] = {}
+        if wanted:
+            shares = {i: credential.share_bytes(i) for i in wanted}
+            if client is None:
+                named = self.client.fresh()
+                async with named:
+                    acks, refusals = await named.enrol(shares)
+            else:
+                acks, refusals = await client.enrol(shares)
+            if acks:
+                enrolled = {**credential.enrolled,
+                            **{i: a.share_sha256 for i, a in acks.items()}}
+                for i in refusals:
+                    enrolled.pop(i, None)
+                credential = Credential(credential.kappa, credential.shares, enrolled)
+                self.store.save_credential(credential)
+        self.enrolment_refusals = refusals
+        return dict(credential.enrolled), refusals
+
+    def enrolled_everywhere(self) -> bool:
+        """Whether every server has acknowledged the credential (as far as kept here)."""
+        return len(self.credential().enrolled) == self.client.servers
 
     async def fetch_tokens(self, periods: int) -> list[str]:
         """Fetch ahead the tokens of the next ``periods`` open periods (a fresh pseudonym each,
@@ -331,15 +548,25 @@ class HouseholdAgent:
     async def _obtain(self, record: PseudonymRecord, pseudonym: Pseudonym
                       ) -> dict[int, BidRejected]:
         """Every token ``pseudonym`` lacks, over fresh connections closed after each request,
-        kept in ``record``; nothing is asked when it has them all."""
-        if len(pseudonym.tokens) == self.client.servers:
+        kept in ``record``; in the same named session, the credential's enrolment with every
+        server that has not acknowledged it. Nothing is asked when nothing is missing.
+        Refusals by server (an enrolment's before a token's)."""
+        tokens = len(pseudonym.tokens) < self.client.servers
+        enrol = not self.enrolled_everywhere()
+        if not tokens and not enrol:
             return {}
+        refusals: dict[int, BidRejected] = {}
+        enrolment: dict[int, BidRejected] = {}
         issuing = self.client.fresh()
         async with issuing:
-            refusals = await issuing.obtain(pseudonym)
-        record.tokens, record.issuers = dict(pseudonym.tokens), dict(pseudonym.issuers)
-        self.store.save(record)
-        return refusals
+            if enrol:
+                _, enrolment = await self.enrol(issuing)
+            if tokens:
+                refusals = await issuing.obtain(pseudonym)
+        if tokens:
+            record.tokens, record.issuers = dict(pseudonym.tokens), dict(pseudonym.issuers)
+            self.store.save(record)
+        return {**refusals, **enrolment}
 
     async def obtain(self, prepared: PreparedBid) -> dict[int, BidRejected]:
         """Get every missing token of the pseudonym (fresh connections); return refusals."""
@@ -389,11 +616,160 @@ class HouseholdAgent:
         outcome = outcome_of(shares[0].public)
         accepted: bool | None = None
         traded: Fraction | None = None
+        output: int | None = None
         if status == "cleared":
             (output,) = reconstruct(shares)
             accepted = output != 0
             traded = traded_from_output(output, record.quantity_wh)
+        if final_status(status) and record.result_status is None:
+            record.result_status, record.result_output = status, output
+            self.store.save(record)  # what the meter's claim for the period is built from
         return HouseholdResult(period, status, outcome, accepted, traded, issuers_ok)
+
+    async def claim(self, period: str, import_wh: int, export_wh: int) -> Claim:
+        """This household's honest claim for ``period``: its meter's import and export, and
+        what it traded there: its bid's side and settled energy from its own result (kept
+        once fetched; fetched now when not), or nothing when it did not bid.
+
+        Raises:
+            AgentError: it bid but its result is not final yet (the reading must wait for
+                it), or the servers' shares disagree.
+            ServiceError: a server could not be reached or answered what does not verify.
+        """
+        try:
+            record = self.store.load(period)
+        except AgentError:
+            record = None
+        if record is None or record.quantity_wh is None or record.side is None:
+            return Claim.of(False, 0, Fraction(1), import_wh, export_wh)
+        if record.result_status is None:
+            got = await self.result(period)
+            if not final_status(got.status):
+                raise AgentError(
+                    f"the result of {period} is not available yet ({got.status}): this "
+                    "household bid in the period, and its reading must wait for the result "
+                    "(the claim carries what the bid traded)"
+                )
+            record = self.store.load(period)
+        return claim_of(record, import_wh, export_wh)
+
+    async def read_meter(self, period: str, import_wh: int, export_wh: int) -> ReadingOutcome:
+        """Send the meter's reading of ``period``: the claim shared, one share to each
+        server signed by the meter key, over connections of their own; each receipt checked.
+
+        Raises:
+            AgentError: no meter key here, a reading out of range, or the result the claim
+                needs is not available yet.
+            ServiceError: a server could not be reached or answered what does not verify.
+        """
+        if self.meter_key is None:
+            raise AgentError(f"no smart-meter key for household {self.household} here")
+        _, market = await self.market()
+        layout = ClaimLayout.of(market.max_quantity_wh)
+        for what, wh in (("import", import_wh), ("export", export_wh)):
+            check_reading(what, wh, layout.max_reading_wh())
+        claim = await self.claim(period, import_wh, export_wh)
+        try:
+            shares = share_claim(claim, layout, self.client.servers)
+        except ValueError as exc:
+            raise AgentError(f"the claim does not fit the market's layout: {exc}") from None
+        payloads = {i: np.asarray(v, dtype="<u8").tobytes() for i, v in enumerate(shares)}
+        meter = self.client.fresh()
+        async with meter:
+            receipts, refusals = await meter.send_readings(period, payloads, self.meter_key)
+        return ReadingOutcome(period, claim, receipts, refusals)
+
+    async def statement(self, cycle: str) -> Rebuilt:
+        """This household's statement of a billing cycle, rebuilt from every server."""
+        named = self.client.fresh()
+        async with named:
+            return await read_billing(named, "statement", self.household, cycle, self.client.key)
+
+
+#: A household result's statuses (every server's joined) after which it never changes.
+FINAL_STATUSES = frozenset({"cleared", "no_trade", "failed", "invalid", "excluded", "unknown"})
+
+
+def final_status(status: str) -> bool:
+    """Whether a joined result status is final: no server says ``pending`` (or anything new);
+    a mixture of final statuses (a bid some servers never received) is final too."""
+    return all(part in FINAL_STATUSES for part in status.split("/"))
+
+
+def claim_of(record: PseudonymRecord, import_wh: int, export_wh: int) -> Claim:
+    """The honest claim of a household whose record of the period holds its bid's final
+    result: on a cleared period, its quantity when accepted and the side's rationing ratio
+    rebuilt from the output; nothing traded otherwise.
+
+    Raises:
+        AgentError: no final result kept, or a result that is not a rationed amount.
+    """
+    sell = record.side is Side.SELL
+    status = record.result_status
+    if status is None or not final_status(status):
+        raise AgentError(f"no final result of {record.period} is kept here")
+    if status == "cleared" and record.result_output and record.quantity_wh:
+        try:
+            ratio = encoding.side_ratio(record.result_output, record.quantity_wh)
+        except ValueError as exc:
+            raise AgentError(f"the kept output is not a rationed amount: {exc}") from None
+        return Claim.of(sell, record.quantity_wh, ratio, import_wh, export_wh)
+    if "cleared" in status.split("/") and status != "cleared":
+        raise AgentError(f"the servers disagree on the result of {record.period} ({status})")
+    return Claim.of(sell, 0, Fraction(1), import_wh, export_wh)
+
+
+#: The largest import or export a reading carries (Wh), whatever the market's bids.
+MAX_READING_WH = (1 << DEFAULT_READING_BITS) - 1
+
+
+def check_reading(what: str, wh: int, max_wh: int = MAX_READING_WH) -> int:
+    """Check one reading in whole Wh.
+
+    Raises:
+        AgentError: below 0 or above ``max_wh`` (``reading_out_of_range``).
+    """
+    if not 0 <= wh <= max_wh:
+        raise AgentError(str(BidRejected(
+            Reason.READING_OUT_OF_RANGE,
+            f"{what} {Decimal(wh) / 1000} kWh; allowed 0 … {Decimal(max_wh) / 1000} kWh",
+        )))
+    return wh
+
+
+def reading_wh(what: str, text: str, max_wh: int = MAX_READING_WH) -> int:
+    """A reading given at the edge in kWh (at most three decimals), in whole Wh.
+
+    Raises:
+        AgentError: not a number, negative, not whole Wh or above ``max_wh``
+            (``reading_out_of_range``, naming the rule and the allowed range).
+    """
+    allowed = f"allowed 0 … {Decimal(max_wh) / 1000} kWh in steps of 0.001 kWh"
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise AgentError(str(BidRejected(
+            Reason.READING_OUT_OF_RANGE, f"{what} {text!r} is not a number of kWh; {allowed}")))
+    wh = value * 1000
+    if wh != wh.to_integral_value():
+        raise AgentError(str(BidRejected(
+            Reason.READING_OUT_OF_RANGE, f"{what} {text} kWh is not whole Wh; {allowed}")))
+    if not 0 <= wh <= max_wh:
+        raise AgentError(str(BidRejected(
+            Reason.READING_OUT_OF_RANGE, f"{what} {text} kWh; {allowed}")))
+    return int(wh)
+
+
+@dataclass(frozen=True)
+class ReadingOutcome:
+    """What each server said to one meter reading: a verified receipt or a refusal."""
+
+    period: str
+    claim: Claim
+    receipts: dict[int, ReadingReceipt]
+    refusals: dict[int, BidRejected]
 
 
 def traded_from_output(output: int, accepted_wh: int) -> Fraction:
@@ -453,18 +829,76 @@ async def read_totals(
     return Totals(period, status, outcome, bought, sold)
 
 
+def rebuild_billing(shares: Sequence[OutputShares]) -> Rebuilt:
+    """Rebuild a billing output (statement, bill, DSO or TSO totals) from every server's
+    signed share (already checked to be that server's, for the role, subject and cycle asked).
+
+    The public parts must be one text on every server; the shares raw little-endian u64
+    field elements of one length, lying on one polynomial of degree ``t`` (server ``i`` at
+    point ``i + 1``); the values are read as signed integers.
+
+    Raises:
+        AgentError: public parts that differ or are no JSON object, malformed shares, or
+            shares that do not agree (a server lied).
+    """
+    ordered = sorted(shares, key=lambda s: s.server)
+    if [s.server for s in ordered] != list(range(len(ordered))) or len(ordered) < 3:
+        raise AgentError("need exactly one output share from every server (at least 3)")
+    publics = {s.public for s in ordered}
+    if len(publics) != 1:
+        raise AgentError("the servers' public parts of the output differ: "
+                         + ", ".join(f"server {s.server}: {s.public!r}" for s in ordered))
+    try:
+        public = json.loads(ordered[0].public)
+    except ValueError:
+        public = None
+    if not isinstance(public, dict):
+        raise AgentError("the output's public part is not a JSON object")
+    sizes = {len(s.shares) for s in ordered}
+    if len(sizes) != 1 or sizes.pop() % 8:
+        raise AgentError("the servers' output shares are malformed (lengths differ or are "
+                         "not whole field elements)")
+    arrays = [np.frombuffer(s.shares, dtype="<u8").astype(F.U64) for s in ordered]
+    if any(bool((a >= np.uint64(F.MODULUS)).any()) for a in arrays):
+        raise AgentError("an output share lies outside the field")
+    try:
+        values = F.reconstruct(arrays, encoding.threshold(len(arrays)))
+    except ValueError as exc:
+        raise AgentError(f"the servers' output shares do not agree: {exc}") from None
+    return Rebuilt(public, [int(v) for v in F.to_signed(values)])
+
+
+async def read_billing(
+    client: Client, role: str, subject: str, cycle: str, key: Ed25519PrivateKey
+) -> Rebuilt:
+    """Fetch and rebuild one billing output of ``cycle`` (the ISO start of its first
+    period): ``statement`` (a household), ``bill`` (a supplier), ``dso`` (a region), ``tso``.
+
+    Raises:
+        AgentError: the servers' outputs do not agree.
+        ServiceError: a server could not be reached, refused, or answered what does not
+            verify.
+    """
+    return rebuild_billing(await client.outputs(role, subject, cycle, key))
+
+
 __all__ = [
     "AgentError",
+    "Credential",
     "DataDirError",
     "HouseholdAgent",
     "HouseholdResult",
     "PreparedBid",
     "PseudonymRecord",
     "PseudonymStore",
+    "ReadingOutcome",
     "ServiceError",
     "Totals",
     "encode_payloads",
     "outcome_of",
+    "read_billing",
     "read_totals",
+    "reading_wh",
+    "rebuild_billing",
     "reconstruct",
 ]

@@ -3,8 +3,11 @@
 The household sends each server its own share payload under one fresh pseudonym, checks
 every receipt's signature against the registry, and later asks each server for its share of
 the household's result with a request signed by the pseudonym key. Suppliers and operators
-ask likewise with their own keys. Reconstructing values from shares belongs to
-:mod:`sealgrid.protocol`; this module moves and checks signed messages.
+ask likewise with their own keys. Under its own name the household enrols each server's share
+of its settlement credential, and its smart meter sends each server its share of the period's
+claim (signed by the meter key); every acknowledgement and receipt is checked.
+Reconstructing values from shares belongs to :mod:`sealgrid.protocol`; this module moves and
+checks signed messages.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +40,15 @@ from sealgrid.service.household import (
 )
 from sealgrid.service.keys import Registry, server_tls_name
 from sealgrid.service.wire import (
+    Enrolled,
+    Enrolment,
     IssuerKey,
     MarketInfo,
+    MeterReading,
     OutputShares,
     PeriodStatement,
     PseudonymGrant,
+    ReadingReceipt,
     Receipt,
 )
 
@@ -264,8 +271,12 @@ class Client:
             raw = auth_request(role, subject, period, nonce, key)
             status, body = await self.call(server, "POST", "/v1/outputs", raw)
             if status != 200:
-                raise ServiceError(f"server {server} refused: {body.decode(errors='replace')}")
-            got = wire.decode(OutputShares, body)
+                raise ServiceError(f"server {server} refused: {_said(body)}")
+            try:
+                got = wire.decode(OutputShares, body)
+            except wire.WireError as exc:
+                raise ServiceError(f"server {server}'s output shares are malformed: {exc}"
+                                   ) from None
             good = got.server == server and (got.role, got.subject, got.period) == (
                 role,
                 subject,
@@ -403,6 +414,76 @@ class HouseholdClient(Client):
 
         return list(await asyncio.gather(*(one(i) for i in range(self.servers))))
 
+    async def enrol(
+        self, shares: Mapping[int, bytes]
+    ) -> tuple[dict[int, Enrolled], dict[int, BidRejected]]:
+        """Send each server ``i`` in ``shares`` its share of the household's credential
+        (``POST /v1/enrol``, signed by the household key); return the verified
+        acknowledgements and the refusals, by server.
+
+        Raises:
+            ServiceError: unreachable, or an acknowledgement that is not that server's,
+                signed by it, for this household and exactly the share sent.
+        """
+        acks: dict[int, Enrolled] = {}
+        refusals: dict[int, BidRejected] = {}
+
+        async def one(server: int) -> None:
+            share = shares[server]
+            msg = wire.sign(Enrolment(self.household, server, share), self.key)
+            status, body = await self.call(server, "POST", "/v1/enrol", wire.encode(msg))
+            if status not in (200, 201):
+                refusals[server] = await self._refusal(server, status, body)
+                return
+            try:
+                got = wire.decode(Enrolled, body)
+            except wire.WireError as exc:
+                raise ServiceError(f"server {server}'s enrolment answer is malformed: {exc}"
+                                   ) from None
+            good = (got.server, got.household, got.share_sha256) == (
+                server, self.household, wire.sha256(share))
+            if not good or not wire.verify(got, self.registry.servers[server][1]):
+                raise ServiceError(f"server {server}'s enrolment answer does not verify")
+            acks[server] = got
+
+        await asyncio.gather(*(one(i) for i in sorted(shares)))
+        return acks, refusals
+
+    async def send_readings(
+        self, period: str, payloads: Mapping[int, bytes], meter_key: Ed25519PrivateKey
+    ) -> tuple[dict[int, ReadingReceipt], dict[int, BidRejected]]:
+        """Send each server ``i`` in ``payloads`` the meter's reading of ``period`` (its share
+        of the household's claim, signed by the meter key; ``POST /v1/readings``); return the
+        verified receipts and the refusals, by server.
+
+        Raises:
+            ServiceError: unreachable, or a receipt that is not that server's, signed by it,
+                for this household, this period and exactly the shares sent.
+        """
+        receipts: dict[int, ReadingReceipt] = {}
+        refusals: dict[int, BidRejected] = {}
+
+        async def one(server: int) -> None:
+            shares = payloads[server]
+            msg = wire.sign(MeterReading(self.household, server, period, shares), meter_key)
+            status, body = await self.call(server, "POST", "/v1/readings", wire.encode(msg))
+            if status not in (200, 201):
+                refusals[server] = await self._refusal(server, status, body)
+                return
+            try:
+                got = wire.decode(ReadingReceipt, body)
+            except wire.WireError as exc:
+                raise ServiceError(f"server {server}'s reading receipt is malformed: {exc}"
+                                   ) from None
+            good = (got.server, got.period, got.household, got.shares_sha256) == (
+                server, period, self.household, wire.sha256(shares))
+            if not good or not wire.verify(got, self.registry.servers[server][1]):
+                raise ServiceError(f"server {server}'s reading receipt does not verify")
+            receipts[server] = got
+
+        await asyncio.gather(*(one(i) for i in sorted(payloads)))
+        return receipts, refusals
+
     async def issuers_match(self, pseudonym: Pseudonym) -> bool | None:
         """Check the issuer keys this pseudonym was given against the servers' statements.
 
@@ -422,6 +503,19 @@ class HouseholdClient(Client):
         return await self.outputs(
             "household", wire.b64e(pseudonym.public), pseudonym.period, pseudonym.key
         )
+
+
+def _said(body: bytes) -> str:
+    """A server's refusal as one line: its message when it sent one, else the raw body."""
+    try:
+        found = json.loads(body)
+    except ValueError:
+        found = None
+    if isinstance(found, dict) and isinstance(found.get("message"), str):
+        code = found.get("error")
+        return f"{code}: {found['message']}" if code and not found["message"].startswith(
+            f"{code}:") else found["message"]
+    return body.decode(errors="replace")
 
 
 def market_of(info: MarketInfo) -> Market:
