@@ -229,8 +229,9 @@ def run_statement(args: argparse.Namespace) -> int:
     print_table(
         ("period", "status", "price", "traded kWh", "import kWh", "export kWh", "money",
          "without market"),
-        [(p["period"], p["status"], p["price"], p["traded_kwh"], p["import_kwh"],
-          p["export_kwh"], p["money"], p["money_without_market"]) for p in doc["periods"]],
+        [(p["period"], p["status"], p["price"], f"{p['traded_kwh']:.3f}",
+          f"{p['import_kwh']:.3f}", f"{p['export_kwh']:.3f}", f"{p['money']:.2f}",
+          f"{p['money_without_market']:.2f}") for p in doc["periods"]],
     )
     print(f"amount to pay: {doc['amount']:.2f} (without the market: "
           f"{doc['amount_without_market']:.2f}); money is positive when received")
@@ -322,12 +323,14 @@ def run_cycle_totals(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     if args.role == "dso":
         doc = billing_doc(lambda: dso_doc(args.id, args.cycle, out))
-        rows = [(s["supplier"], s["import_kwh"], s["export_kwh"]) for s in doc["suppliers"]]
+        rows = [(s["supplier"], f"{s['import_kwh']:.3f}", f"{s['export_kwh']:.3f}")
+                for s in doc["suppliers"]]
         head = ("supplier", "import kWh", "export kWh")
         title = f"DSO of region {args.id}, cycle {args.cycle}: {doc['status']}"
     else:
         doc = billing_doc(lambda: tso_doc(args.cycle, out))
-        rows = [(r["region"], r["import_kwh"], r["export_kwh"]) for r in doc["regions"]]
+        rows = [(r["region"], f"{r['import_kwh']:.3f}", f"{r['export_kwh']:.3f}")
+                for r in doc["regions"]]
         head = ("region", "import kWh", "export kWh")
         title = f"TSO, cycle {args.cycle}: {doc['status']}"
     if args.json:
