@@ -38,9 +38,15 @@ with the market, money without)`` in Wh and micro-units, and a public status per
 
 from __future__ import annotations
 
+import os
+
+if __name__ == "__main__":  # one BLAS thread per server process: m servers share the cores
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import hashlib
 import json
 import secrets
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +74,9 @@ TRADE_MISMATCH = "claimed_trade_mismatch"
 SPLIT_MISMATCH = "deviation_split_mismatch"
 #: Reason a bid row is void at the binding.
 IDENTITY_MISMATCH = "identity_mismatch"
+#: The names the settlement opens (through the disclosure door), in order.
+OPENED = ("shuffled_identities", "credential_checks", "rationing_ratios",
+          "claim_challenge_seed", "claim_checks")
 #: A meter reading per period is below 2^20 Wh (about 1 MWh) by default.
 DEFAULT_READING_BITS = 20
 
@@ -491,3 +500,32 @@ def read_result(directory: Path) -> SettleResult:
                         int(info["void_rows"]), int(info["bidders"]),
                         float(info["online_seconds"]), int(info["bytes_sent"]),
                         int(info["peak_rss_bytes"]))
+
+
+def main() -> int:
+    """Entry point of one server's settlement process (MPyC options on the command line):
+    ``python -m sealgrid.protocol.billing --data-dir DIR -I i -P … --ssl -K 26`` reads
+    ``DIR/settle.json`` and its arrays (:func:`write_input`) and writes the result there."""
+    import argparse
+
+    from mpyc.runtime import mpc  # parses and strips MPyC's own options from sys.argv
+
+    from sealgrid.protocol.party import SEC_PARAM, run_party
+
+    parser = argparse.ArgumentParser(prog="sealgrid.protocol.billing")
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args(sys.argv[1:])
+    if mpc.options.sec_param != SEC_PARAM or len(mpc.parties) < 3:
+        print("run with -K 26 and at least 3 parties", file=sys.stderr)
+        return 2
+    inp = read_input(args.data_dir)
+    result = run_party(mpc, args.timeout, lambda net: settle_period(net, inp))
+    if result is None:
+        return 3
+    write_result(args.data_dir, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

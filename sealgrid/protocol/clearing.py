@@ -90,16 +90,18 @@ def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1,
                   settle: bool = False) -> list[PartyResult]:
     """Start one server process per directory (mutual TLS), wait, and read their results.
 
-    ``settle``: run the settlement (``--settle``) instead; the caller reads its results with
-    :func:`sealgrid.protocol.billing.read_result` (the list returned is then empty).
+    ``settle``: run the settlement (``python -m sealgrid.protocol.billing``) instead; the
+    caller reads its results with :func:`sealgrid.protocol.billing.read_result` (the list
+    returned is then empty).
     """
     m = len(dirs)
     base = _free_base_port(m)
     procs = []
     for i, d in enumerate(dirs):
-        cmd = [sys.executable, "-m", "sealgrid.protocol.party", "--data-dir", str(d),
-               "--timeout", str(timeout), "-M", str(m), "-I", str(i), "-B", str(base),
-               "--min-per-side", str(min_per_side), *(["--settle"] if settle else []),
+        module = "sealgrid.protocol.billing" if settle else "sealgrid.protocol.party"
+        extra = [] if settle else ["--min-per-side", str(min_per_side)]
+        cmd = [sys.executable, "-m", module, "--data-dir", str(d),
+               "--timeout", str(timeout), "-M", str(m), "-I", str(i), "-B", str(base), *extra,
                "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning"]
         with open(d / "party.log", "wb") as log:
             procs.append(subprocess.Popen(cmd, cwd=d, stdout=log, stderr=subprocess.STDOUT,

@@ -192,7 +192,7 @@ class BidShares:
             raise BidRejected(Reason.MALFORMED, "share message too short")
         magic, version, party, levels, suppliers, max_q, rows = _HEADER.unpack_from(data)
         if magic != _BID_MAGIC or version != WIRE_VERSION or rows != 1:
-            raise BidRejected(Reason.MALFORMED, f"not a version-{WIRE_VERSION} share message")
+            raise BidRejected(Reason.MALFORMED, "not a share message of this wire format version")
         try:
             layout = Layout(levels, suppliers, max_q)
         except ValueError:

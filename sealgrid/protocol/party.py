@@ -24,10 +24,10 @@ import resource
 import secrets
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -337,57 +337,38 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--min-per-side", type=int, default=1,
                         help="accepted bids each side needs for the period to trade")
-    parser.add_argument("--settle", action="store_true",
-                        help="settle a period (protocol.billing) instead of clearing one")
     args = parser.parse_args(sys.argv[1:])
     if mpc.options.sec_param != SEC_PARAM or len(mpc.parties) < 3:
         print("run with -K 26 and at least 3 parties", file=sys.stderr)
         return 2
-    if args.settle:
-        return _settle_main(mpc, args.data_dir, args.timeout)
     batch = ShareBatch.load(args.data_dir / "shares.bin")
     if batch.party != mpc.pid:
         print("the share batch belongs to another party", file=sys.stderr)
         return 2
 
-    async def run() -> PartyResult:
-        try:
-            await asyncio.wait_for(mpc.start(), args.timeout)
-        except TimeoutError:
-            raise PeerTimeout("could not connect to every peer server") from None
-        try:
-            result = await serve_period(batch, MpycTransport(mpc, args.timeout),
-                                        args.min_per_side)
-        except BaseException:
-            for peer in mpc.parties:
-                if peer.pid != mpc.pid and peer.protocol is not None:
-                    peer.protocol.close_connection()
-            raise
-        await asyncio.wait_for(mpc.shutdown(), args.timeout)
-        return result
-
-    try:
-        result = mpc.run(run())
-    except PeerTimeout as exc:
-        print(f"party {mpc.pid}: {exc}", file=sys.stderr)
+    result = run_party(mpc, args.timeout,
+                       lambda net: serve_period(batch, net, args.min_per_side))
+    if result is None:
         return 3
     write_result(args.data_dir, result)
     return 0
 
 
-def _settle_main(mpc: Any, directory: Path, timeout: float) -> int:
-    """One server's settlement of a period: ``DIR/settle.json`` and arrays in, result out."""
-    from sealgrid.protocol import billing
+R = TypeVar("R")
 
-    inp = billing.read_input(directory)
 
-    async def run() -> billing.SettleResult:
+def run_party(mpc: Any, timeout: float,
+              work: Callable[[MpycTransport], Coroutine[Any, Any, R]]) -> R | None:
+    """Connect to the peers, run ``work`` over the MPyC transport, shut down; None (after a
+    message on stderr) when a peer did not answer in time."""
+
+    async def run() -> R:
         try:
             await asyncio.wait_for(mpc.start(), timeout)
         except TimeoutError:
             raise PeerTimeout("could not connect to every peer server") from None
         try:
-            result = await billing.settle_period(MpycTransport(mpc, timeout), inp)
+            result = await work(MpycTransport(mpc, timeout))
         except BaseException:
             for peer in mpc.parties:
                 if peer.pid != mpc.pid and peer.protocol is not None:
@@ -397,12 +378,11 @@ def _settle_main(mpc: Any, directory: Path, timeout: float) -> int:
         return result
 
     try:
-        result = mpc.run(run())
+        out: R = mpc.run(run())
     except PeerTimeout as exc:
         print(f"party {mpc.pid}: {exc}", file=sys.stderr)
-        return 3
-    billing.write_result(directory, result)
-    return 0
+        return None
+    return out
 
 
 if __name__ == "__main__":

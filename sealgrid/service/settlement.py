@@ -9,8 +9,8 @@ Pure checks and builders, and the child process that runs the MPC: the asyncio s
   from what it stored: the bid rows and ratios the clearing left, the credentials and the
   readings every server holds (the peers' :class:`~sealgrid.service.wire.SettlementSet`\\ s
   are intersected first, so every server settles the same claims).
-* :func:`run`: the MPC party in a child process (``python -m sealgrid.protocol.party
-  --settle``), like the clearing.
+* :func:`run`: the MPC party in a child process (``python -m sealgrid.protocol.billing``),
+  like the clearing.
 * :func:`output`: the statement, bill, DSO or TSO answer for one billing cycle, from the
   stored settlements: linear sums of shares, nothing opened (:mod:`sealgrid.service.bills`).
 """
@@ -159,8 +159,8 @@ async def run(req: SettlementRequest) -> PB.SettleResult:
     shutil.copytree(req.mpc_config / ".config", req.workdir / ".config")
     PB.write_input(req.workdir, req.inputs)
     cmd = [
-        sys.executable, "-m", "sealgrid.protocol.party", "--data-dir", str(req.workdir),
-        "--timeout", str(req.timeout), "-I", str(req.party), "--settle",
+        sys.executable, "-m", "sealgrid.protocol.billing", "--data-dir", str(req.workdir),
+        "--timeout", str(req.timeout), "-I", str(req.party),
         *(arg for peer in req.peers for arg in ("-P", peer)),
         "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip

@@ -123,6 +123,14 @@ class Recording(HubTransport):
         self.cleared += self._new_names()
         return out
 
+    async def floor_shift(self, values: np.ndarray, bits: int, shift: int) -> np.ndarray:
+        """MPyC's exact truncation (the settlement's, for households without a reading):
+        like ``clear``, MPyC's own step; its result shares are kept in the view."""
+        out = await super().floor_shift(values, bits, shift)
+        self.view.append(np.asarray(out).ravel())
+        self.labels.append("floor_shift result")
+        return out
+
 
 @dataclass(frozen=True)
 class View:

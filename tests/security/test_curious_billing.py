@@ -20,7 +20,14 @@ import numpy as np
 
 from sealgrid.mechanism import billing as B
 from sealgrid.protocol import field as F
-from sealgrid.protocol.billing import Claim, ClaimLayout, SettleInput, settle_period, share_claim
+from sealgrid.protocol.billing import (
+    OPENED,
+    Claim,
+    ClaimLayout,
+    SettleInput,
+    settle_period,
+    share_claim,
+)
 from sealgrid.protocol.inprocess import Hub, HubTransport
 from tests.chaos.curious import Recording, homogeneity
 
@@ -42,6 +49,7 @@ def readings(seed: int) -> dict[int, tuple[int, int]]:
 
 
 A, B_ = readings(1), readings(2)
+LAST_LABELS: list[str] = []  # the labels of the last recorded view (every opening named)
 
 
 def _share(values: np.ndarray) -> list[np.ndarray]:
@@ -84,6 +92,7 @@ def record(read: dict[int, tuple[int, int]], leak: bool = False
                                            for n, inp in zip(nets, inputs, strict=True))))
 
     results = hub.mpc.run(run())
+    LAST_LABELS[:] = labels
     view.append(results[0].lines.ravel())
     if leak:
         opened = F.reconstruct([r.lines for r in results], 1)[:, 4]
@@ -111,6 +120,8 @@ def test_a_servers_view_of_the_settlement_does_not_depend_on_the_readings() -> N
     assert set(status_a) == set(status_b) and len(set(status_a)) == 1
     assert set(status_a).pop() == ("settled",) * HOUSEHOLDS
     a, b = np.stack(views_a), np.stack(views_b)
+    assert LAST_LABELS and {n for lab in LAST_LABELS if lab.startswith("a2a ")
+                            for n in lab.split()[1].split(",")} - {"sync"} == set(OPENED)
     z, df, bonferroni = homogeneity(a, b)
     print(f"settlement view: {a.shape[1]} elements, chi-square z = {z:.2f} on {df} df, "
           f"min p × positions = {bonferroni:.3g}")

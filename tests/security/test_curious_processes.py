@@ -36,7 +36,8 @@ pytestmark = pytest.mark.slow  # three server processes per run
 RUNS = 8  # per book: about 0.6 s a run on two cores
 MIN_PER_SIDE = 3
 LEVEL = 2
-SHARE_FILES = ("shares.bin", "households.u64", "suppliers.u64", "volume.u64")
+SHARE_FILES = ("shares.bin", "households.u64", "suppliers.u64", "volume.u64", "accepted.u64",
+               "ratios.u64")
 OWN_FILES = {*SHARE_FILES, "result.json", "party.log"}
 RESULT_KEYS = {"version", "public", "rejected", "online_seconds", "bytes_sent",
                "peak_rss_bytes", "phases"}
@@ -193,10 +194,11 @@ def real_runs(root: Path) -> dict[str, list[Run]]:
 def test_server_0s_directory_does_not_tell_the_books_apart(tmp_path: Path) -> None:
     runs = real_runs(tmp_path)
     assert findings(BOOKS, runs) == []
-    # what was checked: per run its batch (7 bids × 16), a share per bid, 4 per supplier, V
+    # what was checked: per run its batch (7 bids × 18), a share per bid, 4 per supplier, V,
+    # the accepted buy and sell quantity per bid and the two ratios (for the settlement)
     for label, book in BOOKS.items():
         kept = [sum(len(words(r.mine, n)) for n in SHARE_FILES) for r in runs[label]]
-        assert kept == [len(book) * (SMALL_LAYOUT.width + 1) + 4 * 2 + 1] * RUNS
+        assert kept == [len(book) * (SMALL_LAYOUT.width + 1 + 2) + 4 * 2 + 1 + 2] * RUNS
 
 
 def _with(run: Run, **files: bytes) -> Run:
