@@ -188,6 +188,11 @@ def test_supplier_index() -> None:
 # --- refusals: every reason's whole message --------------------------------------------------
 
 ADVICE = {
+    "too_early": "a meter reading is taken only after its period has ended",
+    "duplicate_reading": "this household's meter already sent a reading for the period",
+    "reading_out_of_range": "import and export must be whole Wh from 0 to the maximum",
+    "already_enrolled": "this household enrolled another credential with this server",
+    "not_enrolled": "the household has not enrolled its credential with this server",
     "malformed": "a field or the message is missing, not a number or not in its format",
     "unknown_side": "side must be 'buy' or 'sell'",
     "quantity_not_positive": "quantity must be greater than zero",

@@ -204,3 +204,17 @@ def test_input_limits_are_inclusive() -> None:
 
 def test_settlement_error_is_a_value_error() -> None:
     assert issubclass(SettlementError, ValueError)
+
+
+def test_trades_rounded_to_whole_wh_are_settled_and_a_wh_per_trade_is_not() -> None:
+    """The running market's long side is rounded down to whole Wh: under 1 Wh per trade apart
+    is settled; 1 Wh per trade apart is refused."""
+    meters = [Meter("a", "S", F(1), F(0)), Meter("b", "S", F(0), F(1)),
+              Meter("c", "S", F(0), F(1))]
+    rounded = [MarketTrade("a", Side.BUY, F("1.000")), MarketTrade("b", Side.SELL, F("0.500")),
+               MarketTrade("c", Side.SELL, F("0.499"))]  # 1 Wh short over three trades
+    assert len(settle(meters, {"S": S}, rounded, F(1)).households) == 3
+    apart = [MarketTrade("a", Side.BUY, F("1.000")), MarketTrade("b", Side.SELL, F("0.500")),
+             MarketTrade("c", Side.SELL, F("0.497"))]  # 3 Wh: a whole Wh per trade
+    with pytest.raises(SettlementError, match="must equal energy sold"):
+        settle(meters, {"S": S}, apart, F(1))
