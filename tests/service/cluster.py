@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from sealgrid.service.agent import HouseholdAgent
 from sealgrid.service.client import Client, HouseholdClient
@@ -42,7 +43,8 @@ class Cluster:
     """Data directory plus three ``sealgrid serve`` processes; kill them all with :meth:`stop`."""
 
     def __init__(
-        self, root: Path, households: int, period_seconds: int, min_per_side: int = 3
+        self, root: Path, households: int, period_seconds: int, min_per_side: int = 3,
+        **init: Any,
     ) -> None:
         self.root = root
         self.period_seconds = period_seconds
@@ -53,8 +55,9 @@ class Cluster:
             period_seconds=period_seconds,
             extra_config={
                 "market": {"peer_timeout_seconds": 20, "min_accepted_per_side": min_per_side},
-                "mpc_base_port": free_base_port(24),
+                "mpc_base_port": free_base_port(48),
             },
+            **init,
         )
         self.schedule = Schedule(period_seconds)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
