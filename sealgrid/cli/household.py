@@ -167,14 +167,11 @@ def run_tokens(args: argparse.Namespace) -> int:
     if not 1 <= args.periods <= 96:
         raise CliError("--periods must be between 1 and 96 (the servers' horizon)")
 
-    async def work(agent: Any) -> list[str]:
+    async def work(agent: Any) -> tuple[list[str], dict[int, Any]]:
         periods: list[str] = await agent.fetch_tokens(args.periods)
-        return periods
+        return periods, dict(agent.enrolment_refusals)  # the enrolment done on the way
 
-    async def both(agent: Any) -> tuple[list[str], dict[int, Any]]:
-        return await work(agent), dict(agent.enrolment_refusals)
-
-    periods, refused = _run(args, both)
+    periods, refused = _run(args, work)
     lines = [f"tokens kept for {p}" for p in periods] or ["no tokens could be fetched"]
     lines += [f"server {i}: credential enrolment refused: {e}" for i, e in sorted(refused.items())]
     data: dict[str, Any] = {"periods": periods}
