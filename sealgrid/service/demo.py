@@ -3,10 +3,12 @@
 Three servers (child processes, TLS, SQLite), ``N`` households with seeded demo bids, ``K``
 periods: every household's agent (:mod:`sealgrid.service.agent`) bids under a fresh pseudonym
 per period, the servers agree and clear under MPC at gate closure, every household fetches
-and rebuilds its own result, every supplier its totals, and the settlement (docs/mechanism.md)
-is computed with meters that read exactly the bid quantities. The settlement needs every
-household's own result, so this is the one place that gathers them: the demo plays all
-households at once; no server ever sees them.
+and rebuilds its own result, every supplier its totals. Then every household's smart meter
+sends its reading (the bid's quantity with a seeded deviation either way), the servers settle
+each household privately after the reading deadline, and each supplier reads its own bill:
+one total per customer, with and without the market (a billing cycle is one period here, so
+that every period is billed). The settlement figures come from the suppliers' bills and the
+grid operators' totals only; nothing is gathered from the households.
 """
 
 from __future__ import annotations
@@ -22,19 +24,27 @@ from typing import Any, TypeVar
 
 from sealgrid.mechanism.bids import Bid, Side, check_bid
 from sealgrid.mechanism.market import Market
-from sealgrid.mechanism.settlement import MarketTrade, Meter, Tariff, settle
-from sealgrid.service import wire
-from sealgrid.service.agent import HouseholdAgent, outcome_of, read_totals
+from sealgrid.mechanism.settlement import Tariff
+from sealgrid.service import bills, wire
+from sealgrid.service.agent import HouseholdAgent, outcome_of, read_billing, read_totals
 from sealgrid.service.client import BidOutcome
-from sealgrid.service.keys import DEFAULT_OPERATOR, load_signing_key
+from sealgrid.service.keys import (
+    DEFAULT_OPERATOR,
+    TSO_ID,
+    load_signing_key,
+    private_key_path,
+)
 from sealgrid.service.local import LocalMarket
-from sealgrid.service.schedule import Schedule, utc_now
+from sealgrid.service.schedule import BillingCalendar, Schedule, utc_now
 from sealgrid.service.wire import Outcome
 
 T = TypeVar("T")
 
-#: Demo tariffs, cents per kWh: retail (fee included), feed-in, network fee.
+#: Demo tariffs, cents per kWh: retail (fee included), feed-in, network fee (the defaults
+#: of ``sealgrid init``, which the servers bill with).
 TARIFF = Tariff(Fraction(120), Fraction(80), Fraction(5))
+#: Readings are due one period after their period ends.
+GRACE = 1
 
 Progress = Callable[[str], None]
 
@@ -64,6 +74,14 @@ async def gather_limited(limit: int, coros: Iterable[Awaitable[T]]) -> list[T]:
     return list(await asyncio.gather(*(one(c) for c in coros)))
 
 
+def demo_reading(bid: Bid, seed: int, period_index: int) -> tuple[int, int]:
+    """Household ``bid.bidder``'s seeded meter reading (import, export in Wh): its bid's
+    quantity on its side, off by up to a fifth either way."""
+    rng = random.Random(f"{seed}/{bid.bidder}/{period_index}/meter")
+    wh = max(0, round(bid.quantity_wh * (1 + (rng.random() - 0.5) * 0.4)))
+    return (wh, 0) if bid.side is Side.BUY else (0, wh)
+
+
 def next_period(schedule: Schedule, lead: float, after: str | None = None) -> str:
     """The first open period whose gate closes at least ``lead`` seconds from now (and that
     comes after the period ``after``, when given)."""
@@ -87,7 +105,8 @@ async def run_demo(
 ) -> dict[str, Any]:
     """Run the demo in ``root`` (a new data directory); return every figure it printed."""
     started = time.monotonic()
-    with LocalMarket(root, households=households, period_seconds=period_seconds) as local:
+    with LocalMarket(root, households=households, period_seconds=period_seconds,
+                     cycle_periods=1, reading_grace_periods=GRACE) as local:
         progress(f"data directory {local.root}; starting {local.servers} servers …")
         await local.wait_ready()
         async with local.client() as client:
@@ -112,6 +131,15 @@ async def run_demo(
                 await _finish(local, agents, period, bids, market, progress)
                 for period, bids in zip(chosen, all_bids, strict=True)
             ]
+            for j, (period, bids) in enumerate(zip(chosen, all_bids, strict=True)):
+                await _read_meters(local, agents, period, bids, seed, j, progress)
+            for entry in report:
+                if entry["status"] == "cleared":
+                    billed = await _bills(local, entry["period"], entry["price"], market,
+                                          progress)
+                    for sid, money in billed.pop("bills").items():
+                        entry["suppliers"][sid].update(money)
+                    entry.update(billed)
         finally:
             await session.close()
     return {
@@ -182,18 +210,6 @@ async def _finish(
 
     results = await gather_limited(32, (agents[h].result(period) for h in sorted(bids)))
     traded = {h: r.traded_wh for h, r in zip(sorted(bids), results, strict=True)}
-    meters = [
-        Meter(
-            h,
-            b.supplier,
-            Fraction(b.quantity_wh, 1000) if b.side is Side.BUY else Fraction(0),
-            Fraction(b.quantity_wh, 1000) if b.side is Side.SELL else Fraction(0),
-        )
-        for h, b in sorted(bids.items())
-    ]
-    trades = [MarketTrade(h, bids[h].side, wh / 1000) for h, wh in traded.items() if wh is not None]
-    price = None if public.price is None else Fraction(Decimal(public.price))
-    settlement = settle(meters, dict.fromkeys(market.suppliers, TARIFF), trades, price)
     supplier_report = {}
     async with local.client() as client:
         dso = load_signing_key(local.root / "operators" / f"{DEFAULT_OPERATOR}.key")
@@ -201,15 +217,10 @@ async def _finish(
         for sid in market.suppliers:
             key = load_signing_key(local.root / "suppliers" / f"{sid}.key")
             totals = await read_totals(client, "supplier", sid, period, key)
-            account = next(a for a in settlement.suppliers if a.party == sid)
             supplier_report[sid] = {
                 "bought_kwh": float((totals.bought_wh or 0) / 1000),
                 "sold_kwh": float((totals.sold_wh or 0) / 1000),
-                "with_market": float(account.with_market),
-                "without_market": float(account.without_market),
-                "difference": float(account.difference),
             }
-    households_better = sum(1 for a in settlement.households if a.difference > 0)
     return {
         "period": period,
         "status": first.status,
@@ -222,9 +233,78 @@ async def _finish(
         "servers_agree": agree,
         "results_after_gate_seconds": round(cleared_after, 2),
         "suppliers": supplier_report,
-        "households_better_off": households_better,
-        "household_difference_total": float(sum(a.difference for a in settlement.households)),
-        "grid_operator_fees": float(settlement.grid_operator.with_market),
+    }
+
+
+async def _read_meters(
+    local: LocalMarket, agents: dict[str, HouseholdAgent], period: str, bids: dict[str, Bid],
+    seed: int, index: int, progress: Progress,
+) -> None:
+    """Every household's meter sends its reading of ``period`` once the period has ended."""
+    end = (local.schedule.parse_period(period) + local.schedule.length).timestamp()
+    if end > time.time():
+        await asyncio.sleep(end - time.time())
+    readings = {h: demo_reading(bids[h], seed, index) for h in bids}
+
+    async def one(h: str) -> bool:
+        async with agents[h].client:
+            got = await agents[h].read_meter(period, *readings[h])
+        return not got.refusals
+
+    sent = await gather_limited(16, (one(h) for h in sorted(bids)))
+    progress(f"period {period}: {sum(sent)}/{len(sent)} meter readings taken by every server")
+
+
+async def _bills(
+    local: LocalMarket, period: str, public_price: str | None, market: Market,
+    progress: Progress,
+) -> dict[str, Any]:
+    """The period's bills (its own billing cycle) as each supplier reads its own, and the
+    grid operators' totals: the money with and without the market per supplier."""
+    calendar = BillingCalendar(local.schedule.period_seconds, 1, GRACE)
+    wait = calendar.billing_time(period).timestamp() - time.time()
+    if wait > 0:
+        await asyncio.sleep(wait)
+    price = Fraction(Decimal(public_price)) if public_price is not None else Fraction(0)
+    report: dict[str, Any] = {}
+    better = 0
+    total_difference = Fraction(0)
+    fees = Fraction(0)
+    deadline = time.monotonic() + 180
+    async with local.client() as client:
+        for sid in market.suppliers:
+            key = load_signing_key(private_key_path(local.root, "supplier", sid))
+            while True:
+                doc = bills.bill_doc(sid, period, await read_billing(client, "bill", sid,
+                                                                     period, key))
+                if doc["status"] == bills.BILLED or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            if doc["status"] != bills.BILLED:
+                raise TimeoutError(f"the bill of {sid} for {period} was not ready in time")
+            paid = sum(Fraction(str(c["amount"])) for c in doc["customers"])
+            paid_without = sum(Fraction(str(c["amount_without_market"]))
+                               for c in doc["customers"])
+            better += sum(1 for c in doc["customers"]
+                          if c["amount"] < c["amount_without_market"])
+            total_difference += paid_without - paid
+            fee = Fraction(str(doc["network_fees"]))
+            fees += fee
+            flow = price * (Fraction(str(doc["sold_kwh"])) - Fraction(str(doc["bought_kwh"])))
+            with_market = paid - fee + flow
+            without = paid_without - fee
+            report[sid] = {"with_market": float(with_market), "without_market": float(without),
+                           "difference": float(with_market - without),
+                           "billed_customers": len(doc["customers"])}
+        tso = load_signing_key(private_key_path(local.root, "tso", TSO_ID))
+        regions = bills.tso_doc(period, await read_billing(client, "tso", TSO_ID, period, tso))
+    progress(f"period {period}: billed; {better} households better off with the market")
+    return {
+        "bills": report,
+        "households_better_off": better,
+        "household_difference_total": float(total_difference),
+        "grid_operator_fees": float(fees),
+        "regions": regions["regions"],
     }
 
 

@@ -72,6 +72,8 @@ class LocalMarket:
         period_seconds: int,
         servers: int = 3,
         market: dict[str, Any] | None = None,
+        cycle_periods: int | None = None,
+        reading_grace_periods: int | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.servers = servers
@@ -81,9 +83,11 @@ class LocalMarket:
             servers=servers,
             base_port=free_port_range(servers),
             period_seconds=period_seconds,
+            cycle_periods=cycle_periods,
+            reading_grace_periods=reading_grace_periods,
             extra_config={
                 "market": {"peer_timeout_seconds": 30, **(market or {})},
-                "mpc_base_port": free_port_range(8 * servers),
+                "mpc_base_port": free_port_range(16 * servers),  # clearing and settlement
             },
         )
         self.schedule = Schedule(period_seconds)
