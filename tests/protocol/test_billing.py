@@ -24,15 +24,16 @@ from sealgrid.protocol.billing import (
     Claim,
     ClaimLayout,
     SettleInput,
+    read_result,
     share_claim,
     shuffle,
+    write_input,
 )
-from sealgrid.protocol.billing import read_result, write_input
 from sealgrid.protocol.certs import make_party_certificates
 from sealgrid.protocol.clearing import run_processes
 from sealgrid.protocol.encoding import Layout, ShareBatch, write_book_shares
-from sealgrid.protocol.party import read_result as read_party_result
 from sealgrid.protocol.inprocess import Hub, HubTransport, run_in_process, settle_in_process
+from sealgrid.protocol.party import read_result as read_party_result
 
 LEVELS = 16
 MAX_Q = 5000
