@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     supplier = rng.integers(0, len(TARIFFS), n_h)
     kappa = F.stream(secrets.token_bytes(16), "kappa", n_h)
     settle_s, plain_s, sent, peak = [], [], [0] * m, 0
+    phase_s: dict[str, float] = {}  # slowest server's seconds per phase, over the periods
     lines: list[list[np.ndarray]] = [[] for _ in range(m)]
     refs = []
     root = Path(tempfile.mkdtemp(prefix="sealgrid-bench-billing-"))
@@ -154,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
                 results = [billing.read_result(d) for d in dirs]
                 peak = max(peak, *(r.peak_rss_bytes for r in results))
             settle_s.append(max(r.online_seconds for r in results))
+            for r in results:
+                for k, v in r.phases.items():
+                    phase_s[k] = max(phase_s.get(k, 0.0), v)
             for i, r in enumerate(results):
                 lines[i].append(r.lines)
                 sent[i] += r.bytes_sent
@@ -188,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         "plaintext_settle_seconds_per_period": round(max(plain_s), 4),
         "plaintext_bill_seconds_per_cycle": round(plain_bill, 4),
         "matches_reference": bool(matches),
+        "phases": {k: round(v, 4) for k, v in phase_s.items()},
     }))
     return 0
 

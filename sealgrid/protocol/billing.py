@@ -49,7 +49,7 @@ import secrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import combinations
 from pathlib import Path
@@ -203,6 +203,7 @@ class SettleResult:
     online_seconds: float = 0.0
     bytes_sent: int = 0
     peak_rss_bytes: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def subsets(parties: int) -> list[tuple[int, ...]]:
@@ -260,6 +261,15 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
     lay = inp.layout
     await net.all_to_all(np.zeros(1, dtype=F.U64))  # line the parties' clocks up
     start = time.perf_counter()
+    phases: dict[str, float] = {}
+    mark = start
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = now - mark
+        mark = now
+
     n = inp.rows.shape[1]
     # 1–2. Shuffle, open the identities, zero-test the credentials.
     rows = await shuffle(net, np.asarray(inp.rows, dtype=F.U64), "settlement") if n else inp.rows
@@ -284,6 +294,7 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
         bidders = int(ok.sum())
         named[:, index[ok]] = rows[2:4, ok]
         bound = sorted(int(k) for k in index[ok])
+    lap("shuffle_and_binding")
     # 3. Ratios, cut to RATIO_BITS digits (public).
     c_buy = c_sell = 0
     if inp.price is not None:
@@ -318,6 +329,7 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
             else:
                 status[h - 1] = SETTLED
                 accepted.append(h)
+    lap("claims")
     # 5. Money.
     lines = np.zeros((hh, len(LINE_COLUMNS)), dtype=F.U64)
     price = inp.price or 0
@@ -349,8 +361,9 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
         r, e, f = (tariffs[missing, i] for i in range(3))
         lines[missing, 0], lines[missing, 1] = tb, ts
         lines[missing, 4] = F.add(_times(tb, e - price), _times(ts, price - f - r))
+    lap("money")
     return SettleResult(lines, tuple(status), void, bidders, time.perf_counter() - start,
-                        net.bytes_sent(), peak_memory_bytes())
+                        net.bytes_sent(), peak_memory_bytes(), phases)
 
 
 def fraction_element(value: Fraction) -> int:
@@ -404,6 +417,26 @@ def _values(vec: np.ndarray, lay: ClaimLayout) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(both[:, j]) for j, name in enumerate(names)}
 
 
+def _square_fold(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``Σ_i coef[i, r]·x[:, i]²`` mod p for every row and column ``r``, exactly.
+
+    Each share is cut into four 16-bit limbs; every product of two limbs is below 2^32 and,
+    with coefficients below 2^14 summed over fewer than 128 columns, each limb-pair fold stays
+    below 2^53, so it runs in float64 BLAS; the ten limb pairs are combined mod p.
+    """
+    if x.shape[1] >= 128 or coef.max(initial=0) >= 2**14:
+        raise ValueError("too many columns or too wide coefficients for an exact fold")
+    limbs = [((x >> np.uint64(16 * a)) & np.uint64(0xFFFF)).astype(np.float64)
+             for a in range(4)]
+    out = np.zeros((x.shape[0], coef.shape[1]), dtype=F.U64)
+    for a in range(4):
+        for b in range(a, 4):
+            partial = ((limbs[a] * limbs[b]) @ coef).astype(F.U64)  # exact: below 2^53
+            weight = (2 if a != b else 1) * pow(2, 16 * (a + b), F.MODULUS) % F.MODULUS
+            out = F.add(out, F.mul(partial, F.const(weight)))
+    return out
+
+
 def _claim_checks(lay: ClaimLayout, vec: np.ndarray, part: dict[str, np.ndarray],
                   x: np.ndarray, acc: np.ndarray, seed: bytes) -> np.ndarray:
     """Degree-2 shares of three random folds per claim (bits, trade, split): all 0 if honest.
@@ -417,8 +450,9 @@ def _claim_checks(lay: ClaimLayout, vec: np.ndarray, part: dict[str, np.ndarray]
     bits = 53 - 32 - max(1, lay.width - 1).bit_length()
     rounds = -(-SOUNDNESS_BITS // (bits - 1))
     small = F.small_stream(seed, "claim/bits", lay.width * rounds, bits)
-    sq = F.sub(F.mul(vec, vec), vec)  # β² − β: 0 for a bit
-    folds = F.dot_small(sq, small.reshape(lay.width, rounds).astype(np.float64), bits)
+    rho = small.reshape(lay.width, rounds).astype(np.float64)
+    # Σ ρ_i·(β_i² − β_i) per claim and round: β² through 16-bit limbs in float64 BLAS
+    folds = F.sub(_square_fold(vec, rho), F.dot_small(vec, rho, bits))
     w = F.stream(seed, "claim/folds", rounds + 3)
     bit_check = np.zeros(k, dtype=F.U64)
     for r in range(rounds):
@@ -488,7 +522,8 @@ def write_result(directory: Path, result: SettleResult) -> None:
     (directory / "settle_result.json").write_text(json.dumps({
         "version": 1, "status": list(result.status), "void_rows": result.void_rows,
         "bidders": result.bidders, "online_seconds": result.online_seconds,
-        "bytes_sent": result.bytes_sent, "peak_rss_bytes": result.peak_rss_bytes}))
+        "bytes_sent": result.bytes_sent, "peak_rss_bytes": result.peak_rss_bytes,
+        "phases": result.phases}))
 
 
 def read_result(directory: Path) -> SettleResult:
@@ -499,7 +534,8 @@ def read_result(directory: Path) -> SettleResult:
     return SettleResult(lines.reshape(len(status), len(LINE_COLUMNS)), status,
                         int(info["void_rows"]), int(info["bidders"]),
                         float(info["online_seconds"]), int(info["bytes_sent"]),
-                        int(info["peak_rss_bytes"]))
+                        int(info["peak_rss_bytes"]),
+                        {k: float(v) for k, v in info.get("phases", {}).items()})
 
 
 def main() -> int:
