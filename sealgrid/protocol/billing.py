@@ -176,6 +176,26 @@ def share_claim(claim: Claim, layout: ClaimLayout, parties: int,
 
 
 @dataclass(frozen=True)
+class Claims:
+    """The claims one server holds for a period: the households' indices (1-based, sorted)
+    and their share vectors as the rows of one array."""
+
+    households: tuple[int, ...]
+    rows: np.ndarray  # (K, width)
+
+    @classmethod
+    def of(cls, claims: Mapping[int, np.ndarray], width: int) -> Claims:
+        """From a mapping household index → share vector."""
+        ids = tuple(sorted(claims))
+        rows = (np.stack([np.asarray(claims[h], dtype=F.U64) for h in ids]) if ids
+                else np.zeros((0, width), dtype=F.U64))
+        return cls(ids, rows)
+
+    def __len__(self) -> int:
+        return len(self.households)
+
+
+@dataclass(frozen=True)
 class SettleInput:
     """One server's inputs for settling one period (see the module docstring)."""
 
@@ -184,8 +204,18 @@ class SettleInput:
     price: int | None  # the clearing price in milli-units per kWh; None: no trade
     credentials: np.ndarray  # (H,) shares of κ_h, household index h − 1
     tariffs: np.ndarray  # (H, 3) int64: retail, feed-in, network fee (milli) of h's supplier
-    claims: Mapping[int, np.ndarray]  # household index h (1-based) → its claim shares
+    claims: Claims | Mapping[int, np.ndarray]  # by household index h (1-based)
     layout: ClaimLayout
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.claims, Claims):
+            object.__setattr__(self, "claims", Claims.of(self.claims, self.layout.width))
+
+    @property
+    def claim_set(self) -> Claims:
+        """The claims as one array (what ``__post_init__`` made of them)."""
+        assert isinstance(self.claims, Claims)
+        return self.claims
 
     @property
     def households(self) -> int:
@@ -304,14 +334,16 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
                          for v in _opened(opened, t))
     x = F.add(F.scale(named[0], c_buy), F.scale(named[1], c_sell))  # acc·c, per household
     # 4. Claims: three folded degree-2 checks each.
-    claimed = sorted(h for h in inp.claims if 1 <= h <= hh)
+    held = inp.claim_set
+    keep_rows = np.array([1 <= h <= hh for h in held.households], dtype=bool)
+    claimed = [h for h in held.households if 1 <= h <= hh]
     status = [MISSING] * hh
     accepted: list[int] = []
     if claimed:
         mine = np.frombuffer(secrets.token_bytes(32), dtype="<u8").astype(F.U64)
         seed = seed_from([c.tobytes() for c in await reveal_shares(
             "claim_challenge_seed", mine, net.all_to_all)])
-        vec = np.stack([np.asarray(inp.claims[h], dtype=F.U64) for h in claimed])
+        vec = np.asarray(held.rows, dtype=F.U64)[keep_rows]
         values = _values(vec, lay)
         checks = _claim_checks(lay, vec, values, x[np.array(claimed) - 1],
                                named[:, np.array(claimed) - 1], seed)
@@ -400,6 +432,7 @@ def _times(x: np.ndarray, c: np.ndarray | int) -> np.ndarray:
 
 
 _LIMB = 11  # powers of two applied 11 bits at a time: exact in float64 BLAS
+_ROWS = 2048  # claims per pass of the limb arithmetic (keeps its temporaries in cache)
 
 
 def _values(vec: np.ndarray, lay: ClaimLayout) -> dict[str, np.ndarray]:
@@ -411,10 +444,17 @@ def _values(vec: np.ndarray, lay: ClaimLayout) -> dict[str, np.ndarray]:
         start, bits = lay.parts[name]
         for i in range(bits):
             (lo if i < _LIMB else hi)[start + i, j] = 1 << (i % _LIMB)
-    low = F.dot_small(vec, lo, _LIMB)
-    high = F.dot_small(vec, hi, _LIMB)
+    low = _dot_rows(vec, lo, _LIMB)
+    high = _dot_rows(vec, hi, _LIMB)
     both = F.add(low, F.mul_small(high, 1 << _LIMB))
     return {name: np.ascontiguousarray(both[:, j]) for j, name in enumerate(names)}
+
+
+def _dot_rows(x: np.ndarray, coef: np.ndarray, bits: int) -> np.ndarray:
+    """:func:`field.dot_small` over row chunks that stay in cache."""
+    return np.concatenate([F.dot_small(x[i:i + _ROWS], coef, bits)
+                           for i in range(0, x.shape[0], _ROWS)] or
+                          [np.zeros((0, coef.shape[1]), dtype=F.U64)])
 
 
 def _square_fold(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -426,14 +466,19 @@ def _square_fold(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
     """
     if x.shape[1] >= 128 or coef.max(initial=0) >= 2**14:
         raise ValueError("too many columns or too wide coefficients for an exact fold")
-    limbs = [((x >> np.uint64(16 * a)) & np.uint64(0xFFFF)).astype(np.float64)
-             for a in range(4)]
+    weights = [[F.const((2 if a != b else 1) * pow(2, 16 * (a + b), F.MODULUS))
+                for b in range(4)] for a in range(4)]
     out = np.zeros((x.shape[0], coef.shape[1]), dtype=F.U64)
-    for a in range(4):
-        for b in range(a, 4):
-            partial = ((limbs[a] * limbs[b]) @ coef).astype(F.U64)  # exact: below 2^53
-            weight = (2 if a != b else 1) * pow(2, 16 * (a + b), F.MODULUS) % F.MODULUS
-            out = F.add(out, F.mul(partial, F.const(weight)))
+    for start in range(0, x.shape[0], _ROWS):  # in chunks that stay in cache
+        chunk = np.ascontiguousarray(x[start:start + _ROWS], dtype="<u8")
+        parts = chunk.view("<u2").reshape(*chunk.shape, 4)  # the 16-bit limbs, low first
+        limbs = [parts[..., a].astype(np.float64) for a in range(4)]
+        acc = np.zeros((len(chunk), coef.shape[1]), dtype=F.U64)
+        for a in range(4):
+            for b in range(a, 4):
+                partial = ((limbs[a] * limbs[b]) @ coef).astype(F.U64)  # exact: below 2^53
+                acc = F.add(acc, F.mul(partial, weights[a][b]))
+        out[start:start + len(chunk)] = acc
     return out
 
 
@@ -452,7 +497,7 @@ def _claim_checks(lay: ClaimLayout, vec: np.ndarray, part: dict[str, np.ndarray]
     small = F.small_stream(seed, "claim/bits", lay.width * rounds, bits)
     rho = small.reshape(lay.width, rounds).astype(np.float64)
     # Σ ρ_i·(β_i² − β_i) per claim and round: β² through 16-bit limbs in float64 BLAS
-    folds = F.sub(_square_fold(vec, rho), F.dot_small(vec, rho, bits))
+    folds = F.sub(_square_fold(vec, rho), _dot_rows(vec, rho, bits))
     w = F.stream(seed, "claim/folds", rounds + 3)
     bit_check = np.zeros(k, dtype=F.U64)
     for r in range(rounds):
@@ -478,9 +523,8 @@ _INPUT_META = "settle.json"
 
 def write_input(directory: Path, inp: SettleInput) -> None:
     """Write one server's settlement inputs to ``directory`` (raw little-endian arrays)."""
-    claimed = sorted(inp.claims)
-    claims = (np.stack([np.asarray(inp.claims[h], dtype=F.U64) for h in claimed]) if claimed
-              else np.zeros((0, inp.layout.width), dtype=F.U64))
+    claimed = list(inp.claim_set.households)
+    claims = inp.claim_set.rows
     meta = {"version": 1, "price": inp.price, "bids": int(inp.rows.shape[1]),
             "households": inp.households, "claimed": claimed,
             "quantity_bits": inp.layout.quantity_bits, "reading_bits": inp.layout.reading_bits}
@@ -510,7 +554,7 @@ def read_input(directory: Path) -> SettleInput:
         price=None if meta["price"] is None else int(meta["price"]),
         credentials=u64("credentials.u64"),
         tariffs=np.fromfile(directory / "tariffs.i64", dtype="<i8").reshape(hh, 3),
-        claims={h: claims[k] for k, h in enumerate(claimed)},
+        claims=Claims(tuple(claimed), claims),
         layout=layout,
     )
 

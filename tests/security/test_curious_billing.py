@@ -83,7 +83,7 @@ def record(read: dict[int, tuple[int, int]], leak: bool = False
                           {h: v[i] for h, v in claims.items()}, LAYOUT) for i in range(3)]
     hub = Hub(3)
     view: list[np.ndarray] = [sh_rows[0].ravel(), sh_kappa[0],
-                              *(inputs[0].claims[h] for h in sorted(inputs[0].claims))]
+                              inputs[0].claim_set.rows.ravel()]
     labels: list[str] = []
     nets = [Recording(hub, 0, view, labels), HubTransport(hub, 1), HubTransport(hub, 2)]
 
