@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     agg.add_argument("--period", help="the period (roles supplier and operator)")
     agg.add_argument("--cycle", help="the billing cycle: the start of its first period "
                      "(roles dso and tso)")
+    agg.add_argument("--settled", action="store_true",
+                     help="role supplier: also the period's settled totals of the supplier's "
+                     "customers, counted by contract (once the period is settled)")
     agg.add_argument("--json", action="store_true")
     agg.set_defaults(func=run_aggregates, parser=agg)
 
@@ -250,7 +253,8 @@ def run_aggregates(args: argparse.Namespace) -> int:
     """Fetch a supplier's or operator's totals of a period, or a DSO's or the TSO's totals of
     a billing cycle, signed by every server."""
     from sealgrid.cli import CliError
-    from sealgrid.service.agent import AgentError, ServiceError, read_totals
+    from sealgrid.service.agent import AgentError, ServiceError, read_billing, read_totals
+    from sealgrid.service.bills import supplier_period_doc
     from sealgrid.service.client import Client
     from sealgrid.service.keys import TRUST, DataDirError, Registry, load_signing_key
 
@@ -262,14 +266,20 @@ def run_aggregates(args: argparse.Namespace) -> int:
         args.parser.error(f"--role {args.role} takes --period (not --cycle)")
     folder = "suppliers" if args.role == "supplier" else "operators"
 
+    if args.settled and args.role != "supplier":
+        args.parser.error("--settled goes with --role supplier")
+
     async def go() -> Any:
         registry = Registry.load(args.data_dir / "registry.json")
         key = load_signing_key(args.data_dir / folder / f"{args.id}.key")
         async with Client(registry, args.data_dir / TRUST) as client:
-            return await read_totals(client, args.role, args.id, args.period, key)
+            totals = await read_totals(client, args.role, args.id, args.period, key)
+            settled = (await read_billing(client, "supplier_period", args.id, args.period, key)
+                       if args.settled else None)
+            return totals, settled
 
     try:
-        got = asyncio.run(go())
+        got, settled = asyncio.run(go())
     except (ServiceError, DataDirError, AgentError) as exc:
         raise CliError(str(exc)) from exc
     data: dict[str, Any] = {
@@ -283,6 +293,13 @@ def run_aggregates(args: argparse.Namespace) -> int:
     if "bought_wh" in data:
         kwh = (data["bought_wh"] / 1000, data["sold_wh"] / 1000)
         lines.append(f"bought {kwh[0]:g} kWh, sold {kwh[1]:g} kWh on the market")
+    if settled is not None:
+        data["settled"] = supplier_period_doc(settled)
+        s = data["settled"]
+        lines.append(f"settled by contract: {s['status']}" + (
+            f", bought {s['bought_kwh']:g} kWh, sold {s['sold_kwh']:g} kWh, imported "
+            f"{s['import_kwh']:g} kWh, exported {s['export_kwh']:g} kWh"
+            if s["status"] == "settled" else ""))
     _emit(args, data, lines)
     return 0
 

@@ -16,8 +16,12 @@ the integers from all servers' shares). Energy in Wh, money in micro-units of th
 * ``dso`` (a region's DSO): per supplier with customers in the region
   (``public["suppliers"]``) its customers' import and export (Wh).
 * ``tso``: per region (``public["regions"]``) its import and export (Wh).
+* ``supplier_period`` (a supplier; ``period`` is one trading period, not a cycle): once the
+  period is settled, its customers' settled bought, sold, import and export (Wh), counted by
+  contract from the named side of the settlement — whatever supplier a bid named.
 
-``public["status"]`` is ``billed`` once the cycle's billing time has passed and every period
+``public["status"]`` is ``settled`` or ``pending`` for ``supplier_period``; for the others it
+is ``billed`` once the cycle's billing time has passed and every period
 of it is settled, ``pending`` before.
 """
 
@@ -33,7 +37,10 @@ from sealgrid.mechanism import billing as B
 
 BILLED = "billed"
 PENDING = "pending"
-ROLES = ("statement", "bill", "dso", "tso")
+SETTLED = "settled"
+ROLES = ("statement", "bill", "dso", "tso", "supplier_period")
+#: Values of a ``supplier_period`` output.
+SUPPLIER_PERIOD = ("bought_wh", "sold_wh", "import_wh", "export_wh")
 #: Values per customer in a bill, then the supplier's totals.
 BILL_CUSTOMER = ("money_with", "money_without")
 BILL_TOTALS = ("bought_wh", "sold_wh", "import_wh", "export_wh", "network_fees")
@@ -134,3 +141,15 @@ def tso_doc(cycle: str, out: Rebuilt) -> dict[str, Any]:
     return {"cycle": cycle, "status": out.public.get("status"),
             "regions": [{"region": s, "import_kwh": _kwh(r[0]), "export_kwh": _kwh(r[1])}
                         for s, r in zip(names, rows, strict=True)]}
+
+
+def supplier_period_doc(out: Rebuilt) -> dict[str, Any]:
+    """The ``settled`` part of ``sealgrid aggregates --role supplier --settled``: a period's
+    totals of the supplier's customers by contract, once the period is settled."""
+    doc: dict[str, Any] = {"status": out.public.get("status")}
+    if out.public.get("status") == SETTLED:
+        if len(out.values) != len(SUPPLIER_PERIOD):
+            raise ValueError("the settled totals have the wrong length")
+        doc.update({k.replace("_wh", "_kwh"): _kwh(v)
+                    for k, v in zip(SUPPLIER_PERIOD, out.values, strict=True)})
+    return doc

@@ -148,7 +148,8 @@ SCHEMAS: dict[str, Any] = {
         "AuthRequest",
         {
             "role": {"type": "string", "enum": ["household", "supplier", "operator",
-                                                "statement", "bill", "dso", "tso"]},
+                                                "statement", "bill", "dso", "tso",
+                                                "supplier_period"]},
             "subject": {
                 "type": "string",
                 "description": "base64 pseudonym (household), supplier id or operator id; "

@@ -597,7 +597,14 @@ class Server:
                  period, len(names), result.bidders, result.void_rows, loop.time() - t0)
 
     def _billing_output(self, req: AuthRequest) -> OutputShares:
-        """Statement, bill, DSO or TSO shares of a cycle (runs on the database thread)."""
+        """Statement, bill, DSO or TSO shares of a cycle, or a supplier's settled totals of a
+        period (runs on the database thread)."""
+        if req.role == "supplier_period":
+            found = self.store.settlements(req.period, req.period)
+            shares, public = settlement.supplier_period(found, self.registry, req.subject)
+            state = bills.SETTLED if found else bills.PENDING
+            return OutputShares(self.cfg.party, req.period, req.role, req.subject, state,
+                                shares, public)
         cycle = req.period
         periods = self.calendar.periods(cycle)
         records = self.store.settlements(periods[0], periods[-1])
@@ -636,11 +643,15 @@ class Server:
                             " statement, bill, dso or tso")
         if req.role in bills.ROLES:
             try:
-                self.calendar.parse_cycle(req.period)
+                if req.role == "supplier_period":
+                    self.schedule.parse_period(req.period)
+                else:
+                    self.calendar.parse_cycle(req.period)
             except ValueError as exc:
-                return Rejected(Reason.WRONG_PERIOD, f"not a billing cycle: {exc}")
+                return Rejected(Reason.WRONG_PERIOD, f"not a {req.role} period: {exc}")
             reader = {"statement": self.registry.households.get(req.subject),
                       "bill": self.registry.suppliers.get(req.subject),
+                      "supplier_period": self.registry.suppliers.get(req.subject),
                       "dso": self.registry.dsos.get(req.subject),
                       "tso": self.registry.tso if req.subject == "tso" else None}[req.role]
             if reader is None or not wire.verify(req, reader):

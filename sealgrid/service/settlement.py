@@ -256,6 +256,18 @@ def bill(records: Sequence[SettlementRecord], registry: Registry, billing: Billi
         {"status": state, "customers": customers})
 
 
+def supplier_period(records: Sequence[SettlementRecord], registry: Registry, supplier: str
+                    ) -> tuple[bytes, str]:
+    """A supplier's customers' settled bought, sold, import and export of one period, by
+    contract (``records``: that period's settlement, or none yet)."""
+    if not records:
+        return b"", bills.public_text({"status": bills.PENDING})
+    customers = [h for h in households(registry) if registry.contracts[h].supplier == supplier]
+    group = bills_sum(_totals(records, customers))
+    cols = [PB.LINE_COLUMNS.index(c) for c in bills.SUPPLIER_PERIOD]
+    return _u64(group[cols]), bills.public_text({"status": bills.SETTLED})
+
+
 def bills_sum(total: np.ndarray) -> np.ndarray:
     """Shares of the column sums of ``total`` (one group)."""
     if not len(total):

@@ -47,6 +47,7 @@ BIDS = [
 ]
 SILENT = ("h0005", 0)  # traded in the first period and sends no reading
 LIAR = ("h0002", 1)  # claims one Wh less bought than it got in the second period
+MISNAMED = ("h0004", 0, "s3")  # a customer of s1 whose bid names s3
 
 
 def _json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
@@ -69,6 +70,16 @@ def _until(t: dt.datetime) -> None:
     wait = (t - utc_now()).total_seconds()
     if wait > 0:
         time.sleep(wait)
+
+
+async def _bid_naming(agent: HouseholdAgent, market: Market, h: str,
+                      bid: tuple[str, str, str], supplier: str, period: str) -> None:
+    """Bid as household ``h`` but name ``supplier`` in the bid (not its contract's)."""
+    checked, errors = check_bid(market, h, *bid, supplier)
+    assert checked is not None, errors
+    async with agent.client:
+        outcome = await agent.bid(checked, period)
+    assert outcome.complete
 
 
 async def _lie(agent: HouseholdAgent, period: str, imp: int, exp: int,
@@ -104,6 +115,10 @@ def test_a_billing_cycle_through_real_servers(tmp_path: Path, capsys) -> None:
         periods = cal.periods(cycle)
         for k, period in enumerate(periods):
             for h, (side, kwh, price) in BIDS[k].items():
+                if (h, k) == MISNAMED[:2]:
+                    asyncio.run(_bid_naming(c.agent(h), market, h, BIDS[k][h], MISNAMED[2],
+                                            period))
+                    continue
                 got = _json(capsys, "household", "bid", "--data-dir", d, "--household", h,
                             "--side", side, "--quantity", kwh, "--price", price,
                             "--period", period)
@@ -219,6 +234,19 @@ def test_a_billing_cycle_through_real_servers(tmp_path: Path, capsys) -> None:
         for row in got["regions"]:
             members = [h for h in HOUSEHOLDS if REGION[h] == row["region"]]
             assert row["import_kwh"] == float(Decimal(sum(io[h][0] for h in members)) / 1000)
+        # per period, by contract once settled: the misnamed sale counts for s1, not s3
+        for k, period in enumerate(periods):
+            for s in ("s1", "s2", "s3"):
+                got = _json(capsys, "aggregates", "--data-dir", d, "--role", "supplier", "--id",
+                            s, "--period", period, "--settled")
+                assert got["settled"]["status"] == "settled"
+                customers = [h for h in HOUSEHOLDS if SUPPLIER[h] == s]
+                for side, field in (("buy", "bought_kwh"), ("sell", "sold_kwh")):
+                    wh = sum(settled[k][h][1] for h in customers
+                             if h in settled[k] and settled[k][h][0] == side)
+                    assert got["settled"][field] == float(Decimal(wh) / 1000), (s, k, field)
+        h, k, _ = MISNAMED
+        assert settled[k][h] == ("sell", 1100) and SUPPLIER[h] == "s1"
         # the households: their own statements; the liar refused by name, the silent missing
         liar = _json(capsys, "household", "statement", "--data-dir", d, "--household", LIAR[0],
                      "--cycle", cycle)
