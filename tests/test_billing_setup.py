@@ -654,3 +654,17 @@ def test_keygen_command_for_a_household_a_dso_and_the_tso(
     assert "needs its region" in capsys.readouterr().err
     assert main(["keygen", "--role", "tso", "--id", "t2", "--out", str(tmp_path / "t2")]) == 1
     assert "TSO's id is 'tso'" in capsys.readouterr().err
+
+
+def test_the_running_market_refuses_bids_too_large_to_settle() -> None:
+    """Every bid is settled, and the settlement's exact truncation is bounded: a maximum
+    quantity above MAX_SETTLED_WH is refused with the rule, the bound itself is taken."""
+    from sealgrid.protocol.billing import MAX_SETTLED_WH, ClaimLayout
+    from sealgrid.service.config import MarketConfig
+
+    assert MarketConfig(max_quantity_wh=MAX_SETTLED_WH).max_quantity_wh == MAX_SETTLED_WH
+    with pytest.raises(ValueError, match="at most 32767 Wh"):
+        MarketConfig(max_quantity_wh=MAX_SETTLED_WH + 1)
+    with pytest.raises(ValueError, match="the settlement takes bids of at most"):
+        ClaimLayout.of(MAX_SETTLED_WH + 1)
+    assert ClaimLayout.of(MAX_SETTLED_WH).quantity_bits + 20 == 35

@@ -60,7 +60,7 @@ from sealgrid.mechanism import billing as B
 from sealgrid.protocol import field as F
 from sealgrid.protocol.disclosure import reveal_shares
 from sealgrid.protocol.encoding import RATIO_LIMIT, threshold
-from sealgrid.protocol.party import Transport, peak_memory_bytes, reshare
+from sealgrid.protocol.party import SECINT_BITS, Transport, peak_memory_bytes, reshare
 from sealgrid.protocol.validation import SOUNDNESS_BITS, prss_masks, seed_from
 
 #: Columns of a settled household row (shares).
@@ -77,6 +77,9 @@ IDENTITY_MISMATCH = "identity_mismatch"
 #: The names the settlement opens (through the disclosure door), in order.
 OPENED = ("shuffled_identities", "credential_checks", "rationing_ratios",
           "claim_challenge_seed", "claim_checks")
+#: The largest bid quantity the settlement takes: ``acc·⌊2^20·V/L⌋`` must stay a positive
+#: SECINT_BITS-bit signed integer for the exact truncation of a household without a reading.
+MAX_SETTLED_WH = 2 ** (SECINT_BITS - 1 - B.RATIO_BITS) - 1
 #: A meter reading per period is below 2^20 Wh (about 1 MWh) by default.
 DEFAULT_READING_BITS = 20
 
@@ -90,7 +93,14 @@ class ClaimLayout:
 
     @classmethod
     def of(cls, max_quantity_wh: int) -> ClaimLayout:
-        """The claims' layout in a market whose bids are at most ``max_quantity_wh``."""
+        """The claims' layout in a market whose bids are at most ``max_quantity_wh``.
+
+        Raises:
+            ValueError: bids that large cannot be settled (:data:`MAX_SETTLED_WH`).
+        """
+        if max_quantity_wh > MAX_SETTLED_WH:
+            raise ValueError(f"the settlement takes bids of at most {MAX_SETTLED_WH} Wh (its "
+                             f"exact truncation works on {SECINT_BITS}-bit signed integers)")
         return cls(quantity_bits=max_quantity_wh.bit_length())
 
     @property
@@ -309,17 +319,19 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
     if n:
         ids = _opened(await reveal_shares("shuffled_identities", rows[0], net.all_to_all), t)
         ok = np.array([1 <= h <= hh for h in ids], dtype=bool)
-        seen: dict[int, int] = {}
-        for j, h in enumerate(ids):
-            if ok[j]:
-                seen[h] = seen.get(h, 0) + 1
-        ok &= np.array([seen.get(h, 0) == 1 for h in ids], dtype=bool)
         index = np.array([h - 1 if k else 0 for h, k in zip(ids, ok, strict=True)], dtype=np.int64)
         diff = F.sub(rows[1], inp.credentials[index] if hh else rows[1])
         rnd, zero = prss_masks(net.prss_keys, me, m, t, "credential", n)
         masked = F.add(F.mul(diff, rnd), zero)
         opened = await reveal_shares("credential_checks", masked, net.all_to_all)
         ok &= _zero(opened, m)
+        # A household with two rows that both carry its own κ voids both (only it could have
+        # made them); a row naming it with another κ is void alone and touches nothing of it.
+        seen: dict[int, int] = {}
+        for j, h in enumerate(ids):
+            if ok[j]:
+                seen[h] = seen.get(h, 0) + 1
+        ok &= np.array([seen.get(h, 0) == 1 for h in ids], dtype=bool)
         void = int(n - ok.sum())
         bidders = int(ok.sum())
         named[:, index[ok]] = rows[2:4, ok]
@@ -347,8 +359,11 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
         values = _values(vec, lay)
         checks = _claim_checks(lay, vec, values, x[np.array(claimed) - 1],
                                named[:, np.array(claimed) - 1], seed)
-        _, zero = prss_masks(net.prss_keys, me, m, t, "claims", checks.size)
-        opened = await reveal_shares("claim_checks", F.add(checks.reshape(-1), zero),
+        # reshared to degree t, then times a fresh random r: the opening shows r·check,
+        # 0 for an honest claim and uniform on the non-zero elements for a false one
+        fresh = await reshare(net, checks.reshape(-1))
+        rnd, zero = prss_masks(net.prss_keys, me, m, t, "claims", checks.size)
+        opened = await reveal_shares("claim_checks", F.add(F.mul(fresh, rnd), zero),
                                      net.all_to_all)
         good = _zero(opened, m).reshape(checks.shape)
         for k, h in enumerate(claimed):

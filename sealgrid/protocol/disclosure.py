@@ -28,7 +28,8 @@ DISCLOSED: dict[str, str] = {
     "rationing_ratios": "V/D(k*) and V/S(k*), each known to that side's accepted households "
                         "and to their suppliers; neither V nor D nor S",
     "claim_challenge_seed": "fresh server randomness, independent of every claim",
-    "claim_checks": "three random folds of a claim's checks plus a zero mask: 0 when honest",
+    "claim_checks": "three random folds of a claim's checks times a fresh random r, plus a "
+                    "zero mask: 0 when honest, uniform on the non-zero elements otherwise",
 }
 
 

@@ -59,6 +59,7 @@ from sealgrid.mechanism.market import (
     Market,
 )
 from sealgrid.mechanism.settlement import SettlementError, Tariff
+from sealgrid.protocol.billing import MAX_SETTLED_WH
 from sealgrid.service.intake import Limits
 from sealgrid.service.keys import DEFAULT_SUPPLIERS
 from sealgrid.service.schedule import (
@@ -97,6 +98,10 @@ class MarketConfig:
     def __post_init__(self) -> None:
         if self.min_accepted_per_side < 1:
             raise ValueError("min_accepted_per_side must be at least 1")
+        if self.max_quantity_wh > MAX_SETTLED_WH:
+            raise ValueError(f"max_quantity_wh must be at most {MAX_SETTLED_WH} Wh: the running "
+                             "market settles every bid, and the settlement's exact arithmetic "
+                             "is bounded")
 
     @classmethod
     def from_table(cls, table: dict[str, Any]) -> MarketConfig:

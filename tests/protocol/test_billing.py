@@ -96,7 +96,7 @@ def run(mk: Market, tmp: Path, claims: dict[int, Claim] | None = None,
         identity = np.stack([F.from_ints(mk.bidder + 1), mk.kappa[mk.bidder]], axis=1)
     dirs = [tmp / f"party{i}" for i in range(3)]
     for d in dirs:
-        d.mkdir(exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True)
     paths = [d / "shares.bin" for d in dirs]
     write_book_shares(mk.book, layout, paths, identity=identity)
     batches = [ShareBatch.load(p) for p in paths]
@@ -327,3 +327,58 @@ def test_three_server_processes_settle_as_the_reference(tmp_path: Path) -> None:
     for h in range(mk.households):
         assert list(lines[h]) == expected(mk, ref, price, h), h
     assert results[0].status == results[1].status == results[2].status
+
+
+def test_a_bid_repeating_a_bidders_name_voids_only_itself(tmp_path: Path) -> None:
+    """An impostor names a household that bid too, with a guessed κ: its own row is void,
+    the household's row binds and it is settled as if the impostor were not there."""
+    mk = make_market(5)
+    ref, price = reference(mk)
+    identity = np.stack([F.from_ints(mk.bidder + 1), mk.kappa[mk.bidder]], axis=1)
+    victim = next(int(h) for h in mk.bidder[1:] if ref[int(h)][1] > 0)  # it traded
+    identity[0] = [victim + 1, int(F.stream(b"guess", "k", 1)[0])]
+    mk.readings.setdefault(victim, (1200, 300))
+    results, _, _ = run(mk, tmp_path, identity=identity)
+    assert results[0].void_rows == 1
+    lines = lines_of(results)
+    assert results[0].status[victim] == SETTLED
+    assert list(lines[victim]) == expected(mk, ref, price, victim)
+    assert lines[victim][0] + lines[victim][1] > 0
+
+
+def test_a_refused_claim_opens_a_random_value(tmp_path: Path) -> None:
+    """The check of a false claim opens as r·check with a fresh r: it differs from run to run
+    (the servers never see the claim's violation, e.g. −acc·c of a void row), 0 for honest."""
+    from sealgrid.protocol import disclosure
+
+    mk = make_market(3)
+    ref, _ = reference(mk)
+    liar = _traded_household(mk, ref)
+    claims = {}
+    for h, (imp, exp) in mk.readings.items():
+        side, acc, ratio = ref.get(h, (Side.BUY, 0, Fraction(0)))
+        claims[h] = Claim.of(side is Side.SELL, acc, ratio, imp, exp)
+    claims[liar] = replace(claims[liar], traded_wh=claims[liar].traded_wh + 1)
+    seen: list[list[int]] = []
+    original = HubTransport.all_to_all
+
+    async def spy(self: HubTransport, own: np.ndarray) -> list[np.ndarray]:
+        got = await original(self, own)
+        if self.pid == 0 and disclosure.LOG and disclosure.LOG[-1] == "claim_checks":
+            values = F.combine(got, F.lagrange_at([1, 2, 3], 0))
+            seen.append([int(v) for v in values])
+        return got
+
+    HubTransport.all_to_all = spy  # type: ignore[method-assign]
+    try:
+        run(mk, tmp_path / "a", dict(claims))
+        run(mk, tmp_path / "b", dict(claims))
+    finally:
+        HubTransport.all_to_all = original  # type: ignore[method-assign]
+    assert len(seen) == 2
+    order = sorted(h + 1 for h in claims)
+    k = order.index(liar + 1)
+    per_run = [np.array(v).reshape(3, len(order)) for v in seen]
+    assert per_run[0][1, k] != 0 and per_run[0][1, k] != per_run[1][1, k]
+    honest = [i for i in range(len(order)) if i != k]
+    assert all((r[:, honest] == 0).all() for r in per_run)
