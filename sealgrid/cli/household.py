@@ -1,4 +1,5 @@
-"""``sealgrid household register|enrol|bid|tokens|result|statement`` and ``sealgrid aggregates``:
+"""``sealgrid household register|enrol|bid|tokens|result|statement``, ``sealgrid supplier
+bid|tokens|result`` (a supplier bidding itself) and ``sealgrid aggregates``:
 the market's clients."""
 
 from __future__ import annotations
@@ -53,6 +54,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="the billing cycle: the start of its first period (ISO 8601 UTC)")
     stm.set_defaults(func=run_statement)
 
+    sup = sub.add_parser(
+        "supplier", help="a supplier bidding in the market itself, under its own key and tokens "
+        "(its position is settled at the clearing price and shows in its bill)")
+    sup_actions = sup.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def supplier_common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", required=True, type=Path, help="from 'sealgrid init'")
+        p.add_argument("--supplier", required=True, dest="supplier_bidder",
+                       help="the supplier's id, e.g. s1")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sbid = sup_actions.add_parser("bid", help="send a bid or offer under a fresh pseudonym")
+    supplier_common(sbid)
+    sbid.add_argument("--side", required=True, choices=("buy", "sell"))
+    sbid.add_argument("--quantity", required=True, help="kWh (at most 3 decimals)")
+    sbid.add_argument("--price", required=True, help="currency per kWh, on the price grid")
+    sbid.add_argument("--period", help="trading period (ISO 8601 UTC); default: the next open")
+    sbid.set_defaults(func=run_bid)
+    stok = sup_actions.add_parser("tokens", help="fetch pseudonym tokens ahead")
+    supplier_common(stok)
+    stok.add_argument("--periods", type=int, default=4,
+                      help="how many open periods ahead, from the first (default 4)")
+    stok.set_defaults(func=run_tokens)
+    sres = sup_actions.add_parser("result", help="fetch and check the supplier's own result")
+    supplier_common(sres)
+    sres.add_argument("--period", required=True, help="the period bid for")
+    sres.set_defaults(func=run_result)
+
     agg = sub.add_parser("aggregates", help="a supplier's or operator's totals of a period, or "
                          "a DSO's or the TSO's totals of a billing cycle")
     agg.add_argument("--data-dir", required=True, type=Path)
@@ -79,7 +108,10 @@ def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[Any]]) -> Any
     from sealgrid.service.agent import AgentError, DataDirError, HouseholdAgent, ServiceError
 
     async def go() -> Any:
-        async with HouseholdAgent.from_data_dir(args.data_dir, args.household) as agent:
+        bidder = getattr(args, "supplier_bidder", None)
+        agent = (HouseholdAgent.for_supplier(args.data_dir, bidder) if bidder
+                 else HouseholdAgent.from_data_dir(args.data_dir, args.household))
+        async with agent:
             return await work(agent)
 
     try:
@@ -297,8 +329,7 @@ def run_aggregates(args: argparse.Namespace) -> int:
         data["settled"] = supplier_period_doc(settled)
         s = data["settled"]
         lines.append(f"settled by contract: {s['status']}" + (
-            f", bought {s['bought_kwh']:g} kWh, sold {s['sold_kwh']:g} kWh, imported "
-            f"{s['import_kwh']:g} kWh, exported {s['export_kwh']:g} kWh"
+            f", bought {s['bought_kwh']:g} kWh, sold {s['sold_kwh']:g} kWh"
             if s["status"] == "settled" else ""))
     _emit(args, data, lines)
     return 0

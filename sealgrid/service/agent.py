@@ -72,6 +72,7 @@ from sealgrid.service.keys import (
     household_profile,
     load_signing_key,
     meter_key_path,
+    supplier_participant,
     write_private,
 )
 from sealgrid.service.schedule import iso, parse_time
@@ -411,9 +412,37 @@ class HouseholdAgent:
         return cls(client, supplier, PseudonymStore.of(data_dir, household), market,
                    meter_key=meter_key)
 
+    @classmethod
+    def for_supplier(
+        cls,
+        data_dir: Path,
+        supplier: str,
+        *,
+        registry: Registry | None = None,
+        session: aiohttp.ClientSession | None = None,
+        market: tuple[MarketInfo, Market] | None = None,
+    ) -> HouseholdAgent:
+        """The agent of supplier ``supplier`` bidding in the market itself (paper mustafa2016
+        §III-C): under its own key, as the bidder ``@ID``, with its own tokens, pseudonyms
+        and credential kept in ``suppliers/ID.pseudonyms``; its bids name itself; no meter
+        (its position is settled at the clearing price and shows in its own bill).
+
+        Raises:
+            DataDirError: the registry or the supplier's key is missing.
+        """
+        data_dir = Path(data_dir)
+        registry = registry or Registry.load(data_dir / "registry.json")
+        if supplier not in registry.suppliers:
+            raise DataDirError(f"no supplier {supplier!r} in the registry")
+        key = load_signing_key(data_dir / "suppliers" / f"{supplier}.key")
+        bidder = supplier_participant(supplier)
+        client = HouseholdClient(registry, data_dir / TRUST, bidder, key, session)
+        store = PseudonymStore(data_dir / "suppliers" / f"{supplier}.pseudonyms")
+        return cls(client, supplier, store, market)
+
     @property
     def household(self) -> str:
-        """The household's id."""
+        """The bidder's id (a household's, or ``@ID`` for a supplier bidding itself)."""
         return self.client.household
 
     async def __aenter__(self) -> HouseholdAgent:
@@ -471,7 +500,7 @@ class HouseholdAgent:
             AgentError: the household is not in the registry.
         """
         try:
-            index = self.client.registry.household_index(self.household)
+            index = self.client.registry.participant_index(self.household)
         except KeyError as exc:
             raise AgentError(str(exc.args[0])) from None
         return index, self.credential().kappa

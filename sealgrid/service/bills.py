@@ -12,13 +12,15 @@ the integers from all servers' shares). Energy in Wh, money in micro-units of th
   ``price``), the six values of :data:`~sealgrid.protocol.billing.LINE_COLUMNS`.
 * ``bill`` (a supplier): per customer (``public["customers"]``, sorted) its cycle's money with
   and without the market; then the supplier's totals: bought, sold, import, export (Wh) and
-  the network fees it owes (micro-units).
+  the network fees it owes (micro-units); then its own position when it bid in the market
+  itself: bought, sold (Wh) and its money at the clearing prices (micro-units).
 * ``dso`` (a region's DSO): per supplier with customers in the region
   (``public["suppliers"]``) its customers' import and export (Wh).
 * ``tso``: per region (``public["regions"]``) its import and export (Wh).
 * ``supplier_period`` (a supplier; ``period`` is one trading period, not a cycle): once the
-  period is settled, its customers' settled bought, sold, import and export (Wh), counted by
-  contract from the named side of the settlement — whatever supplier a bid named.
+  period is settled, its customers' settled bought and sold (Wh), counted by contract from
+  the named side of the settlement — whatever supplier a bid named. No import or export: a
+  supplier learns no per-period reading of its customers (SPEC §6).
 
 ``public["status"]`` is ``settled`` or ``pending`` for ``supplier_period``; for the others it
 is ``billed`` once the cycle's billing time has passed and every period
@@ -40,10 +42,11 @@ PENDING = "pending"
 SETTLED = "settled"
 ROLES = ("statement", "bill", "dso", "tso", "supplier_period")
 #: Values of a ``supplier_period`` output.
-SUPPLIER_PERIOD = ("bought_wh", "sold_wh", "import_wh", "export_wh")
+SUPPLIER_PERIOD = ("bought_wh", "sold_wh")
 #: Values per customer in a bill, then the supplier's totals.
 BILL_CUSTOMER = ("money_with", "money_without")
-BILL_TOTALS = ("bought_wh", "sold_wh", "import_wh", "export_wh", "network_fees")
+BILL_TOTALS = ("bought_wh", "sold_wh", "import_wh", "export_wh", "network_fees",
+               "own_bought_wh", "own_sold_wh", "own_money")
 PAIR = ("import_wh", "export_wh")
 LINE = ("bought_wh", "sold_wh", "import_wh", "export_wh", "money_with", "money_without")
 
@@ -118,6 +121,9 @@ def bill_doc(supplier: str, cycle: str, out: Rebuilt) -> dict[str, Any]:
         "bought_kwh": _kwh(totals["bought_wh"]), "sold_kwh": _kwh(totals["sold_wh"]),
         "import_kwh": _kwh(totals["import_wh"]), "export_kwh": _kwh(totals["export_wh"]),
         "network_fees": _money(totals["network_fees"]),
+        "own_bought_kwh": _kwh(totals["own_bought_wh"]),
+        "own_sold_kwh": _kwh(totals["own_sold_wh"]),
+        "own_position": _money(totals["own_money"]),
     }
 
 

@@ -55,6 +55,14 @@ DEFAULT_REGIONS = ("r1", "r2")
 DEFAULT_OPERATOR = "dso"
 #: The TSO's id (there is at most one).
 TSO_ID = "tso"
+#: A supplier bidding in the market does so as the participant ``@ID`` (no household id can
+#: hold ``@``).
+SUPPLIER_PREFIX = "@"
+
+
+def supplier_participant(supplier: str) -> str:
+    """The bidder id of supplier ``supplier`` (its pseudonyms, credential and settlement)."""
+    return SUPPLIER_PREFIX + supplier
 #: A party's id other than a server's: short and file-name safe.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: A household's meter key is ``ID.meter.key`` beside its ``ID.key``, so no household id may
@@ -148,6 +156,29 @@ class Registry:
             return self._index[household]
         except KeyError:
             raise KeyError(f"no household {household!r} in the registry") from None
+
+    def participants(self) -> tuple[str, ...]:
+        """Everyone who may bid, in settlement order: the households (index 1 … n, as
+        :meth:`household_index`), then each supplier as :func:`supplier_participant`."""
+        return self._order + tuple(supplier_participant(s) for s in sorted(self.suppliers))
+
+    def participant_index(self, participant: str) -> int:
+        """A bidder's 1-based place in :meth:`participants` (a household's is its
+        :meth:`household_index`): what its bids carry as ``h``.
+
+        Raises:
+            KeyError: no such household or supplier.
+        """
+        try:
+            return self.participants().index(participant) + 1
+        except ValueError:
+            raise KeyError(f"no bidder {participant!r} in the registry") from None
+
+    def participant_keys(self) -> dict[str, bytes]:
+        """Each bidder's Ed25519 key: the households', and each supplier's under
+        :func:`supplier_participant` (a supplier bids under its own key and tokens)."""
+        return {**self.households,
+                **{supplier_participant(s): k for s, k in self.suppliers.items()}}
 
     def household_at(self, index: int) -> str:
         """The household whose :meth:`household_index` is ``index`` (the inverse).

@@ -101,7 +101,7 @@ class Server:
         self.intake = Intake(
             cfg.party,
             self.key,
-            self.registry.households,
+            self.registry.participant_keys(),  # households, and suppliers bidding as "@ID"
             self.schedule,
             m.limits,
             clearing.payload_checker(cfg.party, self.market),
@@ -564,7 +564,7 @@ class Server:
         for found in sets:
             read &= set(found.readings)
             enrolled &= set(found.enrolled)
-        names = settlement.households(self.registry)
+        names = settlement.participants(self.registry)
         price = None
         rows = ratios = None
         if record is not None and record.status == "cleared" and record.outcome:

@@ -40,7 +40,7 @@ from sealgrid.protocol.party import SEC_PARAM
 from sealgrid.service import bills
 from sealgrid.service.config import BillingConfig
 from sealgrid.service.intake import Rejected
-from sealgrid.service.keys import Registry
+from sealgrid.service.keys import Registry, supplier_participant
 from sealgrid.service.schedule import BillingCalendar
 from sealgrid.service.storage import SettlementRecord
 from sealgrid.service.wire import Enrolment, MeterReading, verify
@@ -63,10 +63,11 @@ def _field_bytes(data: bytes, count: int | None, what: str) -> Rejected | None:
 
 
 def check_enrolment(msg: Enrolment, registry: Registry, party: int) -> Rejected | None:
-    """Whether a household's enrolment may be stored (it may repeat the same share)."""
-    key = registry.households.get(msg.household)
+    """Whether a bidder's enrolment (a household's, or a supplier's as ``@ID``) may be stored
+    (it may repeat the same share)."""
+    key = registry.participant_keys().get(msg.household)
     if key is None or not verify(msg, key):
-        return Rejected(Reason.BAD_SIGNATURE, "not signed by the registered household's key")
+        return Rejected(Reason.BAD_SIGNATURE, "not signed by the registered bidder's key")
     if msg.server != party:
         return Rejected(Reason.MALFORMED, f"the enrolment is for server {msg.server}")
     return _field_bytes(msg.share, 1, "the credential share")
@@ -98,10 +99,21 @@ def households(registry: Registry) -> list[str]:
     return [registry.household_at(i) for i in range(1, len(registry.contracts) + 1)]
 
 
+def participants(registry: Registry) -> list[str]:
+    """Everyone settled: the households in index order, then the suppliers bidding as
+    ``@ID`` (their own positions)."""
+    return list(registry.participants())
+
+
 def tariffs(registry: Registry, billing: BillingConfig, names: Sequence[str]) -> np.ndarray:
-    """Each household's supplier's tariff in milli-units per kWh, shape (H, 3)."""
+    """Each household's supplier's tariff in milli-units per kWh, shape (H, 3). A supplier's
+    own row is zero: it has no meter, and its position is settled at the clearing price
+    alone (without a reading, the settlement's money is ``(e − p)·bought + (p − f − r)·sold``,
+    so ``p·(sold − bought)``)."""
     out = np.zeros((len(names), 3), dtype=np.int64)
     for i, h in enumerate(names):
+        if h not in registry.contracts:
+            continue
         t = B.MilliTariff.of(billing.tariffs[registry.contracts[h].supplier])
         out[i] = (t.retail, t.feed_in, t.network_fee)
     return out
@@ -240,10 +252,12 @@ def statement(records: Sequence[SettlementRecord], household: str, state: str
 def bill(records: Sequence[SettlementRecord], registry: Registry, billing: BillingConfig,
          supplier: str, state: str) -> tuple[bytes, str]:
     """A supplier's bill: per customer its cycle's money with and without the market, then
-    bought, sold, import, export and the network fees (fee × (import + export))."""
+    bought, sold, import, export and the network fees (fee × (import + export)), then its
+    own position on the market: bought, sold and its money (``p·(sold − bought)``)."""
     names = households(registry)
     customers = [h for h in names if registry.contracts[h].supplier == supplier]
     total = _totals(records, customers)
+    own = _totals(records, [supplier_participant(supplier)])[0]
     cols = {c: i for i, c in enumerate(PB.LINE_COLUMNS)}
     per_customer = total[:, [cols["money_with"], cols["money_without"]]].reshape(-1)
     group = bills_sum(total)
@@ -251,15 +265,17 @@ def bill(records: Sequence[SettlementRecord], registry: Registry, billing: Billi
     fees = F.mul_small(F.add(group[cols["import_wh"]:cols["import_wh"] + 1],
                              group[cols["export_wh"]:cols["export_wh"] + 1]), fee)
     tail = np.concatenate([group[[cols["bought_wh"], cols["sold_wh"], cols["import_wh"],
-                                  cols["export_wh"]]], fees])
+                                  cols["export_wh"]]], fees,
+                           own[[cols["bought_wh"], cols["sold_wh"], cols["money_with"]]]])
     return _u64(np.concatenate([per_customer, tail])), bills.public_text(
         {"status": state, "customers": customers})
 
 
 def supplier_period(records: Sequence[SettlementRecord], registry: Registry, supplier: str
                     ) -> tuple[bytes, str]:
-    """A supplier's customers' settled bought, sold, import and export of one period, by
-    contract (``records``: that period's settlement, or none yet)."""
+    """A supplier's customers' settled bought and sold of one period, by contract
+    (``records``: that period's settlement, or none yet); no import or export (a supplier
+    learns no per-period reading)."""
     if not records:
         return b"", bills.public_text({"status": bills.PENDING})
     customers = [h for h in households(registry) if registry.contracts[h].supplier == supplier]

@@ -37,7 +37,7 @@ REGION = {h: f"r{i % 2 + 1}" for i, h in enumerate(HOUSEHOLDS)}
 # (side, kWh, price) per household and period index; h0009 and h0010 never bid
 BIDS = [
     {"h0001": ("buy", "1.5", "110"), "h0003": ("buy", "1", "105"), "h0005": ("buy", "0.8", "103"),
-     "h0007": ("buy", "0.4", "101"),
+     "h0007": ("buy", "0.4", "101"), "@s2": ("buy", "0.5", "106"),
      "h0002": ("sell", "1.2", "90"), "h0004": ("sell", "1.1", "95"),
      "h0006": ("sell", "0.6", "99")},
     {"h0002": ("buy", "0.9", "108"), "h0004": ("buy", "0.7", "104"),
@@ -45,9 +45,10 @@ BIDS = [
      "h0001": ("sell", "0.5", "92"), "h0003": ("sell", "0.6", "96"),
      "h0005": ("sell", "0.4", "98"), "h0008": ("sell", "0.8", "100")},
 ]
-SILENT = ("h0005", 0)  # traded in the first period and sends no reading
+SILENT = ("h0001", 0)  # traded in the first period and sends no reading
 LIAR = ("h0002", 1)  # claims one Wh less bought than it got in the second period
 MISNAMED = ("h0004", 0, "s3")  # a customer of s1 whose bid names s3
+SUPPLIER["@s2"] = "s2"  # supplier s2 bids in the first period itself (its own position)
 
 
 def _json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
@@ -115,6 +116,12 @@ def test_a_billing_cycle_through_real_servers(tmp_path: Path, capsys) -> None:
         periods = cal.periods(cycle)
         for k, period in enumerate(periods):
             for h, (side, kwh, price) in BIDS[k].items():
+                if h.startswith("@"):
+                    got = _json(capsys, "supplier", "bid", "--data-dir", d, "--supplier", h[1:],
+                                "--side", side, "--quantity", kwh, "--price", price,
+                                "--period", period)
+                    assert set(got["receipts"]) == {"0", "1", "2"}
+                    continue
                 if (h, k) == MISNAMED[:2]:
                     asyncio.run(_bid_naming(c.agent(h), market, h, BIDS[k][h], MISNAMED[2],
                                             period))
@@ -194,16 +201,22 @@ def test_a_billing_cycle_through_real_servers(tmp_path: Path, capsys) -> None:
                                 Decimal(read[h][1]) / 1000])
                     io[h][0] += read[h][0]
                     io[h][1] += read[h][1]
+                w.writerow(["@s2", "s2", 0, 0])  # the supplier has no meter
             with open(tmp_path / f"trades{k}.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["bidder", "side", "traded_kwh"])
                 for h, (side, wh) in settled[k].items():
-                    if wh:
+                    if wh and not h.startswith("@"):
                         w.writerow([h, side, Decimal(wh) / 1000])
+                own = settled[k].get("@s2", ("buy", 0))[1]
+                if own:  # the supplier's purchase balances the households' sales
+                    w.writerow(["@s2", "buy", Decimal(own) / 1000])
             ref_doc = _json(capsys, "settle", "--meters", str(tmp_path / f"meters{k}.csv"),
                             "--tariffs", str(tmp_path / "tariffs.csv"), "--trades",
                             str(tmp_path / f"trades{k}.csv"), "--price", str(prices[k]))
             for row in ref_doc["households"]:
+                if row["bidder"] not in expected:  # the supplier's own row: not a customer
+                    continue
                 expected[row["bidder"]] += Fraction(row["with_market"])
                 expected_without[row["bidder"]] += Fraction(row["without_market"])
         for s in ("s1", "s2", "s3"):
@@ -220,6 +233,11 @@ def test_a_billing_cycle_through_real_servers(tmp_path: Path, capsys) -> None:
             assert bill["bought_kwh"] == float(Decimal(bought) / 1000)
             fees = sum(io[h][0] + io[h][1] for h in customers) * 5  # 5 per kWh, in ¢ per Wh/1000
             assert abs(Fraction(bill["network_fees"]) - Fraction(fees, 1000)) <= Fraction(1, 100)
+            own = settled[0].get("@" + s, ("buy", 0))[1]
+            assert bill["own_bought_kwh"] == float(Decimal(own) / 1000)
+            assert abs(Fraction(bill["own_position"]) + Fraction(prices[0]) * own / 1000) \
+                <= Fraction(1, 100)
+            assert (own > 0) is (s == "s2")
         # the grid operators: per region and supplier, per region
         for region in ("r1", "r2"):
             got = _json(capsys, "aggregates", "--data-dir", d, "--role", "dso", "--id", region,
@@ -246,7 +264,7 @@ def test_a_billing_cycle_through_real_servers(tmp_path: Path, capsys) -> None:
                              if h in settled[k] and settled[k][h][0] == side)
                     assert got["settled"][field] == float(Decimal(wh) / 1000), (s, k, field)
         h, k, _ = MISNAMED
-        assert settled[k][h] == ("sell", 1100) and SUPPLIER[h] == "s1"
+        assert settled[k][h][0] == "sell" and settled[k][h][1] > 0 and SUPPLIER[h] == "s1"
         # the households: their own statements; the liar refused by name, the silent missing
         liar = _json(capsys, "household", "statement", "--data-dir", d, "--household", LIAR[0],
                      "--cycle", cycle)
