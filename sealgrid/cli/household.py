@@ -184,14 +184,17 @@ def run_bid(args: argparse.Namespace) -> int:
             "pseudonym": wire.b64e(prepared.pseudonym.public),  # the household's own data
             "receipts": {str(i): receipt_id(r) for i, r in sorted(outcome.receipts.items())},
             "refusals": {str(i): str(e) for i, e in sorted(outcome.refusals.items())},
+            "unreachable": {str(i): why for i, why in sorted(outcome.unreachable.items())},
         }
 
     data = _run(args, work)
     lines = [f"period {data['period']}"]
     lines += [f"server {i}: receipt {n} (signature checked)" for i, n in data["receipts"].items()]
     lines += [f"server {i}: refused: {why}" for i, why in data["refusals"].items()]
+    lines += [f"server {i}: not reached before gate closure ({why}); the bid will be left out "
+              "as not_on_every_server" for i, why in data["unreachable"].items()]
     _emit(args, data, lines)
-    return 1 if data["refusals"] else 0
+    return 1 if data["refusals"] or data["unreachable"] else 0
 
 
 def run_tokens(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ The running market also settles every household from its smart meter (SPEC §7):
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -75,7 +76,7 @@ from sealgrid.service.keys import (
     supplier_participant,
     write_private,
 )
-from sealgrid.service.schedule import iso, parse_time
+from sealgrid.service.schedule import Schedule, iso, parse_time, utc_now
 from sealgrid.service.wire import MarketInfo, Outcome, OutputShares, ReadingReceipt, Receipt
 
 
@@ -527,8 +528,8 @@ class HouseholdAgent:
                 named = self.client.fresh()
                 async with named:
                     acks, refusals = await named.enrol(shares)
-            else:
-                acks, refusals = await client.enrol(shares)
+            else:  # inside a bid's named session: a server that is down is enrolled later
+                acks, refusals = await client.enrol(shares, quiet_unreachable=True)
             if acks:
                 enrolled = {**credential.enrolled,
                             **{i: a.share_sha256 for i, a in acks.items()}}
@@ -574,8 +575,8 @@ class HouseholdAgent:
         except AgentError:
             return PseudonymRecord(period, Pseudonym.fresh(period).key, None, None)
 
-    async def _obtain(self, record: PseudonymRecord, pseudonym: Pseudonym
-                      ) -> dict[int, BidRejected]:
+    async def _obtain(self, record: PseudonymRecord, pseudonym: Pseudonym,
+                      unreachable: dict[int, str] | None = None) -> dict[int, BidRejected]:
         """Every token ``pseudonym`` lacks, over fresh connections closed after each request,
         kept in ``record``; in the same named session, the credential's enrolment with every
         server that has not acknowledged it. Nothing is asked when nothing is missing.
@@ -591,16 +592,18 @@ class HouseholdAgent:
             if enrol:
                 _, enrolment = await self.enrol(issuing)
             if tokens:
-                refusals = await issuing.obtain(pseudonym)
+                refusals = await issuing.obtain(pseudonym, unreachable)
         if tokens:
             record.tokens, record.issuers = dict(pseudonym.tokens), dict(pseudonym.issuers)
             self.store.save(record)
         return {**refusals, **enrolment}
 
-    async def obtain(self, prepared: PreparedBid) -> dict[int, BidRejected]:
-        """Get every missing token of the pseudonym (fresh connections); return refusals."""
+    async def obtain(self, prepared: PreparedBid, unreachable: dict[int, str] | None = None
+                     ) -> dict[int, BidRejected]:
+        """Get every missing token of the pseudonym (fresh connections); return refusals
+        (``unreachable`` collects the servers that could not be reached, when given)."""
         p = prepared.pseudonym
-        return await self._obtain(self.store.load(p.period), p)
+        return await self._obtain(self.store.load(p.period), p, unreachable)
 
     async def submit(
         self,
@@ -608,17 +611,47 @@ class HouseholdAgent:
         *,
         servers: Sequence[int] | None = None,
         latency: list[float] | None = None,
+        unreachable: dict[int, str] | None = None,
     ) -> tuple[dict[int, Receipt], dict[int, BidRejected]]:
         """Send each server (or only ``servers``) its share; return receipts and refusals."""
         return await self.client.submit(
-            prepared.pseudonym, prepared.payloads, servers=servers, latency=latency
+            prepared.pseudonym, prepared.payloads, servers=servers, latency=latency,
+            unreachable=unreachable,
         )
 
-    async def send(self, prepared: PreparedBid) -> BidOutcome:
-        """Obtain the tokens, then submit every share."""
-        refusals = await self.obtain(prepared)
-        receipts, more = await self.submit(prepared)
-        return BidOutcome(prepared.pseudonym, receipts, {**refusals, **more})
+    async def send(self, prepared: PreparedBid, *, retry: bool = True) -> BidOutcome:
+        """Obtain the tokens, then submit every share; a server that cannot be reached is
+        tried again, with backoff (0.5 s doubling to 4 s), until shortly before the period's
+        gate closure (``retry``): its token, once obtained, is kept, and the servers that
+        already gave a receipt are not asked again. What is still missing at the end is in
+        the outcome's ``unreachable``."""
+        unreachable: dict[int, str] = {}
+        refusals = await self.obtain(prepared, unreachable)
+        receipts, more = await self.submit(prepared, unreachable=unreachable)
+        refusals.update(more)
+        if retry and unreachable:
+            _, market = await self.market()
+            schedule = Schedule(market.period_seconds)
+            gate = schedule.gate_closure(schedule.parse_period(prepared.pseudonym.period))
+            delay = 0.5
+            while unreachable:
+                left = (gate - utc_now()).total_seconds() - 0.5
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(delay, left))
+                delay = min(2 * delay, 4.0)
+                missing = sorted(unreachable)
+                unreachable = {}
+                refusals.update(await self.obtain(prepared, unreachable))
+                got, more = await self.submit(
+                    prepared, servers=[i for i in missing if i not in unreachable],
+                    unreachable=unreachable)
+                receipts.update(got)
+                refusals.update(more)
+                for i in missing:  # a server still down keeps its earlier reason
+                    if i not in receipts and i not in refusals and i not in unreachable:
+                        unreachable[i] = "no token"
+        return BidOutcome(prepared.pseudonym, receipts, refusals, unreachable)
 
     async def bid(self, bid: Bid, period: str | None = None) -> BidOutcome:
         """Prepare and send one checked bid."""
@@ -716,7 +749,8 @@ class HouseholdAgent:
 
 
 #: A household result's statuses (every server's joined) after which it never changes.
-FINAL_STATUSES = frozenset({"cleared", "no_trade", "failed", "invalid", "excluded", "unknown"})
+FINAL_STATUSES = frozenset({"cleared", "no_trade", "failed", "invalid", "excluded",
+                            "not_on_every_server", "unknown"})
 
 
 def final_status(status: str) -> bool:

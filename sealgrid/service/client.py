@@ -17,7 +17,7 @@ import json
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,11 @@ class ServiceError(Exception):
     """A server could not be reached or answered something that does not verify."""
 
 
+class Unreachable(ServiceError):
+    """A server could not be reached, or answered that it is unavailable (HTTP 503): worth
+    trying again later, unlike an answer that does not verify."""
+
+
 @dataclass(frozen=True)
 class BidOutcome:
     """What each server said to one bid: a verified receipt or a refusal, by server index."""
@@ -64,11 +69,12 @@ class BidOutcome:
     pseudonym: Pseudonym
     receipts: dict[int, Receipt]
     refusals: dict[int, BidRejected]
+    unreachable: dict[int, str] = field(default_factory=dict)  # server → why, still missing
 
     @property
     def complete(self) -> bool:
         """Whether every server gave a receipt."""
-        return not self.refusals
+        return not self.refusals and not self.unreachable
 
 
 def open_session(ca: Path, connections: int = 100, *, fresh: bool = False
@@ -141,7 +147,7 @@ class Client:
             ) as resp:
                 return resp.status, await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ServiceError(f"server {server} unreachable: {type(exc).__name__}") from exc
+            raise Unreachable(f"server {server} unreachable: {type(exc).__name__}") from exc
 
     async def challenge(self, server: int) -> bytes:
         """Fetch a fresh challenge nonce from ``server``."""
@@ -313,18 +319,33 @@ class HouseholdClient(Client):
         return HouseholdClient(self.registry, self._ca, self.household, self.key, fresh=True)
 
     async def _refusal(self, server: int, status: int, body: bytes) -> BidRejected:
+        if status == 503:
+            raise Unreachable(f"server {server} unavailable (HTTP 503)")
         try:
             error = json.loads(body)
             return BidRejected(Reason(error["error"]), error.get("detail", ""))
         except (ValueError, KeyError):
             raise ServiceError(f"server {server}: HTTP {status}") from None
 
-    async def obtain(self, pseudonym: Pseudonym) -> dict[int, BidRejected]:
-        """Get every server's blind signature on the pseudonym (its tokens); return refusals."""
+    async def obtain(self, pseudonym: Pseudonym, unreachable: dict[int, str] | None = None
+                     ) -> dict[int, BidRejected]:
+        """Get every server's blind signature on the pseudonym (its tokens); return refusals.
+
+        ``unreachable``, when given, collects the servers that could not be reached (their
+        token is still missing) instead of raising :class:`Unreachable`.
+        """
         refusals: dict[int, BidRejected] = {}
         period = pseudonym.period
 
         async def one(server: int) -> None:
+            try:
+                await token(server)
+            except Unreachable as exc:
+                if unreachable is None:
+                    raise
+                unreachable[server] = str(exc)
+
+        async def token(server: int) -> None:
             server_key = self.registry.servers[server][1]
             status, body = await self.call(server, "GET", f"/v1/periods/{period}/issuer")
             if status != 200:
@@ -360,11 +381,14 @@ class HouseholdClient(Client):
         *,
         servers: Iterable[int] | None = None,
         latency: list[float] | None = None,
+        unreachable: dict[int, str] | None = None,
     ) -> tuple[dict[int, Receipt], dict[int, BidRejected]]:
         """Send ``payloads[i]`` to every server ``i`` the pseudonym has a token for.
 
         ``servers`` limits the sending to those (default: all with a token); ``latency``, when
-        given, collects each share's seconds from sending until the server's answer.
+        given, collects each share's seconds from sending until the server's answer;
+        ``unreachable``, when given, collects the servers that could not be reached (raising
+        :class:`Unreachable` otherwise).
         """
         receipts: dict[int, Receipt] = {}
         refusals: dict[int, BidRejected] = {}
@@ -384,9 +408,17 @@ class HouseholdClient(Client):
                 raise ServiceError(f"server {server}'s receipt does not verify")
             receipts[server] = receipt
 
+        async def guarded(server: int) -> None:
+            try:
+                await one(server)
+            except Unreachable as exc:
+                if unreachable is None:
+                    raise
+                unreachable[server] = str(exc)
+
         wanted = set(range(self.servers) if servers is None else servers)
         chosen = sorted(wanted & set(pseudonym.tokens))
-        await asyncio.gather(*(one(i) for i in chosen))
+        await asyncio.gather(*(guarded(i) for i in chosen))
         return receipts, refusals
 
     async def bid(
@@ -415,11 +447,12 @@ class HouseholdClient(Client):
         return list(await asyncio.gather(*(one(i) for i in range(self.servers))))
 
     async def enrol(
-        self, shares: Mapping[int, bytes]
+        self, shares: Mapping[int, bytes], *, quiet_unreachable: bool = False
     ) -> tuple[dict[int, Enrolled], dict[int, BidRejected]]:
         """Send each server ``i`` in ``shares`` its share of the household's credential
         (``POST /v1/enrol``, signed by the household key); return the verified
-        acknowledgements and the refusals, by server.
+        acknowledgements and the refusals, by server. With ``quiet_unreachable`` a server
+        that cannot be reached is left out of both (it stays unacknowledged).
 
         Raises:
             ServiceError: unreachable, or an acknowledgement that is not that server's,
@@ -429,6 +462,13 @@ class HouseholdClient(Client):
         refusals: dict[int, BidRejected] = {}
 
         async def one(server: int) -> None:
+            try:
+                await enrol(server)
+            except Unreachable:  # not acknowledged: the next named session enrols again
+                if not quiet_unreachable:
+                    raise
+
+        async def enrol(server: int) -> None:
             share = shares[server]
             msg = wire.sign(Enrolment(self.household, server, share), self.key)
             status, body = await self.call(server, "POST", "/v1/enrol", wire.encode(msg))

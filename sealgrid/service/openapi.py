@@ -176,6 +176,7 @@ SCHEMAS: dict[str, Any] = {
                     "cleared",
                     "no_trade",
                     "excluded",
+                    "not_on_every_server",
                     "invalid",
                     "failed",
                     "unknown",

@@ -706,7 +706,7 @@ class Server:
             if record is None or record.status in ("closed", "agreed"):
                 return answer("pending")
             if pseudonym in record.excluded:
-                return answer("excluded")
+                return answer("not_on_every_server")  # it missed a server by the gate
         elif record is None or record.status in ("closed", "agreed"):
             return answer("pending")
         if record.status == "failed":

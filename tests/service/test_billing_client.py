@@ -507,9 +507,10 @@ def test_a_billing_output_that_does_not_verify_is_refused(data_dir, servers, cap
 
 def test_sealgrid_bills_prints_each_customers_amount(data_dir, servers, capsys) -> None:
     # h0001 pays 12.345678 with the market (13.50 without), h0004 is paid 0.50; s1 bought
-    # 1.5 kWh, sold 0.25 kWh, its customers imported 9 kWh and exported 2 kWh; fees 0.27
+    # 1.5 kWh, sold 0.25 kWh, its customers imported 9 kWh and exported 2 kWh; fees 0.27;
+    # s1 itself bought 0.4 kWh on the market, paying 40.00
     values = [-12_345_678, -13_500_000, 500_000, 400_000,
-              1_500, 250, 9_000, 2_000, 270_000]
+              1_500, 250, 9_000, 2_000, 270_000, 400, 0, -40_000_000]
     _serve(servers, "bill", "s1", values, {"status": "billed", "customers": ["h0001", "h0004"]})
     base = ["bills", "--data-dir", str(data_dir), "--supplier", "s1", "--cycle", CYCLE]
     assert main([*base, "--json"]) == 0
@@ -520,6 +521,7 @@ def test_sealgrid_bills_prints_each_customers_amount(data_dir, servers, capsys) 
         {"household": "h0004", "amount": -0.5, "amount_without_market": -0.4},
     ]
     assert (doc["bought_kwh"], doc["sold_kwh"], doc["network_fees"]) == (1.5, 0.25, 0.27)
+    assert (doc["own_bought_kwh"], doc["own_sold_kwh"], doc["own_position"]) == (0.4, 0.0, -40.0)
     # the bill was asked for with the supplier's own key, for this cycle
     asked = [wire.decode(AuthRequest, b or b"") for _, b in servers.paths("/v1/outputs")]
     key = servers.registry.suppliers["s1"]

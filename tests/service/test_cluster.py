@@ -109,7 +109,8 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
                 "type", "v", "status", "level", "price", "invalid_bids", "reason"}
         async with cluster.household("h0006") as h:
             shares = await h.result(partial)
-            assert [s.status for s in shares] == ["excluded", "excluded", "unknown"]
+            assert [s.status for s in shares] == ["not_on_every_server", "not_on_every_server",
+                                                  "unknown"]
         book = OrderBook.from_bids(bids.values(), SUPPLIERS)
         for i, hid in enumerate(bids):
             async with cluster.agent(hid) as agent:
@@ -165,6 +166,38 @@ def test_a_killed_server_loses_no_receipted_bid(cluster: Cluster) -> None:
         for s in sts:
             assert s.bid_count == 6 and s.excluded == ()
             assert s.bidset_sha256 == wire.sha256(b"".join(sorted(receipted)))
+
+    asyncio.run(scenario())
+
+
+def test_a_bid_reaches_a_server_that_comes_back_before_the_gate(cluster: Cluster) -> None:
+    """A server is down when a household bids: the agent keeps trying it until gate closure,
+    gets its token and its receipt once it is back, and the period clears with the bid on
+    every server. A server that stays down past the gate leaves the bid incomplete, with the
+    server named in ``unreachable``."""
+    async def scenario() -> None:
+        period = cluster.period_ahead(0, min_lead=7.0)
+        cluster.kill(2)
+        bid = _bid("h0001", "buy", "1", "110", "s1")
+        async with cluster.agent("h0001") as agent:
+            sending = asyncio.create_task(agent.bid(bid, period))
+            await asyncio.sleep(1.5)
+            assert not sending.done()  # still trying server 2
+            cluster.start(2)
+            await cluster.wait_ready([2])
+            outcome = await sending
+        assert outcome.complete and set(outcome.receipts) == {0, 1, 2}, outcome
+        sts = await cluster.statements(period, timeout=60)
+        assert {s.bid_count for s in sts} == {1} and all(s.excluded == () for s in sts)
+        # down past the gate: the bid misses server 2, the outcome says so
+        later = cluster.period_ahead(1, min_lead=3.0)
+        cluster.kill(2)
+        async with cluster.agent("h0002") as agent:
+            missed = await agent.bid(_bid("h0002", "sell", "1", "90", "s2"), later)
+        assert not missed.complete and set(missed.unreachable) == {2}
+        assert set(missed.receipts) == {0, 1}
+        cluster.start(2)
+        await cluster.wait_ready([2])
 
     asyncio.run(scenario())
 
