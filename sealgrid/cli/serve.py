@@ -14,7 +14,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("serve", help="run one computation server (HTTPS, until stopped)")
     parser.add_argument("--config", required=True, type=Path, help="the server's TOML file")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="text lines (default) or one JSON object per line (time in UTC with Z, level,"
+        " logger, message, exception)",
+    )
     parser.set_defaults(func=run)
+
+
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Log to standard error at ``level``, as text lines or one JSON object per line."""
+    if fmt == "json":
+        from sealgrid.service.metrics import JsonFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    else:
+        logging.basicConfig(
+            level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,9 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from sealgrid.service.server import Server
     from sealgrid.service.storage import StorageError
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         cfg = load_server_config(args.config)
     except ConfigError as exc:
@@ -40,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         server = Server(cfg)
-        print(
-            f"server {cfg.party} listening on https://{cfg.listen_host}:{cfg.listen_port}",
-            flush=True,
-        )
+        listening = f"server {cfg.party} listening on https://{cfg.listen_host}:{cfg.listen_port}"
+        if args.log_format == "json":  # every line a JSON object
+            logging.getLogger("sealgrid.serve").info("%s", listening)
+        else:
+            print(listening, flush=True)
         await run_until_stopped(server, stop)
 
     try:
