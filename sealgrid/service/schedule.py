@@ -79,17 +79,33 @@ class Schedule:
     def parse_period(self, period: str) -> dt.datetime:
         """Return the start of the named period.
 
+        A period is only a period if its gate closure and its end can be named too (so no
+        period of year 1 before ``GATE_PERIODS`` periods have passed, none ending in year
+        10000): every time computed from a parsed period is then a time.
+
         Raises:
-            ValueError: not a time, or not on a period boundary.
+            ValueError: not a time, not on a period boundary, or out of range.
         """
         start = parse_time(period)
         if start != self.start_of(start) or self.period_id(start) != period:
             raise ValueError(f"{period!r} is not the start of a trading period")
+        try:
+            start - GATE_PERIODS * self.length
+            start + self.length
+        except OverflowError:
+            raise _out_of_range(f"{period!r} (its gate closure or its end)") from None
         return start
 
     def gate_closure(self, start: dt.datetime) -> dt.datetime:
-        """Return when bidding for the period starting at ``start`` closes."""
-        return start - GATE_PERIODS * self.length
+        """Return when bidding for the period starting at ``start`` closes.
+
+        Raises:
+            ValueError: that time cannot be named (not a period of :meth:`parse_period`).
+        """
+        try:
+            return start - GATE_PERIODS * self.length
+        except OverflowError:
+            raise _out_of_range(f"the gate closure of {iso(start)}") from None
 
     def first_open(self, now: dt.datetime) -> dt.datetime:
         """Return the start of the earliest period still taking bids at ``now``."""
@@ -129,8 +145,12 @@ def default_cycle_periods(period_seconds: int) -> int:
     return max(1, DEFAULT_CYCLE_DAYS * 86400 // period_seconds)
 
 
+class _OutOfRange(ValueError):
+    """A time that :mod:`datetime` cannot name (before year 1 or after year 9999)."""
+
+
 def _out_of_range(what: str) -> ValueError:
-    return ValueError(f"{what} is outside the dates that can be named (years 1 to 9999)")
+    return _OutOfRange(f"{what} is outside the dates that can be named (years 1 to 9999)")
 
 
 @dataclass(frozen=True)
@@ -192,6 +212,8 @@ class BillingCalendar:
         """
         try:
             start = self.schedule.parse_period(cycle)
+        except _OutOfRange:
+            raise
         except ValueError:
             raise ValueError(
                 f"{cycle!r} is not the start of a billing cycle: not the start of a trading "
@@ -206,6 +228,10 @@ class BillingCalendar:
                 f"{self.cycle_periods} periods from {iso(EPOCH)}); the cycle containing it "
                 f"starts at {iso(first)}"
             )
+        try:  # its billing time, the reading deadline of its last period, can be named
+            start + (self.cycle_periods + self.reading_grace_periods) * self.period_length
+        except OverflowError:
+            raise _out_of_range(f"the billing time of the cycle {cycle!r}") from None
         return start
 
     def cycle_of(self, period: str) -> str:

@@ -42,15 +42,23 @@ def b64e(data: bytes) -> str:
 
 
 def b64d(text: str) -> bytes:
-    """Decode standard base64 text strictly.
+    """Decode standard base64 text strictly: only its one canonical spelling.
+
+    Base64 has more than one spelling of the same bytes (the unused low bits of the last
+    character before ``=`` padding may be set), so a text is accepted only if it is exactly
+    what :func:`b64e` writes for the bytes it decodes to: a key or subject then has one name,
+    and no re-spelling of it can miss a lookup made under the canonical one.
 
     Raises:
-        WireError: the text is not valid base64.
+        WireError: the text is not valid base64, or not its canonical spelling.
     """
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        data = base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError) as exc:
         raise WireError("invalid base64") from exc
+    if b64e(data) != text:
+        raise WireError("not canonical base64 (padding bits set, or not padded)")
+    return data
 
 
 def sha256(data: bytes) -> bytes:
@@ -417,7 +425,7 @@ def _decode_value(hint: Any, value: Any, name: str) -> Any:
     if hint is str:
         if not isinstance(value, str):
             raise WireError(f"field {name!r} must be text")
-        return value
+        return _text(value, name)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is types.UnionType and len(args) == 2 and type(None) in args:
         if value is None:
@@ -433,12 +441,27 @@ def _decode_value(hint: Any, value: Any, name: str) -> Any:
         key_type, inner = args
         if not isinstance(value, dict) or key_type is not str:
             raise WireError(f"field {name!r} must be an object")
-        return {k: _decode_value(inner, v, name) for k, v in value.items()}
+        return {_text(k, name): _decode_value(inner, v, name) for k, v in value.items()}
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise WireError(f"field {name!r} must be an object")
         return _fields(hint, value)  # type: ignore[arg-type]
     raise WireError(f"field {name!r} has an unsupported type")  # pragma: no cover
+
+
+def _text(value: str, name: str) -> str:
+    """Return ``value`` if it can be written as UTF-8 (JSON's ``\\ud800`` escape decodes to a
+    lone surrogate, which cannot).
+
+    Raises:
+        WireError: the text holds a lone surrogate.
+    """
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise WireError(f"field {name!r} holds a lone surrogate (not Unicode text)") from None
+    return value
 
 
 def decode(cls: type[M], raw: bytes) -> M:
@@ -457,7 +480,11 @@ def decode(cls: type[M], raw: bytes) -> M:
     except RecursionError:
         raise WireError("JSON nested too deeply") from None
     msg = from_dict(cls, data)
-    if encode(msg) != bytes(raw):
+    try:
+        canonical = encode(msg)
+    except UnicodeEncodeError:  # a lone surrogate anywhere (every field is checked above)
+        raise WireError("text that is not Unicode (a lone surrogate)") from None
+    if canonical != bytes(raw):
         raise WireError("not canonical JSON (sorted keys, no spaces, UTF-8, standard base64)")
     return msg
 

@@ -1,0 +1,317 @@
+"""Threat: hostile traffic against a running server (issue 13, item 5); assumes loopback TLS.
+
+One real server in this process, served exactly as ``sealgrid serve`` serves it (HTTPS through
+:func:`sealgrid.service.api.serve`, SQLite, its own clock that the tests move forward). Each
+attack below was found by trying it against three running servers; each must be refused
+with one reason of the closed set (never HTTP 500), must not make the server sign something
+false, must not create state, and idle or slow connections must be closed within the
+configured bounds while a normal request still succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import datetime as dt
+import json
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sealgrid.mechanism.bids import Reason
+from sealgrid.service import wire
+from sealgrid.service.api import serve
+from sealgrid.service.config import load_server_config
+from sealgrid.service.household import auth_request
+from sealgrid.service.intake import StoredBid
+from sealgrid.service.keys import TRUST, load_signing_key, server_tls_name
+from sealgrid.service.schedule import Schedule
+from sealgrid.service.server import Server
+from sealgrid.service.setup import init_data_dir
+
+T = TypeVar("T")
+START = dt.datetime(2026, 11, 22, 21, 7, 30, tzinfo=dt.UTC)
+ERRORS = {r.value for r in Reason} | {"not_finished", "forbidden", "not_closed", "unavailable"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Clock:
+    """The server's clock: ``START`` plus whatever the test has moved it on by."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta()
+
+    def __call__(self) -> dt.datetime:
+        return START + self.offset
+
+
+class Live:
+    """One real server (``serve``: HTTPS, the connection limits of its configuration)."""
+
+    def __init__(self, root: Path, **connections: Any) -> None:
+        init_data_dir(root, households=2, base_port=_free_port())
+        cfg = load_server_config(root / "server-0" / "server.toml")
+        if connections:
+            cfg = dataclasses.replace(
+                cfg, connections=dataclasses.replace(cfg.connections, **connections)  # type: ignore[attr-defined]
+            )
+        self.root, self.cfg = root, cfg
+        self.schedule = Schedule(cfg.market.period_seconds, cfg.market.horizon_periods)
+        self.clock = Clock()
+        self.log = _Captured()
+        self.loop = asyncio.new_event_loop()
+        self.server = Server(cfg, clock=self.clock)
+        self.runner = self.loop.run_until_complete(serve(self.server))
+        self.ctx = ssl.create_default_context(cafile=str(root / TRUST))
+        self.peer_ctx = ssl.create_default_context(cafile=str(root / TRUST))
+        self.peer_ctx.load_cert_chain(root / "server-1" / "tls.crt", root / "server-1" / "tls.key")
+
+    def run(self, coro: Awaitable[T], timeout: float = 30) -> T:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
+
+    async def open(self, peer: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(
+            self.cfg.listen_host, self.cfg.listen_port,
+            ssl=self.peer_ctx if peer else self.ctx, server_hostname=server_tls_name(0),
+        )
+
+    async def call(self, method: str, path: str, body: bytes = b"", peer: bool = False
+                   ) -> tuple[int, bytes]:
+        """One request on a connection of its own; the status and the body."""
+        reader, writer = await self.open(peer)
+        try:
+            writer.write(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode() + body
+            )
+            raw = await reader.read()
+        finally:
+            writer.close()
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        return int(head.split()[1]), rest
+
+    def request(self, method: str, path: str, body: bytes = b"", peer: bool = False
+                ) -> tuple[int, bytes]:
+        return self.run(self.call(method, path, body, peer))
+
+    def nonce(self) -> bytes:
+        status, body = self.request("POST", "/v1/challenge")
+        assert status == 200
+        return wire.b64d(json.loads(body)["nonce"])
+
+    def key(self, role_dir: str, name: str) -> Ed25519PrivateKey:
+        return load_signing_key(self.root / role_dir / f"{name}.key")
+
+    def period(self, k: int) -> str:
+        """The ``k``-th period from the first open one at the server's clock (may be < 0)."""
+        first = self.schedule.first_open(self.clock())
+        return self.schedule.period_id(first + k * self.schedule.length)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.runner.cleanup())
+        self.loop.run_until_complete(self.server.stop())
+        self.loop.close()
+        self.log.close()
+
+
+class _Captured(logging.Handler):
+    """Every log record of the process while a server runs, as text."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        root = logging.getLogger()
+        self._level = root.level
+        root.addHandler(self)
+        root.setLevel(logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def text(self, since: int = 0) -> str:
+        return "\n".join(self.lines[since:])
+
+    def close(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self)
+        root.setLevel(self._level)
+        super().close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    server = Live(tmp_path_factory.mktemp("hostile") / "data")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _refused(status: int, body: bytes, reason: Reason | None = None) -> str:
+    """The refusal's reason; fails on a server error or an answer outside the closed set."""
+    assert status < 500, body[:300]
+    assert status >= 400, (status, body[:300])
+    error = json.loads(body)["error"]
+    assert error in ERRORS, body[:300]
+    if reason is not None:
+        assert error == reason.value, body[:300]
+    return str(error)
+
+
+# --------------------------------------------------------------------------- HTTP 500s
+
+
+def _with_surrogate(msg: Any, field: str) -> bytes:
+    """``msg``'s canonical bytes with the text field ``field`` spelled as a lone surrogate."""
+    marker = "x" * 9
+    raw = wire.encode(dataclasses.replace(msg, **{field: marker}))
+    assert raw.count(marker.encode()) == 1
+    return raw.replace(marker.encode(), b"\\ud800")
+
+
+def _surrogate_bodies() -> dict[str, bytes]:
+    period = "2026-11-22T21:45:00Z"
+    return {
+        "/v1/pseudonyms": _with_surrogate(
+            wire.IssueRequest("h0001", period, b"\x01" * 256, b"n" * 16, b"s" * 64), "household"),
+        "/v1/bids": _with_surrogate(
+            wire.PseudonymousBid(period, 0, b"p" * 32, b"t" * 256, b"x", b"s" * 64), "period"),
+        "/v1/outputs": _with_surrogate(
+            wire.AuthRequest("household", "", period, b"n" * 16, b"s" * 64), "subject"),
+        "/v1/hello": _with_surrogate(
+            wire.AuthRequest("household", "", "", b"n" * 16, b"s" * 64), "subject"),
+        "/v1/enrol": _with_surrogate(wire.Enrolment("", 0, b"\x00" * 8, b"s" * 64), "household"),
+        "/v1/readings": _with_surrogate(
+            wire.MeterReading("", 0, period, b"\x00" * 8, b"s" * 64), "household"),
+    }
+
+
+@pytest.mark.parametrize("path", sorted(_surrogate_bodies()))
+def test_a_lone_surrogate_escape_is_malformed_on_every_post_route(live: Live, path: str) -> None:
+    """Found by trying: ``"\\ud800"`` decodes to text that cannot be UTF-8 (HTTP 500)."""
+    status, body = live.request("POST", path, _surrogate_bodies()[path])
+    assert status == 400, body[:300]
+    assert _refused(status, body) == "malformed"
+
+
+@pytest.mark.parametrize("cls", sorted(wire.MESSAGE_TYPES.values(), key=lambda c: c.__name__),
+                         ids=lambda c: c.__name__)
+def test_the_decoder_refuses_lone_surrogates_in_any_text(cls: type) -> None:
+    doc = {"type": cls.__name__, "v": 1, "\ud800": 1}
+    for raw in (json.dumps(doc).encode(), b'{"\\udfff":"\\ud800"}', b'"\\ud800"'):
+        with pytest.raises(wire.WireError):
+            wire.decode(cls, raw)
+    with pytest.raises(wire.WireError):
+        wire.decode(wire.AuthRequest, _with_surrogate(
+            wire.AuthRequest("household", "", "", b"n", b"s"), "subject"))
+
+
+EXTREME = ["0001-01-01T00:00:00Z", "0001-01-01T00:15:00Z", "0001-01-01T00:30:00Z",
+           "9999-12-31T23:45:00Z", "9999-12-31T23:30:00Z", "9999-12-31T00:00:00Z",
+           "1970-01-01T00:00:00Z", "0001-01-01T00:00:00+00:00", "10000-01-01T00:00:00Z"]
+
+
+@pytest.mark.parametrize("period", EXTREME)
+def test_extreme_periods_are_refused_on_every_get_route(live: Live, period: str) -> None:
+    """Found by trying: a period in year 1 made ``Schedule.gate_closure`` overflow (HTTP 500)."""
+    status, body = live.request("GET", f"/v1/periods/{period}/issuer")
+    assert _refused(status, body) in ("wrong_period", "late")
+    status, body = live.request("GET", f"/v1/periods/{period}")
+    assert status in (404, 422) and _refused(status, body)
+    for route in ("bidset", "settlement-set"):
+        status, body = live.request("GET", f"/v1/internal/periods/{period}/{route}", peer=True)
+        assert status < 500, body[:300]
+        if status != 200:
+            _refused(status, body)
+
+
+@pytest.mark.parametrize("period", EXTREME)
+def test_extreme_periods_are_refused_in_every_signed_request(live: Live, period: str) -> None:
+    h = live.key("households", "h0001")
+    meter = live.key("households", "h0001.meter")
+    s1, tso = live.key("suppliers", "s1"), live.key("tso", "tso")
+    pseudonym = Ed25519PrivateKey.generate()
+    subject = wire.b64e(wire.raw_public(pseudonym))
+    bodies = {
+        "/v1/pseudonyms": wire.encode(wire.sign(
+            wire.IssueRequest("h0001", period, b"\x01" * 256, live.nonce()), h)),
+        "/v1/readings": wire.encode(wire.sign(
+            wire.MeterReading("h0001", 0, period, b"\x00" * 8), meter)),
+        "/v1/outputs household": auth_request("household", subject, period, live.nonce(),
+                                              pseudonym),
+        "/v1/outputs supplier_period": auth_request("supplier_period", "s1", period,
+                                                    live.nonce(), s1),
+        "/v1/outputs bill": auth_request("bill", "s1", period, live.nonce(), s1),
+        "/v1/outputs statement": auth_request("statement", "h0001", period, live.nonce(), h),
+        "/v1/outputs tso": auth_request("tso", "tso", period, live.nonce(), tso),
+    }
+    for what, raw in bodies.items():
+        status, body = live.request("POST", what.split()[0], raw)
+        assert status < 500, (what, body[:300])
+        if status != 200:
+            _refused(status, body)
+        else:  # a read of a period or cycle nobody bid in
+            assert wire.decode(wire.OutputShares, body).period == period, what
+
+
+# --------------------------------------------------------------------------- base64
+
+
+def _respelled(text: str) -> str:
+    """The same bytes in base64 with the unused bits of the last character set."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    body = text.rstrip("=")
+    last = alphabet.index(body[-1]) | 1
+    other = body[:-1] + alphabet[last] + text[len(body):]
+    assert other != text and base64.b64decode(other) == base64.b64decode(text)
+    return other
+
+
+def test_base64_has_one_spelling() -> None:
+    key = wire.raw_public(Ed25519PrivateKey.generate())
+    text = wire.b64e(key)
+    assert wire.b64d(text) == key
+    for bad in (_respelled(text), text.rstrip("="), text + "=", " " + text):
+        with pytest.raises(wire.WireError):
+            wire.b64d(bad)
+    doc = json.loads(wire.encode(wire.BidSet(0, "p", (key,), b"s" * 64)))
+    doc["pseudonyms"] = [_respelled(text)]
+    with pytest.raises(wire.WireError):
+        wire.decode(wire.BidSet, wire.canonical_json(doc))
+
+
+def test_a_respelled_subject_cannot_read_a_cleared_bid_as_no_trade(live: Live) -> None:
+    """Found by trying: the servers signed ``no_trade`` for a bid that cleared, asked under
+    another base64 spelling of its pseudonym (the stored output is keyed by the canonical)."""
+    key = Ed25519PrivateKey.generate()
+    public = wire.raw_public(key)
+    period = live.period(40)
+    store = live.server.store
+    bid = StoredBid(period, public, b"bid", b"payload", b"receipt")
+    outcome = wire.encode(wire.Outcome("cleared", level=3, price="100.3")).decode()
+    live.run(live.server.db(store.add, [bid], []))
+    live.run(live.server.db(lambda: store.set_period(
+        period, "cleared", agreed=(public,), outcome=outcome,
+        outputs=[("household", wire.b64e(public), b"\x07" * 8)])))
+
+    def ask(subject: str) -> tuple[int, bytes]:
+        return live.request("POST", "/v1/outputs",
+                            auth_request("household", subject, period, live.nonce(), key))
+
+    status, body = ask(wire.b64e(public))
+    assert status == 200 and wire.decode(wire.OutputShares, body).status == "cleared"
+    status, body = ask(_respelled(wire.b64e(public)))
+    assert _refused(status, body, Reason.MALFORMED)
