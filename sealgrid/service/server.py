@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import ssl
@@ -37,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sealgrid.mechanism.bids import Reason
 from sealgrid.protocol.billing import ClaimLayout
 from sealgrid.protocol.certs import write_party_trust
-from sealgrid.service import bills, clearing, settlement, wire
+from sealgrid.service import bills, clearing, lifecycle, settlement, wire
 from sealgrid.service.blind import Issuer, MalformedIssuer
 from sealgrid.service.config import ServerConfig
 from sealgrid.service.intake import (
@@ -121,6 +122,7 @@ class Server:
         self._drained = asyncio.Event()
         self._drained.set()
         self._gate_lock = asyncio.Lock()
+        self.lifecycle = lifecycle.Lifecycle(self.schedule)
         self._settle_lock = asyncio.Lock()
         b = cfg.billing
         self.calendar = BillingCalendar(m.period_seconds, b.cycle_periods,
@@ -144,8 +146,8 @@ class Server:
         )
         self._tasks.append(asyncio.create_task(self._writer()))
         self._tasks.append(asyncio.create_task(self._ticker()))
-        for period in self.store.unfinished():
-            self._tasks.append(asyncio.create_task(self.finish_period(period)))
+        for period in self.store.unfinished():  # resumed: retried until their deadline
+            self.finish_period(period)
 
     async def stop(self) -> None:
         """Stop the background tasks and close the database."""
@@ -279,9 +281,11 @@ class Server:
     async def _ticker(self) -> None:
         interval = min(0.25, self.schedule.period_seconds / 8)
         while True:
-            for event in self.intake.receive(Tick(self.clock())):
+            now = self.clock()
+            for event in self.intake.receive(Tick(now)):
                 if isinstance(event, GateClosed):
-                    self._tasks.append(asyncio.create_task(self.finish_period(event.period)))
+                    self.finish_period(event.period)
+            self._lifecycle_do(self.lifecycle.receive(lifecycle.Tick(now)))
             if not self._settle_lock.locked():
                 self._tasks.append(asyncio.create_task(self.settle_due()))
             await asyncio.sleep(interval)
@@ -318,52 +322,105 @@ class Server:
             await asyncio.sleep(0.2)
         raise clearing.ClearingFailed(f"server {peer} did not give its bid set ({last})")
 
-    async def finish_period(self, period: str) -> None:
-        """Agree on the bid set of a closed period with the peers, clear it, store the outputs."""
+    def finish_period(self, period: str) -> None:
+        """The gate of ``period`` has passed (or it was found unfinished at start): hand it
+        to the lifecycle, which starts the first attempt."""
+        status = lifecycle.PeriodStatus.CLOSED
+        try:
+            record = self.store.period(period)
+        except StorageError:
+            record = None
+        if record is not None:
+            status = lifecycle.PeriodStatus(record.status)
+        self._lifecycle_do(self.lifecycle.receive(
+            lifecycle.GateClosed(period, self.clock(), status)))
+
+    def _lifecycle_do(self, outs: list[lifecycle.Out]) -> None:
+        """Perform what the lifecycle asks: start an attempt, or store a period as failed."""
+        for out in outs:
+            if isinstance(out, lifecycle.StartAttempt):
+                self._tasks.append(asyncio.create_task(self._attempt(out)))
+            else:
+                self._tasks.append(asyncio.create_task(self._give_up(out.period, out.reason)))
+
+    async def _attempt(self, start: lifecycle.StartAttempt) -> None:
+        """One attempt to agree on and clear a period; a failure is told to the lifecycle,
+        which tries again with backoff until the deadline."""
+        period = start.period
         async with self._gate_lock:
             try:
-                await self._finish(period)
-            except Exception:  # keep serving; the period stays unfinished and is logged
-                log.exception("finishing period %s failed", period)
+                status = await self._finish(period, start.deadline)
+            except Exception as exc:  # keep serving; the lifecycle decides what comes next
+                reason = str(exc) or type(exc).__name__
+                log.warning("period %s: attempt %d failed: %s", period, start.attempt, reason)
+                outs = self.lifecycle.receive(
+                    lifecycle.AttemptFailed(period, reason, self.clock()))
+            else:
+                outs = self.lifecycle.receive(lifecycle.ClearingDone(period, status))
+        self._lifecycle_do(outs)
 
-    async def _finish(self, period: str) -> None:
+    async def _give_up(self, period: str, reason: str) -> None:
+        """Store ``period`` as failed for good, with its reason in the signed statement."""
+        async with self._gate_lock:
+            record = await self.db(self.store.period, period)
+            if record is not None and record.status in ("cleared", "failed"):
+                return
+            own = await self.own_bidset(period)
+            log.warning("period %s failed: %s", period, reason)
+            await self._store_statement(period, "failed", Outcome("failed", reason=reason),
+                                        own.pseudonyms if own else (), (), [])
+
+    async def _finish(self, period: str, deadline: dt.datetime) -> lifecycle.PeriodStatus:
+        """Agree on the bid set with the peers (waiting for them until ``deadline``), clear it
+        and store the outputs; raise when this attempt does not get there."""
         loop = asyncio.get_running_loop()
         record = await self.db(self.store.period, period)
-        if record is not None and record.status in ("cleared", "failed"):
-            return
+        if record is not None and record.status == "cleared":
+            stored = wire.decode(Outcome, record.outcome.encode())
+            return lifecycle.PeriodStatus(stored.status)
         own = await self.own_bidset(period)
         if own is None:
-            return
+            raise clearing.ClearingFailed("the gate has not closed here yet")
         if record is None:
             await loop.run_in_executor(self._db, lambda: self.store.set_period(period, "closed"))
         t0 = loop.time()
-        deadline = t0 + self.cfg.market.peer_timeout_seconds
+        until = t0 + max(0.5, (deadline - self.clock()).total_seconds())
         agreed_set = set(own.pseudonyms)
-        failure = ""
         peers = [i for i in range(len(self.cfg.servers)) if i != self.cfg.party]
-        try:
-            sets = await asyncio.gather(*(self._peer_bidset(j, period, deadline) for j in peers))
-            for bidset in sets:
-                agreed_set &= set(bidset.pseudonyms)
-        except clearing.ClearingFailed as exc:
-            failure = str(exc)
-            agreed_set = set()
+        sets = await asyncio.gather(*(self._peer_bidset(j, period, until) for j in peers))
+        for bidset in sets:
+            agreed_set &= set(bidset.pseudonyms)
         agreed = tuple(sorted(agreed_set))
-        excluded = tuple(p for p in own.pseudonyms if p not in agreed_set) if not failure else ()
+        excluded = tuple(p for p in own.pseudonyms if p not in agreed_set)
+        self.lifecycle.receive(lifecycle.BidSetAgreed(period))
         t_agreed = loop.time()
         outputs: list[tuple[str, str, bytes]] = []
         public: Outcome
-        if failure:
-            status, public = "failed", Outcome("failed", reason=failure)
-        elif not agreed:
+        if not agreed:
             status, public = "cleared", Outcome("no_trade")
         else:
             await loop.run_in_executor(
                 self._db,
                 lambda: self.store.set_period(period, "agreed", agreed=agreed, excluded=excluded),
             )
-            status, public, outputs = await self._clear(period, agreed)
+            left = max(2.0, (deadline - self.clock()).total_seconds())
+            status, public, outputs = await self._clear(period, agreed, left)
+            if status == "failed":
+                raise clearing.ClearingFailed(public.reason or "the clearing failed")
         t_cleared = loop.time()
+        await self._store_statement(period, status, public, agreed, excluded, outputs)
+        log.info(
+            "period %s %s: %d bids, %d excluded; agreement %.2f s, clearing %.2f s",
+            period, public.status, len(agreed), len(excluded),
+            t_agreed - t0, t_cleared - t_agreed,
+        )  # fmt: skip
+        return lifecycle.PeriodStatus(public.status)
+
+    async def _store_statement(self, period: str, status: str, public: Outcome,
+                               agreed: tuple[bytes, ...], excluded: tuple[bytes, ...],
+                               outputs: list[tuple[str, str, bytes]]) -> None:
+        """Sign and store a finished period's statement with its outputs, in one transaction."""
+        loop = asyncio.get_running_loop()
         outcome = wire.encode(public).decode()
         start = self.schedule.parse_period(period)
         statement = wire.sign(
@@ -392,12 +449,6 @@ class Server:
                 outputs=outputs,
             ),
         )
-        t_end = loop.time()
-        log.info(
-            "period %s %s: %d bids, %d excluded; agreement %.2f s, clearing %.2f s, storing %.2f s",
-            period, status, len(agreed), len(excluded),
-            t_agreed - t0, t_cleared - t_agreed, t_end - t_cleared,
-        )  # fmt: skip
 
     def _issuer_digest(self, period: str) -> bytes:
         """SHA-256 of the period's issuer key ``(n, e)``: what households compare."""
@@ -407,7 +458,7 @@ class Server:
         return issuer.public.digest()
 
     async def _clear(
-        self, period: str, agreed: tuple[bytes, ...]
+        self, period: str, agreed: tuple[bytes, ...], timeout: float
     ) -> tuple[str, Outcome, list[tuple[str, str, bytes]]]:
         stored = {b.pseudonym: b.payload for b in await self.db(self.store.bids, period)}
         index = self.schedule.parse_period(period).timestamp() // self.schedule.period_seconds
@@ -424,7 +475,7 @@ class Server:
             market=self.market,
             workdir=self.cfg.data_dir / "mpc" / period.replace(":", ""),
             mpc_config=self.cfg.data_dir,
-            timeout=float(max(20, self.cfg.market.peer_timeout_seconds)),
+            timeout=min(float(max(20, self.cfg.market.peer_timeout_seconds)), timeout),
         )
         try:
             result = await clearing.clear(request)

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,28 @@ class Cluster:
     def seconds_to_gate(self, period: str) -> float:
         gate = self.schedule.gate_closure(self.schedule.parse_period(period))
         return (gate - dt.datetime.now(dt.UTC)).total_seconds()
+
+    async def statements_of(self, period: str, servers: list[int], timeout: float = 60) -> list:
+        """The signed statements of ``period`` from ``servers`` only (others may be down)."""
+        import asyncio as _asyncio
+
+        from sealgrid.service import wire
+        from sealgrid.service.wire import PeriodStatement
+
+        deadline = time.monotonic() + timeout
+        async with self.client() as c:
+            while True:
+                got = []
+                for i in servers:
+                    status, body = await c.call(i, "GET", f"/v1/periods/{period}")
+                    if status == 200:
+                        got.append(wire.decode(PeriodStatement, body))
+                if len(got) == len(servers) or time.monotonic() > deadline:
+                    break
+                await _asyncio.sleep(0.3)
+        if len(got) != len(servers):
+            raise TimeoutError(f"statements for {period} from {servers}: {len(got)}")
+        return got
 
     async def statements(self, period: str, timeout: float = 60) -> list:
         async with self.client() as c:

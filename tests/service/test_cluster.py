@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from fractions import Fraction
 
@@ -14,6 +15,7 @@ from sealgrid.mechanism.market import DEFAULT_GRID, Market
 from sealgrid.service import wire
 from sealgrid.service.agent import AgentError, encode_payloads, outcome_of, read_totals
 from sealgrid.service.keys import load_signing_key
+from sealgrid.service.schedule import utc_now
 
 from .cluster import Cluster
 
@@ -239,3 +241,68 @@ def test_tokens_fetched_ahead_are_the_ones_a_later_bid_uses(cluster: Cluster) ->
                 await agent.bid(_bid("h0007", "sell", "1", "100", "s1"), period)
 
     asyncio.run(scenario())
+
+
+def test_a_server_restarted_after_the_gate_still_clears_and_one_down_past_the_deadline_fails(
+        tmp_path) -> None:
+    """SIGKILL a server just before gate closure and start it again two seconds after: the
+    period still clears on all three servers before its deadline (the end of the period
+    after the gate), with one outcome and every household's exact result. A server that
+    stays down past the deadline leaves the period failed for good, with a reason every
+    household reads."""
+    c = Cluster(tmp_path / "data", households=6, period_seconds=8, min_per_side=1)
+    bids = {h: _bid(h, side, kwh, price, SUPPLIERS[(int(h[1:]) - 1) % 3])
+            for h, (side, kwh, price) in BIDS.items() if int(h[1:]) <= 6}
+
+    async def scenario() -> None:
+        period = c.period_ahead(0, min_lead=5.0)
+        for hid, bid in bids.items():
+            async with c.agent(hid) as agent:
+                assert (await agent.bid(bid, period)).complete
+        await asyncio.sleep(max(0.0, c.seconds_to_gate(period) - 0.5))
+        c.kill(2)
+        await asyncio.sleep(max(0.0, c.seconds_to_gate(period) + 2.0))
+        c.start(2)
+        await c.wait_ready([2])
+        sts = await c.statements(period, timeout=60)
+        deadline = c.schedule.gate_closure(c.schedule.parse_period(period)) + c.schedule.length
+        assert utc_now() < deadline + dt.timedelta(seconds=5)
+        assert {s.status for s in sts} == {"cleared"} and len({s.outcome for s in sts}) == 1
+        book = OrderBook.from_bids(bids.values(), SUPPLIERS)
+        reference = clear(book, GRID.levels)
+        assert reference.level is not None
+        assert outcome_of(sts[0].outcome).level == reference.level  # type: ignore[union-attr]
+        for i, hid in enumerate(bids):
+            async with c.agent(hid) as agent:
+                got = await agent.result(period)
+            assert got.status == "cleared"
+            assert got.traded_wh == Fraction(
+                int(reference.traded_numerator[i]),
+                reference.denominator_buy if book.is_buy[i] else reference.denominator_sell)
+        # down past the deadline: failed for good, with its reason
+        later = c.period_ahead(0, min_lead=5.0)
+        for hid, bid in list(bids.items())[:2]:
+            async with c.agent(hid) as agent:
+                assert (await agent.bid(bid, later)).complete
+        c.kill(2)
+        done = await c.statements_of(later, [0, 1], timeout=60)
+        for s in done:
+            public = outcome_of(s.outcome)
+            assert s.status == "failed" and public is not None and public.status == "failed"
+            assert "not cleared by the deadline" in public.reason
+        c.start(2)  # back after the deadline: it fails the period too, and says why
+        await c.wait_ready([2])
+        (back,) = await c.statements_of(later, [2], timeout=30)
+        assert back.status == "failed"
+        async with c.agent("h0001") as agent:
+            got = await agent.result(later)
+        assert got.status == "failed" and got.outcome is not None
+        assert "deadline" in got.outcome.reason
+
+    try:
+        for i in range(3):
+            c.start(i)
+        asyncio.run(c.wait_ready())
+        asyncio.run(scenario())
+    finally:
+        c.stop()
