@@ -85,6 +85,11 @@ from sealgrid.service.wire import (
 
 log = logging.getLogger("sealgrid.server")
 
+#: How often a server asks each peer for a heartbeat, and after how long without an answer
+#: the peer counts as down (a dead or frozen peer is noticed within about 2 s).
+HEARTBEAT_SECONDS = 0.5
+PEER_DOWN_SECONDS = 1.5
+
 ROLES = ("household", "supplier", "operator")
 
 
@@ -123,6 +128,8 @@ class Server:
         self._drained.set()
         self._gate_lock = asyncio.Lock()
         self.lifecycle = lifecycle.Lifecycle(self.schedule)
+        self._peer_seen: dict[int, float] = {}  # peer → loop time of its last heartbeat
+        self._peer_down: set[int] = set()
         self._settle_lock = asyncio.Lock()
         b = cfg.billing
         self.calendar = BillingCalendar(m.period_seconds, b.cycle_periods,
@@ -146,6 +153,7 @@ class Server:
         )
         self._tasks.append(asyncio.create_task(self._writer()))
         self._tasks.append(asyncio.create_task(self._ticker()))
+        self._tasks.append(asyncio.create_task(self._heartbeats()))
         for period in self.store.unfinished():  # resumed: retried until their deadline
             self.finish_period(period)
 
@@ -335,6 +343,63 @@ class Server:
         self._lifecycle_do(self.lifecycle.receive(
             lifecycle.GateClosed(period, self.clock(), status)))
 
+    # -- peers' heartbeats
+
+    async def _heartbeats(self) -> None:
+        """Ask every peer for its signed market info every ``HEARTBEAT_SECONDS`` (a frozen or
+        dead server does not answer); a peer silent for ``PEER_DOWN_SECONDS`` is down."""
+        assert self._session is not None
+        loop = asyncio.get_running_loop()
+        peers = [i for i in range(len(self.cfg.servers)) if i != self.cfg.party]
+        timeout = aiohttp.ClientTimeout(total=HEARTBEAT_SECONDS * 2)
+
+        async def beat(peer: int) -> None:
+            url = f"{self.cfg.servers[peer]}/v1/info"
+            try:
+                async with self._session.get(  # type: ignore[union-attr]
+                        url, server_hostname=server_tls_name(peer), timeout=timeout) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        self._peer_seen[peer] = loop.time()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                pass
+
+        while True:
+            await asyncio.gather(*(beat(j) for j in peers))
+            now = loop.time()
+            for j in peers:
+                down = now - self._peer_seen.get(j, -1e9) > PEER_DOWN_SECONDS
+                if down and j not in self._peer_down:
+                    self._peer_down.add(j)
+                    log.warning("server %d stopped answering heartbeats", j)
+                elif not down and j in self._peer_down:
+                    self._peer_down.discard(j)
+                    log.info("server %d answers heartbeats again", j)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def peers_down(self) -> list[int]:
+        """The peers silent for longer than ``PEER_DOWN_SECONDS`` (as last checked)."""
+        return sorted(self._peer_down)
+
+    async def _watched(self, work: Any) -> Any:
+        """Run ``work`` (a clearing or settlement attempt) while every peer answers its
+        heartbeats; a peer that stops is noticed within ``PEER_DOWN_SECONDS`` and the attempt
+        is given up at once (its MPC party killed), to be tried again once it is back."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS / 2)
+                if not done and self._peer_down:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                    down = ", ".join(str(j) for j in sorted(self._peer_down))
+                    raise clearing.ClearingFailed(f"server {down} stopped answering heartbeats")
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+
     def _lifecycle_do(self, outs: list[lifecycle.Out]) -> None:
         """Perform what the lifecycle asks: start an attempt, or store a period as failed."""
         for out in outs:
@@ -349,6 +414,9 @@ class Server:
         period = start.period
         async with self._gate_lock:
             try:
+                if self._peer_down and start.attempt > 1:  # wait for it rather than burn time
+                    down = ", ".join(str(j) for j in sorted(self._peer_down))
+                    raise clearing.ClearingFailed(f"server {down} does not answer heartbeats")
                 status = await self._finish(period, start.deadline)
             except Exception as exc:  # keep serving; the lifecycle decides what comes next
                 reason = str(exc) or type(exc).__name__
@@ -478,7 +546,7 @@ class Server:
             timeout=min(float(max(20, self.cfg.market.peer_timeout_seconds)), timeout),
         )
         try:
-            result = await clearing.clear(request)
+            result = await self._watched(clearing.clear(request))
         except clearing.ClearingFailed as exc:
             return "failed", Outcome("failed", reason=str(exc)), []
         level = result.public.level

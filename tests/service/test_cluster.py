@@ -306,3 +306,32 @@ def test_a_server_restarted_after_the_gate_still_clears_and_one_down_past_the_de
         asyncio.run(scenario())
     finally:
         c.stop()
+
+
+def test_a_frozen_peer_is_noticed_within_two_seconds(cluster: Cluster) -> None:
+    """SIGSTOP one server: the others log that it stopped answering heartbeats within about
+    two seconds (bound here 3 s for a loaded machine), and that it answers again after
+    SIGCONT."""
+    import signal
+    import time
+
+    log0 = cluster.root / "server-0.log"
+    time.sleep(2.0)  # let the heartbeats settle after the start
+    before = log0.read_text(errors="replace").count("server 2 stopped answering heartbeats")
+    cluster.procs[2].send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 10:
+            text = log0.read_text(errors="replace")
+            if text.count("server 2 stopped answering heartbeats") > before:
+                break
+            time.sleep(0.05)
+        noticed = time.monotonic() - t0
+    finally:
+        cluster.procs[2].send_signal(signal.SIGCONT)
+    print(f"frozen peer noticed after {noticed:.2f} s")
+    assert noticed <= 3.0, f"noticed only after {noticed:.1f} s"
+    t1 = time.monotonic()
+    while "server 2 answers heartbeats again" not in log0.read_text(errors="replace"):
+        assert time.monotonic() - t1 < 10
+        time.sleep(0.05)
