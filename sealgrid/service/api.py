@@ -129,7 +129,12 @@ async def settlement_set(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     if not _from_peer(request):
         return error("forbidden", "only the other computation servers may ask", 403)
-    found = await server.own_settlement_set(request.match_info["period"])
+    period = request.match_info["period"]
+    try:
+        server.calendar.reading_deadline(period)
+    except ValueError as exc:
+        return refusal(Rejected(Reason.WRONG_PERIOD, f"not a trading period: {exc}"))
+    found = await server.own_settlement_set(period)
     if found is None:
         return error("not_closed", "the readings of this period are not closed", 409)
     return message(found)
@@ -146,7 +151,12 @@ async def hello(request: web.Request) -> web.Response:
 async def statement(request: web.Request) -> web.Response:
     """GET /v1/periods/{period}: the signed statement of a finished period (public)."""
     period = request.match_info["period"]
-    found = await request.app[SERVER_KEY].statement(period)
+    server = request.app[SERVER_KEY]
+    try:
+        server.schedule.parse_period(period)
+    except ValueError as exc:
+        return refusal(Rejected(Reason.WRONG_PERIOD, f"not a trading period: {exc}"))
+    found = await server.statement(period)
     if found is None:
         return error("not_finished", "this period has not been cleared yet", 404)
     return message(found)
@@ -170,7 +180,11 @@ async def bidset(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     if not _from_peer(request):
         return error("forbidden", "only the other computation servers may ask", 403)
-    found = await server.own_bidset(request.match_info["period"])
+    period = request.match_info["period"]
+    why = server.intake.bidset_refusal(period, server.clock())
+    if why is not None:  # not a period, or one this server holds nothing of
+        return refusal(why)
+    found = await server.own_bidset(period)
     if found is None:
         return error("not_closed", "the gate of this period has not closed", 409)
     return message(found)

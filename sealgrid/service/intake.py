@@ -178,6 +178,8 @@ class Intake:
         self._check_payload = check_payload
         self._challenges: dict[bytes, dt.datetime] = {}
         self._periods: dict[str, _Period] = {}
+        self._since: dt.datetime | None = None  # the time of the first event: the start
+        self._closed_through: dt.datetime | None = None  # every gate up to it is closed
         self._recent: dict[str, deque[dt.datetime]] = {}
         self._issuers: dict[str, Issuer] = {}
 
@@ -236,12 +238,33 @@ class Intake:
     def is_closed(self, period: str) -> bool:
         """Return whether this machine has closed the gate of ``period``."""
         state = self._periods.get(period)
-        return bool(state and state.closed)
+        if state is not None and state.closed:
+            return True
+        try:
+            return self._gate_closed(self.schedule.parse_period(period))
+        except ValueError:
+            return False
+
+    def _gate_closed(self, start: dt.datetime) -> bool:
+        """Whether a peer was given a bid set of a period whose gate is not after ``start``'s
+        (such periods have no record here: see :meth:`close_due`)."""
+        through = self._closed_through
+        return through is not None and self.schedule.gate_closure(start) <= through
 
     def take_challenge(self, nonce: bytes, now: dt.datetime) -> bool:
         """Use up a challenge for another signed request; return whether it was valid."""
         expires = self._challenges.pop(nonce, None)
         return expires is not None and expires > now
+
+    def _open(self, period: str) -> _Period:
+        """The state of a period that still takes bids (made on first use).
+
+        Raises:
+            _Refuse: its gate has closed here (``late``).
+        """
+        if self.is_closed(period):
+            raise _Refuse(Reason.LATE, "the gate of this period has closed")
+        return self._period(period)
 
     def _period(self, period: str) -> _Period:
         state = self._periods.get(period)
@@ -253,6 +276,7 @@ class Intake:
 
     def receive(self, event: IssueChallenge | IssuePseudonym | SubmitBid | Tick) -> list[Event]:
         """Process one event; return the events it causes."""
+        self._note_start(event.now)
         if isinstance(event, IssueChallenge):
             expires = event.now + dt.timedelta(seconds=self.limits.challenge_ttl_seconds)
             self._challenges[event.nonce] = expires
@@ -281,16 +305,54 @@ class Intake:
                 out.append(GateClosed(period, tuple(sorted(state.bids))))
         return out
 
-    def close_due(self, period: str, now: dt.datetime) -> bool:
-        """Return whether ``period``'s gate has passed at ``now`` (closing it if so)."""
+    def bidset_refusal(self, period: str, now: dt.datetime) -> Rejected | None:
+        """Return why a peer gets no bid set of ``period`` from this machine, or ``None``
+        (it gets one once the gate has passed: :meth:`close_due`). No state is made.
+
+        A server answers only for periods it holds something of (a bid, a pseudonym, a
+        record restored after a restart) or whose gate closed while it was running: it has
+        nothing to say of any other, and must not sign that it had no bids in one.
+        """
+        self._note_start(now)
         try:
             start = self.schedule.parse_period(period)
-        except ValueError:
+        except ValueError as exc:
+            return Rejected(Reason.WRONG_PERIOD, f"not a trading period: {exc}")
+        if period in self._periods:
+            return None
+        assert self._since is not None
+        if self.schedule.gate_closure(start) < self._since:
+            return Rejected(
+                Reason.WRONG_PERIOD,
+                "this server holds nothing of that period (its gate closed before it started)",
+            )
+        return None
+
+    def close_due(self, period: str, now: dt.datetime) -> bool:
+        """Return whether this machine gives its bid set of ``period`` at ``now``: its gate
+        has passed, and :meth:`bidset_refusal` finds no reason not to. The gate is closed
+        then (no bid of the period is taken afterwards, whatever the clock says later).
+
+        A period this machine holds nothing of gets no record (the bid set is empty, and
+        nothing is left to finish): its gate is closed by remembering the latest gate so
+        closed, so asking about any number of periods keeps no more state than one time.
+        """
+        if self.bidset_refusal(period, now) is not None:
             return False
-        if self.schedule.gate_closure(start) > now:
+        start = self.schedule.parse_period(period)
+        gate = self.schedule.gate_closure(start)
+        if gate > now:
             return False
-        self._period(period).closed = True
+        state = self._periods.get(period)
+        if state is not None:
+            state.closed = True
+        elif self._closed_through is None or gate > self._closed_through:
+            self._closed_through = gate
         return True
+
+    def _note_start(self, now: dt.datetime) -> None:
+        if self._since is None:
+            self._since = now
 
     def _issue(self, event: IssuePseudonym) -> Granted:
         if len(event.raw) > ENVELOPE_BYTES:
@@ -310,9 +372,7 @@ class Intake:
         why = self.schedule.check(req.period, event.now)
         if why is not None:
             raise _Refuse(*why)
-        state = self._period(req.period)
-        if state.closed:
-            raise _Refuse(Reason.LATE, "the gate of this period has closed")
+        state = self._open(req.period)
         if req.household in state.households:
             raise _Refuse(Reason.TOO_FREQUENT, "one pseudonym per household and period")
         issuer = self._issuers.get(req.period)
@@ -372,9 +432,7 @@ class Intake:
         why = self.schedule.check(bid.period, event.now)
         if why is not None:
             raise _Refuse(*why)
-        state = self._period(bid.period)
-        if state.closed:
-            raise _Refuse(Reason.LATE, "the gate of this period has closed")
+        state = self._open(bid.period)
         if self._check_payload is not None:
             try:
                 self._check_payload(bid.payload)

@@ -315,3 +315,66 @@ def test_a_respelled_subject_cannot_read_a_cleared_bid_as_no_trade(live: Live) -
     assert status == 200 and wire.decode(wire.OutputShares, body).status == "cleared"
     status, body = ask(_respelled(wire.b64e(public)))
     assert _refused(status, body, Reason.MALFORMED)
+
+
+# ----------------------------------------------------------------- periods that never were
+
+
+def test_a_peer_asking_about_periods_makes_no_state() -> None:
+    """Found by trying: one request for any past period's bid set made all three servers
+    publish signed "cleared, 0 bids" statements of it, and period state grew per request."""
+    from sealgrid.service.intake import Tick
+
+    from .helpers import NOW, World
+
+    w = World(n=1)
+    m = w.machines[0]
+    assert m.receive(Tick(NOW)) == []  # running since NOW
+    schedule = m.schedule
+    later = NOW + dt.timedelta(days=2)
+    first = schedule.first_open(NOW)
+    answered = refused = 0
+    for k in range(-50, 150):
+        period = schedule.period_id(first + k * schedule.length)
+        if m.bidset_refusal(period, later) is not None:
+            assert not m.close_due(period, later)
+            refused += 1
+        else:
+            assert m.close_due(period, later) and m.pseudonyms(period) == ()
+            answered += 1
+    assert refused == 50 and answered == 150  # gates before NOW: nothing to say
+    assert m.closed_counts() == {"closed_periods": 0, "bids_in_closed_periods": 0}
+    assert m.receive(Tick(later)) == []  # nothing to finish
+    assert m.is_closed(schedule.period_id(first + 100 * schedule.length))
+    assert m.bidset_refusal("garbage", later) is not None
+    assert m.bidset_refusal("0001-01-01T00:00:00Z", later) is not None
+
+
+def test_the_bid_set_route_answers_only_periods_the_server_holds_or_saw_close(live: Live) -> None:
+    counts = live.server.intake.closed_counts()
+    before = live.period(-20)  # its gate closed long before the server started
+    status, body = live.request("GET", f"/v1/internal/periods/{before}/bidset", peer=True)
+    assert status == 422 and _refused(status, body, Reason.WRONG_PERIOD)
+    for garbage in ("garbage", "2026-11-22T21:46:00Z", "0001-01-01T00:00:00Z"):
+        for route in ("bidset", "settlement-set"):
+            status, body = live.request("GET", f"/v1/internal/periods/{garbage}/{route}",
+                                        peer=True)
+            assert status == 422 and _refused(status, body, Reason.WRONG_PERIOD), route
+        status, body = live.request("GET", f"/v1/periods/{garbage}")
+        assert status == 422 and _refused(status, body, Reason.WRONG_PERIOD)
+    status, body = live.request("GET", f"/v1/internal/periods/{live.period(0)}/bidset",
+                                peer=True)
+    assert status == 409 and json.loads(body)["error"] == "not_closed"
+
+    live.clock.offset += dt.timedelta(hours=1)  # gates close while it runs; nobody bid
+    quiet = live.period(-1)
+    status, body = live.request("GET", f"/v1/internal/periods/{quiet}/bidset", peer=True)
+    assert status == 200
+    found = wire.decode(wire.BidSet, body)
+    assert found.pseudonyms == () and found.period == quiet
+    assert wire.verify(found, live.server.registry.servers[0][1])
+    live.run(asyncio.sleep(1.0))  # the ticker had its chance to start finishing it
+    assert live.server.intake.closed_counts() == counts
+    assert live.run(live.server.db(live.server.store.period, quiet)) is None
+    status, body = live.request("GET", f"/v1/periods/{quiet}")
+    assert status == 404
