@@ -199,6 +199,15 @@ class _StoreCollector(Collector):
                                "1 if the last read of this server's database succeeded")
         up.add_metric([], 1.0 if m.view is not None else 0.0)
         yield up
+        down = getattr(m.server, "peers_down", None)
+        if callable(down):
+            beats = GaugeMetricFamily(
+                "sealgrid_peer_heartbeat_up", "1 unless the peer has been silent to this"
+                " server's heartbeats for longer than its limit", labels=["peer"])
+            silent = set(down())
+            for j in sorted(m.peers):
+                beats.add_metric([str(j)], 0.0 if j in silent else 1.0)
+            yield beats
         view = m.view
         if view is None:
             return

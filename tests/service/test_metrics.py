@@ -91,7 +91,8 @@ def test_request_counts_are_held_until_the_period_boundary_then_match(one_server
             for _ in range(2):
                 assert (await client.get("/v1/info")).status == 200
             assert (await client.get("/no/such/route")).status == 404
-            assert (await client.get(f"/v1/periods/{'x' * 50}")).status == 404
+            unfinished = server.schedule.period_id(server.schedule.start_of(clock.now))
+            assert (await client.get(f"/v1/periods/{unfinished}")).status == 404
 
             first = samples(await (await client.get("/metrics")).text())
             # nothing of this window is published yet: no counter moves while households bid
@@ -123,7 +124,7 @@ def test_request_counts_are_held_until_the_period_boundary_then_match(one_server
             assert value(found, "sealgrid_http_requests_total", route="/metrics",
                          method="GET", code="200") == 1
             # never a raw path, never a household
-            assert "/no/such/route" not in text and "x" * 50 not in text
+            assert "/no/such/route" not in text and unfinished not in text
             boundary = server.schedule.start_of(clock.now).timestamp()
             assert value(found, "sealgrid_counts_published_until_timestamp_seconds") == boundary
 
@@ -141,6 +142,8 @@ def test_request_counts_are_held_until_the_period_boundary_then_match(one_server
             assert not any(p["up"] for p in health["peers"].values())
             found = samples(await (await client.get("/metrics")).text())
             assert value(found, "sealgrid_peer_up", peer="1") == 0
+            assert ("sealgrid_peer_heartbeat_up", (("peer", "1"),)) in found
+            assert value(found, "sealgrid_peer_heartbeat_up", peer="1") == 0
             assert ("sealgrid_peer_up", (("peer", "2"),)) in found
 
             # the database goes away: 503, and the metrics say so instead of failing
@@ -372,6 +375,7 @@ def test_metrics_of_a_traded_period_match_what_happened(market: Market3) -> None
         peers = {j for j in range(3) if j != i}
         for j in peers:
             assert value(found, "sealgrid_peer_up", peer=str(j)) == 1, (i, j)
+            assert value(found, "sealgrid_peer_heartbeat_up", peer=str(j)) == 1, (i, j)
             assert value(found, "sealgrid_peer_last_seen_timestamp_seconds", peer=str(j)) > 0
         assert value(found, "sealgrid_writer_queue_stalled_seconds") == 0
         # the internal routes the peers used at gate closure and settlement
