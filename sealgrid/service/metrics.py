@@ -32,7 +32,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp
 from aiohttp import web
@@ -47,6 +47,7 @@ from sealgrid.service.server import Server
 from sealgrid.service.storage import Store
 
 log = logging.getLogger("sealgrid.metrics")
+T = TypeVar("T")
 
 #: Buckets (seconds) of the clearing's, finishing's and settlement's histograms.
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -66,6 +67,7 @@ DB_TIMEOUT_SECONDS = 5.0
 STATUS_PERIODS = 12
 
 _UNFINISHED = ("closed", "agreed")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _NO_TRADE = '%"status":"no_trade"%'  # an Outcome's canonical JSON (wire.encode)
 
@@ -287,7 +289,8 @@ class Monitor:
         for j in self.peers:
             self.peer_up.labels(str(j)).set(0)
         self.view: StoreView | None = None
-        self._view_at = -1e9
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._held: dict[int, Window] = {}
         self._published = self._window()
         self.released: Released | None = None
@@ -430,38 +433,41 @@ class Monitor:
 
     # -- the store, the database and the peers
 
-    async def refresh(self, *, force: bool = False) -> StoreView | None:
-        """Read the store's numbers on the database thread (at most once a second unless
-        ``force``); None, and ``sealgrid_database_up`` 0, when the database cannot be read."""
-        now = time.monotonic()
-        if force or now - self._view_at >= STORE_REFRESH_SECONDS:
-            self._view_at = now
+    async def _read(self, what: str, fn: Callable[[Store], T]) -> T | None:
+        """``fn(store)`` on the server's database thread, at most once a second per ``what``
+        (callers in between, and those waiting meanwhile, get the last result), so that
+        polling these routes cannot load the thread that commits bids; None when the
+        database cannot be read."""
+        async with self._locks.setdefault(what, asyncio.Lock()):
+            at, found = self._cache.get(what, (-1e9, None))
+            if time.monotonic() - at < STORE_REFRESH_SECONDS:
+                return cast("T | None", found)
             try:
-                self.view = await asyncio.wait_for(
-                    self.server.db(store_view, self.server.store), DB_TIMEOUT_SECONDS)
-            except Exception as exc:  # any database error: shown as down, never a 500
-                log.warning("the database could not be read for the metrics: %s", exc)
-                self.view = None
+                found = await asyncio.wait_for(self.server.db(fn, self.server.store),
+                                               DB_TIMEOUT_SECONDS)
+            except Exception as exc:  # any database error, or its thread is gone
+                log.warning("the database could not be read (%s): %s", what, exc)
+                found = None
+            self._cache[what] = (time.monotonic(), found)
+            return cast("T | None", found)
+
+    def forget(self) -> None:
+        """Drop the last reads of the database (the next request reads it again)."""
+        self._cache.clear()
+
+    async def refresh(self) -> StoreView | None:
+        """The store's numbers for the metrics; None, and ``sealgrid_database_up`` 0, when
+        the database cannot be read."""
+        self.view = await self._read("metrics", store_view)
         return self.view
 
     async def database_ok(self) -> bool:
-        """Whether the database answers now (on the server's database thread)."""
-        try:
-            return bool(await asyncio.wait_for(
-                self.server.db(database_ok, self.server.store), DB_TIMEOUT_SECONDS))
-        except Exception as exc:  # any database error, or the thread is gone
-            log.warning("health check: the database does not answer: %s", exc)
-            return False
+        """Whether the database answers (read at most once a second)."""
+        return bool(await self._read("health", database_ok))
 
     async def recent_periods(self) -> list[PeriodRow] | None:
         """The status page's periods, or None when the database cannot be read."""
-        try:
-            rows: list[PeriodRow] = await asyncio.wait_for(
-                self.server.db(recent_periods, self.server.store), DB_TIMEOUT_SECONDS)
-        except Exception as exc:  # any database error
-            log.warning("the database could not be read for the status page: %s", exc)
-            return None
-        return rows
+        return await self._read("status", recent_periods)
 
     async def probe(self, peer: int) -> None:
         """Ask one peer's ``/healthz`` over the server's mutual-TLS session."""
@@ -578,7 +584,8 @@ def middleware(monitor: Monitor) -> Callable[..., Awaitable[web.StreamResponse]]
 
     @web.middleware
     async def count(request: web.Request, handler: Any) -> web.StreamResponse:
-        route, method = _route(request), request.method
+        route = _route(request)
+        method = request.method if request.method in _METHODS else "other"
         try:
             response: web.StreamResponse = await handler(request)
         except web.HTTPException as exc:

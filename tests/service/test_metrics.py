@@ -91,6 +91,7 @@ def test_request_counts_are_held_until_the_period_boundary_then_match(one_server
             for _ in range(2):
                 assert (await client.get("/v1/info")).status == 200
             assert (await client.get("/no/such/route")).status == 404
+            assert (await client.request("PROPFIND", "/v1/info")).status == 405
             unfinished = server.schedule.period_id(server.schedule.start_of(clock.now))
             assert (await client.get(f"/v1/periods/{unfinished}")).status == 404
 
@@ -124,7 +125,10 @@ def test_request_counts_are_held_until_the_period_boundary_then_match(one_server
             assert value(found, "sealgrid_http_requests_total", route="/metrics",
                          method="GET", code="200") == 1
             # never a raw path, never a household
+            assert value(found, "sealgrid_http_requests_total", route="unmatched",
+                         method="other", code="405") == 1
             assert "/no/such/route" not in text and unfinished not in text
+            assert "PROPFIND" not in text  # methods, too, are a closed set of labels
             boundary = server.schedule.start_of(clock.now).timestamp()
             assert value(found, "sealgrid_counts_published_until_timestamp_seconds") == boundary
 
@@ -148,10 +152,10 @@ def test_request_counts_are_held_until_the_period_boundary_then_match(one_server
 
             # the database goes away: 503, and the metrics say so instead of failing
             server.store._conn.close()
+            metrics.monitor_of(server).forget()
             resp = await client.get("/healthz")
             assert resp.status == 503
             assert (await resp.json())["database"] is False
-            metrics.monitor_of(server)._view_at = -1e9
             resp = await client.get("/metrics")
             assert resp.status == 200
             found = samples(await resp.text())
