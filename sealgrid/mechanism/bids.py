@@ -67,12 +67,16 @@ _ADVICE: dict[Reason, str] = {
     Reason.PRICE_OFF_GRID: "price is not on the price grid (the floor plus whole ticks)",
     Reason.UNKNOWN_SUPPLIER: "supplier is not one of the market's registered suppliers",
     Reason.DUPLICATE_PSEUDONYM: "this pseudonym already has a bid in the period; use a fresh one",
-    Reason.WRONG_PERIOD: "the bid names a trading period this market is not taking bids for",
+    Reason.WRONG_PERIOD: "the request names a period this market does not take it for (not a "
+    "period's start, out of range, or not open)",
     Reason.LATE: "the bid arrived after gate closure for its trading period",
-    Reason.TOO_FREQUENT: "too many submissions in a short time; wait and retry",
-    Reason.REPLAYED: "this exact message was already received; sign a fresh one",
+    Reason.TOO_FREQUENT: "over a limit on requests: the rate limit per household, or one "
+    "pseudonym per household and period (the detail says which and what to do)",
+    Reason.REPLAYED: "this exact message was already received, or its challenge is unknown, "
+    "used or expired; an accepted bid needs nothing more, another request a fresh challenge",
     Reason.UNSIGNED: "the message carries no signature or no token; sign it before sending",
-    Reason.BAD_SIGNATURE: "the signature does not verify with a registered household key",
+    Reason.BAD_SIGNATURE: "a signature or token does not verify with the key it must be made "
+    "with (the detail names the key)",
     Reason.INVALID_SHARES: "the secret shares do not form a valid encoding of one bid",
     Reason.TOO_EARLY: "a meter reading is taken only after its period has ended",
     Reason.DUPLICATE_READING: "this household's meter already sent a reading for the period",

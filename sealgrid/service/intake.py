@@ -21,6 +21,7 @@ so the journal of accepted bids replays to the same state after a restart.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -253,8 +254,16 @@ class Intake:
 
     def take_challenge(self, nonce: bytes, now: dt.datetime) -> bool:
         """Use up a challenge for another signed request; return whether it was valid."""
+        return self._use_challenge(nonce, now) is None
+
+    def _use_challenge(self, nonce: bytes, now: dt.datetime) -> str | None:
+        """Use up a challenge; return what is wrong with it (``None``: it was valid)."""
         expires = self._challenges.pop(nonce, None)
-        return expires is not None and expires > now
+        if expires is None:
+            return "the challenge is unknown or already used; fetch a new one"
+        if expires <= now:
+            return "the challenge has expired; fetch a new one"
+        return None
 
     def _open(self, period: str) -> _Period:
         """The state of a period that still takes bids (made on first use).
@@ -363,18 +372,25 @@ class Intake:
             raise _Refuse(Reason.MALFORMED, str(exc)) from None
         household_key = self._households.get(req.household)
         if household_key is None:
-            raise _Refuse(Reason.BAD_SIGNATURE, "unknown household key id")
+            raise _Refuse(Reason.BAD_SIGNATURE, "no household key is registered under this id")
         if not wire.verify(req, household_key):
-            raise _Refuse(Reason.BAD_SIGNATURE, "household signature on the request")
-        if not self.take_challenge(req.nonce, event.now):
-            raise _Refuse(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
+            raise _Refuse(
+                Reason.BAD_SIGNATURE, "not signed by the registered key of the household it names"
+            )
+        problem = self._use_challenge(req.nonce, event.now)
+        if problem is not None:
+            raise _Refuse(Reason.REPLAYED, problem)
         self._rate(req.household, event.now)
         why = self.schedule.check(req.period, event.now)
         if why is not None:
             raise _Refuse(*why)
         state = self._open(req.period)
         if req.household in state.households:
-            raise _Refuse(Reason.TOO_FREQUENT, "one pseudonym per household and period")
+            raise _Refuse(
+                Reason.TOO_FREQUENT,
+                "one pseudonym per household and period: this household has its token for the"
+                " period already; bid under that pseudonym (asking again will not help)",
+            )
         issuer = self._issuers.get(req.period)
         if issuer is None:  # the shell installs one before it feeds the request
             raise _Refuse(Reason.WRONG_PERIOD, "no issuer key for this period yet; retry")
@@ -404,7 +420,10 @@ class Intake:
         try:
             bid = wire.decode(PseudonymousBid, event.raw)
         except wire.WireError as exc:
-            raise _Refuse(Reason.MALFORMED, str(exc)) from None
+            unsigned = _without_signature_or_token(event.raw)
+            if unsigned is None:
+                raise _Refuse(Reason.MALFORMED, str(exc)) from None
+            bid = unsigned  # refused below as unsigned, once the rest of it has been checked
         if bid.server != self.party:
             raise _Refuse(Reason.MALFORMED, f"share addressed to server {bid.server}")
         if len(bid.payload) > limit:
@@ -419,10 +438,14 @@ class Intake:
         if issuer is None or not issuer.public.verify(bid.period, bid.pseudonym, bid.token):
             raise _Refuse(
                 Reason.BAD_SIGNATURE,
-                "forged: the token is not this server's for this period and pseudonym",
+                "forged: the token is not this server's blind signature on this period and"
+                " pseudonym",
             )
         if not wire.verify(bid, bid.pseudonym):
-            raise _Refuse(Reason.BAD_SIGNATURE, "forged: the pseudonym's signature does not verify")
+            raise _Refuse(
+                Reason.BAD_SIGNATURE,
+                "forged: the signature does not verify with the pseudonym key the bid names",
+            )
         digest = wire.sha256(event.raw)
         seen = self._periods.get(bid.period)
         if seen is not None and bid.pseudonym in seen.bids:
@@ -458,8 +481,29 @@ class Intake:
         while recent and recent[0] <= now - window:
             recent.popleft()
         if len(recent) >= self.limits.rate_limit:
-            raise _Refuse(Reason.TOO_FREQUENT, f"at most {self.limits.rate_limit} per window")
+            raise _Refuse(
+                Reason.TOO_FREQUENT,
+                f"at most {self.limits.rate_limit} signed requests per window of "
+                f"{self.limits.rate_window_seconds} s; wait for the window and retry",
+            )
         recent.append(now)
+
+
+def _without_signature_or_token(raw: bytes) -> PseudonymousBid | None:
+    """The bid ``raw`` would be with an empty ``signature`` and ``token`` where it has none:
+    ``None`` unless one of them is missing and everything else is a canonical bid."""
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or wire.canonical_json(doc) != bytes(raw):
+            return None
+        missing = {"signature", "token"} - doc.keys()
+        if not missing:
+            return None
+        return wire.decode(
+            PseudonymousBid, wire.canonical_json({**doc, **{k: "" for k in missing}})
+        )
+    except (ValueError, RecursionError, wire.WireError):  # UnicodeError is a ValueError
+        return None
 
 
 class _Refuse(Exception):

@@ -203,12 +203,16 @@ ADVICE = {
     "price_off_grid": "price is not on the price grid (the floor plus whole ticks)",
     "unknown_supplier": "supplier is not one of the market's registered suppliers",
     "duplicate_pseudonym": "this pseudonym already has a bid in the period; use a fresh one",
-    "wrong_period": "the bid names a trading period this market is not taking bids for",
+    "wrong_period": "the request names a period this market does not take it for (not a"
+    " period's start, out of range, or not open)",
     "late": "the bid arrived after gate closure for its trading period",
-    "too_frequent": "too many submissions in a short time; wait and retry",
-    "replayed": "this exact message was already received; sign a fresh one",
+    "too_frequent": "over a limit on requests: the rate limit per household, or one pseudonym"
+    " per household and period (the detail says which and what to do)",
+    "replayed": "this exact message was already received, or its challenge is unknown, used or"
+    " expired; an accepted bid needs nothing more, another request a fresh challenge",
     "unsigned": "the message carries no signature or no token; sign it before sending",
-    "bad_signature": "the signature does not verify with a registered household key",
+    "bad_signature": "a signature or token does not verify with the key it must be made with"
+    " (the detail names the key)",
     "invalid_shares": "the secret shares do not form a valid encoding of one bid",
 }
 

@@ -30,7 +30,7 @@ from sealgrid.service import wire
 from sealgrid.service.api import serve
 from sealgrid.service.config import load_server_config
 from sealgrid.service.household import auth_request
-from sealgrid.service.intake import StoredBid
+from sealgrid.service.intake import Rejected, StoredBid
 from sealgrid.service.keys import TRUST, load_signing_key, server_tls_name
 from sealgrid.service.schedule import Schedule
 from sealgrid.service.server import Server
@@ -378,3 +378,115 @@ def test_the_bid_set_route_answers_only_periods_the_server_holds_or_saw_close(li
     assert live.run(live.server.db(live.server.store.period, quiet)) is None
     status, body = live.request("GET", f"/v1/periods/{quiet}")
     assert status == 404
+
+
+# --------------------------------------------------------------------------- refusal texts
+
+
+def _advice(body: bytes) -> tuple[str, str, str]:
+    """A refusal's reason, its advice (the message without the detail) and its detail."""
+    doc = json.loads(body)
+    message, detail = doc["message"], doc.get("detail", "")
+    advice = message.removeprefix(f"{doc['error']}: ").removesuffix(f" ({detail})")
+    return doc["error"], advice, detail
+
+
+def test_a_challenge_that_is_unknown_is_not_called_a_replay_of_the_message(live: Live) -> None:
+    h = live.key("households", "h0001")
+    raw = auth_request("household", "h0001", "", b"never issued", h)
+    status, body = live.request("POST", "/v1/hello", raw)
+    error, advice, detail = _advice(body)
+    assert status == 409 and error == "replayed"
+    assert "challenge" in advice and "unknown" in advice, advice
+    assert "challenge" in detail
+
+
+def test_an_expired_challenge_is_named_so() -> None:
+    from sealgrid.service.household import Pseudonym, issue_request
+    from sealgrid.service.intake import IssuePseudonym
+
+    from .helpers import NOW, PERIOD, World, issuers
+
+    w = World(n=1)
+    hid = next(iter(w.households))
+    nonce = w.nonce(0)
+    raw, _ = issue_request(Pseudonym.fresh(PERIOD), issuers()[PERIOD].public, hid,
+                           w.households[hid], nonce)
+    (event,) = w.machines[0].receive(IssuePseudonym(NOW + dt.timedelta(hours=1), raw))
+    assert isinstance(event, Rejected) and event.reason is Reason.REPLAYED
+    assert "expired" in event.detail and "unknown" not in event.detail, event.detail
+    (event,) = w.machines[0].receive(IssuePseudonym(NOW, raw))  # used up: unknown now
+    assert isinstance(event, Rejected) and event.reason is Reason.REPLAYED
+    assert "used" in event.detail and "expired" not in event.detail, event.detail
+
+
+@pytest.mark.parametrize("role,subject", [("supplier", "s1"), ("operator", "dso"),
+                                          ("bill", "s2"), ("tso", "tso")])
+def test_bad_signature_names_the_key_it_was_checked_against(
+    live: Live, role: str, subject: str
+) -> None:
+    """Found by trying: every bad signature was said to fail "with a registered household key"."""
+    period = live.period(0)
+    if role in ("bill", "tso"):
+        period = live.server.calendar.cycle_of(period)
+    raw = auth_request(role, subject, period, live.nonce(), Ed25519PrivateKey.generate())
+    status, body = live.request("POST", "/v1/outputs", raw)
+    error, advice, detail = _advice(body)
+    assert status == 401 and error == "bad_signature"
+    assert "household" not in advice + detail, body
+    assert f"{role} key" in detail
+
+
+def test_a_forged_token_or_pseudonym_signature_names_its_key() -> None:
+    from sealgrid.mechanism.bids import BidRejected
+    from sealgrid.service.household import make_submission
+
+    from .helpers import World, reason
+
+    w = World(n=1)
+    hid = next(iter(w.households))
+    p, _ = w.pseudonym(hid)
+    raw = make_submission(p, 0, b"x")
+    forged = wire.encode(wire.sign(wire.decode(wire.PseudonymousBid, raw),
+                                   Ed25519PrivateKey.generate()))
+    stolen = wire.encode(dataclasses.replace(
+        wire.decode(wire.PseudonymousBid, raw), token=b"\x01" * len(p.tokens[0])))
+    for bad, key in ((forged, "pseudonym key"), (stolen, "blind signature")):
+        event = w.submit(0, bad)
+        assert reason(event) is Reason.BAD_SIGNATURE
+        text = str(BidRejected(event.reason, event.detail))  # type: ignore[union-attr]
+        assert "household" not in text and key in text, text
+
+
+def test_one_pseudonym_per_period_is_not_told_to_wait_and_retry() -> None:
+    from sealgrid.mechanism.bids import BidRejected
+
+    from .helpers import World, reason
+
+    w = World(n=1)
+    hid = next(iter(w.households))
+    w.pseudonym(hid)
+    _, events = w.pseudonym(hid)
+    assert reason(events[0]) is Reason.TOO_FREQUENT
+    text = str(BidRejected(events[0].reason, events[0].detail))  # type: ignore[union-attr]
+    assert "retry" not in text and "bid under" in text, text
+
+
+@pytest.mark.parametrize("left_out", [("signature",), ("token",), ("signature", "token")])
+def test_a_bid_without_its_signature_or_token_field_is_unsigned(
+    live: Live, left_out: tuple[str, ...]
+) -> None:
+    """Found by trying: leaving the field out gave ``malformed``; the API promises ``unsigned``."""
+    key = Ed25519PrivateKey.generate()
+    bid = wire.sign(wire.PseudonymousBid(live.period(1), 0, wire.raw_public(key), b"t" * 256,
+                                         b"x"), key)
+    doc = json.loads(wire.encode(bid))
+    for name in left_out:
+        del doc[name]
+    status, body = live.request("POST", "/v1/bids", wire.canonical_json(doc))
+    error, _, detail = _advice(body)
+    assert status == 401 and error == "unsigned", body
+    assert left_out[0].replace("signature", "no signature").replace("token", "no token") in detail
+    doc["extra"] = 1  # anything else wrong stays malformed
+    status, body = live.request("POST", "/v1/bids", wire.canonical_json(doc))
+    assert status == 400 and _advice(body)[0] == "malformed"
