@@ -549,11 +549,11 @@ MONITOR_KEY: web.AppKey[Monitor] = web.AppKey("monitor", Monitor)
 _MONITORS: weakref.WeakKeyDictionary[Server, Monitor] = weakref.WeakKeyDictionary()
 
 
-def monitor_of(server: Server, **kwargs: Any) -> Monitor:
+def monitor_of(server: Server) -> Monitor:
     """The one :class:`Monitor` of ``server`` (made on first use)."""
     found = _MONITORS.get(server)
     if found is None:
-        found = _MONITORS[server] = Monitor(server, **kwargs)
+        found = _MONITORS[server] = Monitor(server)
     return found
 
 
@@ -617,12 +617,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def install(app: web.Application, server: Server, *,
-            probe_seconds: float = PROBE_SECONDS) -> None:
+            probe_seconds: float | None = None) -> None:
     """Add the counting middleware (outermost, so it sees every other middleware's answers
-    too) and ``GET /metrics``, ``GET /healthz`` and ``GET /status`` to ``server``'s app."""
+    too) and ``GET /metrics``, ``GET /healthz`` and ``GET /status`` to ``server``'s app.
+
+    Installing twice changes nothing but ``probe_seconds`` (how often the peers' ``/healthz``
+    is asked; :data:`PROBE_SECONDS` by default) when it is given.
+    """
     from sealgrid.service import status
 
-    monitor = monitor_of(server, probe_seconds=probe_seconds)
+    monitor = monitor_of(server)
+    if probe_seconds is not None:
+        monitor.probe_seconds = probe_seconds
+    if MONITOR_KEY in app:
+        return
     app[MONITOR_KEY] = monitor
     app.middlewares.insert(0, middleware(monitor))
     app.cleanup_ctx.append(monitor.background)

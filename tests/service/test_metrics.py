@@ -449,6 +449,11 @@ def test_the_status_page_escapes_and_the_routes_are_described(one_server) -> Non
                               False)]
     page = status.render(monitor, rows, True)
     assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
-    routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
-    assert {"/metrics", "/healthz", "/status"} <= routes
+    metrics.install(app, server, probe_seconds=7)  # again (as build_app may have): no change
+    assert monitor.probe_seconds == 7 and metrics.monitor_of(server) is monitor
+    routes = [r.resource.canonical for r in app.router.routes()
+              if r.resource is not None and r.method == "GET"]
+    assert sorted(p for p in routes if p in metrics.OPENAPI_PATHS) == [
+        "/healthz", "/metrics", "/status"]
+    assert len(app.middlewares) == len(set(app.middlewares))
     assert set(metrics.OPENAPI_PATHS) == {"/metrics", "/healthz", "/status"}
