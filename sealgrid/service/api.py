@@ -181,8 +181,8 @@ async def bidset(request: web.Request) -> web.Response:
     if not _from_peer(request):
         return error("forbidden", "only the other computation servers may ask", 403)
     period = request.match_info["period"]
-    why = server.intake.bidset_refusal(period, server.clock())
-    if why is not None:  # not a period, or one this server holds nothing of
+    why = server.intake.bidset_refusal(period)
+    if why is not None:  # not a period
         return refusal(why)
     found = await server.own_bidset(period)
     if found is None:

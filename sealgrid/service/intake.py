@@ -179,7 +179,6 @@ class Intake:
         self._check_payload = check_payload
         self._challenges: dict[bytes, dt.datetime] = {}
         self._periods: dict[str, _Period] = {}
-        self._since: dt.datetime | None = None  # the time of the first event: the start
         self._closed_through: dt.datetime | None = None  # every gate up to it is closed
         self._recent: dict[str, deque[dt.datetime]] = {}
         self._issuers: dict[str, Issuer] = {}
@@ -285,7 +284,6 @@ class Intake:
 
     def receive(self, event: IssueChallenge | IssuePseudonym | SubmitBid | Tick) -> list[Event]:
         """Process one event; return the events it causes."""
-        self._note_start(event.now)
         if isinstance(event, IssueChallenge):
             expires = event.now + dt.timedelta(seconds=self.limits.challenge_ttl_seconds)
             self._challenges[event.nonce] = expires
@@ -314,42 +312,30 @@ class Intake:
                 out.append(GateClosed(period, tuple(sorted(state.bids))))
         return out
 
-    def bidset_refusal(self, period: str, now: dt.datetime) -> Rejected | None:
-        """Return why a peer gets no bid set of ``period`` from this machine, or ``None``
-        (it gets one once the gate has passed: :meth:`close_due`). No state is made.
-
-        A server answers only for periods it holds something of (a bid, a pseudonym, a
-        record restored after a restart) or whose gate closed while it was running: it has
-        nothing to say of any other, and must not sign that it had no bids in one.
-        """
-        self._note_start(now)
+    def bidset_refusal(self, period: str) -> Rejected | None:
+        """Return why no peer gets a bid set of ``period`` from this machine (``None``: one
+        gets it once the gate has passed, :meth:`close_due`)."""
         try:
-            start = self.schedule.parse_period(period)
+            self.schedule.parse_period(period)
         except ValueError as exc:
             return Rejected(Reason.WRONG_PERIOD, f"not a trading period: {exc}")
-        if period in self._periods:
-            return None
-        assert self._since is not None
-        if self.schedule.gate_closure(start) < self._since:
-            return Rejected(
-                Reason.WRONG_PERIOD,
-                "this server holds nothing of that period (its gate closed before it started)",
-            )
         return None
 
     def close_due(self, period: str, now: dt.datetime) -> bool:
-        """Return whether this machine gives its bid set of ``period`` at ``now``: its gate
-        has passed, and :meth:`bidset_refusal` finds no reason not to. The gate is closed
-        then (no bid of the period is taken afterwards, whatever the clock says later).
+        """Return whether this machine gives its bid set of ``period`` at ``now`` (its gate
+        has passed), closing the gate if so: no bid of the period is taken afterwards,
+        whatever the clock says later.
 
-        A period this machine holds nothing of gets no record (the bid set is empty, and
-        nothing is left to finish): its gate is closed by remembering the latest gate so
-        closed, so asking about any number of periods keeps no more state than one time.
+        Asking makes no state: a period this machine holds nothing of (no bid, pseudonym or
+        record) gets no record, so it is never finished here and no statement of it is made
+        (its bid set is empty, which is all this machine can say of it); its gate is closed
+        by remembering the latest gate so closed, so asking about any number of periods
+        keeps no more than one time.
         """
-        if self.bidset_refusal(period, now) is not None:
+        try:
+            gate = self.schedule.gate_closure(self.schedule.parse_period(period))
+        except ValueError:
             return False
-        start = self.schedule.parse_period(period)
-        gate = self.schedule.gate_closure(start)
         if gate > now:
             return False
         state = self._periods.get(period)
@@ -358,10 +344,6 @@ class Intake:
         elif self._closed_through is None or gate > self._closed_through:
             self._closed_through = gate
         return True
-
-    def _note_start(self, now: dt.datetime) -> None:
-        if self._since is None:
-            self._since = now
 
     def _issue(self, event: IssuePseudonym) -> Granted:
         if len(event.raw) > ENVELOPE_BYTES:
