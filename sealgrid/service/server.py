@@ -708,7 +708,7 @@ class Server:
             workdir=self.cfg.data_dir / "settle" / period.replace(":", ""),
             mpc_config=self.cfg.data_dir,
             timeout=float(max(20, self.cfg.market.peer_timeout_seconds)))
-        result = await settlement.run(request)
+        result = await self._watched(settlement.run(request))
         await self.db(self.store.add_settlement, period, names, result.status,
                       result.lines.astype("<u8").tobytes(), result.void_rows, result.bidders,
                       inputs.price)
