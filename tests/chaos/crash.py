@@ -70,6 +70,7 @@ class CrashRun:
     outcome: dict[str, Any] | None
     gate_to_statements_seconds: float | None
     silent_peer_noticed_seconds: float | None
+    heartbeat_noticed_seconds: float | None  # a frozen peer: until another logs it is down
     hit_during_mpc: bool
     seconds: float
 
@@ -92,6 +93,7 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
         session = market.session(connections=64)
         rules, bidders = await make_bidders(market, period, seed, session)
         noticed: list[float] = []
+        beat: list[float] = []
         in_mpc = False
         try:
             await obtain_all(bidders)
@@ -105,8 +107,15 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
                 if stop:  # a silent peer: frozen, its sockets open, until the others give up
                     frozen = time.monotonic()
                     others = [i for i in range(3) if i != victim]
+                    line = f"server {victim} stopped answering heartbeats"
+                    logs = [market.root / f"server-{i}.log" for i in others]
+                    seen = [p.read_text(errors="replace").count(line) for p in logs]
                     async with market.client() as c:
                         while time.monotonic() < frozen + 8 * peer_timeout + 60:
+                            if not beat and any(
+                                    p.read_text(errors="replace").count(line) > n
+                                    for p, n in zip(logs, seen, strict=True)):
+                                beat.append(time.monotonic() - frozen)
                             got = []
                             for i in others:
                                 try:
@@ -188,7 +197,8 @@ async def crash_run(root: Path, seed: int, *, moment: str | None = None, househo
     return CrashRun(seed, moment, victim, sig.name, households, receipts, lost, status,
                     statuses_agree, bidsets_agree, bool(in_set), counts, matches, outcome,
                     None if reached is None else round(reached, 2),
-                    round(noticed[0], 2) if noticed else None, in_mpc,
+                    round(noticed[0], 2) if noticed else None,
+                    round(beat[0], 2) if beat else None, in_mpc,
                     round(time.monotonic() - started, 2))
 
 
@@ -211,5 +221,8 @@ def summary(runs: list[CrashRun]) -> dict[str, Any]:
         "reference_mismatches": sum(r.matches_reference is False for r in runs),
         "silent_peer_noticed_seconds_max": max(
             (r.silent_peer_noticed_seconds or 0.0 for r in runs), default=None),
+        "frozen_peer_detected_seconds_max": max(
+            (r.heartbeat_noticed_seconds for r in runs
+             if r.heartbeat_noticed_seconds is not None), default=None),
         "runs": [asdict(r) for r in runs],
     }
