@@ -4,19 +4,32 @@ JSON in, JSON out; every message body is the canonical wire form of
 :mod:`sealgrid.service.wire`. A refusal is ``{"error": <Reason value>, "message": …}`` with
 an HTTP status that fits it. The OpenAPI 3 description is :data:`OPENAPI` (served at
 ``/openapi.json``, kept in docs/openapi.json and explained in docs/api.md).
+
+:func:`serve` holds the listener to the server's
+:class:`~sealgrid.service.config.ConnectionLimits`: connections are counted per client
+address and in all when they are accepted (one over a bound is closed before its TLS
+handshake, which costs the most memory), TLS runs with its own timeouts, aiohttp closes a
+connection that sends no complete request headers in the idle time, and every request's body
+must arrive in its own time. A client's failures (an upload cut off, bytes that are not HTTP,
+a timeout) are logged as one short line, at most one per kind every few seconds, never as a
+traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.service import wire
+from sealgrid.service.config import ConnectionLimits
 from sealgrid.service.intake import ENVELOPE_BYTES, Rejected
 from sealgrid.service.keys import server_common_name
 from sealgrid.service.openapi import OPENAPI
@@ -24,6 +37,7 @@ from sealgrid.service.server import Server
 from sealgrid.service.storage import StorageError
 
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", Server)
+log = logging.getLogger("sealgrid.http")
 
 HTTP_STATUS = {
     Reason.MALFORMED: 400,
@@ -208,7 +222,8 @@ async def _anonymous(request: web.Request, response: web.StreamResponse) -> None
 def build_app(server: Server) -> web.Application:
     """Return the aiohttp application for ``server``."""
     max_size = 2 * server.cfg.market.limits.max_payload_bytes + 2 * ENVELOPE_BYTES
-    app = web.Application(client_max_size=max_size)
+    body_time = server.cfg.connections.body_timeout_seconds
+    app = web.Application(client_max_size=max_size, middlewares=[_body_within(body_time)])
     app[SERVER_KEY] = server
     app.on_response_prepare.append(_anonymous)
     app.router.add_post("/v1/challenge", challenge)
@@ -228,16 +243,304 @@ def build_app(server: Server) -> web.Application:
 
 
 async def serve(server: Server, ready: Any = None) -> web.AppRunner:
-    """Start ``server`` and its HTTPS listener; return the runner (call ``cleanup`` to stop)."""
+    """Start ``server`` and its HTTPS listener; return the runner (call ``cleanup`` to stop).
+
+    The listener keeps to ``server.cfg.connections`` (see the module's docstring).
+    """
     await server.start()
-    runner = web.AppRunner(build_app(server), access_log=None)
+    limits = server.cfg.connections
+    runner = web.AppRunner(
+        build_app(server),
+        access_log=None,
+        keepalive_timeout=limits.idle_timeout_seconds,  # also bounds slow request headers
+        lingering_time=min(10.0, limits.body_timeout_seconds),
+        logger=_client_errors_quiet(),
+    )
     await runner.setup()
     ctx: ssl.SSLContext = server.tls_context()
-    site = web.TCPSite(
-        runner, server.cfg.listen_host, server.cfg.listen_port, ssl_context=ctx, backlog=1024
-    )
+    site = _GuardedSite(runner, server.cfg.listen_host, server.cfg.listen_port, ctx, limits)
     await site.start()
     return runner
+
+
+def open_connections(runner: web.AppRunner) -> int:
+    """How many connections the listeners of ``runner`` (made by :func:`serve`) hold now."""
+    return sum(site.guard.open for site in runner.sites if isinstance(site, _GuardedSite))
+
+
+# --------------------------------------------------------------------------- hostile clients
+
+
+class _Sparse:
+    """Log one line per kind of client failure at most every ``every`` seconds, with the
+    number of the others left out since (a client must not be able to flood the log)."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._next: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def __call__(self, kind: str, text: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self._next.get(kind, 0.0):
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return
+        self._next[kind] = now + self.every
+        left_out = self._left_out.pop(kind, 0)
+        more = f" (and {left_out} more since)" if left_out else ""
+        log.info(text + more, *args)
+
+
+_sparse = _Sparse()
+
+#: What a client causes (not a fault of the server's): logged as one line, no traceback.
+_CLIENT_FAULTS = (ConnectionError, TimeoutError, HttpProcessingError, web.RequestPayloadError)
+
+
+class _QuietClientFaults(logging.Filter):
+    """aiohttp logs a client's broken request with its traceback: keep one short line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, _CLIENT_FAULTS):
+            return True  # a fault of the server's keeps its traceback
+        _sparse(f"aiohttp {type(exc).__name__}", "a client's request failed: %s: %s",
+                type(exc).__name__, str(exc)[:120])
+        return False
+
+
+def _client_errors_quiet() -> logging.Logger:
+    """The logger aiohttp's request handlers log to, with :class:`_QuietClientFaults`."""
+    server_log = logging.getLogger("sealgrid.http.aiohttp")
+    if not any(isinstance(f, _QuietClientFaults) for f in server_log.filters):
+        server_log.addFilter(_QuietClientFaults())
+    return server_log
+
+
+def _body_within(seconds: float) -> Any:
+    """A middleware that reads every request's body within ``seconds`` before its handler.
+
+    A body that takes longer ends its connection (a slow-body client holds nothing); an upload
+    cut off by its client is logged as one line and answered 400 (to nobody) instead of
+    reaching a handler, whose error would be logged with a traceback.
+    """
+
+    @web.middleware
+    async def body_within(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(seconds):
+                    await request.read()  # kept: the handler's own read() returns it
+            except TimeoutError:
+                _sparse("slow body", "closed a connection from %s: its request body took "
+                        "over %g s", request.remote, seconds)
+                if request.transport is not None:
+                    request.transport.abort()
+                raise web.HTTPRequestTimeout() from None
+            except (ConnectionError, web.RequestPayloadError) as exc:
+                _sparse("cut body", "a request body from %s was cut off: %s",
+                        request.remote, str(exc)[:120])
+                raise web.HTTPBadRequest() from None
+        return await handler(request)
+
+    return body_within
+
+
+class _GuardedSite(web.BaseSite):
+    """A TCP listener whose connections :class:`_Guard` admits and runs TLS on."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, ctx: ssl.SSLContext,
+                 limits: ConnectionLimits) -> None:
+        super().__init__(runner, backlog=1024)
+        self._host, self._port = host, port
+        assert runner.server is not None
+        self.guard = _Guard(limits, runner.server, ctx)
+
+    @property
+    def name(self) -> str:
+        return f"https://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.guard, self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
+        self.guard.start()
+
+    async def stop(self) -> None:
+        await super().stop()  # no new connections
+        self.guard.stop()
+
+
+class _Guard:
+    """Counts connections per client address and in all, and admits them within the limits.
+
+    Calling it makes the protocol of a new TCP connection (:class:`_Connection`). A periodic
+    reaper ends any connection that has received nothing for the idle and the body time
+    together while aiohttp still holds it (a client that reads no answer).
+    """
+
+    def __init__(self, limits: ConnectionLimits, handlers: Callable[[], asyncio.Protocol],
+                 ctx: ssl.SSLContext) -> None:
+        self.limits = limits
+        self.handlers = handlers
+        self.ctx = ctx
+        self._by_client: dict[str, int] = {}
+        self._open: set[_Connection] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def open(self) -> int:
+        """How many connections are held now (in a TLS handshake or after)."""
+        return len(self._open)
+
+    def __call__(self) -> _Connection:
+        return _Connection(self)
+
+    def admit(self, conn: _Connection) -> bool:
+        """Count ``conn`` in if both limits allow it; return whether they did."""
+        held = self._by_client.get(conn.client, 0)
+        if len(self._open) >= self.limits.max_connections:
+            _sparse("full", "refused a connection from %s: %d open in all (the limit)",
+                    conn.client, len(self._open))
+            return False
+        if held >= self.limits.max_per_client:
+            _sparse("client full", "refused a connection from %s: %d open from it (the limit)",
+                    conn.client, held)
+            return False
+        self._by_client[conn.client] = held + 1
+        self._open.add(conn)
+        return True
+
+    def release(self, conn: _Connection) -> None:
+        """Count ``conn`` out (once)."""
+        if conn not in self._open:
+            return
+        self._open.discard(conn)
+        left = self._by_client[conn.client] - 1
+        if left:
+            self._by_client[conn.client] = left
+        else:
+            del self._by_client[conn.client]
+
+    def start(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for conn in list(self._open):
+            if conn.app is None:  # still in its TLS handshake: aiohttp does not know it
+                conn.abort()
+
+    async def _reap(self) -> None:
+        quiet = self.limits.idle_timeout_seconds + self.limits.body_timeout_seconds
+        every = min(1.0, self.limits.idle_timeout_seconds / 4)
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for conn in [c for c in self._open if c.app is not None and now - c.last_in > quiet]:
+                _sparse("stuck", "closed a connection from %s: nothing received for %g s",
+                        conn.client, quiet)
+                conn.abort()
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted TCP connection: counted in by the guard (or closed at once), upgraded to
+    TLS, then handed to aiohttp's request handler, which it stands in front of.
+
+    The same object is the TCP connection's protocol until the TLS handshake starts, then the
+    protocol over TLS: either way ``connection_lost`` counts it out.
+    """
+
+    def __init__(self, guard: _Guard) -> None:
+        self.guard = guard
+        self.client = "?"
+        self.last_in = time.monotonic()
+        self.app: asyncio.Protocol | None = None  # aiohttp's handler, once TLS is up
+        self._tcp: asyncio.Transport | None = None
+        self._tls: asyncio.Transport | None = None
+        self._early: list[bytes] = []
+        self._lost = False
+        self._upgrading: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._tcp is not None:  # a second call: never made by asyncio
+            return
+        assert isinstance(transport, asyncio.Transport)
+        self._tcp = transport
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else "?"
+        if not self.guard.admit(self):
+            self._lost = True
+            transport.abort()
+            return
+        transport.pause_reading()  # until TLS takes the connection over
+        self._upgrading = asyncio.get_running_loop().create_task(self._upgrade(transport))
+
+    async def _upgrade(self, tcp: asyncio.Transport) -> None:
+        limits = self.guard.limits
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                tcp, self, self.guard.ctx, server_side=True,
+                ssl_handshake_timeout=limits.tls_timeout_seconds,
+                ssl_shutdown_timeout=limits.tls_timeout_seconds,
+            )
+        except (OSError, TimeoutError):  # ssl.SSLError is an OSError; so is a reset
+            tcp.abort()
+            self.guard.release(self)
+            return
+        except asyncio.CancelledError:
+            tcp.abort()
+            self.guard.release(self)
+            raise
+        if tls is None or self._lost:
+            if tls is not None:
+                tls.abort()
+            self.guard.release(self)
+            return
+        self._tls = tls
+        self.last_in = time.monotonic()
+        app = self.app = self.guard.handlers()
+        app.connection_made(tls)
+        for chunk in self._early:  # TLS may pass on data before start_tls returns
+            app.data_received(chunk)
+        self._early.clear()
+
+    def abort(self) -> None:
+        """End the connection now (no TLS close)."""
+        transport = self._tls or self._tcp
+        if transport is not None:
+            transport.abort()
+        else:
+            self.guard.release(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_in = time.monotonic()
+        if self.app is None:
+            self._early.append(data)
+        else:
+            self.app.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.app.eof_received() if self.app is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self.guard.release(self)
+        if self.app is not None:
+            self.app.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.app is not None:
+            self.app.resume_writing()
 
 
 async def run_until_stopped(server: Server, stop: asyncio.Event) -> None:

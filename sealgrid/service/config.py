@@ -29,6 +29,13 @@ Example (written by ``sealgrid init``)::
     [mpc]
     base_port = 11365
 
+    [connections]                 # this server's own bounds on HTTPS connections
+    max_connections = 1024        # open at once, in all
+    max_per_client = 256          # open at once from one client IP address
+    tls_timeout_seconds = 10      # a TLS handshake (and a TLS close) must finish in this
+    idle_timeout_seconds = 30     # a connection with no request, or a request's headers
+    body_timeout_seconds = 30     # a request's body, once its headers are in
+
     [billing]                     # the billing of SPEC §7 (equal on every server)
     cycle_periods = 2880          # a billing cycle: this many periods (a 30-day month)
     reading_grace_periods = 4     # a meter reading is due by the period's end + 4 periods
@@ -305,6 +312,65 @@ def _tariff(supplier: object, table: object) -> Tariff:
         raise ConfigError(f"[{where}]: {exc}") from None
 
 
+_CONNECTION_COUNTS = ("max_connections", "max_per_client")
+_CONNECTION_TIMES = ("tls_timeout_seconds", "idle_timeout_seconds", "body_timeout_seconds")
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The ``[connections]`` table: the bounds one server keeps on its HTTPS connections (each
+    server its own; nothing here is part of the market).
+
+    A new connection over ``max_connections`` in all, or over ``max_per_client`` from one IP
+    address, is closed at once, before its TLS handshake. The handshake must finish within
+    ``tls_timeout_seconds`` (and so must the TLS close of a connection the server ends); a
+    connection without a request, or whose request headers are not all in, is closed
+    ``idle_timeout_seconds`` after it was opened or its last answer was sent; a request's body
+    must be in ``body_timeout_seconds`` after its headers. A connection that receives nothing
+    for ``idle_timeout_seconds + body_timeout_seconds`` while a request is under way (a client
+    that reads no answer) is closed too. The defaults hold a few thousand households;
+    loopback tests that run many households through one address may need more per client.
+    """
+
+    max_connections: int = 1024
+    max_per_client: int = 256
+    tls_timeout_seconds: float = 10.0
+    idle_timeout_seconds: float = 30.0
+    body_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in _CONNECTION_COUNTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"connections.{name} must be a whole number of at least 1, "
+                                 f"not {value!r}")
+        for name in _CONNECTION_TIMES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"connections.{name} must be a number of seconds above 0, "
+                                 f"not {value!r}")
+
+    @classmethod
+    def from_table(cls, table: object) -> ConnectionLimits:
+        """Read the ``[connections]`` table; a key left out takes its default.
+
+        Raises:
+            ConfigError: not a table, an unknown key (named), a value out of range.
+        """
+        if not isinstance(table, dict):
+            raise ConfigError("[connections] must be a table")
+        known = _CONNECTION_COUNTS + _CONNECTION_TIMES
+        for key in table:
+            if key not in known:
+                raise ConfigError(
+                    f"[connections]: unknown key {key!r} (known: {', '.join(known)})"
+                )
+        try:
+            return cls(**table)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything one computation server needs to start."""
@@ -323,6 +389,7 @@ class ServerConfig:
     mpc_base_port: int = 11365
     path: Path | None = None
     billing: BillingConfig = field(default_factory=BillingConfig)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
     def data_dir(self) -> Path:
@@ -361,6 +428,7 @@ def load_server_config(path: Path) -> ServerConfig:
         market = MarketConfig.from_table(data.get("market", {}))
         billing = BillingConfig.from_table(data.get("billing", {}), market.period_seconds)
         mpc = data.get("mpc", {})
+        connections = ConnectionLimits.from_table(data.get("connections", {}))
         cfg = ServerConfig(
             party=party,
             servers=servers,
@@ -376,6 +444,7 @@ def load_server_config(path: Path) -> ServerConfig:
             mpc_base_port=int(mpc.get("base_port", 11365)),
             path=path,
             billing=billing,
+            connections=connections,
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
@@ -389,8 +458,8 @@ def load_server_config(path: Path) -> ServerConfig:
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list | tuple):
@@ -417,7 +486,8 @@ def write_server_config(
     ``server_dir`` (default ``data_dir/server-N``) holds the server's keys and database;
     ``registry`` and ``ca`` (the servers' pinned certificates) default to ``registry.json``
     and ``servers.pem`` in ``data_dir``; ``listen`` to the host and port of its URL;
-    ``billing`` to :meth:`BillingConfig.default` for ``period_seconds``.
+    ``billing`` to :meth:`BillingConfig.default` for ``period_seconds``; ``extra`` may hold
+    ``market`` and ``connections`` tables and ``mpc_base_port``.
     """
     billing = billing or BillingConfig.default(period_seconds)
     sdir = server_dir or data_dir / f"server-{party}"
@@ -443,6 +513,9 @@ def write_server_config(
         "[mpc]",
         f"base_port = {int(extra.get('mpc_base_port', 11365))}",
         "",
-        billing.toml(),
     ]
+    if extra.get("connections"):
+        lines += ["[connections]",
+                  *(f"{k} = {_toml_value(v)}" for k, v in extra["connections"].items()), ""]
+    lines += [billing.toml()]
     path.write_text("\n".join(lines))

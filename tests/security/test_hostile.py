@@ -18,6 +18,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.mechanism.bids import Reason
 from sealgrid.service import wire
-from sealgrid.service.api import serve
+from sealgrid.service.api import open_connections, serve
 from sealgrid.service.config import load_server_config
 from sealgrid.service.household import auth_request
 from sealgrid.service.intake import Rejected, StoredBid
@@ -482,3 +483,143 @@ def test_a_bid_without_its_signature_or_token_field_is_unsigned(
     doc["extra"] = 1  # anything else wrong stays malformed
     status, body = live.request("POST", "/v1/bids", wire.canonical_json(doc))
     assert status == 400 and _advice(body)[0] == "malformed"
+
+
+# --------------------------------------------------------------------------- connections
+
+LIMITS = {"max_connections": 25, "max_per_client": 10, "tls_timeout_seconds": 2.0,
+          "idle_timeout_seconds": 2.0, "body_timeout_seconds": 2.0}
+SLACK = 1.5  # seconds beyond a bound for the reaper's and the scheduler's rounds
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    server = Live(tmp_path_factory.mktemp("tight") / "data", **LIMITS)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def _hold(live: Live, kind: str, source: str, until: float = 12.0) -> float | None:
+    """Open one connection from ``source`` and behave as ``kind``; return the seconds until
+    the server closed it (None: still open after ``until``)."""
+    t0 = time.monotonic()
+    tls = kind != "tcp"
+    try:
+        reader, writer = await asyncio.open_connection(
+            live.cfg.listen_host, live.cfg.listen_port, local_addr=(source, 0),
+            ssl=live.ctx if tls else None, server_hostname=server_tls_name(0) if tls else None,
+        )
+    except (OSError, ssl.SSLError):
+        return time.monotonic() - t0  # closed in or before the handshake
+    head = b"POST /v1/bids HTTP/1.1\r\nHost: x\r\n"
+    if kind == "slow_body":
+        writer.write(head + b"Content-Length: 5000\r\n\r\n")
+    elif kind == "slow_headers":
+        writer.write(head)
+    try:
+        while time.monotonic() - t0 < until:
+            if kind in ("slow_body", "slow_headers"):
+                writer.write(b"x" if kind == "slow_body" else b"X-Slow: 1\r\n")
+                await writer.drain()
+            try:
+                got = await asyncio.wait_for(reader.read(4096), 0.2)
+            except TimeoutError:
+                continue
+            if not got:
+                return time.monotonic() - t0
+        return None
+    except (OSError, ssl.SSLError):
+        return time.monotonic() - t0
+    finally:
+        writer.close()
+
+
+def test_idle_slow_and_too_many_connections_are_closed_in_time(tight: Live) -> None:
+    """Found by trying: 300 slow-header, 200 idle and 200 slow-body connections were still
+    open after 80-100 s; 1,500 idle TLS connections took a server from 71 to 493 MB."""
+    idle, body, tls = (LIMITS[k] for k in ("idle_timeout_seconds", "body_timeout_seconds",
+                                           "tls_timeout_seconds"))
+    since = len(tight.log.lines)
+
+    async def scenario() -> dict[str, Any]:
+        first = [asyncio.create_task(_hold(tight, kind, source))
+                 for kind, source, n in (("idle", "127.0.0.2", 14),
+                                         ("slow_headers", "127.0.0.3", 6),
+                                         ("slow_body", "127.0.0.4", 6))
+                 for _ in range(n)]
+        await asyncio.sleep(0.5)
+        held = open_connections(tight.runner)
+        during = await tight.call("GET", "/v1/info")  # a household is still served
+        more = [asyncio.create_task(_hold(tight, "tcp", "127.0.0.5")) for _ in range(10)]
+        times = await asyncio.gather(*first, *more)
+        t0 = time.monotonic()
+        while open_connections(tight.runner) and time.monotonic() - t0 < tls + SLACK:
+            await asyncio.sleep(0.1)
+        return {"held": held, "during": during[0], "times": times,
+                "left": open_connections(tight.runner), "after": (await tight.call(
+                    "GET", "/v1/info"))[0]}
+
+    got = tight.run(scenario(), timeout=40)
+    times = got["times"]
+    assert all(t is not None for t in times), times
+    idle_t, slow_h, slow_b, tcp = times[:14], times[14:20], times[20:26], times[26:]
+    assert got["held"] <= LIMITS["max_connections"]
+    assert got["during"] == 200 and got["after"] == 200
+    # per client: 10 of the 14 idle ones are let in and closed at the idle time
+    assert sum(t < 0.5 for t in idle_t) == 4, idle_t
+    assert all(idle - 0.3 < t < idle + SLACK for t in sorted(idle_t)[4:]), idle_t
+    assert all(t < idle + SLACK for t in slow_h), slow_h
+    assert all(t < body + SLACK for t in slow_b), slow_b
+    # in all: 22 open, so at most 3 of the next 10 get in; they never finish a handshake
+    assert sum(t < 0.5 for t in tcp) >= 7, tcp
+    assert all(t < tls + SLACK for t in tcp), tcp
+    assert got["left"] == 0  # every connection was let go: its memory with it
+    assert "Traceback" not in tight.log.text(since)
+
+
+def test_aborted_uploads_write_no_tracebacks(live: Live) -> None:
+    """Found by trying: 100 uploads aborted mid-body wrote 157 KB of tracebacks."""
+    since = len(live.log.lines)
+
+    async def abort_one() -> None:
+        _, writer = await live.open()
+        writer.write(b"POST /v1/bids HTTP/1.1\r\nHost: x\r\nContent-Length: 9000\r\n\r\n"
+                     + b"{" * 3000)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()
+
+    async def aborts() -> None:
+        for _ in range(5):
+            await asyncio.gather(*(abort_one() for _ in range(20)))
+        await asyncio.sleep(0.5)
+
+    live.run(aborts())
+    logged = "\n".join(line for line in live.log.lines[since:]
+                       if line.startswith(("sealgrid.http", "aiohttp", "asyncio")))
+    assert "Traceback" not in logged and "Error handling request" not in logged, logged[:2000]
+    assert len(logged.splitlines()) <= 3, logged[:2000]  # one line, or none, per ten seconds
+    assert live.request("GET", "/v1/info")[0] == 200
+
+
+def test_the_connection_limits_are_read_from_the_server_config(tmp_path: Path) -> None:
+    from sealgrid.service.config import ConfigError, ConnectionLimits
+
+    root = tmp_path / "data"
+    init_data_dir(root, households=1, base_port=_free_port(), extra_config={
+        "connections": {"max_per_client": 7, "idle_timeout_seconds": 1.5}})
+    path = root / "server-0" / "server.toml"
+    limits = load_server_config(path).connections
+    assert limits == ConnectionLimits(max_per_client=7, idle_timeout_seconds=1.5)
+    assert limits.max_connections == 1024 and limits.body_timeout_seconds == 30
+    text = path.read_text()
+    for bad, named in (("max_per_client = 7", "max_per_client = 0"),
+                       ("max_per_client = 7", "max_per_client = true"),
+                       ("idle_timeout_seconds = 1.5", "idle_timeout_seconds = -1"),
+                       ("max_per_client = 7", "max_per_clients = 7")):
+        path.write_text(text.replace(bad, named))
+        with pytest.raises(ConfigError) as caught:
+            load_server_config(path)
+        assert named.split()[0] in str(caught.value)
