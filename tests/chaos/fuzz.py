@@ -6,11 +6,17 @@ or one field replaced, fed to ``wire.decode`` (every message type), ``BidShares.
 and a real :class:`~sealgrid.service.intake.Intake`. A case *escapes* when anything but the
 closed set of refusals comes out (``WireError``, ``BidRejected``, a ``Rejected`` event with
 a :class:`~sealgrid.mechanism.bids.Reason`), or when a changed bid is accepted.
+
+The texts it draws include what was found by trying against running servers (issue 13): lone
+surrogates (JSON's ``\\ud800`` escapes, which decode to text that is not Unicode), periods at
+the ends of what can be named (year 1, year 9999) and other spellings of the same base64
+(:func:`respell`); every other intake event is a signed pseudonym request for such a period.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import random
 import time
@@ -19,9 +25,35 @@ from typing import Any
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.protocol.encoding import _HEADER, BidShares, Layout, encode_bid
 from sealgrid.service import wire
-from sealgrid.service.household import make_submission
+from sealgrid.service.household import Pseudonym, issue_request, make_submission
 from sealgrid.service.intake import IssuePseudonym, Rejected, SubmitBid
-from tests.security.helpers import MARKET, NOW, World
+from tests.security.helpers import MARKET, NOW, PERIOD, World, issuers
+
+#: Periods at the ends of what :mod:`datetime` can name, and near them (some are periods
+#: whose gate closure or end cannot be named; some are not periods at all).
+EXTREME_PERIODS = (
+    "0001-01-01T00:00:00Z", "0001-01-01T00:15:00Z", "0001-01-01T00:30:00Z",
+    "0001-01-01T00:45:00Z", "9999-12-31T23:45:00Z", "9999-12-31T23:30:00Z",
+    "9999-12-31T23:15:00Z", "9999-12-31T00:00:00Z", "9999-12-01T00:00:00Z",
+    "1970-01-01T00:00:00Z", "0001-01-01T00:00:00+00:00", "10000-01-01T00:00:00Z",
+    "0000-12-31T23:45:00Z", "9999-12-31T23:59:59.999999Z",
+)
+#: Texts that are not Unicode: lone surrogates, as JSON's escapes decode them.
+SURROGATES = ("\ud800", "\udfff", "a\udc80b", "\ud83d", "\ud800\ud800")
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def respell(text: str, bits: int = 1) -> str:
+    """Another spelling of the same bytes in base64: ``bits`` set among the unused low bits
+    of the last character before the padding (the text itself if it has no padding)."""
+    body = text.rstrip("=")
+    pad = len(text) - len(body)
+    if not pad or not body:
+        return text
+    unused = 0b1111 if pad == 2 else 0b11
+    last = _B64.index(body[-1]) | (bits & unused or 1)
+    return body[:-1] + _B64[last] + "=" * pad
 
 
 def _json(rng: random.Random, depth: int = 0) -> Any:
@@ -33,7 +65,10 @@ def _json(rng: random.Random, depth: int = 0) -> Any:
     if kind == 2:
         return rng.choice([0, -1, 1, 2**31, 2**64, -(2**70), rng.randrange(-1000, 1000)])
     if kind == 3:
-        return rng.choice(["", "AAAA", "x" * rng.randrange(50), "2026-11-22T21:45:00Z", "é\x00"])
+        return rng.choice(["", "AAAA", "x" * rng.randrange(50), "2026-11-22T21:45:00Z", "é\x00",
+                           rng.choice(SURROGATES), rng.choice(EXTREME_PERIODS),
+                           respell(wire.b64e(rng.randbytes(rng.choice([1, 2, 31, 32, 64]))),
+                                   rng.randrange(1, 16))])
     if kind == 4:
         return rng.random() * 1e6
     if kind == 5:
@@ -69,6 +104,10 @@ def fuzz(cases: int, seed: int = 0) -> dict[str, Any]:
     doc = json.loads(good)
 
     original = wire.decode(wire.PseudonymousBid, good)
+    asker = World(n=1)  # a household asking for pseudonyms of odd periods, signed properly
+    hid, hkey = next(iter(asker.households.items()))
+    issuer = issuers()[PERIOD].public
+    odd = (*EXTREME_PERIODS, PERIOD, "2026-11-22T21:46:00Z", "garbage", *SURROGATES)
 
     def note(target: str, what: str) -> None:
         key = f"{target}: {what}"
@@ -80,7 +119,7 @@ def fuzz(cases: int, seed: int = 0) -> dict[str, Any]:
         except wire.WireError:
             return False
 
-    for _ in range(cases):
+    for round_ in range(cases):
         for cls in wire.MESSAGE_TYPES.values():
             raw = _message_like(rng, cls) if rng.random() < 0.6 else rng.randbytes(
                 rng.randrange(300))
@@ -108,10 +147,23 @@ def fuzz(cases: int, seed: int = 0) -> dict[str, Any]:
         else:
             key = rng.choice(sorted(doc))
             mutated = json.dumps({**doc, key: _json(rng)}, sort_keys=True).encode()
-        for event in (SubmitBid(NOW, mutated), IssuePseudonym(NOW, mutated)):
+        asking: tuple[Any, IssuePseudonym] = (machine, IssuePseudonym(NOW, mutated))
+        if rng.random() < 0.5:  # a properly signed request for an odd period instead
+            later = NOW + dt.timedelta(seconds=61 * round_)  # a new rate window each round
+            nonce = asker.nonce(0, later)
+            raw, _ = issue_request(Pseudonym.fresh(PERIOD), issuer, hid, hkey, nonce)
+            signed = dataclasses.replace(wire.decode(wire.IssueRequest, raw),
+                                         period=rng.choice(odd))
+            try:
+                ask = wire.encode(wire.sign(signed, hkey))
+            except UnicodeEncodeError:  # a lone surrogate: only its JSON escape can be sent
+                body = {**wire.to_dict(signed), "signature": wire.b64e(hkey.sign(b"?"))}
+                ask = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+            asking = (asker.machines[0], IssuePseudonym(later, ask))
+        for target, event in ((machine, SubmitBid(NOW, mutated)), asking):
             counted["intake"] = counted.get("intake", 0) + 1
             try:
-                (out,) = machine.receive(event)
+                (out,) = target.receive(event)
             except Exception as exc:
                 note("intake", type(exc).__name__)
                 continue

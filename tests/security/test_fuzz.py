@@ -4,7 +4,10 @@ Every decoder and every HTTP endpoint must accept or refuse each input with one 
 closed set — never another exception, never a hang (pytest-timeout and hypothesis deadlines),
 never unbounded memory, and bodies over the limit are refused before anything parses them.
 Runs are derandomised so CI sees the same cases every time; the counts are in
-docs/threat-model.md.
+docs/threat-model.md. The texts drawn include what was found by trying against running
+servers: lone surrogates (JSON's ``\\ud800`` escapes), periods at the ends of what can be named
+(years 1 and 9999) and other spellings of the same base64 (tests/security/test_hostile.py has
+one test for each).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import dataclasses
 import json
 import struct
 import tracemalloc
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from sealgrid.protocol.encoding import _HEADER, BidShares, Layout, encode_bid
 from sealgrid.service import wire
 from sealgrid.service.household import make_submission
 from sealgrid.service.intake import IssuePseudonym, Rejected, SubmitBid
+from tests.chaos.fuzz import EXTREME_PERIODS, SURROGATES, respell
 
 from .helpers import LEVELS, MAX_Q, NOW, SUPPLIERS, World, reason
 
@@ -38,10 +43,23 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 LAYOUT = Layout(LEVELS, SUPPLIERS, MAX_Q)
+#: Lone surrogates among other text: what JSON's ``\\ud800`` escapes decode to.
+NOT_UNICODE = st.sampled_from(SURROGATES) | st.text(
+    st.characters(exclude_categories=()), min_size=1, max_size=6)
+#: Periods at the ends of what can be named, and any 15-minute boundary of year 1 or 9999.
+EXTREME = st.sampled_from(EXTREME_PERIODS) | st.builds(
+    lambda day, q, late: (f"9999-12-{31 - day:02d}" if late else f"0001-01-{1 + day:02d}")
+    + f"T{q // 4:02d}:{15 * (q % 4):02d}:00Z",
+    st.integers(0, 2), st.integers(0, 95), st.booleans())
+#: Base64 of bytes with padding, spelled with some unused bits set (never canonical).
+RESPELLED = st.builds(lambda data, bits: respell(wire.b64e(data), bits),
+                      st.binary(min_size=1, max_size=64).filter(lambda b: len(b) % 3 != 0),
+                      st.integers(1, 15))
+TEXT = st.text(max_size=40) | NOT_UNICODE | EXTREME | RESPELLED
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
     lambda kids: st.lists(kids, max_size=5)
-    | st.dictionaries(st.text(max_size=12), kids, max_size=6),
+    | st.dictionaries(st.text(max_size=12) | NOT_UNICODE, kids, max_size=6),
     max_leaves=30,
 )
 
@@ -77,6 +95,66 @@ def test_wire_decoder_on_message_shaped_json(cls: type, data: st.DataObject) -> 
     except wire.WireError:
         return
     assert wire.decode(cls, wire.encode(msg)) == msg  # what decodes re-encodes canonically
+
+
+def _shaped(cls: type) -> st.SearchStrategy[bytes]:
+    """Messages of ``cls`` with every field of the right type, as a client could send them:
+    text from periods (extreme ones among them), roles, base64 re-spellings and lone
+    surrogates; bytes as base64, now and then re-spelled; sorted keys, compact, escapes for
+    anything that is not ASCII."""
+    def value(name: str, hint: Any) -> st.SearchStrategy[Any]:
+        if hint is str:
+            roles = st.sampled_from(["household", "supplier", "operator", "statement", "bill",
+                                     "dso", "tso", "supplier_period"])
+            return roles | EXTREME | RESPELLED | NOT_UNICODE | st.text(max_size=20) | (
+                st.just("h0001") if name in ("household", "subject") else st.just(""))
+        if hint is bytes:
+            return st.binary(max_size=300).map(wire.b64e) | RESPELLED
+        if hint is int:
+            return st.integers(-1, 3) | st.integers()
+        return st.just([])  # tuples: none of the requests has one
+
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: value(f.name, hints[f.name]) for f in dataclasses.fields(cls)}
+    return st.fixed_dictionaries(fields).map(
+        lambda doc: json.dumps({**doc, "type": cls.__name__, "v": 1}, sort_keys=True,
+                               separators=(",", ":")).encode())
+
+
+REQUESTS = {"/v1/pseudonyms": wire.IssueRequest, "/v1/bids": wire.PseudonymousBid,
+            "/v1/outputs": wire.AuthRequest, "/v1/hello": wire.AuthRequest,
+            "/v1/enrol": wire.Enrolment, "/v1/readings": wire.MeterReading}
+
+
+@pytest.mark.parametrize("cls", sorted(set(REQUESTS.values()), key=lambda c: c.__name__),
+                         ids=lambda c: c.__name__)
+@FUZZ
+@given(data=st.data())
+def test_wire_decoder_on_well_typed_messages_with_hostile_text(
+    cls: type, data: st.DataObject
+) -> None:
+    """Found by trying (issue 13): a lone surrogate in a well-typed message escaped the
+    decoder as a UnicodeEncodeError (HTTP 500 on every POST route)."""
+    raw = data.draw(_shaped(cls))
+    try:
+        msg = wire.decode(cls, raw)
+    except wire.WireError:
+        return
+    assert wire.encode(msg) == raw  # only the canonical form decodes
+
+
+@FUZZ
+@given(data=st.binary(min_size=1, max_size=100).filter(lambda b: len(b) % 3 != 0),
+       bits=st.integers(1, 15))
+def test_base64_respellings_are_refused(data: bytes, bits: int) -> None:
+    """Found by trying (issue 13): another spelling of a pseudonym made the servers answer
+    ``no_trade`` for a bid that cleared; base64 has one spelling now."""
+    text = wire.b64e(data)
+    assert wire.b64d(text) == data
+    for other in (respell(text, bits), text.rstrip("=")):
+        assert other != text
+        with pytest.raises(wire.WireError):
+            wire.b64d(other)
 
 
 def test_deeply_nested_json_is_a_wire_error() -> None:
@@ -257,7 +335,8 @@ def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
 
 
 ERRORS = {r.value for r in Reason} | {"not_finished", "forbidden", "not_closed", "unavailable"}
-POSTS = ["/v1/challenge", "/v1/pseudonyms", "/v1/bids", "/v1/outputs", "/v1/hello"]
+POSTS = ["/v1/challenge", "/v1/pseudonyms", "/v1/bids", "/v1/outputs", "/v1/hello",
+         "/v1/enrol", "/v1/readings"]
 GETS = ["/v1/periods/{}/issuer", "/v1/periods/{}", "/v1/internal/periods/{}/bidset"]
 
 
@@ -279,10 +358,20 @@ def test_post_endpoints_answer_every_body_with_a_closed_reason(
 
 
 @FUZZ
+@given(data=st.data(), path=st.sampled_from(sorted(REQUESTS)))
+def test_post_endpoints_answer_well_typed_hostile_messages_with_a_closed_reason(
+    http: Http, data: st.DataObject, path: str
+) -> None:
+    """Messages of each route's type with extreme periods, lone surrogates and re-spelled
+    base64 in their fields: a closed reason, never a server error."""
+    _check_answer(*http.request("POST", path, data.draw(_shaped(REQUESTS[path]))))
+
+
+@FUZZ
 @given(route=st.sampled_from(GETS),
        period=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#%"),
                       min_size=1, max_size=40)
-       | st.datetimes().map(lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")))
+       | st.datetimes().map(lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")) | EXTREME)
 def test_get_endpoints_answer_every_period_with_a_closed_reason(
     http: Http, route: str, period: str
 ) -> None:
