@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from sealgrid.mechanism.bids import BidRejected, Reason
-from sealgrid.service import wire
+from sealgrid.service import metrics, status, wire
 from sealgrid.service.config import ConnectionLimits
 from sealgrid.service.intake import ENVELOPE_BYTES, Rejected
 from sealgrid.service.keys import server_common_name
@@ -239,6 +239,8 @@ def build_app(server: Server) -> web.Application:
     app.router.add_get("/v1/internal/periods/{period}/settlement-set", settlement_set)
     app.router.add_get("/v1/info", info)
     app.router.add_get("/openapi.json", openapi)
+    metrics.install(app, server)  # /metrics, /healthz and the counting middleware
+    app.router.add_get("/status", status.page)  # the operators' read-only page
     return app
 
 

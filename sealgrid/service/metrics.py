@@ -619,13 +619,12 @@ async def healthz(request: web.Request) -> web.Response:
 def install(app: web.Application, server: Server, *,
             probe_seconds: float | None = None) -> None:
     """Add the counting middleware (outermost, so it sees every other middleware's answers
-    too) and ``GET /metrics``, ``GET /healthz`` and ``GET /status`` to ``server``'s app.
+    too) and ``GET /metrics`` and ``GET /healthz`` to ``server``'s app (``GET /status``,
+    :mod:`sealgrid.service.status`, reads this module's monitor; ``api.build_app`` adds it).
 
     Installing twice changes nothing but ``probe_seconds`` (how often the peers' ``/healthz``
     is asked; :data:`PROBE_SECONDS` by default) when it is given.
     """
-    from sealgrid.service import status
-
     monitor = monitor_of(server)
     if probe_seconds is not None:
         monitor.probe_seconds = probe_seconds
@@ -636,36 +635,8 @@ def install(app: web.Application, server: Server, *,
     app.cleanup_ctx.append(monitor.background)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/status", status.page)
 
 
-#: The three routes, for the OpenAPI description (``OPENAPI["paths"]``).
-OPENAPI_PATHS: dict[str, Any] = {
-    "/metrics": {
-        "get": {
-            "summary": "This server's metrics (Prometheus text format); request counts move"
-                       " only at period boundaries",
-            "responses": {"200": {"description": "text/plain; version=0.0.4"}},
-        }
-    },
-    "/healthz": {
-        "get": {
-            "summary": "Whether this server's database answers; its party index; the peers"
-                       " as last seen",
-            "responses": {
-                "200": {"description": "healthy: {status, party, database, peers}"},
-                "503": {"description": "the database does not answer"},
-            },
-        }
-    },
-    "/status": {
-        "get": {
-            "summary": "A read-only HTML page: the last periods with status and price, the"
-                       " peers, refusal counts",
-            "responses": {"200": {"description": "text/html"}},
-        }
-    },
-}
 
 
 # -- structured logs

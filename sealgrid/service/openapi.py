@@ -303,6 +303,35 @@ ERRORS = {
     "429": _json("Error", "too_frequent"),
 }
 
+#: The operators' routes (:mod:`sealgrid.service.metrics`): metrics, health, status page.
+OPENAPI_PATHS: dict[str, Any] = {
+    "/metrics": {
+        "get": {
+            "summary": "This server's metrics (Prometheus text format); request counts move"
+                       " only at period boundaries",
+            "responses": {"200": {"description": "text/plain; version=0.0.4"}},
+        }
+    },
+    "/healthz": {
+        "get": {
+            "summary": "Whether this server's database answers; its party index; the peers"
+                       " as last seen",
+            "responses": {
+                "200": {"description": "healthy: {status, party, database, peers}"},
+                "503": {"description": "the database does not answer"},
+            },
+        }
+    },
+    "/status": {
+        "get": {
+            "summary": "A read-only HTML page: the last periods with status and price, the"
+                       " peers, refusal counts",
+            "responses": {"200": {"description": "text/html"}},
+        }
+    },
+}
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
@@ -475,3 +504,4 @@ OPENAPI: dict[str, Any] = {
     },
     "components": {"schemas": SCHEMAS},
 }
+OPENAPI["paths"].update(OPENAPI_PATHS)

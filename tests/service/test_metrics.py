@@ -31,6 +31,7 @@ from sealgrid.service import metrics, status
 from sealgrid.service.agent import outcome_of
 from sealgrid.service.api import build_app
 from sealgrid.service.config import load_server_config
+from sealgrid.service.openapi import OPENAPI_PATHS
 from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
 
@@ -453,7 +454,7 @@ def test_the_status_page_escapes_and_the_routes_are_described(one_server) -> Non
     assert monitor.probe_seconds == 7 and metrics.monitor_of(server) is monitor
     routes = [r.resource.canonical for r in app.router.routes()
               if r.resource is not None and r.method == "GET"]
-    assert sorted(p for p in routes if p in metrics.OPENAPI_PATHS) == [
+    assert sorted(p for p in routes if p in OPENAPI_PATHS) == [
         "/healthz", "/metrics", "/status"]
     assert len(app.middlewares) == len(set(app.middlewares))
-    assert set(metrics.OPENAPI_PATHS) == {"/metrics", "/healthz", "/status"}
+    assert set(OPENAPI_PATHS) == {"/metrics", "/healthz", "/status"}
