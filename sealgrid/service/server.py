@@ -307,12 +307,13 @@ class Server:
         await self._drained.wait()
         return wire.sign(BidSet(self.cfg.party, period, self.intake.pseudonyms(period)), self.key)
 
-    async def _peer_bidset(self, peer: int, period: str, deadline: float) -> BidSet:
+    async def _peer_bidset(self, peer: int, period: str, deadline: float,
+                           until: dt.datetime | None = None) -> BidSet:
         assert self._session is not None
         url = f"{self.cfg.servers[peer]}/v1/internal/periods/{period}/bidset"
         loop = asyncio.get_running_loop()
         last = "no answer"
-        while loop.time() < deadline:
+        while loop.time() < deadline and (until is None or self.clock() < until):
             try:
                 async with self._session.get(url, server_hostname=server_tls_name(peer)) as resp:
                     body = await resp.read()
@@ -455,7 +456,8 @@ class Server:
         until = t0 + max(0.5, (deadline - self.clock()).total_seconds())
         agreed_set = set(own.pseudonyms)
         peers = [i for i in range(len(self.cfg.servers)) if i != self.cfg.party]
-        sets = await asyncio.gather(*(self._peer_bidset(j, period, until) for j in peers))
+        sets = await asyncio.gather(*(self._peer_bidset(j, period, until, deadline)
+                                      for j in peers))
         for bidset in sets:
             agreed_set &= set(bidset.pseudonyms)
         agreed = tuple(sorted(agreed_set))

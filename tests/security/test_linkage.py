@@ -319,10 +319,13 @@ async def take_turns(server: Server, clock: Clock, root: Path,
 
 
 async def close_gate(server: Server, clock: Clock, period: str) -> None:
-    """Move the clock past the gate; wait for the period's statement (the peers are away,
-    so the period fails after the peer timeout — the gate has closed all the same)."""
+    """Move the clock past the gate, then past the period's deadline; wait for the period's
+    statement (the peers are away, so the period fails at its deadline — the gate has closed
+    all the same)."""
     gate = server.schedule.gate_closure(server.schedule.parse_period(period))
     clock.now = gate + dt.timedelta(seconds=1)
+    await asyncio.sleep(0.6)  # the gate closes; the first attempt waits for the peers
+    clock.now = server.lifecycle.deadline(period) + dt.timedelta(seconds=1)
     for _ in range(200):
         if await server.statement(period) is not None:
             break
