@@ -31,22 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "every server (done once by itself when tokens are fetched)")
     common(enr)
     enr.set_defaults(func=run_enrol)
-    bid = actions.add_parser("bid", help="send a bid or offer under a fresh pseudonym")
-    common(bid)
-    bid.add_argument("--side", required=True, choices=("buy", "sell"))
-    bid.add_argument("--quantity", required=True, help="kWh (at most 3 decimals)")
-    bid.add_argument("--price", required=True, help="currency per kWh, on the price grid")
-    bid.add_argument("--period", help="trading period (ISO 8601 UTC); default: the next open")
-    bid.set_defaults(func=run_bid)
-    tok = actions.add_parser("tokens", help="fetch pseudonym tokens ahead for the next periods")
-    common(tok)
-    tok.add_argument("--periods", type=int, default=4,
-                     help="how many open periods ahead, from the first (default 4)")
-    tok.set_defaults(func=run_tokens)
-    res = actions.add_parser("result", help="fetch and check this household's result")
-    common(res)
-    res.add_argument("--period", required=True, help="the period bid for")
-    res.set_defaults(func=run_result)
+    _bidding(actions, common, "this household's")
     stm = actions.add_parser("statement", help="this household's bill of one billing cycle, "
                              "a line per period")
     common(stm)
@@ -65,22 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="the supplier's id, e.g. s1")
         p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    sbid = sup_actions.add_parser("bid", help="send a bid or offer under a fresh pseudonym")
-    supplier_common(sbid)
-    sbid.add_argument("--side", required=True, choices=("buy", "sell"))
-    sbid.add_argument("--quantity", required=True, help="kWh (at most 3 decimals)")
-    sbid.add_argument("--price", required=True, help="currency per kWh, on the price grid")
-    sbid.add_argument("--period", help="trading period (ISO 8601 UTC); default: the next open")
-    sbid.set_defaults(func=run_bid)
-    stok = sup_actions.add_parser("tokens", help="fetch pseudonym tokens ahead")
-    supplier_common(stok)
-    stok.add_argument("--periods", type=int, default=4,
-                      help="how many open periods ahead, from the first (default 4)")
-    stok.set_defaults(func=run_tokens)
-    sres = sup_actions.add_parser("result", help="fetch and check the supplier's own result")
-    supplier_common(sres)
-    sres.add_argument("--period", required=True, help="the period bid for")
-    sres.set_defaults(func=run_result)
+    _bidding(sup_actions, supplier_common, "the supplier's own")
 
     agg = sub.add_parser("aggregates", help="a supplier's or operator's totals of a period, or "
                          "a DSO's or the TSO's totals of a billing cycle")
@@ -96,6 +66,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "customers, counted by contract (once the period is settled)")
     agg.add_argument("--json", action="store_true")
     agg.set_defaults(func=run_aggregates, parser=agg)
+
+
+def _bidding(actions: Any, common: Callable[[argparse.ArgumentParser], None],
+             whose: str) -> None:
+    """Add ``bid``, ``tokens`` and ``result`` (a household's, or a supplier bidding itself)."""
+    bid = actions.add_parser("bid", help="send a bid or offer under a fresh pseudonym")
+    common(bid)
+    bid.add_argument("--side", required=True, choices=("buy", "sell"))
+    bid.add_argument("--quantity", required=True, help="kWh (at most 3 decimals)")
+    bid.add_argument("--price", required=True, help="currency per kWh, on the price grid")
+    bid.add_argument("--period", help="trading period (ISO 8601 UTC); default: the next open")
+    bid.set_defaults(func=run_bid)
+    tok = actions.add_parser("tokens", help="fetch pseudonym tokens ahead for the next periods")
+    common(tok)
+    tok.add_argument("--periods", type=int, default=4,
+                     help="how many open periods ahead, from the first (default 4)")
+    tok.set_defaults(func=run_tokens)
+    res = actions.add_parser("result", help=f"fetch and check {whose} result")
+    common(res)
+    res.add_argument("--period", required=True, help="the period bid for")
+    res.set_defaults(func=run_result)
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> None:
