@@ -253,10 +253,11 @@ class Intake:
 
     def take_challenge(self, nonce: bytes, now: dt.datetime) -> bool:
         """Use up a challenge for another signed request; return whether it was valid."""
-        return self._use_challenge(nonce, now) is None
+        return self.use_challenge(nonce, now) is None
 
-    def _use_challenge(self, nonce: bytes, now: dt.datetime) -> str | None:
-        """Use up a challenge; return what is wrong with it (``None``: it was valid)."""
+    def use_challenge(self, nonce: bytes, now: dt.datetime) -> str | None:
+        """Use up a challenge for a signed request; return what is wrong with it, the detail
+        of a ``replayed`` refusal (``None``: it was valid)."""
         expires = self._challenges.pop(nonce, None)
         if expires is None:
             return "the challenge is unknown or already used; fetch a new one"
@@ -359,7 +360,7 @@ class Intake:
             raise _Refuse(
                 Reason.BAD_SIGNATURE, "not signed by the registered key of the household it names"
             )
-        problem = self._use_challenge(req.nonce, event.now)
+        problem = self.use_challenge(req.nonce, event.now)
         if problem is not None:
             raise _Refuse(Reason.REPLAYED, problem)
         self._rate(req.household, event.now)
