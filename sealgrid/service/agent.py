@@ -84,6 +84,11 @@ class AgentError(Exception):
     """The household agent cannot go on (no such pseudonym, servers that disagree, …)."""
 
 
+class NotYetSettled(AgentError):
+    """A billing output asked while some servers have settled its periods and others not yet:
+    ask again shortly."""
+
+
 def encode_payloads(
     bid: Bid, market: Market, parties: int, identity: tuple[int, int] = (0, 0)
 ) -> list[bytes]:
@@ -909,6 +914,10 @@ def rebuild_billing(shares: Sequence[OutputShares]) -> Rebuilt:
         raise AgentError("need exactly one output share from every server (at least 3)")
     publics = {s.public for s in ordered}
     if len(publics) != 1:
+        if len({s.status for s in ordered}) > 1:  # some servers have settled it, some not yet
+            raise NotYetSettled("the servers have not all settled this yet ("
+                                + ", ".join(f"server {s.server}: {s.status}" for s in ordered)
+                                + "); ask again shortly")
         raise AgentError("the servers' public parts of the output differ: "
                          + ", ".join(f"server {s.server}: {s.public!r}" for s in ordered))
     try:
@@ -951,6 +960,7 @@ __all__ = [
     "DataDirError",
     "HouseholdAgent",
     "HouseholdResult",
+    "NotYetSettled",
     "PreparedBid",
     "PseudonymRecord",
     "PseudonymStore",

@@ -26,7 +26,13 @@ from sealgrid.mechanism.bids import Bid, Side, check_bid
 from sealgrid.mechanism.market import Market
 from sealgrid.mechanism.settlement import Tariff
 from sealgrid.service import bills, wire
-from sealgrid.service.agent import HouseholdAgent, outcome_of, read_billing, read_totals
+from sealgrid.service.agent import (
+    HouseholdAgent,
+    NotYetSettled,
+    outcome_of,
+    read_billing,
+    read_totals,
+)
 from sealgrid.service.client import BidOutcome
 from sealgrid.service.keys import (
     DEFAULT_OPERATOR,
@@ -275,8 +281,11 @@ async def _bills(
         for sid in market.suppliers:
             key = load_signing_key(private_key_path(local.root, "supplier", sid))
             while True:
-                doc = bills.bill_doc(sid, period, await read_billing(client, "bill", sid,
-                                                                     period, key))
+                try:
+                    doc = bills.bill_doc(sid, period, await read_billing(client, "bill", sid,
+                                                                         period, key))
+                except NotYetSettled:
+                    doc = {"status": bills.PENDING}
                 if doc["status"] == bills.BILLED or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.5)

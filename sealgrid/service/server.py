@@ -777,9 +777,9 @@ class Server:
                       "tso": self.registry.tso if req.subject == "tso" else None}[req.role]
             if reader is None or not wire.verify(req, reader):
                 return Rejected(Reason.BAD_SIGNATURE, f"not signed by the {req.role} key it names")
-            if not self.intake.take_challenge(req.nonce, self.clock()):
-                return Rejected(Reason.REPLAYED,
-                                "challenge unknown, used or expired; fetch a new one")
+            problem = self.intake.use_challenge(req.nonce, self.clock())
+            if problem is not None:
+                return Rejected(Reason.REPLAYED, problem)
             return wire.sign(await self.db(self._billing_output, req), self.key)
         if req.role == "household":
             try:
@@ -792,8 +792,9 @@ class Server:
             key = self.registry.operators.get(req.subject)
         if key is None or not wire.verify(req, key):
             return Rejected(Reason.BAD_SIGNATURE, f"not signed by the {req.role} key it names")
-        if not self.intake.take_challenge(req.nonce, self.clock()):
-            return Rejected(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
+        problem = self.intake.use_challenge(req.nonce, self.clock())
+        if problem is not None:
+            return Rejected(Reason.REPLAYED, problem)
         answer = await self.db(self._output, req)
         return wire.sign(answer, self.key)
 
@@ -806,8 +807,9 @@ class Server:
         key = self.registry.households.get(req.subject)
         if req.role != "household" or key is None or not wire.verify(req, key):
             return Rejected(Reason.BAD_SIGNATURE, "not signed by a registered household key")
-        if not self.intake.take_challenge(req.nonce, self.clock()):
-            return Rejected(Reason.REPLAYED, "challenge unknown, used or expired; fetch a new one")
+        problem = self.intake.use_challenge(req.nonce, self.clock())
+        if problem is not None:
+            return Rejected(Reason.REPLAYED, problem)
         return {"server": self.cfg.party, "household": req.subject, "registered": True}
 
     def _output(self, req: AuthRequest) -> OutputShares:

@@ -31,6 +31,7 @@ from sealgrid.service import bills, wire
 from sealgrid.service.agent import (
     AgentError,
     HouseholdAgent,
+    NotYetSettled,
     PseudonymRecord,
     PseudonymStore,
     reading_wh,
@@ -451,7 +452,18 @@ def test_a_billing_output_with_public_parts_that_differ_is_refused() -> None:
     out = _outputs([1, 2], bills.public_text({"status": "billed", "regions": ["r1"]}))
     out[2] = dataclasses.replace(out[2], public=bills.public_text(
         {"status": "billed", "regions": ["r2"]}))
-    with pytest.raises(AgentError, match="public parts of the output differ"):
+    with pytest.raises(AgentError, match="public parts of the output differ") as info:
+        rebuild_billing(out)
+    assert not isinstance(info.value, NotYetSettled)
+
+
+def test_a_billing_output_some_servers_have_not_settled_yet_says_so() -> None:
+    """One server has billed the cycle, the others not yet: ask again, not a disagreement."""
+    out = _outputs([1, 2], bills.public_text({"status": "billed", "regions": ["r1"]}))
+    for i in (0, 1):
+        out[i] = dataclasses.replace(out[i], status="pending", shares=b"",
+                                     public=bills.public_text({"status": "pending"}))
+    with pytest.raises(NotYetSettled, match="not all settled this yet"):
         rebuild_billing(out)
 
 
