@@ -458,6 +458,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": _json("PeriodStatement", "the statement"),
                     "404": _json("Error", "not_finished"),
+                    "422": _json("Error", "wrong_period: not a period"),
                 },
             }
         },
@@ -472,6 +473,7 @@ OPENAPI: dict[str, Any] = {
                     "200": _json("BidSet", "the signed bid set"),
                     "403": _json("Error", "forbidden"),
                     "409": _json("Error", "not_closed"),
+                    "422": _json("Error", "wrong_period: not a period"),
                 },
             }
         },
@@ -486,6 +488,7 @@ OPENAPI: dict[str, Any] = {
                     "200": _json("SettlementSet", "the signed sets"),
                     "403": _json("Error", "forbidden"),
                     "409": _json("Error", "not_closed"),
+                    "422": _json("Error", "wrong_period: not a period"),
                 },
             }
         },
