@@ -73,6 +73,8 @@ def message(msg: Any, status: int = 200) -> web.Response:
 async def challenge(request: web.Request) -> web.Response:
     """POST /v1/challenge: a fresh nonce to sign into the next request."""
     issued = request.app[SERVER_KEY].challenge()
+    if isinstance(issued, Rejected):
+        return refusal(issued)
     return web.json_response({"nonce": wire.b64e(issued.nonce), "expires": wire_time(issued)})
 
 

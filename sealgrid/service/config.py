@@ -19,6 +19,7 @@ Example (written by ``sealgrid init``)::
     rate_limit = 20               # signed pseudonym requests per household …
     rate_window_seconds = 60      # … per this many seconds
     challenge_ttl_seconds = 60
+    max_challenges = 100000
     peer_timeout_seconds = 30     # waiting for peers at gate closure
     price_floor = "80"            # price grid, currency per kWh (cents here): the feed-in
     price_ceiling = "120"         # tariff to the retail price (docs/mechanism.md)

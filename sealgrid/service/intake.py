@@ -157,6 +157,7 @@ class Limits:
     rate_limit: int = 20
     rate_window_seconds: int = 60
     challenge_ttl_seconds: int = 60
+    max_challenges: int = 100_000  # outstanding at once; an unauthenticated flood is refused
 
 
 class Intake:
@@ -255,6 +256,10 @@ class Intake:
         """Use up a challenge for another signed request; return whether it was valid."""
         return self.use_challenge(nonce, now) is None
 
+    def _forget_expired(self, now: dt.datetime) -> None:
+        for nonce in [n for n, exp in self._challenges.items() if exp <= now]:
+            del self._challenges[nonce]
+
     def use_challenge(self, nonce: bytes, now: dt.datetime) -> str | None:
         """Use up a challenge for a signed request; return what is wrong with it, the detail
         of a ``replayed`` refusal (``None``: it was valid)."""
@@ -286,6 +291,11 @@ class Intake:
     def receive(self, event: IssueChallenge | IssuePseudonym | SubmitBid | Tick) -> list[Event]:
         """Process one event; return the events it causes."""
         if isinstance(event, IssueChallenge):
+            if len(self._challenges) >= self.limits.max_challenges:
+                self._forget_expired(event.now)
+            if len(self._challenges) >= self.limits.max_challenges:
+                return [Rejected(Reason.TOO_FREQUENT, "too many challenges outstanding on this "
+                                 "server; ask again in a few seconds")]
             expires = event.now + dt.timedelta(seconds=self.limits.challenge_ttl_seconds)
             self._challenges[event.nonce] = expires
             return [ChallengeIssued(event.nonce, expires)]
@@ -301,8 +311,7 @@ class Intake:
         raise TypeError(f"not an intake event: {type(event).__name__}")
 
     def _tick(self, now: dt.datetime) -> list[Event]:
-        for nonce in [n for n, exp in self._challenges.items() if exp <= now]:
-            del self._challenges[nonce]
+        self._forget_expired(now)
         out: list[Event] = []
         for period in sorted(self._periods):
             state = self._periods[period]

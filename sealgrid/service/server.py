@@ -195,10 +195,10 @@ class Server:
 
     # -- intake
 
-    def challenge(self) -> ChallengeIssued:
-        """Issue a fresh challenge."""
+    def challenge(self) -> ChallengeIssued | Rejected:
+        """Issue a fresh challenge (refused while too many are outstanding)."""
         (event,) = self.intake.receive(IssueChallenge(self.clock(), os.urandom(16)))
-        assert isinstance(event, ChallengeIssued)
+        assert isinstance(event, ChallengeIssued | Rejected)
         return event
 
     async def ensure_issuer(self, period: str) -> Issuer | None:

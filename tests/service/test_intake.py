@@ -320,3 +320,22 @@ def test_a_peer_asking_first_does_not_swallow_the_gate_closure(world) -> None:
     assert m.is_closed(PERIOD)
     (closed,) = m.receive(Tick(GATE))
     assert isinstance(closed, GateClosed) and closed.pseudonyms == (p.public,)
+
+
+def test_outstanding_challenges_are_bounded(world) -> None:
+    """An unauthenticated flood of challenges cannot grow without bound: beyond
+    max_challenges outstanding a new one is refused (too_frequent) until some expire or are
+    used; using one makes room at once."""
+    _, machine = world
+    m = machine(challenge_ttl_seconds=5, max_challenges=3)
+    nonces = [_nonce(m) for _ in range(3)]
+    (event,) = m.receive(IssueChallenge(NOW, b"\x01" * 16))
+    assert _reason(event) is Reason.TOO_FREQUENT and "too many challenges" in event.detail
+    assert m.use_challenge(nonces[0], NOW) is None  # used: room for one more
+    (event,) = m.receive(IssueChallenge(NOW, b"\x02" * 16))
+    assert not isinstance(event, Rejected)
+    (event,) = m.receive(IssueChallenge(NOW, b"\x03" * 16))
+    assert isinstance(event, Rejected)
+    later = NOW + dt.timedelta(seconds=5)  # all expired: room again
+    (event,) = m.receive(IssueChallenge(later, b"\x04" * 16))
+    assert not isinstance(event, Rejected)
