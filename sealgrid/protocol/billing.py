@@ -60,7 +60,13 @@ from sealgrid.mechanism import billing as B
 from sealgrid.protocol import field as F
 from sealgrid.protocol.disclosure import reveal_shares
 from sealgrid.protocol.encoding import RATIO_LIMIT, threshold
-from sealgrid.protocol.party import SECINT_BITS, Transport, peak_memory_bytes, reshare
+from sealgrid.protocol.party import (
+    SECINT_BITS,
+    Laps,
+    Transport,
+    peak_memory_bytes,
+    reshare,
+)
 from sealgrid.protocol.validation import SOUNDNESS_BITS, prss_masks, seed_from
 
 #: Columns of a settled household row (shares).
@@ -301,15 +307,7 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
     lay = inp.layout
     await net.all_to_all(np.zeros(1, dtype=F.U64))  # line the parties' clocks up
     start = time.perf_counter()
-    phases: dict[str, float] = {}
-    mark = start
-
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        phases[name] = now - mark
-        mark = now
-
+    lap = Laps(start)
     n = inp.rows.shape[1]
     # 1–2. Shuffle, open the identities, zero-test the credentials.
     rows = await shuffle(net, np.asarray(inp.rows, dtype=F.U64), "settlement") if n else inp.rows
@@ -410,7 +408,7 @@ async def settle_period(net: Transport, inp: SettleInput) -> SettleResult:
         lines[missing, 4] = F.add(_times(tb, e - price), _times(ts, price - f - r))
     lap("money")
     return SettleResult(lines, tuple(status), void, bidders, time.perf_counter() - start,
-                        net.bytes_sent(), peak_memory_bytes(), phases)
+                        net.bytes_sent(), peak_memory_bytes(), lap.phases)
 
 
 def fraction_element(value: Fraction) -> int:

@@ -87,6 +87,19 @@ class Transport(Protocol):
         ...
 
 
+class Laps:
+    """Seconds per named phase, each from the end of the one before (``lap(name)``)."""
+
+    def __init__(self, start: float) -> None:
+        self.phases: dict[str, float] = {}
+        self._mark = start
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = now - self._mark
+        self._mark = now
+
+
 @dataclass(frozen=True)
 class PartyResult:
     """What one server ends a period with."""
@@ -123,15 +136,8 @@ async def serve_period(
     own = np.frombuffer(secrets.token_bytes(32), dtype="<u8").astype(F.U64)
     seed = seed_from([c.tobytes() for c in await reveal_shares("challenge_seed", own,
                                                                net.all_to_all)])
-    phases: dict[str, float] = {}
-    mark = start
-
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        phases[name] = now - mark
-        mark = now
-
+    lap = Laps(start)
+    phases = lap.phases
     lap("challenge")
     masked = state.check(seed)
     lap("validate_local")

@@ -116,28 +116,27 @@ async def submit_bid(request: web.Request) -> web.Response:
     return await _stored(request, request.app[SERVER_KEY].submit, "the bid")
 
 
-async def outputs(request: web.Request) -> web.Response:
-    """POST /v1/outputs: this server's shares of a result, for its rightful reader only."""
-    result = await request.app[SERVER_KEY].output(await request.read())
+async def _answer(request: web.Request, handle: Any) -> web.Response:
+    """Hand the request body to ``handle``; answer its signed message, or its refusal."""
+    result = await handle(await request.read())
     if isinstance(result, Rejected):
         return refusal(result)
     return message(result)
+
+
+async def outputs(request: web.Request) -> web.Response:
+    """POST /v1/outputs: this server's shares of a result, for its rightful reader only."""
+    return await _answer(request, request.app[SERVER_KEY].output)
 
 
 async def enrol(request: web.Request) -> web.Response:
     """POST /v1/enrol: a household's share of its settlement credential (signed by it)."""
-    result = await request.app[SERVER_KEY].enrol(await request.read())
-    if isinstance(result, Rejected):
-        return refusal(result)
-    return message(result)
+    return await _answer(request, request.app[SERVER_KEY].enrol)
 
 
 async def readings(request: web.Request) -> web.Response:
     """POST /v1/readings: a smart meter's signed reading of an ended period, as shares."""
-    result = await request.app[SERVER_KEY].reading(await request.read())
-    if isinstance(result, Rejected):
-        return refusal(result)
-    return message(result)
+    return await _answer(request, request.app[SERVER_KEY].reading)
 
 
 async def settlement_set(request: web.Request) -> web.Response:
