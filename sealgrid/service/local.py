@@ -30,11 +30,32 @@ class LocalMarketError(Exception):
     """A local server did not start or stopped unexpectedly."""
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel picks the local ports of outgoing connections from (Linux's
+    ``ip_local_port_range``; its default where that cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port_range(count: int) -> int:
-    """Return a port ``p`` with ``p … p+count-1`` free on 127.0.0.1 at this moment."""
+    """Return a port ``p`` with ``p … p+count-1`` free on 127.0.0.1 at this moment.
+
+    Taken below the ephemeral range when there is room (from 20000 on): many households
+    opening connections of their own would otherwise hold ports there, and a server's MPC
+    ports, bound only at gate closure, could be taken by then."""
     rng = random.Random()
+    low, high = ephemeral_ports()
+    if low - count - 20000 >= 1000:
+        lo, hi = 20000, low - count
+    elif 65535 - count - high >= 1000:
+        lo, hi = high + 1, 65536 - count
+    else:  # an ephemeral range over nearly everything: take what the old rule took
+        lo, hi = 20000, 60000 - count
     for _ in range(500):
-        base = rng.randrange(20000, 60000 - count)
+        base = rng.randrange(lo, hi)
         taken: list[socket.socket] = []
         try:
             for i in range(count):
@@ -74,9 +95,14 @@ class LocalMarket:
         market: dict[str, Any] | None = None,
         cycle_periods: int | None = None,
         reading_grace_periods: int | None = None,
+        workers: int = 1,
     ) -> None:
+        """``workers``: each server's ``sealgrid serve --workers`` (passed only above 1)."""
+        if workers < 1:
+            raise ValueError("a server needs at least one worker")
         self.root = Path(root).resolve()
         self.servers = servers
+        self.workers = workers
         self.registry: Registry = init_data_dir(
             self.root,
             households=households,
@@ -112,12 +138,24 @@ class LocalMarket:
         log = open(self.root / f"server-{i}.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
         config = self.root / f"server-{i}" / "server.toml"
+        workers = ["--workers", str(self.workers)] if self.workers > 1 else []
         self.procs[i] = subprocess.Popen(
-            [sys.executable, "-m", "sealgrid", "serve", "--config", str(config)],
+            [sys.executable, "-m", "sealgrid", "serve", "--config", str(config), *workers],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+
+    def pid(self, i: int) -> int:
+        """The process id of server ``i``'s ``sealgrid serve`` (started and not stopped).
+
+        Raises:
+            LocalMarketError: server ``i`` is not running here.
+        """
+        proc = self.procs.get(i)
+        if proc is None or proc.poll() is not None:
+            raise LocalMarketError(f"server {i} is not running")
+        return proc.pid
 
     def stop(self) -> None:
         """Stop every server this object started (SIGTERM, then SIGKILL after 10 s)."""
@@ -154,7 +192,9 @@ class LocalMarket:
         self, hid: str, session: Any = None, market: tuple[MarketInfo, Market] | None = None
     ) -> HouseholdAgent:
         """The agent of household ``hid`` (its key, supplier and pseudonyms in the data dir);
-        ``market``, when given, spares it reading the market from the servers."""
+        ``market``, when given, spares it reading the market from the servers. Without a
+        ``session`` the agent opens connections of its own in ``async with`` and closes them
+        on leaving it (what a separate home does); its tokens always come over fresh ones."""
         return HouseholdAgent.from_data_dir(
             self.root, hid, registry=self.registry, session=session, market=market
         )
