@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -18,6 +20,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--log-format", choices=("text", "json"), default="text",
         help="text lines (default) or one JSON object per line (time in UTC with Z, level,"
         " logger, message, exception)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="intake workers of this server: N processes share the port and one PostgreSQL"
+        " database (default 1; SQLite serves one process). This process is worker 0 (it also"
+        " closes gates, clears and settles) and starts the others, unless --worker is given",
+    )
+    parser.add_argument(
+        "--worker", type=int, default=None, metavar="I",
+        help="run only intake worker I (1 … N-1) of --workers N, e.g. on another host behind"
+        " a load balancer (the leader, worker 0, runs elsewhere)",
     )
     parser.set_defaults(func=run)
 
@@ -50,22 +63,44 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_server_config(args.config)
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
+    workers = args.workers
+    worker = 0 if args.worker is None else args.worker
+    if workers < 1 or not 0 <= worker < workers:
+        raise CliError(f"--worker must be 0 … {workers - 1} and --workers at least 1")
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server = Server(cfg)
+        server = Server(cfg, worker=worker, workers=workers)
         listening = f"server {cfg.party} listening on https://{cfg.listen_host}:{cfg.listen_port}"
+        if workers > 1:
+            listening += f" (worker {worker} of {workers})"
         if args.log_format == "json":  # every line a JSON object
             logging.getLogger("sealgrid.serve").info("%s", listening)
         else:
             print(listening, flush=True)
         await run_until_stopped(server, stop)
 
+    children = []
     try:
+        if workers > 1 and args.worker is None:  # the leader starts the other workers
+            children = [_start_worker(args, i) for i in range(1, workers)]
         asyncio.run(main())
     except (DataDirError, StorageError, OSError) as exc:
         raise CliError(str(exc)) from exc
+    finally:
+        from sealgrid.service.local import stop_process
+
+        for child in children:
+            stop_process(child, 10)
     return 0
+
+
+def _start_worker(args: argparse.Namespace, worker: int) -> subprocess.Popen[bytes]:
+    """Start intake worker ``worker`` of this server as a child process."""
+    return subprocess.Popen([
+        sys.executable, "-m", "sealgrid", "serve", "--config", str(args.config),
+        "--log-level", args.log_level, "--log-format", args.log_format,
+        "--workers", str(args.workers), "--worker", str(worker)])

@@ -9,7 +9,7 @@ One period of a household, in order:
    (:mod:`sealgrid.protocol.encoding`) under a fresh one-time pseudonym, and keep the
    pseudonym in the durable :class:`PseudonymStore` *before* anything is sent, so the result
    can be fetched after a crash;
-3. :meth:`HouseholdAgent.obtain`: every server's blind signature on the pseudonym (its tokens);
+3. :meth:`HouseholdAgent.obtain`: every server's token for the pseudonym (a VOPRF evaluation);
 4. :meth:`HouseholdAgent.submit`: each server's share, signed by the pseudonym, each receipt
    checked;
 5. :meth:`HouseholdAgent.result`: every server's share of ``q·V/L`` (the bid's accepted
@@ -157,7 +157,7 @@ class PseudonymRecord:
     side: Side | None
     quantity_wh: int | None
     issuers: dict[int, bytes] = field(default_factory=dict)  # server -> SHA-256 of its key
-    tokens: dict[int, bytes] = field(default_factory=dict)  # server -> unblinded signature
+    tokens: dict[int, bytes] = field(default_factory=dict)  # server -> its VOPRF output
     #: the bid's final result once fetched: every server's status joined, and the rebuilt
     #: output ``q·V/L`` (a field element) when it cleared; None before
     result_status: str | None = None
@@ -551,8 +551,9 @@ class HouseholdAgent:
 
     async def fetch_tokens(self, periods: int) -> list[str]:
         """Fetch ahead the tokens of the next ``periods`` open periods (a fresh pseudonym each,
-        every server's blind signature, over connections used for nothing else) and keep them,
-        so that a bid later is not next to its issuance in time or connection.
+        every server's evaluation, in one request per server over connections used for
+        nothing else) and keep them, so that a bid later is not next to its issuance in time or
+        connection.
 
         Returns:
             The periods that now hold a token from every server.
@@ -562,16 +563,14 @@ class HouseholdAgent:
         """
         info = await self.client.market_info(0)  # now, not when the market was first read
         first = parse_time(info.first_open_period)
-        done = []
+        records = []
         for k in range(periods):
-            period = iso(first + dt.timedelta(seconds=k * info.period_seconds))
-            record = self._record(period)
-            pseudonym = record.pseudonym()
+            record = self._record(iso(first + dt.timedelta(seconds=k * info.period_seconds)))
             if record.side is None:  # a period already bid in keeps what it has
-                await self._obtain(record, pseudonym)
-            if len(pseudonym.tokens) == self.client.servers:
-                done.append(period)
-        return done
+                records.append(record)
+        pseudonyms = [r.pseudonym() for r in records]
+        await self._obtain(records, pseudonyms)
+        return [p.period for p in pseudonyms if len(p.tokens) == self.client.servers]
 
     def _record(self, period: str) -> PseudonymRecord:
         """The kept record of ``period``, or a fresh pseudonym's (not yet saved)."""
@@ -580,13 +579,14 @@ class HouseholdAgent:
         except AgentError:
             return PseudonymRecord(period, Pseudonym.fresh(period).key, None, None)
 
-    async def _obtain(self, record: PseudonymRecord, pseudonym: Pseudonym,
+    async def _obtain(self, records: Sequence[PseudonymRecord], pseudonyms: Sequence[Pseudonym],
                       unreachable: dict[int, str] | None = None) -> dict[int, BidRejected]:
-        """Every token ``pseudonym`` lacks, over fresh connections closed after each request,
-        kept in ``record``; in the same named session, the credential's enrolment with every
-        server that has not acknowledged it. Nothing is asked when nothing is missing.
-        Refusals by server (an enrolment's before a token's)."""
-        tokens = len(pseudonym.tokens) < self.client.servers
+        """Every token the ``pseudonyms`` lack (one request per server for all their
+        periods), over fresh connections closed after each request, kept in their ``records``;
+        in the same named session, the credential's enrolment with every server that has not
+        acknowledged it. Nothing is asked when nothing is missing. Refusals by server (an
+        enrolment's before a token's)."""
+        tokens = any(len(p.tokens) < self.client.servers for p in pseudonyms)
         enrol = not self.enrolled_everywhere()
         if not tokens and not enrol:
             return {}
@@ -597,10 +597,11 @@ class HouseholdAgent:
             if enrol:
                 _, enrolment = await self.enrol(issuing)
             if tokens:
-                refusals = await issuing.obtain(pseudonym, unreachable)
+                refusals = await issuing.obtain_many(pseudonyms, unreachable)
         if tokens:
-            record.tokens, record.issuers = dict(pseudonym.tokens), dict(pseudonym.issuers)
-            self.store.save(record)
+            for record, pseudonym in zip(records, pseudonyms, strict=True):
+                record.tokens, record.issuers = dict(pseudonym.tokens), dict(pseudonym.issuers)
+                self.store.save(record)
         return {**refusals, **enrolment}
 
     async def obtain(self, prepared: PreparedBid, unreachable: dict[int, str] | None = None
@@ -608,7 +609,7 @@ class HouseholdAgent:
         """Get every missing token of the pseudonym (fresh connections); return refusals
         (``unreachable`` collects the servers that could not be reached, when given)."""
         p = prepared.pseudonym
-        return await self._obtain(self.store.load(p.period), p, unreachable)
+        return await self._obtain([self.store.load(p.period)], [p], unreachable)
 
     async def submit(
         self,

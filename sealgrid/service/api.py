@@ -107,8 +107,8 @@ async def _stored(
 
 
 async def pseudonyms(request: web.Request) -> web.Response:
-    """POST /v1/pseudonyms: a blind signature on a household's pseudonym for one period."""
-    return await _stored(request, request.app[SERVER_KEY].grant, "the pseudonym grant")
+    """POST /v1/pseudonyms: a household's tokens (VOPRF evaluations), one per period."""
+    return await _stored(request, request.app[SERVER_KEY].grant, "the token grant")
 
 
 async def submit_bid(request: web.Request) -> web.Response:
@@ -157,7 +157,7 @@ async def settlement_set(request: web.Request) -> web.Response:
 
 async def hello(request: web.Request) -> web.Response:
     """POST /v1/hello: a household proves it holds its registered key, now (liveness)."""
-    result = request.app[SERVER_KEY].hello(await request.read())
+    result = await request.app[SERVER_KEY].hello(await request.read())
     if isinstance(result, Rejected):
         return refusal(result)
     return web.json_response(result)
@@ -261,7 +261,8 @@ async def serve(server: Server, ready: Any = None) -> web.AppRunner:
     )
     await runner.setup()
     ctx: ssl.SSLContext = server.tls_context()
-    site = _GuardedSite(runner, server.cfg.listen_host, server.cfg.listen_port, ctx, limits)
+    site = _GuardedSite(runner, server.cfg.listen_host, server.cfg.listen_port, ctx, limits,
+                        reuse_port=server.shared)
     await site.start()
     return runner
 
@@ -355,9 +356,10 @@ class _GuardedSite(web.BaseSite):
     """A TCP listener whose connections :class:`_Guard` admits and runs TLS on."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, ctx: ssl.SSLContext,
-                 limits: ConnectionLimits) -> None:
+                 limits: ConnectionLimits, reuse_port: bool = False) -> None:
         super().__init__(runner, backlog=1024)
         self._host, self._port = host, port
+        self._reuse_port = reuse_port  # several workers of one server share the port
         assert runner.server is not None
         self.guard = _Guard(limits, runner.server, ctx)
 
@@ -369,7 +371,8 @@ class _GuardedSite(web.BaseSite):
         await super().start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self.guard, self._host, self._port, backlog=self._backlog, reuse_address=True
+            self.guard, self._host, self._port, backlog=self._backlog, reuse_address=True,
+            reuse_port=self._reuse_port or None,
         )
         self.guard.start()
 

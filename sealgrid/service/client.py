@@ -28,28 +28,26 @@ from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.mechanism.grid import PriceGrid
 from sealgrid.mechanism.market import Market
 from sealgrid.service import wire
-from sealgrid.service.blind import IssuerPublic, MalformedIssuer
 from sealgrid.service.household import (
     GrantError,
     Pseudonym,
     accept_grant,
     auth_request,
     check_receipt,
-    issue_request,
     make_submission,
+    token_request,
 )
 from sealgrid.service.keys import Registry, server_tls_name
 from sealgrid.service.wire import (
     Enrolled,
     Enrolment,
-    IssuerKey,
     MarketInfo,
     MeterReading,
     OutputShares,
     PeriodStatement,
-    PseudonymGrant,
     ReadingReceipt,
     Receipt,
+    TokenGrant,
 )
 
 
@@ -329,49 +327,45 @@ class HouseholdClient(Client):
 
     async def obtain(self, pseudonym: Pseudonym, unreachable: dict[int, str] | None = None
                      ) -> dict[int, BidRejected]:
-        """Get every server's blind signature on the pseudonym (its tokens); return refusals.
+        """Get every server's token for the pseudonym; return refusals (see
+        :meth:`obtain_many`)."""
+        return await self.obtain_many([pseudonym], unreachable)
+
+    async def obtain_many(self, pseudonyms: Sequence[Pseudonym],
+                          unreachable: dict[int, str] | None = None) -> dict[int, BidRejected]:
+        """Get every server's tokens for ``pseudonyms`` (distinct periods): one challenge and
+        one request per server, for every period that lacks its token. Return refusals.
 
         ``unreachable``, when given, collects the servers that could not be reached (their
-        token is still missing) instead of raising :class:`Unreachable`.
+        tokens are still missing) instead of raising :class:`Unreachable`.
         """
         refusals: dict[int, BidRejected] = {}
-        period = pseudonym.period
 
         async def one(server: int) -> None:
             try:
-                await token(server)
+                await tokens(server)
             except Unreachable as exc:
                 if unreachable is None:
                     raise
                 unreachable[server] = str(exc)
 
-        async def token(server: int) -> None:
+        async def tokens(server: int) -> None:
             server_key = self.registry.servers[server][1]
-            status, body = await self.call(server, "GET", f"/v1/periods/{period}/issuer")
-            if status != 200:
-                refusals[server] = await self._refusal(server, status, body)
-                return
-            key = wire.decode(IssuerKey, body)
-            if (key.server, key.period) != (server, period) or not wire.verify(key, server_key):
-                raise ServiceError(f"server {server}'s issuer key does not verify")
-            issuer = IssuerPublic(int.from_bytes(key.modulus, "big"), key.exponent)
-            try:
-                issuer.check()  # e = 65537: no exponent singles this household out
-            except MalformedIssuer as exc:
-                raise ServiceError(f"server {server}'s issuer key is malformed: {exc}") from None
+            missing = [p for p in pseudonyms if server not in p.tokens]
             nonce = await self.challenge(server)
-            raw, blinding = issue_request(pseudonym, issuer, self.household, self.key, nonce)
+            raw, blindings = token_request(missing, self.household, self.key, nonce)
             status, body = await self.call(server, "POST", "/v1/pseudonyms", raw)
             if status != 201:
                 refusals[server] = await self._refusal(server, status, body)
                 return
-            grant = wire.decode(PseudonymGrant, body)
+            grant = wire.decode(TokenGrant, body)
             try:
-                accept_grant(pseudonym, server, server_key, grant, blinding, issuer)
+                accept_grant(missing, server, server_key, grant, blindings)
             except GrantError as exc:
                 raise ServiceError(str(exc)) from exc
 
-        await asyncio.gather(*(one(i) for i in range(self.servers) if i not in pseudonym.tokens))
+        await asyncio.gather(*(one(i) for i in range(self.servers)
+                               if any(i not in p.tokens for p in pseudonyms)))
         return refusals
 
     async def submit(

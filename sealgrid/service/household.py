@@ -1,33 +1,33 @@
 """The household's side of the wire, without I/O; assumes the household holds its signing key.
 
 Each period the household makes a fresh Ed25519 *pseudonym* key. From every server it gets a
-blind signature on ``FDH(period, pseudonym)``, asked for under its long-term key (the server
-knows who asked, not what it signed); unblinded, that signature is the pseudonym's *token*
-for that server. It then signs each server's bid share with the pseudonym key and attaches
-the token: the bid names no household. The same pseudonym goes to every server, so the
-servers can agree on the bid set; it is never reused in another period.
+blinded evaluation of the server's PRF on ``(period, pseudonym)`` (RFC 9497 VOPRF), asked for
+under its long-term key (the server knows who asked, not what it evaluated); unblinded, that
+is the pseudonym's *token* for that server. It then signs each server's bid share with the
+pseudonym key and attaches the token: the bid names no household. The same pseudonym goes to
+every server, so the servers can agree on the bid set; it is never reused in another period.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sealgrid.service import wire
-from sealgrid.service.blind import Blinding, IssuerPublic, MalformedIssuer, blind, fdh, unblind
+from sealgrid.service import voprf, wire
+from sealgrid.service.tokens import key_digest, token_input
 from sealgrid.service.wire import (
     AuthRequest,
-    IssueRequest,
-    PseudonymGrant,
     PseudonymousBid,
     Receipt,
+    TokenGrant,
+    TokenRequest,
 )
 
 
 class GrantError(Exception):
-    """A server's grant does not verify (wrong server, period, key or blind signature)."""
+    """A server's grant does not verify (wrong server, periods, key or proof)."""
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Pseudonym:
     period: str
     key: Ed25519PrivateKey
     tokens: dict[int, bytes] = field(default_factory=dict)
-    issuers: dict[int, bytes] = field(default_factory=dict)  # server -> IssuerPublic.digest()
+    issuers: dict[int, bytes] = field(default_factory=dict)  # server -> tokens.key_digest
 
     @property
     def public(self) -> bytes:
@@ -50,59 +50,63 @@ class Pseudonym:
         return cls(period, Ed25519PrivateKey.generate())
 
 
-def issue_request(
-    pseudonym: Pseudonym,
-    issuer: IssuerPublic,
+def token_request(
+    pseudonyms: Sequence[Pseudonym],
     household: str,
     household_key: Ed25519PrivateKey,
     nonce: bytes,
-) -> tuple[bytes, Blinding]:
-    """Return a signed request for a blind signature on the pseudonym, and its blinding."""
-    blinding = blind(issuer, pseudonym.period, pseudonym.public)
-    req = IssueRequest(household, pseudonym.period, blinding.blinded, nonce)
-    return wire.encode(wire.sign(req, household_key)), blinding
+) -> tuple[bytes, list[voprf.Blinding]]:
+    """Return a signed request for the tokens of ``pseudonyms`` (one per period, distinct
+    periods) from one server, and their blindings (fresh for each server)."""
+    blindings = [voprf.blind(token_input(p.period, p.public)) for p in pseudonyms]
+    req = TokenRequest(household, nonce, tuple(p.period for p in pseudonyms),
+                       tuple(b.blinded for b in blindings))
+    return wire.encode(wire.sign(req, household_key)), blindings
 
 
 def accept_grant(
-    pseudonym: Pseudonym,
+    pseudonyms: Sequence[Pseudonym],
     server: int,
     server_key: bytes,
-    grant: PseudonymGrant,
-    blinding: Blinding,
-    issuer: IssuerPublic,
+    grant: TokenGrant,
+    blindings: Sequence[voprf.Blinding],
 ) -> None:
-    """Check a server's grant, unblind it and keep the token for that server.
+    """Check a server's grant, finalize each evaluation and keep the tokens for that server.
 
-    The issuer key must be of the market's one form (``e = 65537``, see
-    :meth:`~sealgrid.service.blind.IssuerPublic.check`) and ``FDH(period, pseudonym)`` a unit
-    modulo ``n``; with the unblinded signature verified, the server then cannot link the
-    token to this request (docs/threat-model.md, "Issuer keys"). The pseudonym records the
-    digest of ``(n, e)``, which :meth:`~sealgrid.service.client.HouseholdClient.issuers_match`
-    compares with the server's signed period statement.
+    Each evaluation must come with RFC 9497's proof that it used the period key the grant
+    names; the household then keeps the digest of that key, which
+    :meth:`~sealgrid.service.client.HouseholdClient.issuers_match` compares with the server's
+    signed period statement (docs/threat-model.md, "Issuer keys"): a server that evaluated
+    this household under a key of its own is caught there.
 
     Raises:
-        GrantError: the grant is not ``server``'s, not for this period or issuer key, the key
-            is malformed, or the unblinded signature does not verify.
+        GrantError: the grant is not ``server``'s or not for these periods, a key is
+            malformed, or a proof does not verify.
     """
-    modulus = int.from_bytes(grant.modulus, "big")
+    periods = tuple(p.period for p in pseudonyms)
     if (
         grant.server != server
-        or grant.period != pseudonym.period
-        or (modulus, grant.exponent) != (issuer.n, issuer.e)
+        or grant.periods != periods
+        or not len(grant.publics) == len(grant.evaluated) == len(grant.proofs) == len(periods)
         or not wire.verify(grant, server_key)
     ):
         raise GrantError(f"server {server}'s grant does not verify")
-    try:
-        issuer.check()
-    except MalformedIssuer as exc:
-        raise GrantError(f"server {server}'s issuer key is malformed: {exc}") from None
-    if math.gcd(fdh(issuer.n, pseudonym.period, pseudonym.public), issuer.n) != 1:
-        raise GrantError(f"server {server}'s issuer modulus shares a factor with the pseudonym")
-    token = unblind(issuer, blinding, grant.blind_signature)
-    if not issuer.verify(pseudonym.period, pseudonym.public, token):
-        raise GrantError(f"server {server}'s blind signature does not verify")
-    pseudonym.tokens[server] = token
-    pseudonym.issuers[server] = issuer.digest()
+    tokens = []
+    for p, public, element, proof, blinding in zip(
+            pseudonyms, grant.publics, grant.evaluated, grant.proofs, blindings, strict=True):
+        try:
+            voprf.check_public(public)
+            (token,) = voprf.finalize(public, [token_input(p.period, p.public)], [blinding],
+                                      [element], proof)
+        except voprf.MalformedElement as exc:
+            raise GrantError(f"server {server}'s grant for {p.period} is malformed: {exc}"
+                             ) from None
+        except voprf.InvalidProof:
+            raise GrantError(f"server {server}'s proof for {p.period} does not verify") from None
+        tokens.append((token, key_digest(public)))
+    for p, (token, digest) in zip(pseudonyms, tokens, strict=True):
+        p.tokens[server] = token
+        p.issuers[server] = digest
 
 
 def make_submission(pseudonym: Pseudonym, server: int, payload: bytes) -> bytes:

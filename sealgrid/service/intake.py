@@ -5,22 +5,25 @@ In the style of h11: the server shell feeds events (:class:`IssueChallenge`,
 randomness inside them, and gets events back (:class:`ChallengeIssued`, :class:`Granted`,
 :class:`Accepted`, :class:`Rejected`, :class:`GateClosed`). Tests drive it without sockets.
 
-Two steps per household and period: a registered household gets one blind signature on its
-pseudonym (:class:`IssuePseudonym` → :class:`Granted`; one per household and period), then
-bids under the pseudonym with the unblinded signature as its token (:class:`SubmitBid` →
-:class:`Accepted`); the bid names no household. The shell must store a :class:`Granted`
-participation and an :class:`Accepted` bid durably before it answers; if storing fails it
-calls :meth:`Intake.forget`. Issuer keys (one RSA key per period) come from the shell
-(:meth:`Intake.add_issuer`): making one needs randomness. Every refusal names one
-:class:`~sealgrid.mechanism.bids.Reason`.
+Two steps per household and period: a registered household gets one blinded evaluation of
+its pseudonym's token (:class:`IssuePseudonym` → :class:`Granted`; one per household and
+period, for many periods in one request), then bids under the pseudonym with the unblinded
+token (:class:`SubmitBid` → :class:`Accepted`); the bid names no household. The shell must
+store a :class:`Granted` participation and an :class:`Accepted` bid durably before it
+answers; if storing fails it calls :meth:`Intake.forget`. Issuer keys (one VOPRF key per
+period, :mod:`sealgrid.service.voprf`) come from the shell (:meth:`Intake.add_issuer`):
+making one needs randomness (each evaluation's proof draws its own nonce). Every refusal
+names one :class:`~sealgrid.mechanism.bids.Reason`.
 
-The same inputs give the same outputs byte for byte (Ed25519 signatures are deterministic),
-so the journal of accepted bids replays to the same state after a restart.
+Bids are deterministic (Ed25519 signatures are), so the journal of accepted bids replays to
+the same state after a restart.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 from collections import deque
 from collections.abc import Callable
@@ -29,10 +32,11 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.mechanism.bids import BidRejected, Reason
-from sealgrid.service import wire
-from sealgrid.service.blind import Issuer
+from sealgrid.service import voprf, wire
 from sealgrid.service.schedule import Schedule
-from sealgrid.service.wire import IssueRequest, PseudonymGrant, PseudonymousBid, Receipt
+from sealgrid.service.tokens import token_input
+from sealgrid.service.voprf import Issuer
+from sealgrid.service.wire import PseudonymousBid, Receipt, TokenGrant, TokenRequest
 
 #: Bytes a submission may carry beyond its payload (base64 growth, keys, signatures).
 ENVELOPE_BYTES = 4096
@@ -51,7 +55,7 @@ class IssueChallenge:
 
 @dataclass(frozen=True)
 class IssuePseudonym:
-    """A household asks for a blind signature on its pseudonym: the raw ``IssueRequest``."""
+    """A household asks for its pseudonyms' tokens: the raw ``TokenRequest``."""
 
     now: dt.datetime
     raw: bytes
@@ -105,10 +109,15 @@ class Participation:
 
 @dataclass(frozen=True)
 class Granted:
-    """A blind signature was issued: store ``participation``, then send ``grant``."""
+    """Tokens were evaluated: store ``participations`` (one per period), then send ``grant``.
 
-    participation: Participation
-    grant: PseudonymGrant
+    ``nonce`` and ``expires``: the challenge the request used (with shared challenges, the
+    shell records its use in the database, where every worker sees it)."""
+
+    participations: tuple[Participation, ...]
+    grant: TokenGrant
+    nonce: bytes = b""
+    expires: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -171,8 +180,13 @@ class Intake:
         schedule: Schedule,
         limits: Limits | None = None,
         check_payload: Callable[[bytes], None] | None = None,
+        challenge_key: bytes | None = None,
     ) -> None:
         self.party = party
+        #: with a key, challenges are stateless (:func:`shared_challenge`): any worker of
+        #: the server that holds the key accepts them; each worker refuses a second use, and
+        #: the shell records every use in the shared database (see Granted.nonce)
+        self._challenge_key = challenge_key
         self._key = signing_key
         self._households = households
         self.schedule = schedule
@@ -215,9 +229,10 @@ class Intake:
             if state is not None:
                 state.bids.pop(event.bid.pseudonym, None)
         else:
-            state = self._periods.get(event.participation.period)
-            if state is not None:
-                state.households.discard(event.participation.household)
+            for part in event.participations:
+                state = self._periods.get(part.period)
+                if state is not None:
+                    state.households.discard(part.household)
 
     def pseudonyms(self, period: str) -> tuple[bytes, ...]:
         """Return this server's accepted pseudonyms for ``period``, sorted."""
@@ -263,6 +278,14 @@ class Intake:
     def use_challenge(self, nonce: bytes, now: dt.datetime) -> str | None:
         """Use up a challenge for a signed request; return what is wrong with it, the detail
         of a ``replayed`` refusal (``None``: it was valid)."""
+        if self._challenge_key is not None:
+            expires = challenge_expiry(self._challenge_key, nonce)
+            if expires is None or nonce in self._challenges:
+                return "the challenge is unknown or already used; fetch a new one"
+            if expires <= now:
+                return "the challenge has expired; fetch a new one"
+            self._challenges[nonce] = expires  # used here; kept until it expires
+            return None
         expires = self._challenges.pop(nonce, None)
         if expires is None:
             return "the challenge is unknown or already used; fetch a new one"
@@ -297,6 +320,9 @@ class Intake:
                 return [Rejected(Reason.TOO_FREQUENT, "too many challenges outstanding on this "
                                  "server; ask again in a few seconds")]
             expires = event.now + dt.timedelta(seconds=self.limits.challenge_ttl_seconds)
+            if self._challenge_key is not None:  # stateless: nothing kept until it is used
+                return [ChallengeIssued(
+                    shared_challenge(self._challenge_key, expires, event.nonce), expires)]
             self._challenges[event.nonce] = expires
             return [ChallengeIssued(event.nonce, expires)]
         if isinstance(event, IssuePseudonym | SubmitBid):
@@ -356,10 +382,10 @@ class Intake:
         return True
 
     def _issue(self, event: IssuePseudonym) -> Granted:
-        if len(event.raw) > ENVELOPE_BYTES:
+        if len(event.raw) > ENVELOPE_BYTES + 128 * self.schedule.horizon:
             raise _Refuse(Reason.MALFORMED, "request larger than the limit")
         try:
-            req = wire.decode(IssueRequest, event.raw)
+            req = wire.decode(TokenRequest, event.raw)
         except wire.WireError as exc:
             raise _Refuse(Reason.MALFORMED, str(exc)) from None
         household_key = self._households.get(req.household)
@@ -373,35 +399,49 @@ class Intake:
         if problem is not None:
             raise _Refuse(Reason.REPLAYED, problem)
         self._rate(req.household, event.now)
-        why = self.schedule.check(req.period, event.now)
-        if why is not None:
-            raise _Refuse(*why)
-        state = self._open(req.period)
-        if req.household in state.households:
-            raise _Refuse(
-                Reason.TOO_FREQUENT,
-                "one pseudonym per household and period: this household has its token for the"
-                " period already; bid under that pseudonym (asking again will not help)",
-            )
-        issuer = self._issuers.get(req.period)
-        if issuer is None:  # the shell installs one before it feeds the request
-            raise _Refuse(Reason.WRONG_PERIOD, "no issuer key for this period yet; retry")
-        try:
-            blind_signature = issuer.sign_blinded(req.blinded)
-        except ValueError as exc:
-            raise _Refuse(Reason.MALFORMED, str(exc)) from None
-        state.households.add(req.household)
+        if not req.periods or len(req.periods) != len(req.blinded):
+            raise _Refuse(Reason.MALFORMED, "one blinded element per period, at least one")
+        if len(set(req.periods)) != len(req.periods):
+            raise _Refuse(Reason.MALFORMED, "a period is named twice")
+        issuers = []
+        for period, blinded in zip(req.periods, req.blinded, strict=True):
+            why = self.schedule.check(period, event.now)
+            if why is not None:
+                raise _Refuse(why[0], f"{period}: {why[1]}")
+            if req.household in self._open(period).households:
+                raise _Refuse(
+                    Reason.TOO_FREQUENT,
+                    f"one pseudonym per household and period: this household has its token for"
+                    f" {period} already; bid under that pseudonym (asking again will not help)",
+                )
+            try:
+                voprf.check_element(blinded)
+            except voprf.MalformedElement as exc:
+                raise _Refuse(Reason.MALFORMED, f"{period}: {exc}") from None
+            issuer = self._issuers.get(period)
+            if issuer is None:  # the shell installs them before it feeds the request
+                raise _Refuse(Reason.WRONG_PERIOD, f"no issuer key for {period} yet; retry")
+            issuers.append(issuer)
+        evaluated, proofs = [], []
+        for issuer, blinded in zip(issuers, req.blinded, strict=True):
+            (element,), proof = issuer.evaluate([blinded])
+            evaluated.append(element)
+            proofs.append(proof)
+        for period in req.periods:
+            self._period(period).households.add(req.household)
         grant = wire.sign(
-            PseudonymGrant(
+            TokenGrant(
                 server=self.party,
-                period=req.period,
-                modulus=issuer.public.n.to_bytes(issuer.public.size, "big"),
-                exponent=issuer.public.e,
-                blind_signature=blind_signature,
+                periods=req.periods,
+                publics=tuple(i.public for i in issuers),
+                evaluated=tuple(evaluated),
+                proofs=tuple(proofs),
             ),
             self._key,
         )
-        return Granted(Participation(req.period, req.household), grant)
+        return Granted(tuple(Participation(p, req.household) for p in req.periods), grant,
+                       req.nonce, challenge_expiry(self._challenge_key, req.nonce)
+                       if self._challenge_key is not None else None)
 
     def _submit(self, event: SubmitBid) -> Accepted:
         limit = self.limits.max_payload_bytes
@@ -427,11 +467,11 @@ class Intake:
         if not bid.token:
             raise _Refuse(Reason.UNSIGNED, "unsigned: the pseudonym carries no token")
         issuer = self._issuers.get(bid.period)
-        if issuer is None or not issuer.public.verify(bid.period, bid.pseudonym, bid.token):
+        if issuer is None or not issuer.verify_token(
+                token_input(bid.period, bid.pseudonym), bid.token):
             raise _Refuse(
                 Reason.BAD_SIGNATURE,
-                "forged: the token is not this server's blind signature on this period and"
-                " pseudonym",
+                "forged: the token is not this server's evaluation of this period and pseudonym",
             )
         if not wire.verify(bid, bid.pseudonym):
             raise _Refuse(
@@ -479,6 +519,24 @@ class Intake:
                 f"{self.limits.rate_window_seconds} s; wait for the window and retry",
             )
         recent.append(now)
+
+
+def shared_challenge(key: bytes, expires: dt.datetime, randomness: bytes) -> bytes:
+    """A stateless challenge: its expiry (seconds since the epoch, 8 bytes), 8 bytes of fresh
+    randomness, and an HMAC-SHA-256 tag (16 bytes) under the server's challenge key."""
+    body = int(expires.timestamp()).to_bytes(8, "big") + randomness[:8].ljust(8, b"\0")
+    return body + hmac.new(key, body, hashlib.sha256).digest()[:16]
+
+
+def challenge_expiry(key: bytes, nonce: bytes) -> dt.datetime | None:
+    """The expiry of a challenge made by :func:`shared_challenge` under ``key``, or None if
+    it was not (wrong length or tag)."""
+    if len(nonce) != 32:
+        return None
+    body, tag = nonce[:16], nonce[16:]
+    if not hmac.compare_digest(tag, hmac.new(key, body, hashlib.sha256).digest()[:16]):
+        return None
+    return dt.datetime.fromtimestamp(int.from_bytes(body[:8], "big"), dt.UTC)
 
 
 def _without_signature_or_token(raw: bytes) -> PseudonymousBid | None:

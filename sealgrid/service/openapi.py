@@ -33,34 +33,39 @@ SCHEMAS: dict[str, Any] = {
         {
             "server": {"type": "integer"},
             "period": {"type": "string"},
-            "modulus": {**B64, "description": "RSA modulus n, big-endian (2048 bits)"},
-            "exponent": {"type": "integer", "description": "RSA public exponent e"},
+            "public": {**B64, "description": "the period's ristretto255 public key (32 bytes)"},
             "signature": {**B64, "description": "Ed25519 by the server's signing key"},
         },
-        "A server's RSA issuer key for one period (blind signatures on pseudonyms).",
+        "A server's issuer key for one period (RFC 9497 VOPRF, ristretto255-SHA512).",
     ),
-    "IssueRequest": _msg(
-        "IssueRequest",
+    "TokenRequest": _msg(
+        "TokenRequest",
         {
             "household": {"type": "string", "description": "registered household key id"},
-            "period": {"type": "string"},
-            "blinded": {**B64, "description": "FDH(period, pseudonym)·r^e mod n, big-endian"},
             "nonce": {**B64, "description": "a challenge from POST /v1/challenge"},
+            "periods": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                        "description": "distinct open periods"},
+            "blinded": {"type": "array", "items": B64, "minItems": 1,
+                        "description": "per period, RFC 9497 Blind of the token input "
+                                       "(a 32-byte ristretto255 element)"},
             "signature": {**B64, "description": "Ed25519 by the household's long-term key"},
         },
-        "A household's request for a blind signature on its pseudonym (once per period).",
+        "A household's request for its pseudonyms' tokens (once per household and period).",
     ),
-    "PseudonymGrant": _msg(
-        "PseudonymGrant",
+    "TokenGrant": _msg(
+        "TokenGrant",
         {
             "server": {"type": "integer"},
-            "period": {"type": "string"},
-            "modulus": B64,
-            "exponent": {"type": "integer"},
-            "blind_signature": {**B64, "description": "(blinded)^d mod n"},
+            "periods": {"type": "array", "items": {"type": "string"}},
+            "publics": {"type": "array", "items": B64,
+                        "description": "per period, the issuer public key used"},
+            "evaluated": {"type": "array", "items": B64,
+                          "description": "per period, the blinded element times the key"},
+            "proofs": {"type": "array", "items": B64,
+                       "description": "per period, the 64-byte DLEQ proof (RFC 9497)"},
             "signature": {**B64, "description": "Ed25519 by the server's signing key"},
         },
-        "The blind signature and the issuer key it was made with.",
+        "The evaluations, the period keys they used and their proofs.",
     ),
     "PseudonymousBid": _msg(
         "PseudonymousBid",
@@ -70,7 +75,7 @@ SCHEMAS: dict[str, Any] = {
             "pseudonym": {**B64, "description": "32-byte Ed25519 public key, fresh per period"},
             "token": {
                 **B64,
-                "description": "the server's unblinded RSA signature on FDH(period, pseudonym)",
+                "description": "the server's VOPRF output on (period, pseudonym), 64 bytes",
             },
             "payload": {**B64, "description": "this server's share payload (sealgrid.protocol)"},
             "signature": {**B64, "description": "Ed25519 by the pseudonym key"},
@@ -210,7 +215,7 @@ SCHEMAS: dict[str, Any] = {
             "outcome": {"type": "string",
                         "description": "canonical JSON of the public Outcome message"},
             "gate_closure": {"type": "string", "format": "date-time"},
-            "issuer_sha256": {**B64, "description": "SHA-256 of the period's issuer key (n, e)"},
+            "issuer_sha256": {**B64, "description": "SHA-256 of the period's issuer public key"},
             "signature": B64,
         },
         "A server's signed account of one period.",
@@ -366,7 +371,7 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/periods/{period}/issuer": {
             "get": {
-                "summary": "This server's RSA issuer key for an open period",
+                "summary": "This server's issuer key for an open period",
                 "parameters": [
                     {"name": "period", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
@@ -375,13 +380,14 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/pseudonyms": {
             "post": {
-                "summary": "Blind-sign a household's pseudonym (once per household and period)",
+                "summary": "Evaluate a household's blinded tokens (once per household and"
+                           " period, many periods in one request)",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("IssueRequest")}},
+                    "content": {"application/json": {"schema": _ref("TokenRequest")}},
                 },
                 "responses": {
-                    "201": _json("PseudonymGrant", "stored; the blind signature"),
+                    "201": _json("TokenGrant", "stored; the evaluations with their proofs"),
                     **ERRORS,
                     "503": _json("Error", "unavailable: could not be stored, retry"),
                 },

@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import logging
 import os
 import ssl
@@ -32,14 +34,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sealgrid.mechanism.bids import Reason
 from sealgrid.protocol.billing import ClaimLayout
 from sealgrid.protocol.certs import write_party_trust
 from sealgrid.service import bills, clearing, lifecycle, settlement, wire
-from sealgrid.service.blind import Issuer, MalformedIssuer
 from sealgrid.service.config import ServerConfig
 from sealgrid.service.intake import (
     Accepted,
@@ -52,6 +51,7 @@ from sealgrid.service.intake import (
     Rejected,
     SubmitBid,
     Tick,
+    challenge_expiry,
 )
 from sealgrid.service.keys import (
     DEFAULT_SUPPLIERS,
@@ -62,13 +62,14 @@ from sealgrid.service.keys import (
     server_trust,
 )
 from sealgrid.service.schedule import BillingCalendar, Clock, Schedule, iso, utc_now
-from sealgrid.service.storage import StorageError, Store
+from sealgrid.service.storage import StorageError, Store, Stored
+from sealgrid.service.tokens import key_digest
+from sealgrid.service.voprf import Issuer
 from sealgrid.service.wire import (
     AuthRequest,
     BidSet,
     Enrolled,
     Enrolment,
-    IssueRequest,
     IssuerKey,
     MarketInfo,
     MeterReading,
@@ -76,11 +77,12 @@ from sealgrid.service.wire import (
     OutputShares,
     PeriodStatement,
     PriceGridInfo,
-    PseudonymGrant,
     RateLimit,
     ReadingReceipt,
     Receipt,
     SettlementSet,
+    TokenGrant,
+    TokenRequest,
 )
 
 log = logging.getLogger("sealgrid.server")
@@ -96,9 +98,17 @@ ROLES = ("household", "supplier", "operator")
 class Server:
     """Computation server ``cfg.party``: everything but the HTTP routes."""
 
-    def __init__(self, cfg: ServerConfig, clock: Clock = utc_now) -> None:
+    def __init__(self, cfg: ServerConfig, clock: Clock = utc_now, *, worker: int = 0,
+                 workers: int = 1) -> None:
         self.cfg = cfg
         self.clock = clock
+        #: several intake workers of this server share one PostgreSQL database; worker 0
+        #: (the leader) also closes gates, clears, settles and talks to the peers
+        self.worker, self.workers = worker, workers
+        self.shared = workers > 1
+        if self.shared and not cfg.database.startswith(("postgresql://", "postgres://")):
+            raise StorageError("several workers need a PostgreSQL database (database ="
+                               " 'postgresql://…' in [server]); SQLite serves one process")
         self.registry = Registry.load(cfg.registry)
         self.key = load_signing_key(cfg.signing_key)
         m = cfg.market
@@ -111,18 +121,22 @@ class Server:
             self.schedule,
             m.limits,
             clearing.payload_checker(cfg.party, self.market),
+            challenge_key=_challenge_key(self.key) if self.shared else None,
         )
         self.store = Store(cfg.database)
+        self.store.guard_closed = self.shared
+        self._counts: dict[str, int] = self.store.closed_counts() if self.shared else {}
         bids, parts, closed = self.store.load_state()
         self.intake.restore(bids, parts, closed)
-        for period, pem in self.store.issuers().items():
-            self.intake.add_issuer(period, _load_issuer(pem))
+        for period, secret in self.store.issuers().items():
+            issuer = _load_issuer(period, secret)
+            if issuer is not None:
+                self.intake.add_issuer(period, issuer)
         self._issuer_locks: dict[str, asyncio.Lock] = {}
         self._issuer_keys: dict[str, IssuerKey] = {}
         self._db = ThreadPoolExecutor(1, thread_name_prefix=f"db{cfg.party}")
-        self._queue: asyncio.Queue[tuple[Accepted | Granted, asyncio.Future[None]]] = (
-            asyncio.Queue()
-        )
+        self._queue: asyncio.Queue[
+            tuple[Accepted | Granted, asyncio.Future[Rejected | None]]] = asyncio.Queue()
         self._pending = 0
         self._drained = asyncio.Event()
         self._drained.set()
@@ -137,6 +151,10 @@ class Server:
         self.claim_layout = ClaimLayout.of(self.market.max_quantity_wh)
         self._settle_tried: dict[str, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._sealing: set[asyncio.Task[None]] = set()  # seals of finished periods
+        self._handed: set[str] = set()  # periods the leader found in the shared database
+        self._shared_checked = 0.0
+        self._pruned_through = ""
         self._session: aiohttp.ClientSession | None = None
 
     # -- life cycle
@@ -152,13 +170,20 @@ class Server:
             timeout=aiohttp.ClientTimeout(total=10),
         )
         self._tasks.append(asyncio.create_task(self._writer()))
+        if self.worker != 0:  # an intake worker: no gates, no clearing, no peers
+            self._tasks.append(asyncio.create_task(self._worker_ticker()))
+            return
         self._tasks.append(asyncio.create_task(self._ticker()))
         self._tasks.append(asyncio.create_task(self._heartbeats()))
         for period in self.store.unfinished():  # resumed: retried until their deadline
             self.finish_period(period)
+        for period in self.store.unsealed():  # stopped between the statement and the seal
+            self._seal_soon(period)
 
     async def stop(self) -> None:
-        """Stop the background tasks and close the database."""
+        """Stop the background tasks (a seal under way finishes first) and close the
+        database."""
+        await asyncio.gather(*self._sealing, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -209,15 +234,9 @@ class Server:
         lock = self._issuer_locks.setdefault(period, asyncio.Lock())
         async with lock:
             issuer = self.intake.issuer(period)
-            if issuer is None:
-                loop = asyncio.get_running_loop()
-                issuer = await loop.run_in_executor(None, Issuer.generate)
-                pem = issuer.key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-                await self.db(self.store.add_issuer, period, pem)  # durable before any use
+            if issuer is None:  # stored before any use; another worker's if it was first
+                secret = await self.db(self.store.add_issuer, period, Issuer.generate().secret)
+                issuer = Issuer(secret)
                 self.intake.add_issuer(period, issuer)
         self._issuer_locks.pop(period, None)
         return issuer
@@ -230,23 +249,23 @@ class Server:
             return Rejected(*(why or (Reason.WRONG_PERIOD, "not taking bids")))
         cached = self._issuer_keys.get(period)
         if cached is None:
-            pub = issuer.public
             cached = wire.sign(
-                IssuerKey(self.cfg.party, period, pub.n.to_bytes(pub.size, "big"), pub.e), self.key
+                IssuerKey(self.cfg.party, period, issuer.public), self.key
             )
             self._issuer_keys[period] = cached
         return cached
 
-    async def grant(self, raw: bytes) -> PseudonymGrant | Rejected:
-        """Blind-sign a household's pseudonym (once per household and period), durably."""
+    async def grant(self, raw: bytes) -> TokenGrant | Rejected:
+        """Evaluate a household's blinded tokens (once per household and period), durably."""
         with contextlib.suppress(wire.WireError):  # if so, the intake refuses it with the reason
-            await self.ensure_issuer(wire.decode(IssueRequest, raw).period)
+            req = wire.decode(TokenRequest, raw)
+            for period in req.periods[: self.schedule.horizon]:
+                await self.ensure_issuer(period)
         (event,) = self.intake.receive(IssuePseudonym(self.clock(), raw))
         if isinstance(event, Rejected):
             return event
         assert isinstance(event, Granted)
-        await self._store(event)
-        return event.grant
+        return await self._store(event) or event.grant
 
     async def submit(self, raw: bytes) -> Receipt | Rejected:
         """Take one submission; return its receipt once the bid is committed, or the refusal."""
@@ -254,15 +273,55 @@ class Server:
         if isinstance(event, Rejected):
             return event
         assert isinstance(event, Accepted)
-        await self._store(event)
-        return event.receipt
+        return await self._store(event) or event.receipt
 
-    async def _store(self, event: Accepted | Granted) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _store(self, event: Accepted | Granted) -> Rejected | None:
+        """Store an accepted request durably (group commit); None once committed, or why the
+        database refused it (another worker stored its key first, or closed the gate)."""
+        future: asyncio.Future[Rejected | None] = asyncio.get_running_loop().create_future()
         self._pending += 1
         self._drained.clear()
         await self._queue.put((event, future))
-        await future  # raises StorageError if it could not be stored
+        return await future  # raises StorageError if it could not be stored
+
+    def _stored(self, event: Accepted | Granted) -> Stored:
+        if isinstance(event, Accepted):
+            return Stored(bids=(event.bid,))
+        until = ""
+        if self.shared and event.expires is not None:  # the end of its expiry period
+            until = self.schedule.period_id(self.schedule.start_of(event.expires)
+                                            + self.schedule.length)
+        return Stored(participations=event.participations,
+                      nonce=event.nonce if self.shared else b"", until=until)
+
+    def _conflict(self, event: Accepted | Granted, why: str) -> Rejected:
+        """Why the database refused an accepted request (runs on the database thread)."""
+        if isinstance(event, Accepted):
+            bid = event.bid
+            if why == "closed":
+                return Rejected(Reason.LATE, "the gate of this period has closed")
+            stored = self.store.stored_bid(bid.period, bid.pseudonym)
+            if stored is not None and wire.sha256(stored) == wire.sha256(bid.bid):
+                return Rejected(Reason.REPLAYED, "this exact bid was already accepted")
+            return Rejected(Reason.DUPLICATE_PSEUDONYM)
+        if event.nonce and self.store.challenge_used(event.nonce):  # the same request again
+            return Rejected(Reason.REPLAYED, "the challenge is unknown or already used; fetch"
+                                             " a new one")
+        for part in event.participations:
+            if self.store.participates(part.period, part.household):
+                return Rejected(
+                    Reason.TOO_FREQUENT,
+                    f"one pseudonym per household and period: this household has its token"
+                    f" for {part.period} already; bid under that pseudonym (asking again will"
+                    " not help)")
+        return Rejected(Reason.REPLAYED, "the challenge is unknown or already used; fetch a"
+                                         " new one")
+
+    def _add_batch(self, events: list[Accepted | Granted]) -> list[Rejected | None]:
+        """Store a batch (database thread); per event None or the refusal."""
+        outcome = self.store.add_batch([self._stored(e) for e in events])
+        return [None if why is None else self._conflict(e, why)
+                for e, why in zip(events, outcome, strict=True)]
 
     async def _writer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -270,21 +329,34 @@ class Server:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < 2000:
                 batch.append(self._queue.get_nowait())
-            bids = [e.bid for e, _ in batch if isinstance(e, Accepted)]
-            parts = [e.participation for e, _ in batch if isinstance(e, Granted)]
+            events = [e for e, _ in batch]
             try:
-                await loop.run_in_executor(self._db, self.store.add, bids, parts)
+                refusals = await loop.run_in_executor(self._db, self._add_batch, events)
             except StorageError as exc:
                 log.error("storing %d records failed: %s", len(batch), exc)
                 for event, future in batch:
                     self.intake.forget(event)
                     future.set_exception(exc)
             else:
-                for _, future in batch:
-                    future.set_result(None)
+                for (event, future), refusal in zip(batch, refusals, strict=True):
+                    if refusal is not None:  # another worker was first: not ours to keep
+                        self.intake.forget(event)
+                    future.set_result(refusal)
             self._pending -= len(batch)
             if self._pending == 0:
                 self._drained.set()
+
+    async def _worker_ticker(self) -> None:
+        """An intake worker's clock: forget expired challenges; refresh the public counts
+        from the database (the leader closes the gates)."""
+        while True:
+            now = self.clock()
+            self.intake.receive(Tick(now))  # gates closed here are the leader's to finish
+            try:
+                self._counts = await self.db(self.store.closed_counts)
+            except Exception as exc:  # keep serving; the counts are a little older
+                log.warning("could not read the public counts: %s", exc)
+            await asyncio.sleep(min(2.0, self.schedule.period_seconds / 8))
 
     async def _ticker(self) -> None:
         interval = min(0.25, self.schedule.period_seconds / 8)
@@ -293,15 +365,49 @@ class Server:
             for event in self.intake.receive(Tick(now)):
                 if isinstance(event, GateClosed):
                     self.finish_period(event.period)
+            if self.shared:
+                await self._shared_gates(now)
             self._lifecycle_do(self.lifecycle.receive(lifecycle.Tick(now)))
             if not self._settle_lock.locked():
                 self._tasks.append(asyncio.create_task(self.settle_due()))
             await asyncio.sleep(interval)
 
+    async def _shared_gates(self, now: dt.datetime) -> None:
+        """With several workers the leader may have seen nothing of a period: finish every
+        period whose gate has passed and that has an issuer key (any worker issued a token
+        for it) but no record yet; once per period, forget used challenges that expired."""
+        if now.timestamp() - self._shared_checked < 1.0:
+            return
+        self._shared_checked = now.timestamp()
+        try:
+            periods = await self.db(self.store.unrecorded_issuer_periods)
+            current = self.schedule.period_id(self.schedule.start_of(now))
+            if current != self._pruned_through:
+                await self.db(self.store.prune_challenges, current)
+                self._pruned_through = current
+        except StorageError as exc:
+            log.warning("could not read the workers' periods: %s", exc)
+            return
+        for period in periods:
+            try:
+                passed = self.schedule.gate_closure(self.schedule.parse_period(period)) <= now
+            except ValueError:
+                continue
+            if passed and period not in self._handed:
+                self._handed.add(period)
+                self.finish_period(period)
+
     # -- gate closure
 
     async def own_bidset(self, period: str) -> BidSet | None:
         """Return this server's signed bid set for ``period``, or None before its gate."""
+        if self.shared:  # the database's set, once the leader has recorded the gate
+            if not self.intake.close_due(period, self.clock()):
+                return None
+            if await self.db(self.store.period, period) is None:
+                return None
+            pseudonyms = await self.db(self.store.pseudonyms, period)
+            return wire.sign(BidSet(self.cfg.party, period, pseudonyms), self.key)
         if not self.intake.close_due(period, self.clock()):
             return None
         await self._drained.wait()
@@ -447,11 +553,18 @@ class Server:
         if record is not None and record.status == "cleared":
             stored = wire.decode(Outcome, record.outcome.encode())
             return lifecycle.PeriodStatus(stored.status)
+        if record is None and self.shared:  # first: no worker stores a bid of it after this
+            if not self.intake.close_due(period, self.clock()):
+                raise clearing.ClearingFailed("the gate has not closed here yet")
+            await loop.run_in_executor(
+                self._db, lambda: self.store.set_period(period, "closed", seal=False))
+            record = await self.db(self.store.period, period)
         own = await self.own_bidset(period)
         if own is None:
             raise clearing.ClearingFailed("the gate has not closed here yet")
         if record is None:
-            await loop.run_in_executor(self._db, lambda: self.store.set_period(period, "closed"))
+            await loop.run_in_executor(  # sealed once the statement is out (_seal_soon)
+                self._db, lambda: self.store.set_period(period, "closed", seal=False))
         t0 = loop.time()
         until = t0 + max(0.5, (deadline - self.clock()).total_seconds())
         agreed_set = set(own.pseudonyms)
@@ -519,13 +632,33 @@ class Server:
                 outputs=outputs,
             ),
         )
+        self._seal_soon(period)
+
+    def _seal_soon(self, period: str) -> None:
+        """Seal a finished period's rows (storage.Store.seal) in the background: the copy of
+        its bids in key order is not on the way from the gate to the results. Until it
+        commits, the rows lie as arrival left them, as they did while the period was open."""
+
+        async def seal() -> None:
+            t0 = asyncio.get_running_loop().time()
+            try:
+                await self.db(self.store.seal, period)
+            except StorageError as exc:  # retried at the next start (Store.unsealed)
+                log.error("period %s: sealing failed: %s", period, exc)
+                return
+            log.info("period %s sealed in %.2f s", period,
+                     asyncio.get_running_loop().time() - t0)
+
+        task = asyncio.create_task(seal())
+        self._sealing.add(task)
+        task.add_done_callback(self._sealing.discard)
 
     def _issuer_digest(self, period: str) -> bytes:
-        """SHA-256 of the period's issuer key ``(n, e)``: what households compare."""
+        """SHA-256 of the period's issuer public key: what households compare."""
         issuer = self.intake.issuer(period)
         if issuer is None:
             return b""
-        return issuer.public.digest()
+        return key_digest(issuer.public)
 
     async def _clear(
         self, period: str, agreed: tuple[bytes, ...], timeout: float
@@ -777,7 +910,7 @@ class Server:
                       "tso": self.registry.tso if req.subject == "tso" else None}[req.role]
             if reader is None or not wire.verify(req, reader):
                 return Rejected(Reason.BAD_SIGNATURE, f"not signed by the {req.role} key it names")
-            problem = self.intake.use_challenge(req.nonce, self.clock())
+            problem = await self.use_challenge(req.nonce)
             if problem is not None:
                 return Rejected(Reason.REPLAYED, problem)
             return wire.sign(await self.db(self._billing_output, req), self.key)
@@ -792,13 +925,27 @@ class Server:
             key = self.registry.operators.get(req.subject)
         if key is None or not wire.verify(req, key):
             return Rejected(Reason.BAD_SIGNATURE, f"not signed by the {req.role} key it names")
-        problem = self.intake.use_challenge(req.nonce, self.clock())
+        problem = await self.use_challenge(req.nonce)
         if problem is not None:
             return Rejected(Reason.REPLAYED, problem)
         answer = await self.db(self._output, req)
         return wire.sign(answer, self.key)
 
-    def hello(self, raw: bytes) -> dict[str, Any] | Rejected:
+    async def use_challenge(self, nonce: bytes) -> str | None:
+        """Use up a challenge of a signed request; what is wrong with it, or None. With
+        several workers the use is also recorded in the database, so no other worker takes
+        it again."""
+        problem = self.intake.use_challenge(nonce, self.clock())
+        if problem is not None or not self.shared:
+            return problem
+        expires = challenge_expiry(_challenge_key(self.key), nonce)
+        assert expires is not None  # the intake has just checked it
+        until = self.schedule.period_id(self.schedule.start_of(expires) + self.schedule.length)
+        if not await self.db(self.store.use_challenge, nonce, until):
+            return "the challenge is unknown or already used; fetch a new one"
+        return None
+
+    async def hello(self, raw: bytes) -> dict[str, Any] | Rejected:
         """Check a household's challenge–response (entity authentication with liveness)."""
         try:
             req = wire.decode(AuthRequest, raw)
@@ -807,7 +954,7 @@ class Server:
         key = self.registry.households.get(req.subject)
         if req.role != "household" or key is None or not wire.verify(req, key):
             return Rejected(Reason.BAD_SIGNATURE, "not signed by a registered household key")
-        problem = self.intake.use_challenge(req.nonce, self.clock())
+        problem = await self.use_challenge(req.nonce)
         if problem is not None:
             return Rejected(Reason.REPLAYED, problem)
         return {"server": self.cfg.party, "household": req.subject, "registered": True}
@@ -862,19 +1009,28 @@ class Server:
                 price_grid=PriceGridInfo(str(grid.floor), str(grid.ceiling), str(grid.tick)),
                 max_quantity_wh=m.max_quantity_wh,
                 min_accepted_per_side=m.min_accepted_per_side,
-                stats=self.intake.closed_counts(),
+                stats=self._counts if self.shared else self.intake.closed_counts(),
             ),
             self.key,
         )
 
 
-def _load_issuer(pem: bytes) -> Issuer:
-    key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise StorageError("a stored issuer key is not an RSA key")
-    issuer = Issuer(key)
+def _challenge_key(key: Any) -> bytes:
+    """The key of a server's stateless challenges, the same in every worker (derived from its
+    signing key: only its own processes can make or check them)."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    return hmac.new(raw, b"sealgrid/v1/challenge-key", hashlib.sha256).digest()
+
+
+def _load_issuer(period: str, secret: bytes) -> Issuer | None:
+    """A stored issuer key, or None for one this version cannot use (an RSA key in PEM of
+    the first token scheme: that period's tokens can no longer be checked)."""
     try:
-        issuer.public.check()  # households refuse any other form
-    except MalformedIssuer as exc:
-        raise StorageError(f"a stored issuer key is malformed: {exc}") from None
-    return issuer
+        return Issuer(secret)
+    except ValueError as exc:
+        log.warning("period %s: the stored issuer key is not a VOPRF key (%s); ignored",
+                    period, exc)
+        return None

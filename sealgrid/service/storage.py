@@ -7,9 +7,9 @@ returns, so a receipt is only ever handed out for a bid that survives a crash; t
 it many bids (and participations) arriving together, committed in one transaction (group commit).
 
 What is kept: each accepted bid as the signed pseudonymous message, its payload and the
-receipt (no household id); separately, which households got a pseudonym signed for which
-period (one per household and period); and each period's RSA issuer key (PEM, private: a
-database holds secrets). Nothing links a household to its bid: the blind signature hides it,
+receipt (no household id); separately, which households got a token for which period (one
+per household and period); and each period's issuer key (a VOPRF secret scalar: a database
+holds secrets). Nothing links a household to its bid: the blinded evaluation hides it,
 and nothing stored keeps the order or time of arrival (docs/privacy.md, "Unlinkability"):
 
 * every table is keyed by what it stores — bids by (period, pseudonym), participations by
@@ -56,8 +56,9 @@ log = logging.getLogger("sealgrid.storage")
 
 #: The schema's version, kept in the ``meta`` table. 1 had no ``meta`` table (rowid tables,
 #: ``bids.seq``); 2 keeps no order of arrival; 3 adds the settlement's tables (credentials,
-#: readings, settlements), created empty when a schema-2 database is opened.
-SCHEMA_VERSION = 3
+#: readings, settlements); 4 adds ``used_challenges`` (several intake workers on one
+#: database). Missing tables are created empty when an older database (2 or 3) is opened.
+SCHEMA_VERSION = 4
 
 #: Every table: its columns and key, and the key that every read of it sorts by. Bids and
 #: participations of a period whose gate is open are in ``bids`` and ``participations``; at
@@ -107,6 +108,13 @@ TABLES: dict[str, tuple[str, str]] = {
         " PRIMARY KEY (period, household)",
         "period, household",
     ),
+    # challenges used by signed requests, while several intake workers share the database
+    # (a challenge is good at any worker, once): ``until`` is the end of the period in which
+    # it expires (no time finer than the period); rows are pruned after it
+    "used_challenges": (
+        "nonce {blob} NOT NULL, until TEXT NOT NULL, PRIMARY KEY (nonce)",
+        "nonce",
+    ),
     "settlements": (  # households: the registry's order; status: JSON list per household
         "period TEXT NOT NULL, households {blob} NOT NULL, status TEXT NOT NULL,"
         " lines {blob} NOT NULL, void INTEGER NOT NULL, bidders INTEGER NOT NULL,"
@@ -140,6 +148,24 @@ class SettlementRecord:
     void: int
     bidders: int
     price: int | None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What one accepted request stores (all or nothing): bids, participations, and the
+    challenge it used (with several workers), with the end of its expiry period."""
+
+    bids: Sequence[StoredBid] = ()
+    participations: Sequence[Participation] = ()
+    nonce: bytes = b""
+    until: str = ""
+
+
+def _is_conflict(exc: Exception) -> bool:
+    """Whether a database error is a key already stored (SQLite's or PostgreSQL's)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    return type(exc).__name__ in ("UniqueViolation", "IntegrityError")
 
 
 class StorageError(Exception):
@@ -177,6 +203,9 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self._pg = url.startswith(("postgresql://", "postgres://"))
+        #: set when several intake workers share this database (PostgreSQL): no bid of a
+        #: period is stored once its gate's record is (see :meth:`add_batch`)
+        self.guard_closed = False
         try:
             if self._pg:
                 import psycopg
@@ -230,11 +259,10 @@ class Store:
                     f"the database has schema {version}, newer than this sealgrid's"
                     f" ({SCHEMA_VERSION}); run the sealgrid version that wrote it"
                 )
-            if version < SCHEMA_VERSION:  # 2 → 3: the new tables, created empty below
+            if version < SCHEMA_VERSION:  # 2 → 3 → 4: the new tables, created empty
                 self._write([*(self._create(name) for name in TABLES), (
                     "UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA_VERSION),))])
-                log.info("database schema %d → %d: settlement tables added", version,
-                         SCHEMA_VERSION)
+                log.info("database schema %d → %d: tables added", version, SCHEMA_VERSION)
         elif "bids" in tables:
             self._migrate_from_v1(tables)
             return
@@ -362,14 +390,135 @@ class Store:
         ]
         self._write(statements)
 
-    def add_issuer(self, period: str, private_key_pem: bytes) -> None:
-        """Store a period's issuer key (before any signature under it leaves the server)."""
-        self._write(
-            [("INSERT INTO issuers (period, private_key) VALUES (?, ?)", (period, private_key_pem))]
-        )
+    def add_issuer(self, period: str, secret: bytes) -> bytes:
+        """Store a period's issuer key (before any evaluation under it leaves the server) and
+        return the one stored: another worker's, if it stored one first."""
+        self._write([("INSERT INTO issuers (period, private_key) VALUES (?, ?)"
+                      " ON CONFLICT DO NOTHING", (period, secret))])
+        return bytes(self._read("SELECT private_key FROM issuers WHERE period = ?",
+                                (period,))[0][0])
+
+    def issuer(self, period: str) -> bytes | None:
+        """Return the stored issuer key of ``period``, if any."""
+        rows = self._read("SELECT private_key FROM issuers WHERE period = ?", (period,))
+        return bytes(rows[0][0]) if rows else None
+
+    def add_batch(self, items: Sequence[Stored]) -> list[str | None]:
+        """Store several requests' records in one committed transaction (group commit), each
+        request all or nothing: return, per item, ``None`` (stored) or why it was not —
+        ``"conflict"`` (a key already stored: the pseudonym's bid, the household's
+        participation in a period, or the challenge), or ``"closed"`` (with
+        :attr:`guard_closed`: the period's gate was closed in the database first).
+
+        With several intake workers on one PostgreSQL database the keys are what makes one
+        pseudonym count once and one token per household and period; :attr:`guard_closed`
+        makes a bid committed after the gate's record impossible (each transaction holds a
+        shared advisory lock per period, which recording ``closed`` takes exclusively).
+
+        Raises:
+            StorageError: nothing was stored.
+        """
+        cur = self._conn.cursor()
+        out: list[str | None] = []
+        locked: set[str] = set()
+        try:
+            if not self._pg:
+                cur.execute("BEGIN IMMEDIATE")
+            for item in items:
+                cur.execute("SAVEPOINT item")
+                try:
+                    why = self._add_item(cur, item, locked)
+                except Exception as exc:
+                    if not _is_conflict(exc):
+                        raise
+                    why = "conflict"
+                if why is None:
+                    cur.execute("RELEASE SAVEPOINT item")
+                else:
+                    cur.execute("ROLLBACK TO SAVEPOINT item")
+                    cur.execute("RELEASE SAVEPOINT item")
+                out.append(why)
+            self._conn.commit() if self._pg else cur.execute("COMMIT")
+        except Exception as exc:
+            self._conn.rollback() if self._pg else self._conn.execute("ROLLBACK")
+            raise StorageError(f"write failed: {exc}") from exc
+        return out
+
+    def _add_item(self, cur: Any, item: Stored, locked: set[str]) -> str | None:
+        for b in item.bids:
+            if self.guard_closed and self._pg:
+                if b.period not in locked:
+                    cur.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))",
+                                (b.period,))
+                    locked.add(b.period)
+                cur.execute(
+                    f"INSERT INTO bids ({_BID}) SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS"
+                    " (SELECT 1 FROM periods WHERE period = %s)",
+                    (b.period, b.pseudonym, b.bid, b.payload, b.receipt, b.period))
+                if cur.rowcount != 1:
+                    return "closed"
+            else:
+                cur.execute(self._sql(f"INSERT INTO bids ({_BID}) VALUES (?, ?, ?, ?, ?)"),
+                            (b.period, b.pseudonym, b.bid, b.payload, b.receipt))
+        for p in item.participations:
+            cur.execute(self._sql("INSERT INTO participations (period, household)"
+                                  " VALUES (?, ?)"), (p.period, p.household))
+        if item.nonce:
+            cur.execute(self._sql("INSERT INTO used_challenges (nonce, until) VALUES (?, ?)"),
+                        (item.nonce, item.until))
+        return None
+
+    def unrecorded_issuer_periods(self) -> list[str]:
+        """Periods with an issuer key but no record yet (tokens were issued; not finished)."""
+        rows = self._read("SELECT period FROM issuers WHERE period NOT IN"
+                          " (SELECT period FROM periods) ORDER BY period")
+        return [r[0] for r in rows]
+
+    def use_challenge(self, nonce: bytes, until: str) -> bool:
+        """Record a challenge as used (several workers); return False if it already was."""
+        return self.add_batch([Stored(nonce=nonce, until=until)]) == [None]
+
+    def challenge_used(self, nonce: bytes) -> bool:
+        """Whether a challenge's use is recorded."""
+        return bool(self._read("SELECT 1 FROM used_challenges WHERE nonce = ?", (nonce,)))
+
+    def prune_challenges(self, before: str) -> None:
+        """Forget used challenges whose period of expiry ended before ``before``."""
+        self._write([("DELETE FROM used_challenges WHERE until < ?", (before,))])
+
+    def pseudonyms(self, period: str) -> tuple[bytes, ...]:
+        """Return the stored pseudonyms of ``period``'s bids, sorted."""
+        rows = self._read(
+            "SELECT pseudonym FROM bids WHERE period = ? UNION ALL"
+            " SELECT pseudonym FROM closed_bids WHERE period = ? ORDER BY pseudonym",
+            (period, period))
+        return tuple(bytes(r[0]) for r in rows)
+
+    def stored_bid(self, period: str, pseudonym: bytes) -> bytes | None:
+        """Return the stored wire bytes of one bid, if any."""
+        rows = self._read(
+            "SELECT bid FROM bids WHERE period = ? AND pseudonym = ? UNION ALL"
+            " SELECT bid FROM closed_bids WHERE period = ? AND pseudonym = ?",
+            (period, pseudonym, period, pseudonym))
+        return bytes(rows[0][0]) if rows else None
+
+    def participates(self, period: str, household: str) -> bool:
+        """Whether ``household`` holds its token for ``period`` here."""
+        return household in self.participants(period)
+
+    def closed_counts(self) -> dict[str, int]:
+        """The public counts of ``GET /v1/info`` from the database: periods with a record
+        (their gate has closed), and the bids in them."""
+        (periods,), = self._read("SELECT COUNT(*) FROM periods")
+        (bids,), = self._read(
+            "SELECT (SELECT COUNT(*) FROM closed_bids WHERE period IN (SELECT period FROM"
+            " periods)) + (SELECT COUNT(*) FROM bids WHERE period IN (SELECT period FROM"
+            " periods))")
+        return {"closed_periods": int(periods), "bids_in_closed_periods": int(bids)}
 
     def issuers(self) -> dict[str, bytes]:
-        """Return every stored issuer key (PEM) by period."""
+        """Return every stored issuer key by period (a VOPRF secret scalar, 32 bytes; a PEM RSA
+        key in a database of the first token scheme)."""
         return dict(self._read("SELECT period, private_key FROM issuers ORDER BY period"))
 
     def bids(self, period: str) -> list[StoredBid]:
@@ -426,17 +575,21 @@ class Store:
         outcome: str = "",
         statement: bytes = b"",
         outputs: Sequence[tuple[str, str, bytes]] = (),
+        seal: bool = True,
     ) -> None:
         """Record a period's status (and its outputs) in one committed transaction.
 
         Recording ``closed`` (the gate has passed: no bid or participation of the period is
-        written any more) also seals the period, in the same transaction: its participations
-        become one sorted set and, on PostgreSQL, its bids are rewritten in key order; on
-        SQLite the write-ahead log is emptied after the commit (see the module docstring).
+        written any more) also seals the period, in the same transaction, unless ``seal`` is
+        false (the server seals once the period's statement is stored, with :meth:`seal`, so
+        that copying the bids is not on the way from the gate to the results).
         """
         if status not in STATUSES:
             raise ValueError(f"unknown period status {status!r}")
-        statements = self._seal(period) if status == "closed" else []
+        sealing = status == "closed" and seal
+        statements = self._seal(period) if sealing else []
+        if status == "closed" and self._pg:  # waits for workers' bids of the period in flight
+            statements.insert(0, ("SELECT pg_advisory_xact_lock(hashtext(?))", (period,)))
         statements += [
             ("DELETE FROM periods WHERE period = ?", (period,)),
             (
@@ -453,8 +606,27 @@ class Store:
                 )
             )
         self._write(statements)
-        if status == "closed" and not self._pg:
+        if sealing and not self._pg:
             self._truncate_wal()
+
+    def seal(self, period: str) -> None:
+        """Seal a period whose gate has closed, in one committed transaction: its bids move in
+        key order to ``closed_bids`` and its participations become one sorted set (see
+        :meth:`_seal`); on SQLite the write-ahead log is emptied after the commit. Sealing a
+        sealed period changes nothing."""
+        self._write(self._seal(period))
+        if not self._pg:
+            self._truncate_wal()
+
+    def unsealed(self) -> list[str]:
+        """Periods with a final status (cleared or failed) whose rows are not sealed yet (the
+        server stopped between storing the statement and sealing)."""
+        rows = self._read(
+            "SELECT period FROM periods WHERE status IN ('cleared', 'failed') AND ("
+            " period IN (SELECT period FROM bids)"
+            " OR period IN (SELECT period FROM participations)) ORDER BY period"
+        )
+        return [r[0] for r in rows]
 
     def _truncate_wal(self) -> None:
         """Copy SQLite's write-ahead log into the file and empty it (its frames are in

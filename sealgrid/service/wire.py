@@ -70,41 +70,49 @@ def sha256(data: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class IssueRequest:
-    """A registered household asks one server to blind-sign its pseudonym for a period.
+class TokenRequest:
+    """A registered household asks one server for its pseudonyms' tokens, one per period.
 
-    ``blinded`` is ``FDH(period, pseudonym)·r^e mod n`` under the server's issuer key for the
-    period (see :mod:`sealgrid.service.blind`); ``signature`` is by the household's long-term
-    key over this message, including a fresh challenge ``nonce`` of the server.
+    ``blinded[i]`` is the household's blinded element for ``periods[i]`` (RFC 9497's
+    ``Blind`` of ``token_input(periods[i], pseudonym)``, see :mod:`sealgrid.service.voprf`):
+    the server learns who asks and for which periods, never which pseudonym. The periods are
+    distinct; ``signature`` is by the household's long-term key over this message, including
+    a fresh challenge ``nonce`` of the server. One request may fetch tokens ahead for every
+    open period of the horizon.
     """
 
     household: str
-    period: str
-    blinded: bytes
     nonce: bytes
+    periods: tuple[str, ...]
+    blinded: tuple[bytes, ...]
     signature: bytes = b""
 
 
 @dataclass(frozen=True)
 class IssuerKey:
-    """A server's RSA issuer key for one period (public half), signed by the server."""
+    """A server's issuer key for one period (its ristretto255 public key), signed by it."""
 
     server: int
     period: str
-    modulus: bytes
-    exponent: int
+    public: bytes
     signature: bytes = b""
 
 
 @dataclass(frozen=True)
-class PseudonymGrant:
-    """A server's blind signature and the issuer key it used, signed by the server."""
+class TokenGrant:
+    """A server's evaluations of a :class:`TokenRequest`, signed by the server.
+
+    For each requested period ``periods[i]``: ``publics[i]`` the period's issuer key,
+    ``evaluated[i]`` the blinded element under it, ``proofs[i]`` RFC 9497's DLEQ proof that
+    the evaluation used that key (so a server cannot evaluate one household under a key of
+    its own and recognise its token later).
+    """
 
     server: int
-    period: str
-    modulus: bytes
-    exponent: int
-    blind_signature: bytes
+    periods: tuple[str, ...]
+    publics: tuple[bytes, ...]
+    evaluated: tuple[bytes, ...]
+    proofs: tuple[bytes, ...]
     signature: bytes = b""
 
 
@@ -113,8 +121,9 @@ class PseudonymousBid:
     """One bid share as sent to one server, and all the server keeps of it.
 
     ``pseudonym`` is the raw Ed25519 public key of a fresh key for this period; ``token`` the
-    server's unblinded RSA signature on ``FDH(period, pseudonym)`` (this pseudonym belongs to
-    some registered household, which one the server cannot tell); ``payload`` this server's
+    server's VOPRF output on ``(period, pseudonym)``, unblinded by the household (this
+    pseudonym belongs to some registered household, which one the server cannot tell; the
+    server recomputes it with its period key); ``payload`` this server's
     share payload, opaque to the service (made by :mod:`sealgrid.protocol`); ``signature`` by
     the pseudonym key. No challenge is needed: a token buys one bid, so a replay can never
     count twice (it is refused as ``replayed``); the household's liveness was checked when the
@@ -334,9 +343,9 @@ class MarketInfo:
 MESSAGE_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
-        IssueRequest,
+        TokenRequest,
         IssuerKey,
-        PseudonymGrant,
+        TokenGrant,
         PseudonymousBid,
         Receipt,
         BidSet,

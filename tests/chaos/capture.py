@@ -94,7 +94,7 @@ class Capture:
 def needles(payloads: Iterable[bytes], rows: Iterable[np.ndarray],
             households: Sequence[str]) -> list[bytes]:
     """Byte strings whose presence in a capture would betray a bid or a household."""
-    out = [b"SGB1", b"PseudonymousBid", b"IssueRequest", b'"payload"', b"blinded"]
+    out = [b"SGB1", b"PseudonymousBid", b"TokenRequest", b'"payload"', b"blinded"]
     for p in payloads:
         out += [p[24:56], base64.b64encode(p)[32:72]]
     for row in rows:  # the whole plaintext vector, and its quantity-weighted price part

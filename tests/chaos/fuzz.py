@@ -25,9 +25,9 @@ from typing import Any
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.protocol.encoding import _HEADER, BidShares, Layout, encode_bid
 from sealgrid.service import wire
-from sealgrid.service.household import Pseudonym, issue_request, make_submission
+from sealgrid.service.household import Pseudonym, make_submission, token_request
 from sealgrid.service.intake import IssuePseudonym, Rejected, SubmitBid
-from tests.security.helpers import MARKET, NOW, PERIOD, World, issuers
+from tests.security.helpers import MARKET, NOW, PERIOD, World
 
 #: Periods at the ends of what :mod:`datetime` can name, and near them (some are periods
 #: whose gate closure or end cannot be named; some are not periods at all).
@@ -106,7 +106,6 @@ def fuzz(cases: int, seed: int = 0) -> dict[str, Any]:
     original = wire.decode(wire.PseudonymousBid, good)
     asker = World(n=1)  # a household asking for pseudonyms of odd periods, signed properly
     hid, hkey = next(iter(asker.households.items()))
-    issuer = issuers()[PERIOD].public
     odd = (*EXTREME_PERIODS, PERIOD, "2026-11-22T21:46:00Z", "garbage", *SURROGATES)
 
     def note(target: str, what: str) -> None:
@@ -151,9 +150,9 @@ def fuzz(cases: int, seed: int = 0) -> dict[str, Any]:
         if rng.random() < 0.5:  # a properly signed request for an odd period instead
             later = NOW + dt.timedelta(seconds=61 * round_)  # a new rate window each round
             nonce = asker.nonce(0, later)
-            raw, _ = issue_request(Pseudonym.fresh(PERIOD), issuer, hid, hkey, nonce)
-            signed = dataclasses.replace(wire.decode(wire.IssueRequest, raw),
-                                         period=rng.choice(odd))
+            raw, _ = token_request([Pseudonym.fresh(PERIOD)], hid, hkey, nonce)
+            signed = dataclasses.replace(wire.decode(wire.TokenRequest, raw),
+                                         periods=(rng.choice(odd),))
             try:
                 ask = wire.encode(wire.sign(signed, hkey))
             except UnicodeEncodeError:  # a lone surrogate: only its JSON escape can be sent

@@ -74,9 +74,10 @@ WIRE_MESSAGES = (
 SERVICE_KEY_SEED = bytes(range(32))  # the fixed Ed25519 key that signs every message
 SERVICE_PERIOD = "2026-11-22T21:45:00Z"
 SERVICE_MESSAGES: tuple[Any, ...] = (
-    sw.IssueRequest("h0001", SERVICE_PERIOD, bytes(range(8)), b"\x01" * 16),
-    sw.IssuerKey(2, SERVICE_PERIOD, b"\xc3" * 16, 65537),
-    sw.PseudonymGrant(1, SERVICE_PERIOD, b"\xc3" * 16, 65537, b"\x5a" * 16),
+    sw.TokenRequest("h0001", b"\x01" * 16, (SERVICE_PERIOD, "2026-11-22T22:00:00Z"),
+                    (bytes(range(32)), b"\x02" * 32)),
+    sw.IssuerKey(2, SERVICE_PERIOD, b"\xc3" * 32),
+    sw.TokenGrant(1, (SERVICE_PERIOD,), (b"\xc3" * 32,), (b"\x5a" * 32,), (b"\x6b" * 64,)),
     sw.PseudonymousBid(SERVICE_PERIOD, 0, b"\x07" * 32, b"\x08" * 16, b"SGB1\x02payload"),
     sw.Receipt(0, SERVICE_PERIOD, b"\x07" * 32, b"\x11" * 32, b"\x22" * 32),
     sw.BidSet(1, SERVICE_PERIOD, (b"\x03" * 32, b"\x07" * 32)),

@@ -1,8 +1,8 @@
 """Shared helpers of the security battery; assumes real keys, a fixed clock and no sockets.
 
 A small world for the intake state machine (three servers' machines on one schedule, real
-Ed25519 and RSA keys) and a household that goes through issuance and submission exactly as
-:mod:`sealgrid.service.household` does, so every attack starts from a valid message.
+Ed25519 and VOPRF keys) and a household that goes through issuance and submission exactly
+as :mod:`sealgrid.service.household` does, so every attack starts from a valid message.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from sealgrid.mechanism.bids import Reason
 from sealgrid.mechanism.grid import PriceGrid
 from sealgrid.mechanism.market import Market
 from sealgrid.service import wire
-from sealgrid.service.blind import Issuer
 from sealgrid.service.clearing import payload_checker
-from sealgrid.service.household import Pseudonym, accept_grant, issue_request, make_submission
+from sealgrid.service.household import Pseudonym, accept_grant, make_submission, token_request
 from sealgrid.service.intake import (
     Accepted,
     Event,
@@ -31,6 +30,7 @@ from sealgrid.service.intake import (
     SubmitBid,
 )
 from sealgrid.service.schedule import Schedule
+from sealgrid.service.voprf import Issuer
 
 NOW = dt.datetime(2026, 11, 22, 21, 7, tzinfo=dt.UTC)
 PERIOD = "2026-11-22T21:45:00Z"  # the first open period at NOW (gate 21:15)
@@ -43,7 +43,7 @@ _ISSUERS: dict[str, Issuer] = {}
 
 
 def issuers() -> dict[str, Issuer]:
-    """Return the two periods' issuer keys (made once per test process: RSA keygen is slow)."""
+    """Return the two periods' issuer keys (made once per test process)."""
     if not _ISSUERS:
         _ISSUERS.update({PERIOD: Issuer.generate(), OTHER: Issuer.generate()})
     return _ISSUERS
@@ -92,15 +92,14 @@ class World:
         p = Pseudonym.fresh(period)
         events: list[Event] = []
         for party, m in enumerate(self.machines):
-            issuer = issuers()[period].public
-            raw, blinding = issue_request(
-                p, issuer, hid, key or self.households[hid], self.nonce(party, now)
+            raw, blindings = token_request(
+                [p], hid, key or self.households[hid], self.nonce(party, now)
             )
             (event,) = m.receive(IssuePseudonym(now, raw))
             events.append(event)
             if isinstance(event, Granted):
                 server_key = wire.raw_public(self.server_keys[party])
-                accept_grant(p, party, server_key, event.grant, blinding, issuer)
+                accept_grant([p], party, server_key, event.grant, blindings)
         return p, events
 
     def submit(self, party: int, raw: bytes, now: dt.datetime = NOW) -> Event:

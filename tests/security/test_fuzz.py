@@ -121,7 +121,7 @@ def _shaped(cls: type) -> st.SearchStrategy[bytes]:
                                separators=(",", ":")).encode())
 
 
-REQUESTS = {"/v1/pseudonyms": wire.IssueRequest, "/v1/bids": wire.PseudonymousBid,
+REQUESTS = {"/v1/pseudonyms": wire.TokenRequest, "/v1/bids": wire.PseudonymousBid,
             "/v1/outputs": wire.AuthRequest, "/v1/hello": wire.AuthRequest,
             "/v1/enrol": wire.Enrolment, "/v1/readings": wire.MeterReading}
 
@@ -225,7 +225,7 @@ def world() -> World:
 
 @FUZZ
 @given(raw=st.binary(max_size=300) | _message_like(wire.PseudonymousBid)
-       | _message_like(wire.IssueRequest))
+       | _message_like(wire.TokenRequest))
 def test_intake_refuses_garbage_with_a_reason(world: World, raw: bytes) -> None:
     for event in (SubmitBid(NOW, raw), IssuePseudonym(NOW, raw)):
         (out,) = world.machines[0].receive(event)
@@ -350,7 +350,7 @@ def _check_answer(status: int, body: bytes) -> None:
 @given(path=st.sampled_from(POSTS),
        body=st.binary(max_size=300) | JSON.map(lambda v: json.dumps(v).encode())
        | _message_like(wire.PseudonymousBid) | _message_like(wire.AuthRequest)
-       | _message_like(wire.IssueRequest))
+       | _message_like(wire.TokenRequest))
 def test_post_endpoints_answer_every_body_with_a_closed_reason(
     http: Http, path: str, body: bytes
 ) -> None:

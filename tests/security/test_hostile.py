@@ -187,7 +187,8 @@ def _surrogate_bodies() -> dict[str, bytes]:
     period = "2026-11-22T21:45:00Z"
     return {
         "/v1/pseudonyms": _with_surrogate(
-            wire.IssueRequest("h0001", period, b"\x01" * 256, b"n" * 16, b"s" * 64), "household"),
+            wire.TokenRequest("h0001", b"n" * 16, (period,), (b"\x01" * 32,), b"s" * 64),
+            "household"),
         "/v1/bids": _with_surrogate(
             wire.PseudonymousBid(period, 0, b"p" * 32, b"t" * 256, b"x", b"s" * 64), "period"),
         "/v1/outputs": _with_surrogate(
@@ -248,7 +249,7 @@ def test_extreme_periods_are_refused_in_every_signed_request(live: Live, period:
     subject = wire.b64e(wire.raw_public(pseudonym))
     bodies = {
         "/v1/pseudonyms": wire.encode(wire.sign(
-            wire.IssueRequest("h0001", period, b"\x01" * 256, live.nonce()), h)),
+            wire.TokenRequest("h0001", live.nonce(), (period,), (b"\x01" * 32,)), h)),
         "/v1/readings": wire.encode(wire.sign(
             wire.MeterReading("h0001", 0, period, b"\x00" * 8), meter)),
         "/v1/outputs household": auth_request("household", subject, period, live.nonce(),
@@ -395,16 +396,15 @@ def test_a_challenge_that_is_unknown_is_not_called_a_replay_of_the_message(live:
 
 
 def test_an_expired_challenge_is_named_so() -> None:
-    from sealgrid.service.household import Pseudonym, issue_request
+    from sealgrid.service.household import Pseudonym, token_request
     from sealgrid.service.intake import IssuePseudonym
 
-    from .helpers import NOW, PERIOD, World, issuers
+    from .helpers import NOW, PERIOD, World
 
     w = World(n=1)
     hid = next(iter(w.households))
     nonce = w.nonce(0)
-    raw, _ = issue_request(Pseudonym.fresh(PERIOD), issuers()[PERIOD].public, hid,
-                           w.households[hid], nonce)
+    raw, _ = token_request([Pseudonym.fresh(PERIOD)], hid, w.households[hid], nonce)
     (event,) = w.machines[0].receive(IssuePseudonym(NOW + dt.timedelta(hours=1), raw))
     assert isinstance(event, Rejected) and event.reason is Reason.REPLAYED
     assert "expired" in event.detail and "unknown" not in event.detail, event.detail
@@ -444,7 +444,7 @@ def test_a_forged_token_or_pseudonym_signature_names_its_key() -> None:
                                    Ed25519PrivateKey.generate()))
     stolen = wire.encode(dataclasses.replace(
         wire.decode(wire.PseudonymousBid, raw), token=b"\x01" * len(p.tokens[0])))
-    for bad, key in ((forged, "pseudonym key"), (stolen, "blind signature")):
+    for bad, key in ((forged, "pseudonym key"), (stolen, "evaluation")):
         event = w.submit(0, bad)
         assert reason(event) is Reason.BAD_SIGNATURE
         text = str(BidRejected(event.reason, event.detail))  # type: ignore[union-attr]

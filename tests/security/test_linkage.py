@@ -49,14 +49,13 @@ from sealgrid.mechanism.bids import check_bid
 from sealgrid.service import wire
 from sealgrid.service.agent import encode_payloads
 from sealgrid.service.api import build_app
-from sealgrid.service.blind import IssuerPublic
 from sealgrid.service.config import load_server_config
-from sealgrid.service.household import Pseudonym, accept_grant, issue_request, make_submission
+from sealgrid.service.household import Pseudonym, accept_grant, make_submission, token_request
 from sealgrid.service.keys import load_signing_key
 from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
 from sealgrid.service.storage import SCHEMA_VERSION, TABLES
-from sealgrid.service.wire import PseudonymGrant, Receipt
+from sealgrid.service.wire import Receipt, TokenGrant
 from tests.service.test_storage import postgres_url  # noqa: F401 - the fixture
 
 N = 12
@@ -301,15 +300,12 @@ async def take_turns(server: Server, clock: Clock, root: Path,
     for i in range(N):
         hid = f"h{i + 1:04d}"
         clock.now = T0 + dt.timedelta(seconds=30 * i)
-        key = await server.issuer_key(period)
-        assert not isinstance(key, Exception) and hasattr(key, "modulus"), key
-        issuer = IssuerPublic(int.from_bytes(key.modulus, "big"), key.exponent)
         p = Pseudonym(period, pseudonym_key(i))
-        raw, blinding = issue_request(p, issuer, hid, load_signing_key(
+        raw, blindings = token_request([p], hid, load_signing_key(
             root / "households" / f"{hid}.key"), server.challenge().nonce)
         grant = await server.grant(raw)
-        assert isinstance(grant, PseudonymGrant), grant
-        accept_grant(p, 0, server_key, grant, blinding, issuer)
+        assert isinstance(grant, TokenGrant), grant
+        accept_grant([p], 0, server_key, grant, blindings)
         clock.now += dt.timedelta(seconds=2)
         receipt = await server.submit(make_submission(p, 0, _payload(server, hid, i)))
         assert isinstance(receipt, Receipt), receipt

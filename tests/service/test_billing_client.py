@@ -227,10 +227,10 @@ def test_the_named_session_for_tokens_enrols_first_and_only_until_acknowledged(
     record = PseudonymRecord(PERIOD, Ed25519PrivateKey.generate(), None, None,
                              tokens={i: b"t" for i in range(SERVERS)})
     pseudonym = record.pseudonym()
-    assert run(_with(agent, lambda a: a._obtain(record, pseudonym))) == {}
+    assert run(_with(agent, lambda a: a._obtain([record], [pseudonym]))) == {}
     assert [p for _, _, p, _ in servers.seen] == ["/v1/enrol"] * SERVERS  # no token asked
     servers.seen.clear()
-    run(_with(agent, lambda a: a._obtain(record, pseudonym)))
+    run(_with(agent, lambda a: a._obtain([record], [pseudonym])))
     assert servers.seen == []  # every token kept, every server enrolled: nothing is asked
 
 

@@ -1,4 +1,4 @@
-"""The intake state machine driven by events alone: real Ed25519 and RSA keys, no sockets."""
+"""The intake state machine driven by events alone: real Ed25519 and VOPRF keys, no sockets."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.mechanism.bids import Reason
 from sealgrid.service import wire
-from sealgrid.service.blind import Issuer
 from sealgrid.service.household import (
     Pseudonym,
     accept_grant,
     check_receipt,
-    issue_request,
     make_submission,
+    token_request,
 )
 from sealgrid.service.intake import (
     Accepted,
@@ -32,7 +31,9 @@ from sealgrid.service.intake import (
     Tick,
 )
 from sealgrid.service.schedule import Schedule
-from sealgrid.service.wire import PseudonymousBid
+from sealgrid.service.tokens import token_input
+from sealgrid.service.voprf import Issuer
+from sealgrid.service.wire import PseudonymousBid, TokenRequest
 
 NOW = dt.datetime(2026, 11, 22, 21, 7, tzinfo=dt.UTC)
 PERIOD = "2026-11-22T21:45:00Z"  # first open period at NOW (gate 21:15)
@@ -72,11 +73,10 @@ def _nonce(m: Intake, now: dt.datetime = NOW) -> bytes:
 def _issue(m: Intake, hid: str, key: Ed25519PrivateKey, period: str = PERIOD, now=NOW):
     """Run the issuance step; return (event, pseudonym) with the token kept on success."""
     p = Pseudonym.fresh(period)
-    issuer = ISSUERS.get(period, ISSUERS[PERIOD]).public
-    raw, blinding = issue_request(p, issuer, hid, key, _nonce(m, now))
+    raw, blindings = token_request([p], hid, key, _nonce(m, now))
     (event,) = m.receive(IssuePseudonym(now, raw))
     if isinstance(event, Granted):
-        accept_grant(p, 0, wire.raw_public(SERVER_KEY), event.grant, blinding, issuer)
+        accept_grant([p], 0, wire.raw_public(SERVER_KEY), event.grant, blindings)
     return event, p
 
 
@@ -100,7 +100,7 @@ def test_a_valid_bid_is_accepted_with_a_receipt_that_verifies(world) -> None:
     households, machine = world
     m = machine()
     event, p = _issue(m, "h0", households["h0"])
-    assert isinstance(event, Granted) and event.participation.household == "h0"
+    assert isinstance(event, Granted) and event.participations[0].household == "h0"
     raw = make_submission(p, 0, b"share-bytes")
     accepted = _submit(m, raw)
     assert isinstance(accepted, Accepted)
@@ -110,74 +110,95 @@ def test_a_valid_bid_is_accepted_with_a_receipt_that_verifies(world) -> None:
     assert m.pseudonyms(PERIOD) == (p.public,)
 
 
-def test_the_server_never_sees_what_it_signs(world, monkeypatch) -> None:
-    """A token binds its pseudonym and period, and the issuer's view is the same whichever
-    pseudonym it signs for: the test attacks as the issuer would, with its private key.
+def test_the_server_never_sees_what_it_evaluates(world, monkeypatch) -> None:
+    """A token binds its pseudonym and period, and the issuer cannot link a request to the
+    token it later sees: the test attacks as the issuer would, with its private key.
 
-    For a blinded message x the issuer can compute the blinding factor that would explain x
-    under any guess h, ``r_h(x) = (x / FDH(period, h))^d``. For x made for pseudonym A,
-    ``r_A(x)`` is the household's own random factor; for x made for B it is that factor times
-    ``(FDH(B) / FDH(A))^d``. Blind signing means both are uniform, so the histogram of
-    ``r_A(x)`` (top 4 bits of ``r/n``) must be alike for blinded messages of A and of B, and
-    the blinded message the server signed for A must also be B's blinded message under a
-    factor that unblinds to a valid token for B. A control plants a weak blinding (a 64-bit
-    random factor) and the same statistic must see it.
+    The server sees ``B = r·H(x)`` with the household's fresh random scalar ``r``; when the
+    bid comes it learns ``x`` (period and pseudonym) and can compute ``H(x)``, ``k·H(x)``,
+    anything. With ``r`` uniform, ``B`` is a uniform group element whatever ``x`` is, so
+    every request looks alike to it: the attacker below tries, for each request it answered,
+    every blinding scalar it can afford to enumerate, and it must match none; against a
+    household that draws its scalar from a small range (the control) the same attacker
+    matches every request. The bytes of requests for A and for B are also alike (chi-square).
     """
-    import secrets
-
     import numpy as np
 
-    from sealgrid.service import blind
+    from sealgrid.service import voprf
 
     households, machine = world
     m = machine()
     issuer = ISSUERS[PERIOD]
-    n = issuer.public.n
-    # binding: a token is for its pseudonym and period only
+    # binding: a token is for its pseudonym and period and the period's key only
     p = _token(m, "h1", households["h1"])
     token = p.tokens[0]
-    assert issuer.public.verify(PERIOD, p.public, token)
-    assert not issuer.public.verify(PERIOD, Pseudonym.fresh(PERIOD).public, token)
-    assert not issuer.public.verify(OTHER, p.public, token)
-    assert not ISSUERS[OTHER].public.verify(OTHER, p.public, token)
+    assert issuer.verify_token(token_input(PERIOD, p.public), token)
+    assert not issuer.verify_token(token_input(PERIOD, Pseudonym.fresh(PERIOD).public), token)
+    assert not issuer.verify_token(token_input(OTHER, p.public), token)
+    assert not ISSUERS[OTHER].verify_token(token_input(OTHER, p.public), token)
     thief = Pseudonym.fresh(PERIOD)
     thief.tokens = {0: token}
     assert _reason(_submit(m, make_submission(thief, 0, b"x"))) is Reason.BAD_SIGNATURE
 
     a, b = Pseudonym.fresh(PERIOD), Pseudonym.fresh(PERIOD)
-    m_a = blind.fdh(n, PERIOD, a.public)
-    m_a_inv = pow(m_a, -1, n)
 
-    def seen(q: Pseudonym) -> int:  # what the server receives: the household's real request
-        raw, _ = issue_request(q, issuer.public, "h0", households["h0"], b"n")
-        return int.from_bytes(wire.decode(wire.IssueRequest, raw).blinded, "big")
+    def seen(q: Pseudonym) -> bytes:  # what the server receives: the household's request
+        raw, _ = token_request([q], "h0", households["h0"], b"n")
+        return wire.decode(TokenRequest, raw).blinded[0]
 
-    def explained_by_a(x: int) -> int:  # r_A(x), with the issuer's private key
-        root = issuer.sign_blinded((x * m_a_inv % n).to_bytes(issuer.public.size, "big"))
-        return int.from_bytes(root, "big")
+    small = 64  # the blinding scalars the attacker enumerates: 1 … small
+    real_blind = voprf.blind
 
-    def chi2(runs: int) -> float:
-        h = [np.bincount([16 * explained_by_a(seen(q)) // n for _ in range(runs)],
-                         minlength=16) for q in (a, b)]
-        col = (h[0] + h[1]) / 2
-        keep = col > 0
-        return float((((h[0] - col) ** 2 + (h[1] - col) ** 2)[keep] / col[keep]).sum())
+    def matched(requests: list[bytes], q: Pseudonym) -> int:
+        h = voprf.hash_to_group(token_input(PERIOD, q.public))
+        guesses = {real_blind(token_input(PERIOD, q.public),
+                              r.to_bytes(32, "little")).blinded for r in range(1, small + 1)}
+        assert h in guesses  # r = 1 gives H(x) itself: the attacker's list is the real thing
+        return sum(x in guesses for x in requests)
 
-    stat = chi2(160)
-    assert stat < 44.3, f"the blinded messages tell A from B (chi-square {stat:.0f}, 15 df)"
-    # the message signed for A is B's under another factor, which unblinds to B's token
-    x = seen(a)
-    blind_sig = issuer.sign_blinded(x.to_bytes(issuer.public.size, "big"))
-    m_b = blind.fdh(n, PERIOD, b.public)
-    r_b = int.from_bytes(issuer.sign_blinded(
-        (x * pow(m_b, -1, n) % n).to_bytes(issuer.public.size, "big")), "big")
-    monkeypatch.setattr(blind.secrets, "randbelow", lambda _: r_b - 2)
-    as_b = blind.blind(issuer.public, PERIOD, b.public)
-    assert int.from_bytes(as_b.blinded, "big") == x
-    assert issuer.public.verify(PERIOD, b.public, blind.unblind(issuer.public, as_b, blind_sig))
-    # control: a household drawing its factor below 2^64 is seen at once
-    monkeypatch.setattr(blind.secrets, "randbelow", lambda _: secrets.randbits(64))
-    assert chi2(60) > 44.3
+    requests_a = [seen(a) for _ in range(40)]
+    assert matched(requests_a, a) == 0
+    h = [np.bincount([x[0] >> 4 for _ in range(160) for x in [seen(q)]], minlength=16)
+         for q in (a, b)]
+    col = (h[0] + h[1]) / 2
+    stat = float((((h[0] - col) ** 2 + (h[1] - col) ** 2) / col).sum())
+    assert stat < 44.3, f"the blinded elements tell A from B (chi-square {stat:.0f}, 15 df)"
+    # control: a household drawing its scalar from 1 … small is matched every time
+    rng = np.random.default_rng(7)
+    monkeypatch.setattr(voprf, "blind", lambda data, blind=None: real_blind(
+        data, int(rng.integers(1, small + 1)).to_bytes(32, "little")))
+    weak = [seen(a) for _ in range(40)]
+    assert matched(weak, a) == 40
+
+
+def test_one_request_fetches_tokens_for_many_periods(world) -> None:
+    households, machine = world
+    m = machine()
+    ps = [Pseudonym.fresh(PERIOD), Pseudonym.fresh(OTHER)]
+    raw, blindings = token_request(ps, "h0", households["h0"], _nonce(m))
+    (event,) = m.receive(IssuePseudonym(NOW, raw))
+    assert isinstance(event, Granted)
+    assert [(x.period, x.household) for x in event.participations] == [(PERIOD, "h0"),
+                                                                       (OTHER, "h0")]
+    accept_grant(ps, 0, wire.raw_public(SERVER_KEY), event.grant, blindings)
+    for q in ps:  # each token is good for its own period's bid
+        assert isinstance(_submit(m, make_submission(q, 0, b"x")), Accepted)
+    # either period again, alone or with a new one: refused whole, naming the period
+    event, _ = _issue(m, "h0", households["h0"], OTHER)
+    assert _reason(event) is Reason.TOO_FREQUENT and OTHER in event.detail
+    # a period named twice, a blinded element that is not a group element, counts that differ
+    req = wire.decode(TokenRequest, token_request([Pseudonym.fresh(PERIOD)] * 2, "h1",
+                                                  households["h1"], _nonce(m))[0])
+    for bad, rule in (
+        (req, "named twice"),
+        (dataclasses.replace(req, periods=(PERIOD,), blinded=(b"\xff" * 32,)), "element"),
+        (dataclasses.replace(req, periods=(PERIOD,)), "one blinded element per period"),
+    ):
+        signed = wire.sign(dataclasses.replace(bad, nonce=_nonce(m)), households["h1"])
+        (event,) = m.receive(IssuePseudonym(NOW, wire.encode(signed)))
+        assert _reason(event) is Reason.MALFORMED and rule in event.detail, event
+    # nothing of the refused requests was granted: h1 still gets its token
+    assert isinstance(_issue(m, "h1", households["h1"])[0], Granted)
 
 
 def test_forged_unsigned_replayed_late_duplicate_are_refused_distinctly(world) -> None:
@@ -185,12 +206,7 @@ def test_forged_unsigned_replayed_late_duplicate_are_refused_distinctly(world) -
     m = machine()
     # forged: a token from an issuer key that is not the server's
     forged = Pseudonym.fresh(PERIOD)
-    rogue = Issuer.generate()
-    from sealgrid.service.blind import fdh
-
-    forged.tokens[0] = rogue.sign_blinded(
-        fdh(rogue.public.n, PERIOD, forged.public).to_bytes(rogue.public.size, "big")
-    )
+    forged.tokens[0] = Issuer.generate().evaluate_input(token_input(PERIOD, forged.public))
     event = _submit(m, make_submission(forged, 0, b"x"))
     assert _reason(event) is Reason.BAD_SIGNATURE and event.detail.startswith("forged: the token")
     # no token at all
@@ -258,7 +274,7 @@ def test_expired_or_reused_challenge_is_refused(world) -> None:
     m = machine(challenge_ttl_seconds=5)
     p = Pseudonym.fresh(PERIOD)
     nonce = _nonce(m)
-    raw, _ = issue_request(p, ISSUERS[PERIOD].public, "h0", households["h0"], nonce)
+    raw, _ = token_request([p], "h0", households["h0"], nonce)
     later = NOW + dt.timedelta(seconds=5)
     (event,) = m.receive(IssuePseudonym(later, raw))
     assert _reason(event) is Reason.REPLAYED
@@ -266,7 +282,7 @@ def test_expired_or_reused_challenge_is_refused(world) -> None:
     assert isinstance(event, Granted)
     (event,) = m.receive(
         IssuePseudonym(
-            NOW, issue_request(q, ISSUERS[PERIOD].public, "h1", households["h1"], b"used")[0]
+            NOW, token_request([q], "h1", households["h1"], b"used")[0]
         )
     )
     assert _reason(event) is Reason.REPLAYED
@@ -286,7 +302,7 @@ def test_gate_closes_once_with_the_sorted_bid_set_and_restores(world) -> None:
     assert closed.pseudonyms == tuple(sorted(a.bid.pseudonym for a in accepted))
     assert m.receive(Tick(GATE)) == []
     # a fresh machine restored from the stored records has the same state
-    parts = [g.participation for g in granted]
+    parts = [part for g in granted for part in g.participations]
     m2 = machine()
     m2.restore([a.bid for a in accepted], parts, {PERIOD})
     assert m2.pseudonyms(PERIOD) == closed.pseudonyms and m2.is_closed(PERIOD)

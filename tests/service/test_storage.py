@@ -14,8 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealgrid.service import wire
-from sealgrid.service.blind import Issuer
-from sealgrid.service.household import Pseudonym, accept_grant, issue_request, make_submission
+from sealgrid.service.household import Pseudonym, accept_grant, make_submission, token_request
 from sealgrid.service.intake import (
     Accepted,
     Granted,
@@ -27,6 +26,7 @@ from sealgrid.service.intake import (
 )
 from sealgrid.service.schedule import Schedule
 from sealgrid.service.storage import SCHEMA_VERSION, StorageError, Store
+from sealgrid.service.voprf import Issuer
 
 NOW = dt.datetime(2026, 11, 22, 21, 7, tzinfo=dt.UTC)
 PERIOD = "2026-11-22T21:45:00Z"
@@ -44,14 +44,14 @@ def _accepted(n: int) -> tuple[Intake, list[tuple[Accepted, Participation]]]:
     for i, (h, k) in enumerate(keys.items()):
         p = Pseudonym.fresh(PERIOD)
         (ch,) = m.receive(IssueChallenge(NOW, i.to_bytes(8, "big")))
-        raw, blinding = issue_request(p, ISSUER.public, h, k, ch.nonce)
+        raw, blindings = token_request([p], h, k, ch.nonce)
         (granted,) = m.receive(IssuePseudonym(NOW, raw))
         assert isinstance(granted, Granted)
-        accept_grant(p, 0, wire.raw_public(server), granted.grant, blinding, ISSUER.public)
+        accept_grant([p], 0, wire.raw_public(server), granted.grant, blindings)
         (ch,) = m.receive(IssueChallenge(NOW, (1000 + i).to_bytes(8, "big")))
         (ev,) = m.receive(SubmitBid(NOW, make_submission(p, 0, os.urandom(64))))
         assert isinstance(ev, Accepted)
-        out.append((ev, granted.participation))
+        out.append((ev, granted.participations[0]))
     return m, out
 
 
@@ -282,15 +282,16 @@ def test_postgresql_database_of_the_first_schema_is_migrated(postgres_url: str) 
 
 
 def test_a_schema_2_database_gains_the_settlement_tables(tmp_path) -> None:
-    """Opening a database of schema 2 adds the settlement's tables, empty, and says 3;
-    a reading is stored once and a credential share once."""
+    """Opening a database of schema 2 adds the settlement's tables and the workers' used
+    challenges, empty, and says the current schema; a reading is stored once and a
+    credential share once."""
     import sqlite3
 
     path = tmp_path / "v2.sqlite"
     store = Store(f"sqlite:///{path}")
     store.close()
     conn = sqlite3.connect(path, isolation_level=None)
-    for table in ("credentials", "readings", "settlements"):
+    for table in ("credentials", "readings", "settlements", "used_challenges"):
         conn.execute(f"DROP TABLE {table}")
     conn.execute("UPDATE meta SET value = '2' WHERE name = 'schema'")
     conn.close()
@@ -304,4 +305,5 @@ def test_a_schema_2_database_gains_the_settlement_tables(tmp_path) -> None:
     assert store.credentials(PERIOD) == {} and store.credentials(LATER) == {"h1": b"a" * 8}
     store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta").fetchall() == [("3",)]
+    assert conn.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+    assert conn.execute("SELECT COUNT(*) FROM used_challenges").fetchall() == [(0,)]

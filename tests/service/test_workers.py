@@ -1,0 +1,145 @@
+"""Several intake workers of one server on one PostgreSQL database (``serve --workers N``).
+
+The attack is the worst-case order of requests: the same bid, or two bids under one pseudonym,
+or two token requests of one household, sent to two workers at the same moment, many times
+over; a challenge fetched at one worker and spent at the other, then spent again; a bid that
+reaches a worker whose clock has not yet passed the gate after the leader recorded the gate.
+Each pseudonym must count once, each household get one token per period, each challenge be
+spent once, and no bid be stored after the gate's record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from sealgrid.mechanism.bids import Reason, check_bid
+from sealgrid.service import wire
+from sealgrid.service.agent import encode_payloads
+from sealgrid.service.config import load_server_config
+from sealgrid.service.household import Pseudonym, accept_grant, make_submission, token_request
+from sealgrid.service.intake import Rejected
+from sealgrid.service.keys import load_signing_key
+from sealgrid.service.server import Server
+from sealgrid.service.setup import init_data_dir
+from sealgrid.service.storage import StorageError
+from sealgrid.service.wire import Receipt, TokenGrant
+from tests.service.test_storage import postgres_url  # noqa: F401 (a fixture)
+
+T0 = dt.datetime(2026, 11, 22, 21, 0, 10, tzinfo=dt.UTC)
+PERIOD = "2026-11-22T21:45:00Z"  # open at T0 (its gate is 21:15)
+N = 24
+
+
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def _servers(root: Path, url: str, clock: Clock) -> tuple[Server, Server]:
+    init_data_dir(root, households=N, base_port=1, period_seconds=900)
+    cfg = dataclasses.replace(load_server_config(root / "server-0" / "server.toml"),
+                              database=url)
+    return (Server(cfg, clock, worker=0, workers=2), Server(cfg, clock, worker=1, workers=2))
+
+
+def _key(root: Path, i: int):  # type: ignore[no-untyped-def]
+    return load_signing_key(root / "households" / f"h{i + 1:04d}.key")
+
+
+async def _token(server: Server, root: Path, i: int, p: Pseudonym,
+                 via: Server | None = None) -> TokenGrant | Rejected:
+    """Household i asks ``server`` for p's token with a challenge fetched at ``via``."""
+    nonce = (via or server).challenge().nonce  # type: ignore[union-attr]
+    raw, blindings = token_request([p], f"h{i + 1:04d}", _key(root, i), nonce)
+    got = await server.grant(raw)
+    if isinstance(got, TokenGrant):
+        accept_grant([p], 0, wire.raw_public(server.key), got, blindings)
+    return got
+
+
+def _bid(server: Server, i: int, quantity: str = "1.5") -> bytes:
+    bid, errors = check_bid(server.market, f"h{i + 1:04d}", "buy", quantity, "100",
+                            server.market.suppliers[0])
+    assert bid is not None, errors
+    return encode_payloads(bid, server.market, 3)[0]
+
+
+def test_racing_workers_count_each_pseudonym_household_and_challenge_once(
+        tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
+    clock = Clock(T0)
+    w0, w1 = _servers(tmp_path, postgres_url, clock)
+
+    async def scenario() -> None:
+        await w0.start()
+        await w1.start()
+        try:
+            # a challenge is good at either worker, once
+            p = Pseudonym.fresh(PERIOD)
+            assert isinstance(await _token(w1, tmp_path, 0, p, via=w0), TokenGrant)
+            nonce = w0.challenge().nonce  # type: ignore[union-attr]
+            raw, _ = token_request([Pseudonym.fresh(PERIOD)], "h0002", _key(tmp_path, 1), nonce)
+            first, second = await asyncio.gather(w1.grant(raw), w0.grant(raw))
+            outcomes = sorted(type(x).__name__ for x in (first, second))
+            assert outcomes == ["Rejected", "TokenGrant"], (first, second)
+            refused = first if isinstance(first, Rejected) else second
+            assert refused.reason is Reason.REPLAYED, refused  # type: ignore[union-attr]
+
+            receipts = refusals = 0
+            for i in range(2, N):
+                # two token requests of one household for one period, at once, at both workers
+                a, b = Pseudonym.fresh(PERIOD), Pseudonym.fresh(PERIOD)
+                got = await asyncio.gather(_token(w0, tmp_path, i, a), _token(w1, tmp_path, i, b))
+                granted = [g for g in got if isinstance(g, TokenGrant)]
+                assert len(granted) == 1, got
+                (no,) = [g for g in got if isinstance(g, Rejected)]
+                assert no.reason is Reason.TOO_FREQUENT, no
+                mine = a if isinstance(got[0], TokenGrant) else b
+                # w1 learns the period's key from the database, so both check the token
+                if i % 2:  # the same bid to both workers at once: one receipt, one replay
+                    raw = make_submission(mine, 0, _bid(w0, i))
+                    out = await asyncio.gather(w0.submit(raw), w1.submit(raw))
+                    why = Reason.REPLAYED
+                else:  # two bids under one pseudonym: one receipt, one duplicate
+                    out = await asyncio.gather(
+                        w0.submit(make_submission(mine, 0, _bid(w0, i, "1.5"))),
+                        w1.submit(make_submission(mine, 0, _bid(w0, i, "2.5"))))
+                    why = Reason.DUPLICATE_PSEUDONYM
+                assert sum(isinstance(x, Receipt) for x in out) == 1, out
+                (r,) = [x for x in out if isinstance(x, Rejected)]
+                assert r.reason is why, r
+                receipts += 1
+                refusals += 1
+            stored = await w0.db(w0.store.pseudonyms, PERIOD)
+            assert len(stored) == len(set(stored)) == receipts
+            assert len(await w0.db(w0.store.participants, PERIOD)) == N
+
+            # the leader records the gate; a worker whose clock lags cannot store a bid after
+            late = Pseudonym.fresh(PERIOD)
+            assert isinstance(await _token(w1, tmp_path, 1, late), Rejected)  # h0002 has one
+            extra = Pseudonym.fresh("2026-11-22T22:00:00Z")
+            assert isinstance(await _token(w1, tmp_path, 0, extra), TokenGrant)
+            await w0.db(lambda: w0.store.set_period(PERIOD, "closed", seal=False))
+            ghost = make_submission(p, 0, _bid(w0, 0))  # h0001's token from the first step
+            refused_late = await w1.submit(ghost)
+            assert isinstance(refused_late, Rejected) and refused_late.reason is Reason.LATE
+            assert await w0.db(w0.store.pseudonyms, PERIOD) == stored
+        finally:
+            await w1.stop()
+            await w0.stop()
+
+    asyncio.run(scenario())
+
+
+def test_several_workers_need_postgresql(tmp_path: Path) -> None:
+    init_data_dir(tmp_path, households=2, base_port=1, period_seconds=900)
+    cfg = load_server_config(tmp_path / "server-0" / "server.toml")
+    with pytest.raises(StorageError, match="several workers need a PostgreSQL database"):
+        Server(cfg, worker=0, workers=2)
