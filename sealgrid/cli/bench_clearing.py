@@ -14,8 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from sealgrid.cli import CliError
 from sealgrid.mechanism.auction import Clearing, clear
+from sealgrid.mechanism.market import DEFAULT_MAX_QUANTITY_WH
 from sealgrid.mechanism.samples import random_book
+from sealgrid.protocol.encoding import RATIO_LIMIT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-per-side", type=int, default=1, metavar="N",
                    help="accepted bids each side needs to trade (default 1; the service: 3)")
+    p.add_argument("--max-quantity-wh", type=int, default=None, metavar="WH",
+                   help="the market's largest bid, Wh (default 10000, or less where bids ×"
+                   " it would pass the exact rationing's 2^31 Wh a side: about 2147 Wh at a"
+                   " million bids)")
     p.add_argument("--repeat", type=int, default=5, help="plaintext repetitions; best is kept")
     p.add_argument("--plaintext", action="store_true", help="time the plaintext reference only")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
@@ -61,7 +68,13 @@ def same_clearing(a: Clearing, b: Clearing) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print one JSON line."""
-    book = random_book(args.bids, args.levels, args.suppliers, seed=args.seed)
+    max_q = args.max_quantity_wh
+    if max_q is None:  # the default market, narrowed to what the exact rationing can carry
+        max_q = min(DEFAULT_MAX_QUANTITY_WH, (RATIO_LIMIT - 2) // max(1, args.bids))
+    if max_q < 1:
+        raise CliError("--max-quantity-wh must be at least 1 Wh")
+    book = random_book(args.bids, args.levels, args.suppliers, seed=args.seed,
+                       max_quantity_wh=max_q)
     plain = round(plaintext_seconds(book, args.levels, args.repeat, args.min_per_side), 6)
     if args.plaintext:
         print(json.dumps({"mode": "plaintext", "bids": args.bids, "levels": args.levels,
@@ -69,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from sealgrid.protocol.clearing import secure_clear
 
-    outcome = secure_clear(book, args.levels, parties=args.parties, mode=args.mode,
-                           min_per_side=args.min_per_side)
+    try:
+        outcome = secure_clear(book, args.levels, parties=args.parties, mode=args.mode,
+                               min_per_side=args.min_per_side, max_quantity_wh=max_q)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     reference = clear(book, args.levels, min_accepted_per_side=args.min_per_side)
     stats = outcome.stats
     result: dict[str, Any] = {
@@ -82,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         "bytes_per_party": list(stats.bytes_per_party),
         "matches_plaintext": same_clearing(outcome.clearing, reference),
         "min_per_side": args.min_per_side,
+        "max_quantity_wh": max_q,
         "suppliers": args.suppliers,
         "mode": args.mode,
         "ratio_to_plaintext": round(stats.online_seconds / plain, 1) if plain else None,

@@ -25,6 +25,7 @@ and checks that all shares lie on one degree-t polynomial (the paper's integrity
 from __future__ import annotations
 
 import math
+import mmap
 import secrets
 import struct
 from collections.abc import Sequence
@@ -259,6 +260,14 @@ class ShareBatch:
         with open(path, "wb") as f:
             write_batch_header(f, self.party, self.layout, len(self))
             f.write(np.ascontiguousarray(self.rows, dtype="<u8").tobytes())
+
+    def release(self) -> None:
+        """Give back the resident pages of a mapped batch: a pass over millions of bids then
+        keeps about one block of the file in memory, not all of it (the pages come back from
+        the page cache when next read). Nothing happens for a batch held in memory."""
+        mapped = getattr(self.rows, "_mmap", None)
+        if mapped is not None and hasattr(mapped, "madvise"):
+            mapped.madvise(mmap.MADV_DONTNEED)
 
     @classmethod
     def load(cls, path: Path) -> ShareBatch:

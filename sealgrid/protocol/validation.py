@@ -215,6 +215,7 @@ class PartyState:
                                    f"{seed.hex()}/check/{first}", m)
             out[0, first:first + m] = F.add(z, zero)
             out[1, first:first + m] = F.add(rho, rnd)
+            self.batch.release()  # the block's rows are read; their pages can go
         return out
 
     def accept(self, opened: Sequence[np.ndarray]) -> np.ndarray:
@@ -344,6 +345,8 @@ class PartyState:
             sl = slice(start, start + len(rows))
             out[0, sl] = F.add(lin[:, 0], F.mul(w[:, kh], fine[:, 0]))
             out[1, sl] = F.add(lin[:, 1], F.mul(w[:, h + kh], fine[:, 1]))
+            if start % BLOCK == 0:
+                self.batch.release()
         out[:, ~self.valid] = 0
         return out
 
@@ -369,6 +372,8 @@ class PartyState:
                     for side in range(2):
                         term = F.scale(F.reduce(part[:, 2 * k + side]), shift)
                         totals[side] = F.add(totals[side], term)
+            if start % BLOCK == 0:
+                self.batch.release()
         return totals.reshape(-1)
 
 
