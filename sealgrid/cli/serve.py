@@ -77,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
         listening = f"server {cfg.party} listening on https://{cfg.listen_host}:{cfg.listen_port}"
         if workers > 1:
             listening += f" (worker {worker} of {workers})"
-        if args.log_format == "json":  # every line a JSON object
-            logging.getLogger("sealgrid.serve").info("%s", listening)
-        else:
-            print(listening, flush=True)
-        await run_until_stopped(server, stop)
+
+        def say() -> None:
+            if args.log_format == "json":  # every line a JSON object
+                logging.getLogger("sealgrid.serve").info("%s", listening)
+            else:
+                print(listening, flush=True)
+
+        await run_until_stopped(server, stop, say)
 
     children = []
     try:

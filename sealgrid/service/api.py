@@ -549,9 +549,13 @@ class _Connection(asyncio.Protocol):
             self.app.resume_writing()
 
 
-async def run_until_stopped(server: Server, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set, then shut down cleanly."""
+async def run_until_stopped(server: Server, stop: asyncio.Event,
+                            listening: Callable[[], None] | None = None) -> None:
+    """Serve until ``stop`` is set, then shut down cleanly; ``listening`` is called once the
+    port is bound."""
     runner = await serve(server)
+    if listening is not None:
+        listening()
     try:
         await stop.wait()
     finally:

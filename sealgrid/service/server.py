@@ -153,6 +153,7 @@ class Server:
         self._tasks: list[asyncio.Task[Any]] = []
         self._sealing: set[asyncio.Task[None]] = set()  # seals of finished periods
         self._handed: set[str] = set()  # periods the leader found in the shared database
+        self._taken = {"bids": 0, "token requests": 0}
         self._shared_checked = 0.0
         self._pruned_through = ""
         self._session: aiohttp.ClientSession | None = None
@@ -184,6 +185,9 @@ class Server:
         """Stop the background tasks (a seal under way finishes first) and close the
         database."""
         await asyncio.gather(*self._sealing, return_exceptions=True)
+        if self.shared:  # counts only: what this worker took while it ran
+            log.info("worker %d of %d stored %d bids and %d token requests", self.worker,
+                     self.workers, self._taken["bids"], self._taken["token requests"])
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -265,7 +269,9 @@ class Server:
         if isinstance(event, Rejected):
             return event
         assert isinstance(event, Granted)
-        return await self._store(event) or event.grant
+        refused = await self._store(event)
+        self._taken["token requests"] += refused is None
+        return refused or event.grant
 
     async def submit(self, raw: bytes) -> Receipt | Rejected:
         """Take one submission; return its receipt once the bid is committed, or the refusal."""
@@ -273,7 +279,9 @@ class Server:
         if isinstance(event, Rejected):
             return event
         assert isinstance(event, Accepted)
-        return await self._store(event) or event.receipt
+        refused = await self._store(event)
+        self._taken["bids"] += refused is None
+        return refused or event.receipt
 
     async def _store(self, event: Accepted | Granted) -> Rejected | None:
         """Store an accepted request durably (group commit); None once committed, or why the

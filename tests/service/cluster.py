@@ -63,7 +63,7 @@ class Cluster:
         self.schedule = Schedule(period_seconds)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
-    def start(self, i: int) -> None:
+    def start(self, i: int, *args: str) -> None:
         log = open(self.root / f"server-{i}.log", "ab")  # noqa: SIM115 - owned by the process
         self.procs[i] = subprocess.Popen(
             [
@@ -73,6 +73,7 @@ class Cluster:
                 "serve",
                 "--config",
                 str(self.root / f"server-{i}" / "server.toml"),
+                *args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -143,3 +143,69 @@ def test_several_workers_need_postgresql(tmp_path: Path) -> None:
     cfg = load_server_config(tmp_path / "server-0" / "server.toml")
     with pytest.raises(StorageError, match="several workers need a PostgreSQL database"):
         Server(cfg, worker=0, workers=2)
+
+
+def test_a_server_of_three_workers_clears_with_two_single_process_peers(
+        tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
+    """``sealgrid serve --workers 3`` on PostgreSQL as server 0, real processes over HTTPS:
+    the kernel spreads the households' connections over the workers (SO_REUSEPORT), the
+    leader finishes the period from the database, and the outcome equals the plaintext
+    reference; at shutdown more than one worker says it stored bids."""
+    import asyncio as aio
+
+    from sealgrid.mechanism.auction import clear
+    from sealgrid.mechanism.bids import OrderBook
+    from sealgrid.service.agent import outcome_of
+    from tests.service.cluster import Cluster
+
+    households = 30
+    c = Cluster(tmp_path / "data", households=households, period_seconds=8, min_per_side=1)
+    toml = c.root / "server-0" / "server.toml"
+    lines = toml.read_text().splitlines()
+    toml.write_text("\n".join(f'database = "{postgres_url}"' if x.startswith("database =")
+                              else x for x in lines) + "\n")
+    market = load_server_config(toml).market.market(("s1", "s2", "s3"))
+    bids = {}
+    for i in range(households):
+        hid = f"h{i + 1:04d}"
+        bid, errors = check_bid(market, hid, "buy" if i % 2 else "sell", f"{1 + i % 4}",
+                                str(90 + i % 20), ("s1", "s2", "s3")[i % 3])
+        assert bid is not None, errors
+        bids[hid] = bid
+
+    async def scenario() -> None:
+        await c.wait_ready()
+        for _ in range(200):  # the leader answers first; every worker says once it listens
+            if (c.root / "server-0.log").read_text().count("listening on") == 3:
+                break
+            await aio.sleep(0.05)
+        period = c.period_ahead(0, min_lead=5.0)
+
+        async def one(hid: str) -> None:
+            async with c.agent(hid) as agent:
+                outcome = await agent.bid(bids[hid], period)
+            assert outcome.complete, outcome
+
+        await aio.gather(*(one(h) for h in bids))
+        assert c.seconds_to_gate(period) > 0, "the households were too slow for this test"
+        statements = await c.statements(period, timeout=90)
+        reference = clear(OrderBook.from_bids(bids.values(), ("s1", "s2", "s3")),
+                          market.grid.levels)
+        assert {s.bid_count for s in statements} == {households}
+        assert len({s.bidset_sha256 for s in statements}) == 1
+        assert {s.status for s in statements} == {"cleared"}
+        public = outcome_of(statements[0].outcome)
+        assert public is not None and public.level == reference.level
+
+    try:
+        c.start(0, "--workers", "3")
+        c.start(1)
+        c.start(2)
+        aio.run(scenario())
+    finally:
+        c.stop()
+    log = (c.root / "server-0.log").read_text()
+    took = [int(line.split(" stored ")[1].split()[0]) for line in log.splitlines()
+            if " stored " in line and "token requests" in line]
+    assert len(took) == 3 and sum(took) == households, log[-3000:]
+    assert sum(1 for n in took if n) >= 2, took  # the port was shared, not held by one
