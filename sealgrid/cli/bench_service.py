@@ -1,4 +1,5 @@
-"""``sealgrid bench service``: throughput and latency of three local servers (one JSON line)."""
+"""``sealgrid bench service``: throughput, latency, CPU and memory of three local servers, the
+households each over connections of their own (one JSON line)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,29 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid bench service``."""
-    p = sub.add_parser("service", help="bids/s, receipt latency, gate closure to results")
-    p.add_argument("--households", type=int, default=1000, help="bids, one per household")
-    p.add_argument("--concurrency", type=int, default=64, help="bids in flight (default 64)")
+    p = sub.add_parser(
+        "service", help="tokens/s, bids/s, latency, server CPU and memory, gate to results")
+    p.add_argument("--households", type=_positive, default=1000,
+                   help="bids, one per household (default 1000)")
+    p.add_argument("--concurrency", type=_positive, default=64,
+                   help="households in flight at once, each over connections of its own"
+                   " (default 64)")
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="each server's 'sealgrid serve --workers' (default 1: not passed)")
+    p.add_argument("--lead", type=float, default=None, metavar="SECONDS",
+                   help="seconds from choosing the period to its gate closure (default: an"
+                   " estimate from --households, generous)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the data directory")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
                 households=args.households,
                 concurrency=args.concurrency,
                 seed=args.seed,
+                workers=args.workers,
+                lead=args.lead,
             )
         )
     finally:
