@@ -53,12 +53,12 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def lead_seconds(households: int) -> float:
-    """How long ahead of the benchmark's period's gate closure its households start: 60 ms a
-    household, and 15 s. On a 2-core machine one household takes about 47 ms: preparing its
-    bid 2–5 ms (untimed; the more households, the longer), its tokens 35 ms, its bid 8 ms (the
-    one process that runs every household is the bottleneck). Generous, since a late bid
-    spoils the run, and the run waits for the gate however early it is done."""
-    return 15 + households * 0.06
+    """How long ahead of the benchmark's period's gate closure its households start: 50 ms a
+    household, and 15 s. On a 2-core machine one household takes about 35 ms: preparing its
+    bid 1–4 ms (untimed; the more households, the longer), its tokens 25 ms, its bid 8 ms
+    (the one process that runs every household is the bottleneck). Generous, since a late
+    bid spoils the run, and the run waits for the gate however early it is done."""
+    return 15 + households * 0.05
 
 
 # --------------------------------------------------------------------------- /proc
