@@ -112,6 +112,30 @@ def tree_cpu_seconds(roots: Sequence[int]) -> list[float]:
     return totals
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def exec_descendants(children: dict[int, list[int]], root: int) -> list[int]:
+    """The live descendants of ``root`` that run a program of their own: a child forked and
+    not (yet) exec'd, whose command line is still its parent's, is left out, since its
+    memory until the exec is its parent's (its ``VmHWM`` starts at the parent's)."""
+    found: list[int] = []
+    todo = [(root, _cmdline(root))]
+    while todo:
+        parent, command = todo.pop()
+        for child in children.get(parent, ()):
+            own = _cmdline(child)
+            if own != command:
+                found.append(child)
+            todo.append((child, own))
+    return found
+
+
 def peak_rss_kb(pid: int) -> int:
     """The peak resident memory of one process so far (``VmHWM``, kB); 0 when gone."""
     try:
@@ -127,7 +151,8 @@ def peak_rss_kb(pid: int) -> int:
 class ServerMonitor:
     """Samples the servers' process trees in a thread every :data:`SAMPLE_SECONDS`: the peak
     resident memory of each server process, and of its largest descendant in each phase
-    (``phase``, set by the caller); reads their CPU time on demand."""
+    (``phase``, set by the caller; descendants of :func:`exec_descendants`); reads their CPU
+    time on demand."""
 
     def __init__(self, pids: Sequence[int]) -> None:
         self.pids = list(pids)
@@ -159,7 +184,7 @@ class ServerMonitor:
         peaks = self.child_kb.setdefault(self.phase, [0] * len(self.pids))
         for i, root in enumerate(self.pids):
             self.process_kb[i] = max(self.process_kb[i], peak_rss_kb(root))
-            for child in _below(children, root):
+            for child in exec_descendants(children, root):
                 peaks[i] = max(peaks[i], peak_rss_kb(child))
 
     def cpu_seconds(self) -> list[float]:
@@ -433,5 +458,5 @@ async def _run(
     }
 
 
-__all__ = ["Connections", "ServerMonitor", "bench_service", "lead_seconds", "peak_rss_kb",
-           "tree_cpu_seconds"]
+__all__ = ["Connections", "ServerMonitor", "bench_service", "exec_descendants", "lead_seconds",
+           "peak_rss_kb", "tree_cpu_seconds"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sealgrid.cli import main
-from sealgrid.service.bench import Connections, peak_rss_kb, tree_cpu_seconds
+from sealgrid.service.bench import Connections, ServerMonitor, peak_rss_kb, tree_cpu_seconds
 
 SERVERS = 3
 
@@ -58,6 +58,45 @@ def test_tree_cpu_counts_live_and_reaped_children_and_peak_memory_is_read() -> N
         assert peak_rss_kb(2**22 + 12345) == 0  # no such process
     finally:
         parent.stdin.close()  # the parent ends, and so does its live child
+        parent.wait(timeout=30)
+
+
+#: A parent of 100 MB with a forked child that never execs (its memory is the parent's) and a
+#: child program of 30 MB (all end when the parent's standard input closes).
+_FORKING = """
+import os, subprocess, sys
+b = bytearray(100 << 20)
+for i in range(0, len(b), 4096): b[i] = 1
+r, w = os.pipe()
+if os.fork() == 0:
+    os.close(w)
+    os.read(r, 1)
+    os._exit(0)
+os.close(r)
+child = subprocess.Popen([sys.executable, "-c", "import sys\\nb = bytearray(30 << 20)\\n"
+                          "for i in range(0, len(b), 4096): b[i] = 1\\nprint(flush=True)\\n"
+                          "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+child.stdout.readline()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_monitor_takes_the_peak_memory_of_child_programs_not_of_forks() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", _FORKING], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    assert parent.stdin is not None and parent.stdout is not None
+    try:
+        assert parent.stdout.readline() == b"ready\n"
+        monitor = ServerMonitor([parent.pid])
+        monitor.phase = "gate"
+        monitor.start()
+        time.sleep(0.2)
+        monitor.stop()
+        assert monitor.process_kb[0] > 100_000
+        assert 30_000 < monitor.child_kb["gate"][0] < 90_000  # the program, not the fork
+    finally:
+        parent.stdin.close()
         parent.wait(timeout=30)
 
 
