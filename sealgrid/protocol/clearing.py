@@ -193,6 +193,7 @@ def secure_clear(
     mode: Literal["processes", "inprocess"] = "processes", data_dir: Path | None = None,
     max_quantity_wh: int = DEFAULT_MAX_QUANTITY_WH, timeout: float = 120.0,
     key: bytes | None = None, tamper: object | None = None, min_per_side: int = 1,
+    segments: Sequence[int] = (),
 ) -> SecureClearing:
     """Clear ``book`` on ``levels`` price levels with ``parties`` MPC servers.
 
@@ -209,6 +210,8 @@ def secure_clear(
         key: seed for the households' share randomness (tests only; default fresh).
         tamper: test hook ``tamper(paths)`` called after the shares are written.
         min_per_side: accepted bids each side needs for the period to trade (1: the papers').
+        segments: in-process only: sizes of leading segments of the book validated one
+            after another before the period's clearing (as bids arriving in batches).
 
     Returns:
         The reference-shaped clearing (rejected bids count as not accepted) and statistics.
@@ -235,6 +238,8 @@ def secure_clear(
         share_seconds = time.perf_counter() - started
         if callable(tamper):
             tamper([d / "shares.bin" for d in dirs])
+        if segments and mode != "inprocess":
+            raise ValueError("segments are validated in process only")
         if mode == "processes":
             make_party_certificates(dirs)
             results = run_processes(dirs, timeout, min_per_side)
@@ -242,7 +247,7 @@ def secure_clear(
             from sealgrid.protocol.inprocess import run_in_process
 
             results = run_in_process([ShareBatch.load(d / "shares.bin") for d in dirs],
-                                     min_per_side)
+                                     min_per_side, segments)
         else:
             raise ValueError(f"unknown mode {mode!r}")
         clearing, rejected = assemble(book, results)

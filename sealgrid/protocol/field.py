@@ -280,6 +280,8 @@ def inverse(values: np.ndarray) -> np.ndarray:
     """Return ``1/x`` mod p elementwise, 0 for 0: one modular power for the whole array
     (Montgomery's trick along a product tree, vectorised)."""
     x = np.asarray(values, dtype=U64).reshape(-1)
+    if not len(x):
+        return x.copy()
     zero = x == 0
     x = np.where(zero, np.uint64(1), x)
     tree = [x]

@@ -20,7 +20,14 @@ import numpy as np
 from sealgrid.protocol import field as F
 from sealgrid.protocol.encoding import ShareBatch, threshold
 from sealgrid.protocol.mpcclear import Public
-from sealgrid.protocol.party import SEC_PARAM, SECINT_BITS, PartyResult, serve_period
+from sealgrid.protocol.party import (
+    SEC_PARAM,
+    SECINT_BITS,
+    PartyResult,
+    Segment,
+    serve_period,
+    validate_segment,
+)
 
 if TYPE_CHECKING:
     from sealgrid.protocol.billing import SettleInput, SettleResult
@@ -136,13 +143,29 @@ class HubTransport:
         return self.hub.sent[self.pid]
 
 
-def run_in_process(batches: Sequence[ShareBatch], min_per_side: int = 1) -> list[PartyResult]:
-    """Run every party's :func:`serve_period` in this process; return their results."""
+def run_in_process(batches: Sequence[ShareBatch], min_per_side: int = 1,
+                   segments: Sequence[int] = ()) -> list[PartyResult]:
+    """Run every party's :func:`serve_period` in this process; return their results.
+
+    ``segments``: sizes of leading segments of the batch validated one after another first
+    (with :func:`~sealgrid.protocol.party.validate_segment`, as while a period is open).
+    """
+    if batches and sum(segments) > len(batches[0]):
+        raise ValueError("the validated segments do not fit this batch")
     hub = Hub(len(batches))
     transports = [HubTransport(hub, i) for i in range(len(batches))]
 
+    async def one(batch: ShareBatch, tr: HubTransport) -> PartyResult:
+        done: list[Segment] = []
+        first = 0
+        for size in segments:
+            part = ShareBatch(batch.party, batch.layout, batch.rows[first:first + size])
+            done.append(await validate_segment(part, tr, min_per_side))
+            first += size
+        return await serve_period(batch, tr, min_per_side, done)
+
     async def all_parties() -> list[PartyResult]:
-        return list(await asyncio.gather(*(serve_period(b, tr, min_per_side)
+        return list(await asyncio.gather(*(one(b, tr)
                                            for b, tr in zip(batches, transports, strict=True))))
 
     results: list[PartyResult] = hub.mpc.run(all_parties())

@@ -24,7 +24,7 @@ import resource
 import secrets
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -117,39 +117,88 @@ class PartyResult:
     phases: dict[str, float]
 
 
+@dataclass(frozen=True)
+class Segment:
+    """What validating a segment of a period's bids leaves this party (nothing opened but the
+    validity checks): which rows passed, and its degree-2t limb sums over the valid rows —
+    ``Σ w ⊗ e`` for the curves and, when the market asks for a minimum participation,
+    ``Σ w ⊗ e/q`` for the count curves. Segments validated one after another (as bids
+    arrive) add up to what one validation of all of them gives."""
+
+    valid: np.ndarray  # bool, one per row of the segment
+    products: np.ndarray  # u64 limb sums (see PartyState.valid_products)
+    counts: np.ndarray | None  # u64 limb sums (PartyState.count_products), or None
+    seed: bytes = b""  # the segment's public challenge seed
+
+
+async def _challenge(net: Transport) -> bytes:
+    """A public seed drawn jointly after the inputs are fixed (every party adds randomness)."""
+    own = np.frombuffer(secrets.token_bytes(32), dtype="<u8").astype(F.U64)
+    return seed_from([c.tobytes() for c in await reveal_shares("challenge_seed", own,
+                                                               net.all_to_all)])
+
+
+async def validate_segment(batch: ShareBatch, net: Transport, min_per_side: int = 1,
+                           lap: Callable[[str], None] | None = None) -> Segment:
+    """Validate one segment of bids jointly (a fresh challenge, drawn after the segment is
+    fixed; the validity values opened) and sum this party's shares over its valid bids.
+
+    ``lap``, when given, is told the end of each phase.
+    """
+    state = PartyState(batch, net.pid, net.parties, net.threshold, net.prss_keys)
+    n = len(batch)
+    seed = await _challenge(net)
+    tick = lap or (lambda name: None)
+    tick("challenge")
+    masked = state.check(seed)
+    tick("validate_local")
+    opened = await reveal_shares(("validity_check", "degree_check"), masked, net.all_to_all)
+    valid = state.accept([o.reshape(2, n) for o in opened]).copy()
+    tick("validate_open")
+    counts = None
+    if min_per_side > 1:  # count curves: Σ w ⊗ (e / q), i.e. one per bid at its side and level
+        masked_q, masks = state.masked_quantities(seed)
+        z = await reveal_shares("masked_quantities", masked_q, net.all_to_all)
+        e_scaled = await reshare(net, state.scaled_fine(masks, F.combine(z, state.weights_2t)))
+        counts = state.count_products(e_scaled)
+    return Segment(valid, state.valid_products(), counts, seed)
+
+
 async def serve_period(
-    batch: ShareBatch, net: Transport, min_per_side: int = 1
+    batch: ShareBatch, net: Transport, min_per_side: int = 1,
+    segments: Sequence[Segment] = (),
 ) -> PartyResult:
     """Validate, aggregate and clear one period on this party's shares.
 
     ``min_per_side``: accepted bids each side needs for the period to trade (1: the papers').
+    ``segments``: the first rows of ``batch``, already validated in that order (with
+    :func:`validate_segment`, while the period was open); only the rows after them are
+    validated here.
     """
     lay = batch.layout
     n = len(batch)
     bound = n * lay.max_quantity_wh + 1
     if bound >= RATIO_LIMIT:
         raise ValueError("bids × maximum quantity is too large for the exact rationing")
-    state = PartyState(batch, net.pid, net.parties, net.threshold, net.prss_keys)
+    done = sum(len(g.valid) for g in segments)
+    if done > n or any((g.counts is None) != (min_per_side <= 1) for g in segments):
+        raise ValueError("the validated segments do not fit this batch and market")
     await net.all_to_all(np.zeros(1, dtype=F.U64))  # line the parties' clocks up
     start = time.perf_counter()
     cpu_start = time.process_time()
-    own = np.frombuffer(secrets.token_bytes(32), dtype="<u8").astype(F.U64)
-    seed = seed_from([c.tobytes() for c in await reveal_shares("challenge_seed", own,
-                                                               net.all_to_all)])
     lap = Laps(start)
     phases = lap.phases
-    lap("challenge")
-    masked = state.check(seed)
-    lap("validate_local")
-    opened = await reveal_shares(("validity_check", "degree_check"), masked, net.all_to_all)
-    valid = state.accept([o.reshape(2, n) for o in opened])
-    lap("validate_open")
-    parts = [*state.curves()]
-    if min_per_side > 1:  # count curves: Σ w ⊗ (e / q), i.e. one per bid at its side and level
-        masked_q, masks = state.masked_quantities(seed)
-        z = await reveal_shares("masked_quantities", masked_q, net.all_to_all)
-        e_scaled = await reshare(net, state.scaled_fine(masks, F.combine(z, state.weights_2t)))
-        parts += [*state.count_curves(e_scaled)]
+    rest = await validate_segment(ShareBatch(batch.party, lay, batch.rows[done:]), net,
+                                  min_per_side, lap)
+    parts_all = [*segments, rest]
+    state = PartyState(batch, net.pid, net.parties, net.threshold, net.prss_keys)
+    state.valid = np.concatenate([g.valid for g in parts_all])
+    seed = rest.seed  # drawn after every input of the period was fixed
+    products = _sum(g.products for g in parts_all)
+    parts = [*state.cumulative(products)]
+    if min_per_side > 1:
+        parts += [*state.cumulative(_sum(g.counts for g in parts_all  # type: ignore[misc]
+                                         ))]
     curves = (await reshare(net, np.concatenate(parts))).reshape(len(parts), -1)
     demand, supply = curves[0], curves[1]
     counts = (curves[2], curves[3]) if min_per_side > 1 else None
@@ -166,11 +215,11 @@ async def serve_period(
     else:
         ratios = await _ratios(net, state, seed, demand[public.level], supply[public.level],
                                volume)
-        products = np.concatenate([
+        products_out = np.concatenate([
             F.add(F.mul(sides[0], ratios[0]), F.mul(sides[1], ratios[1])),
             F.mul(totals[:s_count], ratios[0]), F.mul(totals[s_count:], ratios[1]),
         ])
-        fresh = await reshare(net, products)
+        fresh = await reshare(net, products_out)
         households = fresh[:n]
         suppliers = np.concatenate([totals[:s_count], fresh[n:n + s_count],
                                     totals[s_count:], fresh[n + s_count:]])
@@ -178,9 +227,18 @@ async def serve_period(
     online = time.perf_counter() - start
     phases["cpu"] = time.process_time() - cpu_start  # this party's CPU seconds, all phases
     peak = peak_memory_bytes()
-    return PartyResult(public, np.flatnonzero(~valid), households, suppliers,
+    return PartyResult(public, np.flatnonzero(~state.valid), households, suppliers,
                        np.asarray(volume, dtype=F.U64).reshape(1), sides, ratios, online,
                        net.bytes_sent(), peak, phases)
+
+
+def _sum(arrays: Iterable[np.ndarray]) -> np.ndarray:
+    """The sum of limb-sum matrices (uint64, wrapping exactly as one accumulation would)."""
+    items = list(arrays)
+    total = items[0].copy()
+    for a in items[1:]:
+        total += a
+    return total
 
 
 async def _ratios(net: Transport, state: PartyState, seed: bytes, d_k: np.uint64,

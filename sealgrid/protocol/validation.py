@@ -230,15 +230,21 @@ class PartyState:
     # --- aggregation ------------------------------------------------------------------
     def curves(self) -> tuple[np.ndarray, np.ndarray]:
         """This party's degree-2t shares of demand D(k) and supply S(k) over the valid bids."""
+        return self.cumulative(self.valid_products())
+
+    def valid_products(self) -> np.ndarray:
+        """The limb sums ``Σ w ⊗ e`` over the valid bids (after :meth:`check` and
+        :meth:`accept`): what :meth:`cumulative` turns into the curves. Sums of several
+        segments' limb sums are the limb sums of their union."""
         lay = self.layout
         acc = self._products.copy()
         bad = np.flatnonzero(~self.valid)
         if len(bad):
             rows = np.asarray(self.batch.rows[bad])
             acc -= _products(rows[:, lay.w], rows[:, lay.e])  # exact: acc holds these terms
-        return self._cumulative(acc)
+        return acc
 
-    def _cumulative(self, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def cumulative(self, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-level totals from ``Σ w ⊗ x`` limb sums, summed downwards (buy) and upwards."""
         lay = self.layout
         table = _fold_limbs(acc, 2 * lay.coarse, lay.fine)
@@ -301,6 +307,10 @@ class PartyState:
         """Degree-2t shares of the accepted-bid counts ``CD(k)`` (buyers at ≥ k) and ``CS(k)``
         (sellers at ≤ k), from degree-t shares of every bid's ``e/q``: ``w ⊗ e/q`` is the bid's
         one-hot at its side, coarse block and fine level."""
+        return self.cumulative(self.count_products(e_scaled))
+
+    def count_products(self, e_scaled: np.ndarray) -> np.ndarray:
+        """The limb sums ``Σ w ⊗ e/q`` over the valid bids (see :meth:`count_curves`)."""
         lay = self.layout
         scaled = e_scaled.reshape(len(self.batch), lay.fine)
         acc = np.zeros_like(self._products)
@@ -308,7 +318,7 @@ class PartyState:
             w = np.array(self.batch.rows[start:start + CHUNK, lay.w])
             w[~self.valid[start:start + len(w)]] = 0  # a refused row need not be a sharing
             acc += _products(w, scaled[start:start + len(w)])
-        return self._cumulative(acc)
+        return acc
 
     # --- the rationing: divisors inverted under a mask ------------------------------------
     def masked_divisors(self, seed: bytes, values: np.ndarray

@@ -60,7 +60,7 @@ def test_an_evaluation_under_another_key_than_the_one_named_is_refused() -> None
     genuine, tagging = issuers()[PERIOD], Issuer.generate()
     p, event, blindings, server_key = _grant_under(tagging)
     lying = wire.sign(dataclasses.replace(event.grant, publics=(genuine.public,)), server_key)
-    with pytest.raises(GrantError, match="proof for .* does not verify"):
+    with pytest.raises(GrantError, match=r"proof for .* does not verify"):
         accept_grant([p], 0, wire.raw_public(server_key), lying, blindings)
     assert not p.tokens and not p.issuers
     # the evaluation itself is untouched, and under the key it really used it verifies
@@ -147,7 +147,7 @@ def test_a_missing_statement_is_not_yet_a_verdict() -> None:
 
 def test_a_token_grant_is_one_message_type() -> None:
     """A TokenGrant decodes only as itself (a signature cannot be replayed as another type)."""
-    _, event, _, server_key = _grant_under(issuers()[PERIOD])
+    _, event, _, _ = _grant_under(issuers()[PERIOD])
     raw = wire.encode(event.grant)
     assert wire.decode(TokenGrant, raw) == event.grant
     with pytest.raises(wire.WireError):
