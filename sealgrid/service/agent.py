@@ -582,7 +582,7 @@ class HouseholdAgent:
     async def _obtain(self, records: Sequence[PseudonymRecord], pseudonyms: Sequence[Pseudonym],
                       unreachable: dict[int, str] | None = None) -> dict[int, BidRejected]:
         """Every token the ``pseudonyms`` lack (one request per server for all their
-        periods), over fresh connections closed after each request, kept in their ``records``;
+        periods), over connections of their own (one per server), kept in their ``records``;
         in the same named session, the credential's enrolment with every server that has not
         acknowledged it. Nothing is asked when nothing is missing. Refusals by server (an
         enrolment's before a token's)."""

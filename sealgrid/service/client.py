@@ -311,10 +311,13 @@ class HouseholdClient(Client):
         self.key = key
 
     def fresh(self) -> HouseholdClient:
-        """A client of the same household whose every request goes over a new connection, and
-        which shares none with this one (use with ``async with``): what is asked through it
-        cannot be paired with this client's other requests by connection."""
-        return HouseholdClient(self.registry, self._ca, self.household, self.key, fresh=True)
+        """A client of the same household with a session of its own, sharing no connection
+        with this one and closing its own when done (use with ``async with``): what is asked
+        through it cannot be paired with this client's other requests by connection. Its own
+        requests to one server (an enrolment, a challenge and the token request that spends
+        it, all naming the household anyway) share one connection: one TLS handshake per
+        server, not one per request."""
+        return HouseholdClient(self.registry, self._ca, self.household, self.key)
 
     async def _refusal(self, server: int, status: int, body: bytes) -> BidRejected:
         if status == 503:

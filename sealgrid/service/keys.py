@@ -170,13 +170,22 @@ class Registry:
             KeyError: no such household or supplier.
         """
         try:
-            return self.participants().index(participant) + 1
-        except ValueError:
+            return self._participant_index[participant]
+        except KeyError:
             raise KeyError(f"no bidder {participant!r} in the registry") from None
+
+    @cached_property
+    def _participant_index(self) -> dict[str, int]:
+        return {p: i for i, p in enumerate(self.participants(), start=1)}
 
     def participant_keys(self) -> dict[str, bytes]:
         """Each bidder's Ed25519 key: the households', and each supplier's under
-        :func:`supplier_participant` (a supplier bids under its own key and tokens)."""
+        :func:`supplier_participant` (a supplier bids under its own key and tokens).
+        Made once (the registry does not change): do not modify it."""
+        return self._participant_keys
+
+    @cached_property
+    def _participant_keys(self) -> dict[str, bytes]:
         return {**self.households,
                 **{supplier_participant(s): k for s, k in self.suppliers.items()}}
 
