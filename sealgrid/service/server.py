@@ -389,6 +389,7 @@ class Server:
         self._shared_checked = now.timestamp()
         try:
             periods = await self.db(self.store.unrecorded_issuer_periods)
+            self._counts = await self.db(self.store.closed_counts)
             current = self.schedule.period_id(self.schedule.start_of(now))
             if current != self._pruned_through:
                 await self.db(self.store.prune_challenges, current)
