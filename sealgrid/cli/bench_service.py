@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    " (default 64)")
     p.add_argument("--workers", type=_positive, default=1,
                    help="each server's 'sealgrid serve --workers' (default 1: not passed)")
+    p.add_argument("--database-url", default=None, metavar="URL",
+                   help="every server's database, '{party}' standing for its index, e.g."
+                   " postgresql://sealgrid@127.0.0.1/sg{party} (the databases must exist;"
+                   " --workers above 1 needs PostgreSQL; default each server's SQLite file)")
     p.add_argument("--lead", type=float, default=None, metavar="SECONDS",
                    help="seconds from choosing the period to its gate closure (default: an"
                    " estimate from --households, generous)")
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 workers=args.workers,
                 lead=args.lead,
+                database_url=args.database_url,
             )
         )
     finally:

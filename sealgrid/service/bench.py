@@ -269,11 +269,13 @@ async def bench_service(
     seed: int = 0,
     workers: int = 1,
     lead: float | None = None,
+    database_url: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark in ``root`` (a new data directory); return the figures.
 
     ``workers``: each server's ``sealgrid serve --workers``; ``lead``: seconds from choosing
-    the period until its gate closure (default :func:`lead_seconds`).
+    the period until its gate closure (default :func:`lead_seconds`); ``database_url``:
+    every server's database (``{party}``: its index; default its own SQLite file).
     """
     if households < 1 or concurrency < 1:
         raise ValueError("at least one household, and one in flight")
@@ -282,7 +284,7 @@ async def bench_service(
     period_seconds = max(5, int(lead / 40) + 1)
     setup_started = time.perf_counter()
     with LocalMarket(root, households=households, period_seconds=period_seconds,
-                     workers=workers) as local:
+                     workers=workers, database_url=database_url) as local:
         await local.wait_ready()
         setup_seconds = time.perf_counter() - setup_started
         monitor = ServerMonitor([local.pid(i) for i in range(local.servers)])

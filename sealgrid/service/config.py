@@ -488,7 +488,9 @@ def write_server_config(
     ``registry`` and ``ca`` (the servers' pinned certificates) default to ``registry.json``
     and ``servers.pem`` in ``data_dir``; ``listen`` to the host and port of its URL;
     ``billing`` to :meth:`BillingConfig.default` for ``period_seconds``; ``extra`` may hold
-    ``market`` and ``connections`` tables and ``mpc_base_port``.
+    ``market`` and ``connections`` tables, ``mpc_base_port``, and ``database``: a database
+    URL for every server with ``{party}`` standing for the server's index (e.g.
+    ``postgresql://sealgrid@db/market{party}``; default each server's own SQLite file).
     """
     billing = billing or BillingConfig.default(period_seconds)
     sdir = server_dir or data_dir / f"server-{party}"
@@ -497,11 +499,13 @@ def write_server_config(
     registry = registry or data_dir / "registry.json"
     ca = ca or data_dir / "servers.pem"
     market = {"period_seconds": period_seconds, **extra.get("market", {})}
+    database = (str(extra["database"]).replace("{party}", str(party)) if extra.get("database")
+                else "sqlite:///" + str(sdir / "bids.sqlite"))
     lines = [
         f"party = {party}",
         f"servers = {_toml_value(urls)}",
         f"listen = {_toml_value(listen)}",
-        f"database = {_toml_value('sqlite:///' + str(sdir / 'bids.sqlite'))}",
+        f"database = {_toml_value(database)}",
         f"registry = {_toml_value(str(registry))}",
         f"ca = {_toml_value(str(ca))}",
         f"tls_cert = {_toml_value(str(sdir / 'tls.crt'))}",

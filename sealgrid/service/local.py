@@ -96,8 +96,11 @@ class LocalMarket:
         cycle_periods: int | None = None,
         reading_grace_periods: int | None = None,
         workers: int = 1,
+        database_url: str | None = None,
     ) -> None:
-        """``workers``: each server's ``sealgrid serve --workers`` (passed only above 1)."""
+        """``workers``: each server's ``sealgrid serve --workers`` (passed only above 1);
+        ``database_url``: every server's database, ``{party}`` standing for its index
+        (several workers need PostgreSQL; default each server's own SQLite file)."""
         if workers < 1:
             raise ValueError("a server needs at least one worker")
         self.root = Path(root).resolve()
@@ -114,6 +117,7 @@ class LocalMarket:
             extra_config={
                 "market": {"peer_timeout_seconds": 30, **(market or {})},
                 "mpc_base_port": free_port_range(16 * servers),  # clearing and settlement
+                **({"database": database_url} if database_url else {}),
             },
         )
         self.schedule = Schedule(period_seconds)

@@ -208,3 +208,27 @@ def test_a_server_of_three_workers_clears_with_two_single_process_peers(
             if " stored " in line and "token requests" in line]
     assert len(took) == 3 and sum(took) == households, log[-3000:]
     assert sum(1 for n in took if n) >= 2, took  # the port was shared, not held by one
+
+
+def test_bench_service_runs_each_server_as_two_workers_on_postgresql(
+        tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
+    """``bench service --workers 2 --database-url …{party}``: three servers of two workers
+    each, every household bidding over connections of its own; all bids cleared."""
+    import asyncio as aio
+
+    import psycopg
+
+    from sealgrid.service.bench import bench_service
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for i in range(3):
+            conn.execute(f"CREATE DATABASE sg{i}")
+    template = postgres_url.rsplit("/", 1)[0] + "/sg{party}"
+    got = aio.run(bench_service(tmp_path / "data", households=24, concurrency=8, workers=2,
+                                database_url=template))
+    assert got["workers"] == 2 and got["bids_accepted"] == got["bids_cleared"] == 24, got
+    assert got["period_status"] == ["cleared"] and not got["failures"]["bids"], got
+    for i in range(3):  # each server's bids are in its own database
+        with psycopg.connect(template.replace("{party}", str(i))) as conn:
+            (n,), = conn.execute("SELECT COUNT(*) FROM closed_bids").fetchall()
+            assert n == 24
