@@ -41,6 +41,18 @@ from sealgrid.service.wire import PseudonymousBid, Receipt, TokenGrant, TokenReq
 #: Bytes a submission may carry beyond its payload (base64 growth, keys, signatures).
 ENVELOPE_BYTES = 4096
 
+#: Refusal details said by the intake, and by the server when the database refuses what
+#: another worker stored first (the same rule, found one step later).
+CHALLENGE_UNKNOWN = "the challenge is unknown or already used; fetch a new one"
+GATE_CLOSED = "the gate of this period has closed"
+SAME_BID = "this exact bid was already accepted"
+
+
+def has_token(period: str) -> str:
+    """The detail of a second token request of one household for ``period``."""
+    return (f"one pseudonym per household and period: this household has its token for"
+            f" {period} already; bid under that pseudonym (asking again will not help)")
+
 
 # --------------------------------------------------------------------------- events in
 
@@ -278,20 +290,25 @@ class Intake:
     def use_challenge(self, nonce: bytes, now: dt.datetime) -> str | None:
         """Use up a challenge for a signed request; return what is wrong with it, the detail
         of a ``replayed`` refusal (``None``: it was valid)."""
-        if self._challenge_key is not None:
-            expires = challenge_expiry(self._challenge_key, nonce)
-            if expires is None or nonce in self._challenges:
-                return "the challenge is unknown or already used; fetch a new one"
-            if expires <= now:
-                return "the challenge has expired; fetch a new one"
-            self._challenges[nonce] = expires  # used here; kept until it expires
-            return None
-        expires = self._challenges.pop(nonce, None)
+        shared = self._challenge_key is not None
+        if shared:  # stateless: its tag says it is ours; kept here once used, until it expires
+            expires = None if nonce in self._challenges else self.shared_expiry(nonce)
+        else:
+            expires = self._challenges.pop(nonce, None)
         if expires is None:
-            return "the challenge is unknown or already used; fetch a new one"
+            return CHALLENGE_UNKNOWN
         if expires <= now:
             return "the challenge has expired; fetch a new one"
+        if shared:
+            self._challenges[nonce] = expires
         return None
+
+    def shared_expiry(self, nonce: bytes) -> dt.datetime | None:
+        """The expiry of a stateless challenge made under this intake's key (None for one
+        that was not, or without a key)."""
+        if self._challenge_key is None:
+            return None
+        return challenge_expiry(self._challenge_key, nonce)
 
     def _open(self, period: str) -> _Period:
         """The state of a period that still takes bids (made on first use).
@@ -300,7 +317,7 @@ class Intake:
             _Refuse: its gate has closed here (``late``).
         """
         if self.is_closed(period):
-            raise _Refuse(Reason.LATE, "the gate of this period has closed")
+            raise _Refuse(Reason.LATE, GATE_CLOSED)
         return self._period(period)
 
     def _period(self, period: str) -> _Period:
@@ -409,11 +426,7 @@ class Intake:
             if why is not None:
                 raise _Refuse(why[0], f"{period}: {why[1]}")
             if req.household in self._open(period).households:
-                raise _Refuse(
-                    Reason.TOO_FREQUENT,
-                    f"one pseudonym per household and period: this household has its token for"
-                    f" {period} already; bid under that pseudonym (asking again will not help)",
-                )
+                raise _Refuse(Reason.TOO_FREQUENT, has_token(period))
             try:
                 voprf.check_element(blinded)
             except voprf.MalformedElement as exc:
@@ -440,8 +453,7 @@ class Intake:
             self._key,
         )
         return Granted(tuple(Participation(p, req.household) for p in req.periods), grant,
-                       req.nonce, challenge_expiry(self._challenge_key, req.nonce)
-                       if self._challenge_key is not None else None)
+                       req.nonce, self.shared_expiry(req.nonce))
 
     def _submit(self, event: SubmitBid) -> Accepted:
         limit = self.limits.max_payload_bytes
@@ -482,7 +494,7 @@ class Intake:
         seen = self._periods.get(bid.period)
         if seen is not None and bid.pseudonym in seen.bids:
             if seen.bids[bid.pseudonym] == digest:
-                raise _Refuse(Reason.REPLAYED, "this exact bid was already accepted")
+                raise _Refuse(Reason.REPLAYED, SAME_BID)
             raise _Refuse(Reason.DUPLICATE_PSEUDONYM)
         why = self.schedule.check(bid.period, event.now)
         if why is not None:

@@ -41,6 +41,9 @@ from sealgrid.protocol.certs import write_party_trust
 from sealgrid.service import bills, clearing, lifecycle, settlement, wire
 from sealgrid.service.config import ServerConfig
 from sealgrid.service.intake import (
+    CHALLENGE_UNKNOWN,
+    GATE_CLOSED,
+    SAME_BID,
     Accepted,
     ChallengeIssued,
     GateClosed,
@@ -51,7 +54,7 @@ from sealgrid.service.intake import (
     Rejected,
     SubmitBid,
     Tick,
-    challenge_expiry,
+    has_token,
 )
 from sealgrid.service.keys import (
     DEFAULT_SUPPLIERS,
@@ -292,38 +295,34 @@ class Server:
         await self._queue.put((event, future))
         return await future  # raises StorageError if it could not be stored
 
+    def _until(self, expires: dt.datetime) -> str:
+        """The end of the period in which a challenge expires: all a used one is kept with."""
+        return self.schedule.period_id(self.schedule.start_of(expires) + self.schedule.length)
+
     def _stored(self, event: Accepted | Granted) -> Stored:
         if isinstance(event, Accepted):
             return Stored(bids=(event.bid,))
-        until = ""
-        if self.shared and event.expires is not None:  # the end of its expiry period
-            until = self.schedule.period_id(self.schedule.start_of(event.expires)
-                                            + self.schedule.length)
-        return Stored(participations=event.participations,
-                      nonce=event.nonce if self.shared else b"", until=until)
+        if not self.shared or event.expires is None:
+            return Stored(participations=event.participations)
+        return Stored(participations=event.participations, nonce=event.nonce,
+                      until=self._until(event.expires))
 
     def _conflict(self, event: Accepted | Granted, why: str) -> Rejected:
         """Why the database refused an accepted request (runs on the database thread)."""
         if isinstance(event, Accepted):
             bid = event.bid
             if why == "closed":
-                return Rejected(Reason.LATE, "the gate of this period has closed")
+                return Rejected(Reason.LATE, GATE_CLOSED)
             stored = self.store.stored_bid(bid.period, bid.pseudonym)
             if stored is not None and wire.sha256(stored) == wire.sha256(bid.bid):
-                return Rejected(Reason.REPLAYED, "this exact bid was already accepted")
+                return Rejected(Reason.REPLAYED, SAME_BID)
             return Rejected(Reason.DUPLICATE_PSEUDONYM)
         if event.nonce and self.store.challenge_used(event.nonce):  # the same request again
-            return Rejected(Reason.REPLAYED, "the challenge is unknown or already used; fetch"
-                                             " a new one")
+            return Rejected(Reason.REPLAYED, CHALLENGE_UNKNOWN)
         for part in event.participations:
             if self.store.participates(part.period, part.household):
-                return Rejected(
-                    Reason.TOO_FREQUENT,
-                    f"one pseudonym per household and period: this household has its token"
-                    f" for {part.period} already; bid under that pseudonym (asking again will"
-                    " not help)")
-        return Rejected(Reason.REPLAYED, "the challenge is unknown or already used; fetch a"
-                                         " new one")
+                return Rejected(Reason.TOO_FREQUENT, has_token(part.period))
+        return Rejected(Reason.REPLAYED, CHALLENGE_UNKNOWN)
 
     def _add_batch(self, events: list[Accepted | Granted]) -> list[Rejected | None]:
         """Store a batch (database thread); per event None or the refusal."""
@@ -410,17 +409,16 @@ class Server:
 
     async def own_bidset(self, period: str) -> BidSet | None:
         """Return this server's signed bid set for ``period``, or None before its gate."""
+        if not self.intake.close_due(period, self.clock()):
+            return None
         if self.shared:  # the database's set, once the leader has recorded the gate
-            if not self.intake.close_due(period, self.clock()):
-                return None
             if await self.db(self.store.period, period) is None:
                 return None
             pseudonyms = await self.db(self.store.pseudonyms, period)
-            return wire.sign(BidSet(self.cfg.party, period, pseudonyms), self.key)
-        if not self.intake.close_due(period, self.clock()):
-            return None
-        await self._drained.wait()
-        return wire.sign(BidSet(self.cfg.party, period, self.intake.pseudonyms(period)), self.key)
+        else:
+            await self._drained.wait()
+            pseudonyms = self.intake.pseudonyms(period)
+        return wire.sign(BidSet(self.cfg.party, period, pseudonyms), self.key)
 
     async def _peer_bidset(self, peer: int, period: str, deadline: float,
                            until: dt.datetime | None = None) -> BidSet:
@@ -947,11 +945,10 @@ class Server:
         problem = self.intake.use_challenge(nonce, self.clock())
         if problem is not None or not self.shared:
             return problem
-        expires = challenge_expiry(_challenge_key(self.key), nonce)
+        expires = self.intake.shared_expiry(nonce)
         assert expires is not None  # the intake has just checked it
-        until = self.schedule.period_id(self.schedule.start_of(expires) + self.schedule.length)
-        if not await self.db(self.store.use_challenge, nonce, until):
-            return "the challenge is unknown or already used; fetch a new one"
+        if not await self.db(self.store.use_challenge, nonce, self._until(expires)):
+            return CHALLENGE_UNKNOWN
         return None
 
     async def hello(self, raw: bytes) -> dict[str, Any] | Rejected:

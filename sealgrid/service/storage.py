@@ -371,24 +371,10 @@ class Store:
         """Store accepted bids and granted participations in one committed transaction.
 
         Raises:
-            StorageError: nothing was stored.
+            StorageError: nothing was stored (a key was stored already, or the write failed).
         """
-        statements: list[tuple[str, Sequence[Any]]] = [
-            (
-                "INSERT INTO bids (period, pseudonym, bid, payload, receipt)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (b.period, b.pseudonym, b.bid, b.payload, b.receipt),
-            )
-            for b in bids
-        ]
-        statements += [
-            (
-                "INSERT INTO participations (period, household) VALUES (?, ?)",
-                (p.period, p.household),
-            )
-            for p in participations
-        ]
-        self._write(statements)
+        if self.add_batch([Stored(bids, participations)]) != [None]:
+            raise StorageError("a bid or participation is stored already; nothing was stored")
 
     def add_issuer(self, period: str, secret: bytes) -> bytes:
         """Store a period's issuer key (before any evaluation under it leaves the server) and
