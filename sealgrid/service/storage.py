@@ -482,11 +482,7 @@ class Store:
 
     def stored_bid(self, period: str, pseudonym: bytes) -> bytes | None:
         """Return the stored wire bytes of one bid, if any."""
-        rows = self._read(
-            "SELECT bid FROM bids WHERE period = ? AND pseudonym = ? UNION ALL"
-            " SELECT bid FROM closed_bids WHERE period = ? AND pseudonym = ?",
-            (period, pseudonym, period, pseudonym))
-        return bytes(rows[0][0]) if rows else None
+        return self._bid_column("bid", period, pseudonym)
 
     def participates(self, period: str, household: str) -> bool:
         """Whether ``household`` holds its token for ``period`` here."""
@@ -519,12 +515,16 @@ class Store:
     def receipt(self, period: str, pseudonym: bytes) -> bytes | None:
         """Return the stored receipt of one bid, if any (empty for a bid migrated from the
         first schema, whose receipt carried the order of arrival and was dropped)."""
+        return self._bid_column("receipt", period, pseudonym)
+
+    def _bid_column(self, column: str, period: str, pseudonym: bytes) -> bytes | None:
+        """One column of one stored bid, open or sealed, if the bid is stored."""
         rows = self._read(
-            "SELECT receipt FROM bids WHERE period = ? AND pseudonym = ? UNION ALL"
-            " SELECT receipt FROM closed_bids WHERE period = ? AND pseudonym = ?",
+            f"SELECT {column} FROM bids WHERE period = ? AND pseudonym = ? UNION ALL"
+            f" SELECT {column} FROM closed_bids WHERE period = ? AND pseudonym = ?",
             (period, pseudonym, period, pseudonym),
         )
-        return rows[0][0] if rows else None
+        return bytes(rows[0][0]) if rows else None
 
     def load_state(self) -> tuple[list[StoredBid], list[Participation], set[str]]:
         """Return what the intake machine needs after a restart: bids, participations, closed."""
