@@ -41,6 +41,7 @@ rebuilt (``VACUUM``) so that no page still holds the old order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -109,7 +110,8 @@ TABLES: dict[str, tuple[str, str]] = {
         "period, household",
     ),
     # challenges used by signed requests, while several intake workers share the database
-    # (a challenge is good at any worker, once): ``until`` is the end of the period in which
+    # (a challenge is good at any worker, once): ``nonce`` is its SHA-256 (the challenge
+    # itself starts with its expiry to the second); ``until`` the end of the period in which
     # it expires (no time finer than the period); rows are pruned after it
     "used_challenges": (
         "nonce {blob} NOT NULL, until TEXT NOT NULL, PRIMARY KEY (nonce)",
@@ -159,6 +161,12 @@ class Stored:
     participations: Sequence[Participation] = ()
     nonce: bytes = b""
     until: str = ""
+
+
+def _nonce_key(nonce: bytes) -> bytes:
+    """What ``used_challenges`` keeps of a challenge: its SHA-256, not the challenge, whose
+    first bytes are its expiry to the second (a time finer than the period)."""
+    return hashlib.sha256(nonce).digest()
 
 
 def _is_conflict(exc: Exception) -> bool:
@@ -451,7 +459,7 @@ class Store:
                                   " VALUES (?, ?)"), (p.period, p.household))
         if item.nonce:
             cur.execute(self._sql("INSERT INTO used_challenges (nonce, until) VALUES (?, ?)"),
-                        (item.nonce, item.until))
+                        (_nonce_key(item.nonce), item.until))
         return None
 
     def unrecorded_issuer_periods(self) -> list[str]:
@@ -466,7 +474,8 @@ class Store:
 
     def challenge_used(self, nonce: bytes) -> bool:
         """Whether a challenge's use is recorded."""
-        return bool(self._read("SELECT 1 FROM used_challenges WHERE nonce = ?", (nonce,)))
+        return bool(self._read("SELECT 1 FROM used_challenges WHERE nonce = ?",
+                               (_nonce_key(nonce),)))
 
     def prune_challenges(self, before: str) -> None:
         """Forget used challenges whose period of expiry ended before ``before``."""

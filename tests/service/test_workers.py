@@ -118,6 +118,12 @@ def test_racing_workers_count_each_pseudonym_household_and_challenge_once(
                 receipts += 1
             stored = await w0.db(w0.store.pseudonyms, PERIOD)
             assert len(stored) == len(set(stored)) == receipts
+            # the curious server reads the used challenges: no challenge (whose first bytes
+            # are its expiry to the second) and no time finer than the period
+            rows = await w0.db(w0.store._read, "SELECT nonce, until FROM used_challenges")
+            assert len(rows) == N  # one per granted request (the replayed one kept once)
+            assert nonce not in {bytes(r[0]) for r in rows}
+            assert {w0.schedule.parse_period(r[1]).second for r in rows} == {0}
             assert len(await w0.db(w0.store.participants, PERIOD)) == N
 
             # the leader records the gate; a worker whose clock lags cannot store a bid after
