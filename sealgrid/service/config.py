@@ -49,6 +49,7 @@ Example (written by ``sealgrid init``)::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -72,6 +73,7 @@ from sealgrid.service.intake import Limits
 from sealgrid.service.keys import DEFAULT_SUPPLIERS
 from sealgrid.service.schedule import (
     DEFAULT_READING_GRACE_PERIODS,
+    GATE_PERIODS,
     BillingCalendar,
     default_cycle_periods,
 )
@@ -82,6 +84,10 @@ class ConfigError(Exception):
 
 
 _LIMIT_KEYS = frozenset(f.name for f in fields(Limits))
+#: ``[market]`` keys that are whole numbers of at least 1 (``min_accepted_per_side`` too,
+#: with its own message)
+_MARKET_WHOLE = ("period_seconds", "horizon_periods", "max_quantity_wh", *sorted(_LIMIT_KEYS))
+_MARKET_PRICES = ("price_floor", "price_ceiling", "price_tick")
 
 
 @dataclass(frozen=True)
@@ -112,15 +118,46 @@ class MarketConfig:
                              "is bounded")
 
     @classmethod
-    def from_table(cls, table: dict[str, Any]) -> MarketConfig:
-        """Read the ``[market]`` table (flat keys, the intake limits among them).
+    def from_table(cls, table: object) -> MarketConfig:
+        """Read the ``[market]`` table (flat keys, the intake limits among them); a key left
+        out takes its default.
 
         Raises:
-            TypeError: an unknown key.
+            ConfigError: not a table, an unknown key, a value of the wrong type or out of
+                range (each named by its key path, ``market.<key>``, with the rule).
         """
+        if not isinstance(table, dict):
+            raise ConfigError("[market] must be a table")
+        known = [f.name for f in fields(cls) if f.name != "limits"] + sorted(_LIMIT_KEYS)
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"[market]: unknown key {key!r} (known: {', '.join(known)})")
+        for key in _MARKET_WHOLE:
+            if key in table:
+                _whole(table[key], f"market.{key}")
+        if "horizon_periods" in table and table["horizon_periods"] <= GATE_PERIODS:
+            raise ConfigError(f"market.horizon_periods must be above {GATE_PERIODS} (bids are"
+                              f" taken until {GATE_PERIODS} periods ahead), not"
+                              f" {table['horizon_periods']!r}")
+        if "peer_timeout_seconds" in table:
+            _seconds(table["peer_timeout_seconds"], "market.peer_timeout_seconds")
+        for key in _MARKET_PRICES:
+            if key in table:
+                _decimal(table[key], f"market.{key}")
+        if "min_accepted_per_side" in table:  # its own message (at least 1), checked below
+            value = table["min_accepted_per_side"]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError("market.min_accepted_per_side must be a whole number of at"
+                                  f" least 1, not {value!r}")
         limits = {k: v for k, v in table.items() if k in _LIMIT_KEYS}
         rest = {k: v for k, v in table.items() if k not in _LIMIT_KEYS}
-        return cls(**rest, limits=Limits(**limits))
+        try:
+            found = cls(**rest, limits=Limits(**limits))
+            found.grid  # noqa: B018 - checked here, at start, rather than at the first bid
+        except ValueError as exc:
+            raise ConfigError(f"market.{exc}" if str(exc).split()[0] in known
+                              else f"[market] price grid: {exc}") from None
+        return found
 
     @property
     def grid(self) -> PriceGrid:
@@ -178,10 +215,28 @@ def _price(value: object, where: str) -> Fraction:
         raise ConfigError(f"{where}: {value!r} is not a decimal number") from None
 
 
-def _whole(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where} must be a whole number of at least 1, not {value!r}")
+def _whole(value: object, where: str, least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{where} must be a whole number of at least {least}, not {value!r}")
     return value
+
+
+def _seconds(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{where} must be a number of seconds above 0, not {value!r}")
+    return value
+
+
+def _decimal(value: object, where: str) -> None:
+    """A price of the market's grid: a decimal number (a string like ``"80.5"`` is exact; a
+    whole number or a float is read through its shortest form)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(f"{where} must be a decimal number, e.g. \"80.5\", not {value!r}")
+    try:
+        parse_decimal(value)
+    except ValueError:
+        raise ConfigError(f"{where} must be a decimal number, e.g. \"80.5\", not {value!r}"
+                          ) from None
 
 
 @dataclass(frozen=True)
@@ -403,56 +458,134 @@ class ServerConfig:
         return self.billing.calendar(self.market.period_seconds)
 
 
+#: The top-level keys every server's file must have, each with its rule (a path is absolute
+#: or relative to the file).
+_REQUIRED = {
+    "party": "this server's index into servers, from 0",
+    "servers": "every computation server's URL, in party order",
+    "listen": "the address this server listens on, as \"host:port\"",
+    "registry": "the path of the registry (registry.json)",
+    "ca": "the path of the servers' pinned certificates (servers.pem)",
+    "tls_cert": "the path of this server's TLS certificate",
+    "tls_key": "the path of this server's TLS key",
+    "signing_key": "the path of this server's signing key",
+}
+_PATHS = ("registry", "ca", "tls_cert", "tls_key", "signing_key")
+_TOML_WHERE = re.compile(r"^(?P<what>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file; every failure is one line naming the file (and, for a syntax
+    error, the line and column)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a TOML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file (TOML is UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = _TOML_WHERE.match(str(exc))
+        if found is None:
+            what = str(exc).removesuffix(" (at end of document)")
+            where = " at the end of the file" if what != str(exc) else ""
+            raise ConfigError(f"{path}: not valid TOML{where}: {what}") from None
+        raise ConfigError(f"{path}: not valid TOML at line {found['line']}, column"
+                          f" {found['col']}: {found['what']}") from None
+
+
+def _listen(value: object) -> tuple[str, int]:
+    rule = 'listen must be "host:port" with a port of 0 … 65535'
+    if not isinstance(value, str):
+        raise ConfigError(f"{rule}, not {value!r}")
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{rule}, not {value!r}")
+    return host, int(port)
+
+
+def _servers(value: object) -> tuple[str, ...]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(u, str) and u.startswith(("https://", "http://"))
+                       for u in value)):
+        raise ConfigError("servers must be a list of every computation server's URL, in party"
+                          f' order (e.g. ["https://10.0.0.1:8440", …]), not {value!r}')
+    return tuple(value)
+
+
+def _mpc_base_port(table: object) -> int:
+    if not isinstance(table, dict):
+        raise ConfigError("[mpc] must be a table")
+    for key in table:
+        if key != "base_port":
+            raise ConfigError(f"[mpc]: unknown key {key!r} (known: base_port)")
+    port = table.get("base_port", 11365)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535 - 64:
+        raise ConfigError("mpc.base_port must be a port number of 1 … 65471 (the MPC parties"
+                          f" take 16 ports per server from it), not {port!r}")
+    return port
+
+
 def load_server_config(path: Path) -> ServerConfig:
     """Read and check one server's TOML file.
 
     Raises:
-        ConfigError: unreadable, a key missing or of the wrong type.
+        ConfigError: unreadable or not TOML (the line and column of a syntax error), a key
+            missing or of the wrong type: one line naming the file, the key (``servers``,
+            ``market.price_floor``, ``[billing]`` for a table) and its rule.
     """
     path = Path(path).resolve()
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    data = _read_toml(path)
     base = path.parent
-
-    def p(key: str) -> Path:
-        value = data.get(key)
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: {key!r} must be a path")
-        return (base / value).resolve()
-
     try:
-        party = int(data["party"])
-        servers = tuple(str(u) for u in data["servers"])
-        host, _, port = str(data["listen"]).rpartition(":")
+        for key, rule in _REQUIRED.items():
+            if key not in data:
+                raise ConfigError(f"{key} is missing ({rule})")
+        for key in _PATHS:
+            if not isinstance(data[key], str) or not data[key]:
+                raise ConfigError(f"{key} must be a path written as a string"
+                                  f" ({_REQUIRED[key]}), not {data[key]!r}")
+        party = data["party"]
+        if isinstance(party, bool) or not isinstance(party, int) or party < 0:
+            raise ConfigError(f"party must be a whole number ({_REQUIRED['party']}), not"
+                              f" {party!r}")
+        servers = _servers(data["servers"])
+        host, port = _listen(data["listen"])
+        database = data.get("database", f"sqlite:///{base / 'bids.sqlite'}")
+        if not isinstance(database, str) or not database:
+            raise ConfigError("database must be a database URL (sqlite:///path or"
+                              f" postgresql://…), not {database!r}")
         market = MarketConfig.from_table(data.get("market", {}))
         billing = BillingConfig.from_table(data.get("billing", {}), market.period_seconds)
-        mpc = data.get("mpc", {})
+        mpc_base_port = _mpc_base_port(data.get("mpc", {}))
         connections = ConnectionLimits.from_table(data.get("connections", {}))
         cfg = ServerConfig(
             party=party,
             servers=servers,
             listen_host=host,
-            listen_port=int(port),
-            database=str(data.get("database", f"sqlite:///{base / 'bids.sqlite'}")),
-            registry=p("registry"),
-            ca=p("ca"),
-            tls_cert=p("tls_cert"),
-            tls_key=p("tls_key"),
-            signing_key=p("signing_key"),
+            listen_port=port,
+            database=database,
+            registry=(base / data["registry"]).resolve(),
+            ca=(base / data["ca"]).resolve(),
+            tls_cert=(base / data["tls_cert"]).resolve(),
+            tls_key=(base / data["tls_key"]).resolve(),
+            signing_key=(base / data["signing_key"]).resolve(),
             market=market,
-            mpc_base_port=int(mpc.get("base_port", 11365)),
+            mpc_base_port=mpc_base_port,
             path=path,
             billing=billing,
             connections=connections,
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    if not 0 <= party < len(servers):
-        raise ConfigError(f"{path}: party {party} is not an index into servers")
+    if not party < len(servers):
+        raise ConfigError(f"{path}: party {party} is not an index into servers (0 …"
+                          f" {len(servers) - 1}: one URL per server)")
     return cfg
 
 
