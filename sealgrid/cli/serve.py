@@ -8,6 +8,7 @@ import logging
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -15,10 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid serve``."""
     parser = sub.add_parser("serve", help="run one computation server (HTTPS, until stopped)")
     parser.add_argument("--config", required=True, type=Path, help="the server's TOML file")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=LOG_LEVELS, metavar="LEVEL",
+        help="logging level: DEBUG, INFO (default), WARNING, ERROR or CRITICAL, in any case",
+    )
     parser.add_argument(
         "--log-format", choices=("text", "json"), default="text",
-        help="text lines (default) or one JSON object per line (time in UTC with Z, level,"
+        help="text lines (default; each begins with its time in UTC, e.g."
+        " 2026-11-29T12:41:36.120Z) or one JSON object per line (time in UTC with Z, level,"
         " logger, message, exception)",
     )
     parser.add_argument(
@@ -35,18 +40,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+class _Levels(tuple[str, ...]):
+    """The logging levels ``--log-level`` takes, in any case (``choices`` of argparse, which
+    lists them in its usage error); logging's other names (WARN, FATAL, NOTSET) are taken
+    too, as before there was a list."""
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and value.upper() in logging.getLevelNamesMapping()
+
+
+LOG_LEVELS = _Levels(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+
+
+class UtcFormatter(logging.Formatter):
+    """A text log line that begins with its time in UTC, ISO 8601 with ``Z`` and
+    milliseconds (``2026-11-29T12:41:36.120Z sealgrid.server INFO …``); a traceback follows
+    on the next lines, as logging writes it."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's time in UTC: ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
+
 def configure_logging(level: str, fmt: str = "text") -> None:
-    """Log to standard error at ``level``, as text lines or one JSON object per line."""
+    """Log to standard error at ``level``: as text lines, each beginning with its time in UTC
+    (:class:`UtcFormatter`), or one JSON object per line (``fmt="json"``: ``time`` in UTC with
+    ``Z``, ``level``, ``logger``, ``message``, ``exception``)."""
+    handler = logging.StreamHandler()
     if fmt == "json":
         from sealgrid.service.metrics import JsonFormatter
 
-        handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
-        logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     else:
-        logging.basicConfig(
-            level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-        )
+        handler.setFormatter(UtcFormatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def run(args: argparse.Namespace) -> int:
