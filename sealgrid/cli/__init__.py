@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from sealgrid import __version__
+from sealgrid.mechanism.units import UnitWarning
+
+_default_showwarning = warnings.showwarning
 
 
 class CliError(Exception):
@@ -47,19 +53,64 @@ def register_bench_targets(sub: argparse._SubParsersAction) -> None:
         importlib.import_module(f"{__name__}.{name}").register(sub)
 
 
+def _error(text: str) -> int:
+    for line in text.splitlines() or [""]:
+        print(f"sealgrid: error: {line}", file=sys.stderr)
+    return 1
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """Warnings meant for the user (older spellings) as one line each, without source lines."""
+    if issubclass(category, UnitWarning):
+        print(f"sealgrid: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``sealgrid`` command line; return the exit status."""
+    """Run the ``sealgrid`` command line; return the exit status.
+
+    No traceback reaches the user: a :class:`CliError` is its message, an unreadable or
+    unwritable file its path and reason, a closed standard output (``sealgrid … | head``)
+    ends the command quietly, and anything unforeseen is one line naming it (the traceback
+    with ``SEALGRID_DEBUG=1``). Usage errors exit 2 (argparse), every other error 1.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        status: int = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            status: int = args.func(args)
+        sys.stdout.flush()
     except CliError as exc:
-        for line in str(exc).splitlines():
-            print(f"sealgrid: error: {line}", file=sys.stderr)
-        return 1
+        return _error(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader of stdout went away: nothing left to tell it
+        _silence_stdout()
+        return 1
+    except OSError as exc:
+        if os.environ.get("SEALGRID_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _error(f"{where}{exc.strerror or exc}")
+    except Exception as exc:  # the last guard: one line, never a traceback
+        if os.environ.get("SEALGRID_DEBUG"):
+            raise
+        return _error(f"unexpected {type(exc).__name__}: {exc} (this is a defect in sealgrid; "
+                      "SEALGRID_DEBUG=1 shows where)")
     return status
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced (tests): nothing to do
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,10 @@
 """``sealgrid clear BIDS.csv``: clear one period's double auction, plaintext or secure.
 
-BIDS.csv columns ``bidder,side,quantity_kwh,price,supplier``. Invalid rows: every broken rule
-on its own line naming the row, exit status 1 (or, with ``--skip-invalid``, listed and left out).
+BIDS.csv columns ``bidder,side,quantity_kwh,price_ct_per_kwh,supplier`` (prices in ¢/kWh, the
+market's unit; the older column ``price`` in currency per kWh is accepted with a warning).
+Invalid rows: every broken rule on its own line naming the row, exit status 1 (or, with
+``--skip-invalid``, listed and left out). The clearing itself is :mod:`sealgrid.frames`', the
+same as the Python front door's.
 """
 
 from __future__ import annotations
@@ -12,22 +15,29 @@ from pathlib import Path
 from typing import Any
 
 from sealgrid.cli import CliError
-from sealgrid.cli.common import RowErrors, kwh, print_json, print_table, read_rows
-from sealgrid.mechanism.auction import Clearing, clear
-from sealgrid.mechanism.bids import Bid, BidRejected, MarketRules, OrderBook, Reason, check_bid
-from sealgrid.mechanism.grid import PriceGrid, parse_decimal
+from sealgrid.cli.common import RowErrors, print_json, print_table, read_rows, rows_of
+from sealgrid.frames import InputError, check_bids, clear_bids, clearing_document, market
+from sealgrid.mechanism.bids import Bid, MarketRules
+from sealgrid.mechanism.units import PRICE_UNIT, deprecated, from_currency
 
-COLUMNS = ("bidder", "side", "quantity_kwh", "price", "supplier")
+COLUMNS = ("bidder", "side", "quantity_kwh", "supplier")
+PRICE_COLUMNS = (("price_ct_per_kwh",), ("price",))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid clear``."""
     p = sub.add_parser("clear", help="clear one period's double auction from a CSV of bids")
     p.add_argument("bids", type=Path, metavar="BIDS.csv",
-                   help="columns bidder,side,quantity_kwh,price,supplier")
-    p.add_argument("--floor", required=True, help="lowest price on the grid (per kWh)")
-    p.add_argument("--ceiling", required=True, help="highest price on the grid (per kWh)")
-    p.add_argument("--tick", default="0.001", help="price grid step (default 0.001)")
+                   help="columns bidder,side,quantity_kwh,price_ct_per_kwh,supplier")
+    p.add_argument("--price-floor", metavar="CT", help=f"lowest price on the grid, {PRICE_UNIT}")
+    p.add_argument("--price-ceiling", metavar="CT",
+                   help=f"highest price on the grid, {PRICE_UNIT}")
+    p.add_argument("--price-tick", metavar="CT",
+                   help=f"price grid step, {PRICE_UNIT} (default 0.1)")
+    for name in ("floor", "ceiling", "tick"):
+        p.add_argument(f"--{name}", dest=f"old_{name}", metavar="PRICE",
+                       help=f"older spelling: the grid's {name} in currency per kWh "
+                            f"(accepted until the next release; use --price-{name})")
     p.add_argument("--max-quantity", default="10", metavar="KWH",
                    help="largest quantity one bid may carry, kWh (default 10)")
     p.add_argument("--suppliers", default="",
@@ -40,78 +50,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--secure", action="store_true",
                    help="clear under MPC with separate server processes over TLS")
     p.add_argument("--parties", type=int, default=3, help="MPC servers with --secure (default 3)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON instead of a table (it feeds 'sealgrid settle --clearing')")
     p.set_defaults(func=run)
 
 
+def _grid_value(args: argparse.Namespace, name: str, default: str | None) -> object:
+    new, old = getattr(args, f"price_{name}"), getattr(args, f"old_{name}")
+    if new is not None and old is not None:
+        raise CliError(f"give --price-{name} ({PRICE_UNIT}) or --{name} (currency per kWh), "
+                       "not both")
+    if old is None:
+        if new is None and default is None:
+            raise CliError(f"--price-{name} is required ({PRICE_UNIT})")
+        return new if new is not None else default
+    deprecated(f"--{name}", f"--price-{name}")
+    try:
+        return from_currency(Decimal(old.strip()))
+    except ArithmeticError:
+        raise CliError(f"invalid market settings: --{name} {old!r} is not a number") from None
+
+
 def market_rules(args: argparse.Namespace) -> MarketRules:
-    """Build the market's rules from the command line.
+    """Build the market's rules from the command line (prices in ¢/kWh).
 
     Raises:
         CliError: the grid or the maximum quantity is not valid.
     """
+    floor = _grid_value(args, "floor", None)
+    ceiling = _grid_value(args, "ceiling", None)
+    tick = _grid_value(args, "tick", "0.1")  # the older spelling's default, 0.001, is 0.1 ¢
+    suppliers = args.suppliers.split(",")
     try:
-        grid = PriceGrid.from_values(args.floor, args.ceiling, args.tick)
-        max_wh = parse_decimal(args.max_quantity) * 1000
-    except ValueError as exc:
-        raise CliError(f"invalid market settings: {exc}") from None
-    if max_wh != max_wh.to_integral_value() or max_wh <= 0:
-        raise CliError("--max-quantity must be positive with at most 3 decimals")
-    suppliers = tuple(s.strip() for s in args.suppliers.split(",") if s.strip())
-    if args.min_per_side < 1:
-        raise CliError("--min-per-side must be at least 1")
-    return MarketRules(grid, int(max_wh), suppliers, min_accepted_per_side=args.min_per_side)
+        return market(floor, ceiling, tick, max_quantity_kwh=args.max_quantity,
+                      suppliers=suppliers, min_per_side=args.min_per_side)
+    except InputError as exc:
+        message = str(exc).replace("the maximum quantity", "--max-quantity")
+        message = message.replace("minimum participation per side", "--min-per-side")
+        raise CliError(message) from None
 
 
 def load_bids(path: Path, rules: MarketRules) -> tuple[list[Bid], list[str]]:
     """Read and validate BIDS.csv; return the valid bids and one message per broken rule."""
-    bids: list[Bid] = []
-    errors: list[str] = []
-    seen: set[str] = set()
-    for row in read_rows(path, COLUMNS):
-        v = row.values
-        bid, rejections = check_bid(
-            rules, v["bidder"], v["side"], v["quantity_kwh"], v["price"], v["supplier"]
-        )
-        if "__extra__" in v:
-            rejections.append(BidRejected(Reason.MALFORMED, "more fields than the header"))
-        if v["bidder"] in seen:
-            rejections.append(BidRejected(Reason.DUPLICATE_PSEUDONYM, f"bidder {v['bidder']}"))
-        seen.add(v["bidder"])
-        errors += [f"{row.where(path)}: {r}" for r in rejections]
-        if bid is not None and not rejections:
-            bids.append(bid)
-    return bids, errors
-
-
-def outcome_document(
-    bids: list[Bid], book: OrderBook, result: Clearing, grid: PriceGrid
-) -> dict[str, Any]:
-    """Build the JSON document of the CLI contract from a clearing result."""
-    traded = result.traded_kwh_array(book.is_buy)
-    price: Decimal | None = grid.price(result.level) if result.level is not None else None
-    return {
-        "status": "cleared" if result.traded else "no_trade",
-        "price": float(price) if price is not None else None,
-        "volume_kwh": kwh(result.volume_wh, 1000),
-        "allocations": [
-            {
-                "bidder": b.bidder,
-                "side": b.side.value,
-                "accepted": bool(result.accepted[i]),
-                "traded_kwh": float(traded[i]),
-            }
-            for i, b in enumerate(bids)
-        ],
-        "suppliers": [
-            {
-                "supplier": name,
-                "bought_kwh": kwh(result.supplier_bought_wh[s], 1000),
-                "sold_kwh": kwh(result.supplier_sold_wh[s], 1000),
-            }
-            for s, name in enumerate(book.suppliers)
-        ],
-    }
+    return check_bids(rows_of(path, read_rows(path, COLUMNS, PRICE_COLUMNS)), rules)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,12 +101,8 @@ def run(args: argparse.Namespace) -> int:
     bids, errors = load_bids(args.bids, rules)
     if errors and not args.skip_invalid:
         raise RowErrors(errors)
-    book = OrderBook.from_bids(bids, rules.suppliers)
-    if args.secure:
-        result = _secure_clear(book, rules, args.parties)
-    else:
-        result = clear(book, rules.levels, min_accepted_per_side=rules.min_accepted_per_side)
-    document = outcome_document(bids, book, result, rules.grid)
+    book, result = clear_bids(bids, rules, secure=args.secure, parties=args.parties)
+    document: dict[str, Any] = clearing_document(bids, book, result, rules.grid)
     if args.skip_invalid:
         document["rejected"] = errors
     if args.json:
@@ -135,28 +112,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _secure_clear(book: OrderBook, rules: MarketRules, parties: int) -> Clearing:
-    try:
-        from sealgrid.protocol.clearing import secure_clear
-    except ImportError as exc:  # pragma: no cover - depends on the installed package
-        raise CliError(f"secure clearing is not available: {exc}") from None
-    outcome = secure_clear(book, rules.levels, parties=parties,
-                           max_quantity_wh=rules.max_quantity_wh,
-                           min_per_side=rules.min_accepted_per_side)
-    return outcome.clearing
-
-
 def _print_outcome(document: dict[str, Any]) -> None:
     if document["status"] == "no_trade":
         print("No trade: no grid price lets energy change hands with enough bids on each side.")
     else:
-        print(f"Clearing price: {document['price']} per kWh   "
+        print(f"Clearing price: {document['price_ct_per_kwh']} {PRICE_UNIT}   "
               f"volume: {document['volume_kwh']:.3f} kWh")
     print()
     print_table(
-        ["bidder", "side", "accepted", "traded_kwh"],
-        [[a["bidder"], a["side"], "yes" if a["accepted"] else "no", a["traded_kwh"]]
-         for a in document["allocations"]],
+        ["bidder", "side", "accepted", "traded_kwh", "settled_kwh"],
+        [[a["bidder"], a["side"], "yes" if a["accepted"] else "no", a["traded_kwh"],
+          a["settled_kwh"]] for a in document["allocations"]],
     )
     print()
     print_table(

@@ -37,15 +37,18 @@ class RowErrors(CliError):
         super().__init__("\n".join(self.lines))
 
 
-def read_rows(path: Path, columns: Sequence[str]) -> list[Row]:
-    """Read a CSV file whose header has (at least) ``columns``.
+def read_rows(path: Path, columns: Sequence[str],
+              either: Sequence[Sequence[str]] = ()) -> list[Row]:
+    """Read a CSV file whose header has (at least) ``columns`` and, when ``either`` is given,
+    every column of one of its groups (the first group is the current spelling; a later one an
+    older spelling still accepted). Each row's values hold every named column the header has.
 
     Raises:
         CliError: the file is missing, unreadable, not UTF-8, or lacks a required column.
     """
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            return list(_rows(path, handle, columns))
+            return list(_rows(path, handle, columns, either))
     except FileNotFoundError:
         raise CliError(f"{path}: no such file") from None
     except UnicodeDecodeError:
@@ -54,17 +57,28 @@ def read_rows(path: Path, columns: Sequence[str]) -> list[Row]:
         raise CliError(f"{path}: not a valid CSV file ({exc})") from None
     except IsADirectoryError:
         raise CliError(f"{path}: is a directory, not a CSV file") from None
+    except OSError as exc:
+        raise CliError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def _rows(path: Path, handle: Any, columns: Sequence[str]) -> Iterator[Row]:
+def rows_of(path: Path, rows: Sequence[Row]) -> list[tuple[str, dict[str, str]]]:
+    """``(FILE line N, values)`` of each row, as :mod:`sealgrid.frames` reads them."""
+    return [(row.where(path), row.values) for row in rows]
+
+
+def _rows(path: Path, handle: Any, columns: Sequence[str],
+          either: Sequence[Sequence[str]]) -> Iterator[Row]:
     reader = csv.DictReader(handle)
     header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in columns if c not in header]
-    if missing:
+    group = next((g for g in either if all(c in header for c in g)), None)
+    wanted = list(columns) + list(either[0] if either else ())
+    missing = [c for c in wanted if c not in header]
+    if missing and (group is None or any(c not in header for c in columns)):
         raise CliError(
             f"{path.name}: missing column(s) {', '.join(missing)}; "
-            f"the header must name {','.join(columns)}"
+            f"the header must name {','.join(wanted)}"
         )
+    columns = [*columns, *(c for g in either for c in g if c in header)]
     reader.fieldnames = header
     for record in reader:
         line = reader.line_num

@@ -75,7 +75,9 @@ def _bidding(actions: Any, common: Callable[[argparse.ArgumentParser], None],
     common(bid)
     bid.add_argument("--side", required=True, choices=("buy", "sell"))
     bid.add_argument("--quantity", required=True, help="kWh (at most 3 decimals)")
-    bid.add_argument("--price", required=True, help="currency per kWh, on the price grid")
+    bid.add_argument("--price", required=True, metavar="CT",
+                     help="ct/kWh (the market's unit), on the market's price grid "
+                          "(the running market's default: 80 to 120 in steps of 0.1)")
     bid.add_argument("--period", help="trading period (ISO 8601 UTC); default: the next open")
     bid.set_defaults(func=run_bid)
     tok = actions.add_parser("tokens", help="fetch pseudonym tokens ahead for the next periods")
@@ -253,14 +255,14 @@ def run_statement(args: argparse.Namespace) -> int:
 
     print(f"household {doc['household']}, cycle {doc['cycle']}: {doc['status']}")
     print_table(
-        ("period", "status", "price", "traded kWh", "import kWh", "export kWh", "money",
-         "without market"),
+        ("period", "status", "price ct/kWh", "traded kWh", "import kWh", "export kWh",
+         "money ct", "without market ct"),
         [(p["period"], p["status"], p["price"], f"{p['traded_kwh']:.3f}",
           f"{p['import_kwh']:.3f}", f"{p['export_kwh']:.3f}", f"{p['money']:.2f}",
           f"{p['money_without_market']:.2f}") for p in doc["periods"]],
     )
-    print(f"amount to pay: {doc['amount']:.2f} (without the market: "
-          f"{doc['amount_without_market']:.2f}); money is positive when received")
+    print(f"amount to pay: {doc['amount']:.2f} ct (without the market: "
+          f"{doc['amount_without_market']:.2f} ct); money is positive when received")
     return 0
 
 

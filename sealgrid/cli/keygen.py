@@ -92,8 +92,9 @@ def add_billing_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="TARIFFS.csv",
-        help="columns supplier,retail,feed_in,network_fee (price unit per kWh, as for "
-        "'sealgrid settle'), one row per supplier (default: retail 120, feed-in 80, network "
+        help="columns supplier,retail_ct_per_kwh,feed_in_ct_per_kwh,network_fee_ct_per_kwh "
+        "(ct/kWh, as for 'sealgrid settle'; the older columns retail,feed_in,network_fee are "
+        "ct/kWh here too), one row per supplier (default: retail 120, feed-in 80, network "
         "fee 5 for every supplier)",
     )
     parser.add_argument(

@@ -1,7 +1,9 @@
 """``sealgrid pem AGENTS.csv``: one trading window of the PEM (paper xie2020; docs/pem.md).
 
-AGENTS.csv columns ``agent,generation,load,battery,k,epsilon`` (battery > 0 charging,
-< 0 discharging). Prices in the units of ``--retail`` (e.g. cents per kWh).
+AGENTS.csv columns ``agent,generation,load,battery,k,epsilon`` (kWh for the window; battery
+> 0 charging, < 0 discharging). Prices in ¢/kWh, the market's unit: PEM's price scales with
+the square root of the retail price, so the unit is part of the market. The reading and the
+document are :mod:`sealgrid.frames`'.
 """
 
 from __future__ import annotations
@@ -11,21 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from sealgrid.cli import CliError
-from sealgrid.cli.common import RowErrors, print_json, print_table, read_rows
+from sealgrid.cli.common import RowErrors, print_json, print_table, read_rows, rows_of
+from sealgrid.frames import AGENT_COLUMNS, InputError, pem_document, pem_market, read_agents
 from sealgrid.mechanism.pem import Agent, PemInputError, PemMarket, PemOutcome, run_pem
+from sealgrid.mechanism.units import PRICE_UNIT
 
-COLUMNS = ("agent", "generation", "load", "battery", "k", "epsilon")
+COLUMNS = AGENT_COLUMNS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid pem``."""
     p = sub.add_parser("pem", help="price one trading window by the PEM Stackelberg game")
     p.add_argument("agents", type=Path, metavar="AGENTS.csv",
-                   help="columns agent,generation,load,battery,k,epsilon")
-    p.add_argument("--retail", required=True, help="main grid's retail price ps")
-    p.add_argument("--feed-in", required=True, help="main grid's feed-in price pb")
+                   help="columns agent,generation,load,battery,k,epsilon (kWh for the window)")
+    p.add_argument("--retail", required=True, metavar="CT",
+                   help=f"main grid's retail price p_s, {PRICE_UNIT} (the paper: 120)")
+    p.add_argument("--feed-in", required=True, metavar="CT",
+                   help=f"main grid's feed-in price p_b, {PRICE_UNIT} (the paper: 80)")
     p.add_argument("--price-range", nargs=2, required=True, metavar=("LOW", "HIGH"),
-                   help="the market's price range [p_l, p_h]")
+                   help=f"the market's price range [p_l, p_h], {PRICE_UNIT} (the paper: 90 110)")
     p.add_argument("--secure", action="store_true",
                    help="run Protocols 1-4 among the agents over Paillier")
     p.add_argument("--key-bits", type=int, default=2048, help="Paillier key size with --secure")
@@ -40,49 +46,23 @@ def load_agents(path: Path) -> list[Agent]:
     Raises:
         RowErrors: one message per broken row, naming the row and the rule.
     """
-    agents: list[Agent] = []
-    errors: list[str] = []
-    seen: set[str] = set()
-    for row in read_rows(path, COLUMNS):
-        v = row.values
-        try:
-            agent = Agent.from_values(v["agent"], v["generation"], v["load"], v["battery"],
-                                      v["k"], v["epsilon"])
-        except PemInputError as exc:
-            errors.append(f"{row.where(path)}: {exc}")
-            continue
-        if agent.name in seen:
-            errors.append(f"{row.where(path)}: agent {agent.name} appears twice")
-        seen.add(agent.name)
-        agents.append(agent)
-    if errors:
-        raise RowErrors(errors)
-    return agents
+    try:
+        return read_agents(rows_of(path, read_rows(path, COLUMNS)))
+    except InputError as exc:
+        raise RowErrors(exc.lines) from None
 
 
 def outcome_document(outcome: PemOutcome) -> dict[str, Any]:
     """Build the JSON document of the CLI contract."""
-    return {
-        "market": outcome.market.value,
-        "price": float(outcome.price),
-        "trades": [
-            {"seller": t.seller, "buyer": t.buyer, "energy": float(t.energy),
-             "payment": float(t.payment)}
-            for t in outcome.trades
-        ],
-        "sellers": [
-            {"agent": s.agent, "net": float(s.net), "optimal_load": float(s.optimal_load)}
-            for s in outcome.sellers
-        ],
-    }
+    return pem_document(outcome)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one PEM window and print the outcome."""
     try:
-        market = PemMarket.from_values(args.retail, args.feed_in, *args.price_range)
-    except PemInputError as exc:
-        raise CliError(f"invalid market prices: {exc}") from None
+        market = pem_market(args.retail, args.feed_in, *args.price_range)
+    except InputError as exc:
+        raise CliError(str(exc)) from None
     agents = load_agents(args.agents)
     extra: dict[str, Any] = {}
     if args.secure:
@@ -96,12 +76,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(document)
         return 0
-    print(f"Market: {document['market']}   price: {document['price']:.6f}")
+    print(f"Market: {document['market']}   price: {document['price']:.6f} {PRICE_UNIT}")
     print()
-    print_table(["seller", "net", "optimal_load"],
+    print_table(["seller", "net_kwh", "optimal_load_kwh"],
                 [[s["agent"], s["net"], s["optimal_load"]] for s in document["sellers"]])
     print()
-    print_table(["seller", "buyer", "energy", "payment"],
+    print_table(["seller", "buyer", "energy_kwh", "payment_ct"],
                 [[t["seller"], t["buyer"], t["energy"], t["payment"]]
                  for t in document["trades"]])
     return 0

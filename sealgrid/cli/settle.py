@@ -1,29 +1,38 @@
 """``sealgrid settle``: bills with and without the market for one period (paper mustafa2016 §III-D).
 
 METERS.csv ``bidder,supplier,import_kwh,export_kwh``; TARIFFS.csv
-``supplier,retail,feed_in,network_fee``; TRADES.csv ``bidder,side,traded_kwh`` with ``--price``.
-Money is positive when the party receives it.
+``supplier,retail_ct_per_kwh,feed_in_ct_per_kwh,network_fee_ct_per_kwh`` (the older columns
+``retail,feed_in,network_fee`` in currency per kWh are accepted with a warning); then either
+``--clearing OUTCOME.json`` (what ``sealgrid clear --json`` printed, unchanged) or TRADES.csv
+``bidder,side,traded_kwh`` with ``--clearing-price`` (¢/kWh). Money is in cents, positive when
+the party receives it. The reading and the document are :mod:`sealgrid.frames`'.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from sealgrid.cli import CliError
-from sealgrid.cli.common import Row, RowErrors, print_json, print_table, read_rows
-from sealgrid.mechanism.bids import Side
-from sealgrid.mechanism.grid import parse_decimal
-from sealgrid.mechanism.settlement import (
-    Account,
-    MarketTrade,
-    Meter,
-    SettlementError,
-    Tariff,
-    settle,
+from sealgrid.cli.common import RowErrors, print_json, print_table, read_rows, rows_of
+from sealgrid.frames import (
+    METER_COLUMNS,
+    OLD_TARIFF_COLUMNS,
+    TARIFF_COLUMNS,
+    TRADE_COLUMNS,
+    InputError,
+    read_meters,
+    read_tariffs,
+    read_trades,
+    settlement_document,
+    trades_of_clearing,
 )
+from sealgrid.mechanism.settlement import MarketTrade, Meter, SettlementError, Tariff, settle
+from sealgrid.mechanism.units import MONEY_UNIT, PRICE_UNIT, deprecated, from_currency
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,119 +41,117 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--meters", type=Path, required=True, metavar="METERS.csv",
                    help="columns bidder,supplier,import_kwh,export_kwh")
     p.add_argument("--tariffs", type=Path, required=True, metavar="TARIFFS.csv",
-                   help="columns supplier,retail,feed_in,network_fee")
+                   help="columns supplier,retail_ct_per_kwh,feed_in_ct_per_kwh,"
+                        f"network_fee_ct_per_kwh ({PRICE_UNIT})")
+    p.add_argument("--clearing", type=Path, metavar="OUTCOME.json",
+                   help="the period's outcome as 'sealgrid clear --json' printed it: its price "
+                        "and each accepted bid's settled_kwh")
     p.add_argument("--trades", type=Path, metavar="TRADES.csv",
-                   help="columns bidder,side,traded_kwh (needs --price)")
-    p.add_argument("--price", help="the period's clearing price per kWh")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+                   help="columns bidder,side,traded_kwh (needs --clearing-price)")
+    p.add_argument("--clearing-price", metavar="CT",
+                   help=f"the period's clearing price, {PRICE_UNIT}, with --trades")
+    p.add_argument("--price", metavar="PRICE",
+                   help="older spelling: the clearing price in currency per kWh "
+                        "(accepted until the next release; use --clearing-price)")
+    p.add_argument("--json", action="store_true",
+                   help=f"print JSON instead of tables (money in {MONEY_UNIT})")
     p.set_defaults(func=run)
 
 
-def _number(row: Row, path: Path, column: str, errors: list[str]) -> Fraction | None:
+def _rows(path: Path, columns: tuple[str, ...],
+          either: tuple[tuple[str, ...], ...] = ()) -> list[tuple[str, dict[str, str]]]:
+    return rows_of(path, read_rows(path, columns, either))
+
+
+def load_tariffs(path: Path, old_in_currency: bool = False) -> dict[str, Tariff]:
+    """Read TARIFFS.csv in ¢/kWh; its older columns are in currency per kWh for ``settle``
+    (``old_in_currency``) and in ¢/kWh for ``init`` and ``keygen``. Raises RowErrors naming
+    each broken row."""
     try:
-        value = Fraction(parse_decimal(row.values[column]))
-    except ValueError:
-        errors.append(f"{row.where(path)}: malformed: {column} is missing or not a number")
-        return None
-    if value < 0:
-        errors.append(f"{row.where(path)}: negative: {column} must not be negative")
-        return None
-    return value
-
-
-def load_tariffs(path: Path) -> dict[str, Tariff]:
-    """Read TARIFFS.csv. Raises RowErrors naming each broken row."""
-    tariffs: dict[str, Tariff] = {}
-    errors: list[str] = []
-    for row in read_rows(path, ("supplier", "retail", "feed_in", "network_fee")):
-        name = row.values["supplier"]
-        r, e, f = (_number(row, path, c, errors) for c in ("retail", "feed_in", "network_fee"))
-        if not name:
-            errors.append(f"{row.where(path)}: malformed: supplier is empty")
-        elif name in tariffs:
-            errors.append(f"{row.where(path)}: duplicate: supplier {name} has two tariffs")
-        elif r is not None and e is not None and f is not None:
-            try:
-                tariffs[name] = Tariff(r, e, f)
-            except SettlementError as exc:
-                errors.append(f"{row.where(path)}: {exc}")
-    if errors:
-        raise RowErrors(errors)
-    return tariffs
+        return read_tariffs(_rows(path, ("supplier",), (TARIFF_COLUMNS[1:],
+                                                         OLD_TARIFF_COLUMNS[1:])),
+                            old_in_currency)
+    except InputError as exc:
+        raise RowErrors(exc.lines) from None
 
 
 def load_meters(path: Path) -> list[Meter]:
     """Read METERS.csv. Raises RowErrors naming each broken row."""
-    meters: list[Meter] = []
-    errors: list[str] = []
-    for row in read_rows(path, ("bidder", "supplier", "import_kwh", "export_kwh")):
-        v = row.values
-        imp = _number(row, path, "import_kwh", errors)
-        exp = _number(row, path, "export_kwh", errors)
-        if not v["bidder"] or not v["supplier"]:
-            errors.append(f"{row.where(path)}: malformed: bidder and supplier must not be empty")
-        elif imp is not None and exp is not None:
-            meters.append(Meter(v["bidder"], v["supplier"], imp, exp))
-    if errors:
-        raise RowErrors(errors)
-    return meters
+    try:
+        return read_meters(_rows(path, METER_COLUMNS))
+    except InputError as exc:
+        raise RowErrors(exc.lines) from None
 
 
 def load_trades(path: Path) -> list[MarketTrade]:
     """Read TRADES.csv. Raises RowErrors naming each broken row."""
-    trades: list[MarketTrade] = []
-    errors: list[str] = []
-    for row in read_rows(path, ("bidder", "side", "traded_kwh")):
-        v = row.values
-        q = _number(row, path, "traded_kwh", errors)
-        try:
-            side = Side(v["side"].lower())
-        except ValueError:
-            errors.append(f"{row.where(path)}: unknown_side: side must be 'buy' or 'sell'")
-            continue
-        if q is not None:
-            trades.append(MarketTrade(v["bidder"], side, q))
-    if errors:
-        raise RowErrors(errors)
-    return trades
+    try:
+        return read_trades(_rows(path, TRADE_COLUMNS))
+    except InputError as exc:
+        raise RowErrors(exc.lines) from None
 
 
-def _account(a: Account, key: str, name: str) -> dict[str, Any]:
-    return {key: name, "with_market": float(a.with_market),
-            "without_market": float(a.without_market), "difference": float(a.difference)}
+def _price(args: argparse.Namespace) -> Fraction | None:
+    if args.clearing_price is not None and args.price is not None:
+        raise CliError("give --clearing-price (ct/kWh) or --price (currency per kWh), not both")
+    text, old = (args.price, True) if args.price is not None else (args.clearing_price, False)
+    if text is None:
+        return None
+    try:
+        value = Decimal(text.strip())
+        if not value.is_finite():
+            raise InvalidOperation
+    except InvalidOperation:
+        flag = "--price" if old else "--clearing-price"
+        raise CliError(f"{flag} is not a number: {text!r}") from None
+    if old:
+        deprecated("--price", "--clearing-price")
+        value = from_currency(value)
+    return Fraction(value)
+
+
+def _clearing(path: Path) -> tuple[list[MarketTrade], Fraction | None]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CliError(f"{path}: not a JSON document ({exc})") from None
+    if not isinstance(document, dict):
+        raise CliError(f"{path}: not a clearing document of 'sealgrid clear --json'")
+    try:
+        return trades_of_clearing(document)
+    except InputError as exc:
+        raise CliError(f"{path}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     """Settle the period and print every party's money with and without the market."""
-    if (args.trades is None) != (args.price is None):
-        raise CliError("--trades and --price go together")
-    tariffs = load_tariffs(args.tariffs)
+    price = _price(args)
+    if args.clearing is not None and (args.trades is not None or price is not None):
+        raise CliError("give --clearing, or --trades with --clearing-price, not both")
+    if (args.trades is None) != (price is None):
+        raise CliError("--trades and --clearing-price go together")
+    tariffs = load_tariffs(args.tariffs, old_in_currency=True)
     meters = load_meters(args.meters)
     trades = load_trades(args.trades) if args.trades else []
-    price = None
-    if args.price is not None:
-        try:
-            price = Fraction(parse_decimal(args.price))
-        except ValueError:
-            raise CliError("--price is not a number") from None
+    if args.clearing is not None:
+        trades, price = _clearing(args.clearing)
     try:
         result = settle(meters, tariffs, trades, price)
     except SettlementError as exc:
         raise CliError(str(exc)) from None
-    document: dict[str, Any] = {
-        "households": [_account(a, "bidder", a.party) for a in result.households],
-        "suppliers": [_account(a, "supplier", a.party) for a in result.suppliers],
-        "grid_operator": {k: v for k, v in _account(result.grid_operator, "party", "").items()
-                          if k != "party"},
-    }
+    document: dict[str, Any] = settlement_document(result)
     if args.json:
         print_json(document)
         return 0
-    rows = [[f"household {d['bidder']}", d["with_market"], d["without_market"], d["difference"]]
-            for d in document["households"]]
-    rows += [[f"supplier {d['supplier']}", d["with_market"], d["without_market"],
-              d["difference"]] for d in document["suppliers"]]
+    rows = [[f"household {d['bidder']}", d["with_market_ct"], d["without_market_ct"],
+             d["difference_ct"]] for d in document["households"]]
+    rows += [[f"supplier {d['supplier']}", d["with_market_ct"], d["without_market_ct"],
+              d["difference_ct"]] for d in document["suppliers"]]
     g = document["grid_operator"]
-    rows.append(["grid operator", g["with_market"], g["without_market"], g["difference"]])
-    print_table(["party", "with_market", "without_market", "difference"], rows)
+    rows.append(["grid operator", g["with_market_ct"], g["without_market_ct"],
+                 g["difference_ct"]])
+    print(f"Money in {MONEY_UNIT}, positive when the party receives it.")
+    print_table(["party", "with_market_ct", "without_market_ct", "difference_ct"], rows)
     return 0

@@ -36,6 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 from sealgrid.mechanism import billing as B
+from sealgrid.mechanism.units import UNITS
 
 BILLED = "billed"
 PENDING = "pending"
@@ -93,13 +94,15 @@ def statement_doc(household: str, cycle: str, out: Rebuilt) -> dict[str, Any]:
         total_without += line["money_without"]
         lines.append({
             "period": info["period"], "status": info["status"], "price": info["price"],
+            "price_ct_per_kwh": info["price"],
             "traded_kwh": _kwh(line["bought_wh"] + line["sold_wh"]),
             "bought_kwh": _kwh(line["bought_wh"]), "sold_kwh": _kwh(line["sold_wh"]),
             "import_kwh": _kwh(line["import_wh"]), "export_kwh": _kwh(line["export_wh"]),
             "money": _money(line["money_with"]),
             "money_without_market": _money(line["money_without"]),
         })
-    return {"household": household, "cycle": cycle, "status": out.public.get("status"),
+    return {"units": dict(UNITS), "household": household, "cycle": cycle,
+            "status": out.public.get("status"),
             "amount": float(B.amount(total_with)),
             "amount_without_market": float(B.amount(total_without)), "periods": lines}
 
@@ -114,7 +117,8 @@ def bill_doc(supplier: str, cycle: str, out: Rebuilt) -> dict[str, Any]:
     rows = _chunks(out.values[:k * len(customers)], k) if customers else []
     totals = dict(zip(BILL_TOTALS, out.values[k * len(customers):], strict=True))
     return {
-        "supplier": supplier, "cycle": cycle, "status": out.public.get("status"),
+        "units": dict(UNITS), "supplier": supplier, "cycle": cycle,
+        "status": out.public.get("status"),
         "customers": [{"household": h, "amount": float(B.amount(row[0])),
                        "amount_without_market": float(B.amount(row[1]))}
                       for h, row in zip(customers, rows, strict=True)],
@@ -133,7 +137,8 @@ def dso_doc(region: str, cycle: str, out: Rebuilt) -> dict[str, Any]:
     rows = _chunks(out.values, 2) if names else []
     if len(rows) != len(names):
         raise ValueError("the region's suppliers and values differ")
-    return {"region": region, "cycle": cycle, "status": out.public.get("status"),
+    return {"units": dict(UNITS), "region": region, "cycle": cycle,
+            "status": out.public.get("status"),
             "suppliers": [{"supplier": s, "import_kwh": _kwh(r[0]), "export_kwh": _kwh(r[1])}
                           for s, r in zip(names, rows, strict=True)]}
 
@@ -144,7 +149,7 @@ def tso_doc(cycle: str, out: Rebuilt) -> dict[str, Any]:
     rows = _chunks(out.values, 2) if names else []
     if len(rows) != len(names):
         raise ValueError("the regions and values differ")
-    return {"cycle": cycle, "status": out.public.get("status"),
+    return {"units": dict(UNITS), "cycle": cycle, "status": out.public.get("status"),
             "regions": [{"region": s, "import_kwh": _kwh(r[0]), "export_kwh": _kwh(r[1])}
                         for s, r in zip(names, rows, strict=True)]}
 

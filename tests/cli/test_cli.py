@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from sealgrid.cli import main
 
-BIDS = """bidder,side,quantity_kwh,price,supplier
-h1,buy,2,0.15,A
-h2,sell,1,0.05,A
-h3,sell,2,0.10,B
+BIDS = """bidder,side,quantity_kwh,price_ct_per_kwh,supplier
+h1,buy,2,15,A
+h2,sell,1,5,A
+h3,sell,2,10,B
 """
 
 
@@ -33,11 +33,16 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
 
 def test_clear_json_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     doc = run_json(capsys, "clear", str(write(tmp_path, "b.csv", BIDS)),
-                   "--floor", "0.04", "--ceiling", "0.20", "--tick", "0.001")
-    assert set(doc) == {"status", "price", "volume_kwh", "allocations", "suppliers"}
-    assert doc["status"] == "cleared" and doc["price"] == 0.125 and doc["volume_kwh"] == 2.0
+                   "--price-floor", "4", "--price-ceiling", "20", "--price-tick", "0.1")
+    assert set(doc) == {"units", "status", "price_ct_per_kwh", "price", "volume_kwh",
+                        "allocations", "suppliers"}
+    assert doc["units"] == {"price": "ct/kWh", "money": "ct", "energy": "kWh"}
+    assert doc["status"] == "cleared" and doc["price_ct_per_kwh"] == "12.5"
+    assert doc["price"] == 0.125 and doc["volume_kwh"] == 2.0  # the older field, per kWh
     assert doc["allocations"][0] == {"bidder": "h1", "side": "buy", "accepted": True,
-                                     "traded_kwh": 2.0}
+                                     "traded_kwh": 2.0, "settled_kwh": "2.000"}
+    # sellers rationed 2/3: 666.67 Wh and 1333.33 Wh settle as 666 and 1333 Wh
+    assert [a["settled_kwh"] for a in doc["allocations"][1:]] == ["0.666", "1.333"]
     assert doc["allocations"][1]["traded_kwh"] == pytest.approx(2 / 3)
     assert doc["suppliers"] == [
         {"supplier": "A", "bought_kwh": 2.0, "sold_kwh": pytest.approx(2 / 3)},
@@ -46,29 +51,29 @@ def test_clear_json_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_clear_no_trade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = "bidder,side,quantity_kwh,price,supplier\nh1,buy,2,0.05,A\nh2,sell,1,0.15,A\n"
+    text = "bidder,side,quantity_kwh,price_ct_per_kwh,supplier\nh1,buy,2,5,A\nh2,sell,1,15,A\n"
     doc = run_json(capsys, "clear", str(write(tmp_path, "b.csv", text)),
-                   "--floor", "0.04", "--ceiling", "0.20")
+                   "--price-floor", "4", "--price-ceiling", "20")
     assert doc["status"] == "no_trade" and doc["price"] is None and doc["volume_kwh"] == 0
     assert not any(a["accepted"] for a in doc["allocations"])
 
 
 def test_clear_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["clear", str(write(tmp_path, "b.csv", BIDS)), "--floor", "0.04",
-                 "--ceiling", "0.2"]) == 0
+    assert main(["clear", str(write(tmp_path, "b.csv", BIDS)), "--price-floor", "4",
+                 "--price-ceiling", "20"]) == 0
     out = capsys.readouterr().out
-    assert "Clearing price: 0.125" in out and "h3" in out and "1.3333" in out
+    assert "Clearing price: 12.5 ct/kWh" in out and "h3" in out and "1.3333" in out
 
 
 def test_clear_invalid_rows_one_line_per_rule(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = ("bidder,side,quantity_kwh,price,supplier\n"
-            "h1,buy,2,0.1505,A\n"
-            "h2,hold,-1,0.05,A\n"
-            "h1,sell,1,0.3,B\n")
-    assert main(["clear", str(write(tmp_path, "b.csv", text)), "--floor", "0.04",
-                 "--ceiling", "0.2"]) == 1
+    text = ("bidder,side,quantity_kwh,price_ct_per_kwh,supplier\n"
+            "h1,buy,2,15.05,A\n"
+            "h2,hold,-1,5,A\n"
+            "h1,sell,1,30,B\n")
+    assert main(["clear", str(write(tmp_path, "b.csv", text)), "--price-floor", "4",
+                 "--price-ceiling", "20"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
@@ -83,16 +88,17 @@ def test_clear_invalid_rows_one_line_per_rule(
 def test_clear_skip_invalid_clears_the_rest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = BIDS + "h4,buy,1,0.1234,A\n"
-    doc = run_json(capsys, "clear", str(write(tmp_path, "b.csv", text)), "--floor", "0.04",
-                   "--ceiling", "0.2", "--skip-invalid")
+    text = BIDS + "h4,buy,1,12.34,A\n"
+    doc = run_json(capsys, "clear", str(write(tmp_path, "b.csv", text)), "--price-floor", "4",
+                   "--price-ceiling", "20", "--skip-invalid")
     assert [a["bidder"] for a in doc["allocations"]] == ["h1", "h2", "h3"]
     assert len(doc["rejected"]) == 1 and "line 5: price_off_grid" in doc["rejected"][0]
 
 
 def test_clear_registered_suppliers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = str(write(tmp_path, "b.csv", BIDS))
-    assert main(["clear", path, "--floor", "0.04", "--ceiling", "0.2", "--suppliers", "A"]) == 1
+    assert main(["clear", path, "--price-floor", "4", "--price-ceiling", "20",
+                 "--suppliers", "A"]) == 1
     assert "line 4: unknown_supplier" in capsys.readouterr().err
 
 
@@ -108,13 +114,13 @@ def test_clear_bad_files(
     path = tmp_path / "b.csv"
     if content is not None:
         path.write_bytes(content)
-    assert main(["clear", str(path), "--floor", "0.04", "--ceiling", "0.2"]) == 1
+    assert main(["clear", str(path), "--price-floor", "4", "--price-ceiling", "20"]) == 1
     assert message in capsys.readouterr().err
 
 
 def test_clear_bad_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = str(write(tmp_path, "b.csv", BIDS))
-    assert main(["clear", path, "--floor", "0.2", "--ceiling", "0.04"]) == 1
+    assert main(["clear", path, "--price-floor", "20", "--price-ceiling", "4"]) == 1
     assert "invalid market settings" in capsys.readouterr().err
 
 
@@ -125,9 +131,10 @@ def test_clear_bad_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_clear_never_tracebacks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: list[list[str]]
 ) -> None:
-    text = "bidder,side,quantity_kwh,price,supplier\n" + "\n".join(",".join(r) for r in rows)
-    status = main(["clear", str(write(tmp_path, "f.csv", text)), "--floor", "0.04",
-                   "--ceiling", "0.2", "--json"])
+    text = ("bidder,side,quantity_kwh,price_ct_per_kwh,supplier\n"
+            + "\n".join(",".join(r) for r in rows))
+    status = main(["clear", str(write(tmp_path, "f.csv", text)), "--price-floor", "4",
+                   "--price-ceiling", "20", "--json"])
     captured = capsys.readouterr()
     assert status in (0, 1)
     if status == 0:
@@ -147,8 +154,9 @@ c,0.5,3,-0.5,40,0.8
 def test_pem_json_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     doc = run_json(capsys, "pem", str(write(tmp_path, "a.csv", AGENTS)), "--retail", "120",
                    "--feed-in", "80", "--price-range", "90", "110")
-    assert set(doc) == {"market", "price", "trades", "sellers"}
+    assert set(doc) == {"units", "market", "price", "price_ct_per_kwh", "trades", "sellers"}
     assert doc["market"] == "general" and 90 < doc["price"] < 110
+    assert float(doc["price_ct_per_kwh"]) == pytest.approx(doc["price"], rel=1e-12)
     assert {t["seller"] for t in doc["trades"]} == {"a", "d"}
     assert set(doc["trades"][0]) == {"seller", "buyer", "energy", "payment"}
     assert set(doc["sellers"][0]) == {"agent", "net", "optimal_load"}
@@ -174,14 +182,22 @@ def test_settle_paper_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     trades = write(tmp_path, "x.csv", "bidder,side,traded_kwh\nU1,sell,2\nU2,buy,2\n")
     doc = run_json(capsys, "settle", "--meters", str(meters), "--tariffs", str(tariffs),
                    "--trades", str(trades), "--price", "0.11")
-    assert doc["households"] == [
+    old = ("with_market", "without_market", "difference")
+
+    def older(d: dict) -> dict:  # the older fields, in currency units
+        return {k: v for k, v in d.items() if not k.endswith("_ct")}
+
+    assert [older(d) for d in doc["households"]] == [
         {"bidder": "U1", "with_market": 0.16, "without_market": 0.08, "difference": 0.08},
         {"bidder": "U2", "with_market": -0.62, "without_market": -0.8, "difference": 0.18},
     ]
-    assert doc["suppliers"] == [{"supplier": "S", "with_market": 0.28, "without_market": 0.54,
-                                 "difference": -0.26}]
-    assert doc["grid_operator"] == {"with_market": 0.18, "without_market": 0.18,
-                                    "difference": 0.0}
+    assert [[d[f"{k}_ct"] for k in old] for d in doc["households"]] == [
+        ["16", "8", "8"], ["-62", "-80", "18"]]
+    assert [older(d) for d in doc["suppliers"]] == [
+        {"supplier": "S", "with_market": 0.28, "without_market": 0.54, "difference": -0.26}]
+    assert older(doc["grid_operator"]) == {"with_market": 0.18, "without_market": 0.18,
+                                           "difference": 0.0}
+    assert [doc["grid_operator"][f"{k}_ct"] for k in old] == ["18", "18", "0"]
 
 
 def test_settle_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -210,20 +226,20 @@ def test_bench_clearing_plaintext_prints_one_json_line() -> None:
 # --- whole messages and exact figures (pinned) -------------------------------------------------
 
 def test_clear_refusals_whole_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = ("bidder,side,quantity_kwh,price,supplier\n"
-            "h1,buy,2,0.1505,A\n"
-            "h2,hold,12,0.05,A\n"
-            "h1,sell,1,0.3,\n")
-    assert main(["clear", str(write(tmp_path, "b.csv", text)), "--floor", "0.04",
-                 "--ceiling", "0.20", "--max-quantity", "7.5"]) == 1
+    text = ("bidder,side,quantity_kwh,price_ct_per_kwh,supplier\n"
+            "h1,buy,2,15.05,A\n"
+            "h2,hold,12,5,A\n"
+            "h1,sell,1,30,\n")
+    assert main(["clear", str(write(tmp_path, "b.csv", text)), "--price-floor", "4",
+                 "--price-ceiling", "20", "--max-quantity", "7.5"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "sealgrid: error: b.csv line 2: price_off_grid: price is not on the price grid "
-        "(the floor plus whole ticks) (tick 0.001)",
+        "(the floor plus whole ticks) (tick 0.1)",
         "sealgrid: error: b.csv line 3: unknown_side: side must be 'buy' or 'sell'",
         "sealgrid: error: b.csv line 3: quantity_too_large: quantity is above the market's "
         "per-bid maximum (maximum 7.5 kWh)",
         "sealgrid: error: b.csv line 4: price_above_ceiling: price is above the market's "
-        "ceiling price (ceiling 0.20)",
+        "ceiling price (ceiling 20)",
         "sealgrid: error: b.csv line 4: unknown_supplier: supplier is not one of the market's "
         "registered suppliers (the supplier field is empty)",
         "sealgrid: error: b.csv line 4: duplicate_pseudonym: this pseudonym already has a bid "
@@ -232,18 +248,19 @@ def test_clear_refusals_whole_lines(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_clear_json_exact_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # buyers 3 kWh at 0.15 (A) and 1 kWh at 0.06 (B, refused); sellers 2 kWh at 0.05 (A) and
-    # 2.5 kWh at 0.12 (B). D = 3 on levels 21..110 (0.061..0.150), S = 2 on 10..79, 4.5 from
-    # 80: V = 3 on 80..110 with |D − S| = 1.5: the middle is 95, price 0.135. Sellers are
+    # ¢/kWh: buyers 3 kWh at 15 (A) and 1 kWh at 6 (B, refused); sellers 2 kWh at 5 (A) and
+    # 2.5 kWh at 12 (B). D = 3 on levels 21..110 (6.1..15.0), S = 2 on 10..79, 4.5 from
+    # 80: V = 3 on 80..110 with |D − S| = 1.5: the middle is 95, price 13.5. Sellers are
     # rationed 3 / 4.5: 4/3 and 5/3 kWh.
-    text = ("bidder,side,quantity_kwh,price,supplier\n"
-            "b1,buy,3,0.15,A\n"
-            "b2,buy,1,0.06,B\n"
-            "s1,sell,2,0.05,A\n"
-            "s2,sell,2.5,0.12,B\n")
-    doc = run_json(capsys, "clear", str(write(tmp_path, "b.csv", text)), "--floor", "0.04",
-                   "--ceiling", "0.20")
-    assert doc["status"] == "cleared" and doc["price"] == 0.135 and doc["volume_kwh"] == 3.0
+    text = ("bidder,side,quantity_kwh,price_ct_per_kwh,supplier\n"
+            "b1,buy,3,15,A\n"
+            "b2,buy,1,6,B\n"
+            "s1,sell,2,5,A\n"
+            "s2,sell,2.5,12,B\n")
+    doc = run_json(capsys, "clear", str(write(tmp_path, "b.csv", text)), "--price-floor", "4",
+                   "--price-ceiling", "20")
+    assert doc["status"] == "cleared" and doc["price_ct_per_kwh"] == "13.5"
+    assert doc["price"] == 0.135 and doc["volume_kwh"] == 3.0
     assert [(a["bidder"], a["accepted"]) for a in doc["allocations"]] == [
         ("b1", True), ("b2", False), ("s1", True), ("s2", True)]
     assert [a["traded_kwh"] for a in doc["allocations"]] == pytest.approx(
@@ -267,6 +284,9 @@ def test_settle_deviations_and_own_flows(
     trades = write(tmp_path, "x.csv", "bidder,side,traded_kwh\nU1,sell,2\nU2,buy,2\n")
     doc = run_json(capsys, "settle", "--meters", str(meters), "--tariffs", str(tariffs),
                    "--trades", str(trades), "--price", "0.11")
+    for d in [*doc["households"], *doc["suppliers"], doc["grid_operator"]]:
+        for k in ("with_market_ct", "without_market_ct", "difference_ct"):
+            d.pop(k)
     assert doc["households"] == [
         {"bidder": "U1", "with_market": pytest.approx(0.11), "without_market":
          pytest.approx(0.03), "difference": pytest.approx(0.08)},
@@ -287,7 +307,9 @@ def test_pem_no_sellers_json(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     text = "agent,generation,load,battery,k,epsilon\nb1,0,2,0,20,0.9\nb2,1,2,0,20,0.9\n"
     doc = run_json(capsys, "pem", str(write(tmp_path, "a.csv", text)), "--retail", "120",
                    "--feed-in", "80", "--price-range", "90", "110")
-    assert doc == {"market": "no_sellers", "price": 120.0, "trades": [], "sellers": []}
+    assert doc == {"units": {"price": "ct/kWh", "money": "ct", "energy": "kWh"},
+                   "market": "no_sellers", "price": 120.0, "price_ct_per_kwh": "120",
+                   "trades": [], "sellers": []}
 
 
 def test_pem_refusals_whole_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -311,15 +333,15 @@ def test_pem_refusals_whole_lines(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_clear_minimum_participation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """BIDS has one buyer and two sellers: the papers' rule trades it, two a side does not."""
     path = str(write(tmp_path, "b.csv", BIDS))
-    grid = ("--floor", "0.04", "--ceiling", "0.20", "--tick", "0.001")
+    grid = ("--price-floor", "4", "--price-ceiling", "20", "--price-tick", "0.1")
     assert run_json(capsys, "clear", path, *grid, "--min-per-side", "1")["status"] == "cleared"
     doc = run_json(capsys, "clear", path, *grid, "--min-per-side", "2")
     assert (doc["status"], doc["price"], doc["volume_kwh"]) == ("no_trade", None, 0.0)
     assert all(not a["accepted"] and a["traded_kwh"] == 0 for a in doc["allocations"])
-    more = BIDS + "h4,buy,1,0.12,B\n"  # two buyers at ≥ 0.12 meet two sellers at ≤ 0.10
+    more = BIDS + "h4,buy,1,12,B\n"  # two buyers at ≥ 0.12 meet two sellers at ≤ 0.10
     doc = run_json(capsys, "clear", str(write(tmp_path, "c.csv", more)), *grid,
                    "--min-per-side", "2")
-    assert doc["status"] == "cleared" and 0.10 <= doc["price"] <= 0.12
+    assert doc["status"] == "cleared" and 10 <= float(doc["price_ct_per_kwh"]) <= 12
     assert main(["clear", path, *grid, "--min-per-side", "0"]) == 1
     assert "--min-per-side must be at least 1" in capsys.readouterr().err
 
@@ -327,8 +349,8 @@ def test_clear_minimum_participation(tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.mark.slow
 def test_clear_minimum_participation_under_mpc(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    path = str(write(tmp_path, "b.csv", BIDS + "h4,buy,1,0.12,B\n"))
-    grid = ("--floor", "0.04", "--ceiling", "0.20", "--tick", "0.001")
+    path = str(write(tmp_path, "b.csv", BIDS + "h4,buy,1,12,B\n"))
+    grid = ("--price-floor", "4", "--price-ceiling", "20", "--price-tick", "0.1")
     for n in ("2", "3"):
         plain = run_json(capsys, "clear", path, *grid, "--min-per-side", n)
         secure = run_json(capsys, "clear", path, *grid, "--min-per-side", n, "--secure")

@@ -557,11 +557,13 @@ def test_aggregates_for_a_dso_and_the_tso_read_their_cycle_totals(data_dir, serv
     base = ["aggregates", "--data-dir", str(data_dir), "--cycle", CYCLE, "--json"]
     assert main([*base, "--role", "dso", "--id", "r1"]) == 0
     assert json.loads(capsys.readouterr().out) == {
+        "units": {"price": "ct/kWh", "money": "ct", "energy": "kWh"},
         "region": "r1", "cycle": CYCLE, "status": "billed",
         "suppliers": [{"supplier": "s1", "import_kwh": 9.0, "export_kwh": 2.0},
                       {"supplier": "s3", "import_kwh": 4.5, "export_kwh": 0.0}]}
     assert main([*base, "--role", "tso", "--id", "tso"]) == 0
     assert json.loads(capsys.readouterr().out) == {
+        "units": {"price": "ct/kWh", "money": "ct", "energy": "kWh"},
         "cycle": CYCLE, "status": "pending",
         "regions": [{"region": "r1", "import_kwh": 13.5, "export_kwh": 2.0},
                     {"region": "r2", "import_kwh": 1.25, "export_kwh": 0.75}]}
