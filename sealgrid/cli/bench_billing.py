@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from sealgrid.cli.common import positive_int, servers, share
 from sealgrid.mechanism import billing as B
 from sealgrid.mechanism.auction import clear, rationing
 from sealgrid.mechanism.bids import DEFAULT_MAX_QUANTITY_WH, Side
@@ -39,12 +40,14 @@ TARIFFS = (B.MilliTariff(120_000, 80_000, 5_000), B.MilliTariff(119_000, 81_000,
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid bench billing``."""
     p = sub.add_parser("billing", help="time the private settlement and the cycle's bills")
-    p.add_argument("--households", type=int, default=10_000, help="households (default 10000)")
-    p.add_argument("--periods", type=int, default=2, help="periods in the cycle (default 2)")
-    p.add_argument("--bid-fraction", type=float, default=0.6, help="share that bids (0.6)")
-    p.add_argument("--reading-fraction", type=float, default=0.99,
+    p.add_argument("--households", type=positive_int, default=10_000,
+                   help="households (default 10000)")
+    p.add_argument("--periods", type=positive_int, default=2,
+                   help="periods in the cycle (default 2)")
+    p.add_argument("--bid-fraction", type=share, default=0.6, help="share that bids (0.6)")
+    p.add_argument("--reading-fraction", type=share, default=0.99,
                    help="share that sends a reading (0.99)")
-    p.add_argument("--parties", type=int, default=3, help="MPC servers (default 3)")
+    p.add_argument("--parties", type=servers, default=3, help="MPC servers (default 3)")
     p.add_argument("--mode", choices=["processes", "inprocess"], default="processes",
                    help="real server processes over TLS (default) or in-process (tests only)")
     p.add_argument("--seed", type=int, default=0)

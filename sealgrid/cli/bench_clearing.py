@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sealgrid.cli import CliError
+from sealgrid.cli.common import positive_int, servers
 from sealgrid.mechanism.auction import Clearing, clear
 from sealgrid.mechanism.market import DEFAULT_MAX_QUANTITY_WH
 from sealgrid.mechanism.samples import random_book
@@ -24,10 +25,12 @@ from sealgrid.protocol.encoding import RATIO_LIMIT
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid bench clearing``."""
     p = sub.add_parser("clearing", help="time the double-auction clearing")
-    p.add_argument("--bids", type=int, default=10_000, help="number of bids (default 10000)")
-    p.add_argument("--levels", type=int, default=256, help="price levels P (default 256)")
-    p.add_argument("--suppliers", type=int, default=10, help="number of suppliers (default 10)")
-    p.add_argument("--parties", type=int, default=3, help="MPC servers (default 3)")
+    p.add_argument("--bids", type=positive_int, default=10_000,
+                   help="number of bids (default 10000)")
+    p.add_argument("--levels", type=positive_int, default=256, help="price levels P (default 256)")
+    p.add_argument("--suppliers", type=positive_int, default=10,
+                   help="number of suppliers (default 10)")
+    p.add_argument("--parties", type=servers, default=3, help="MPC servers (default 3)")
     p.add_argument("--mode", choices=["processes", "inprocess"], default="processes",
                    help="real server processes over TLS (default) or in-process (tests only)")
     p.add_argument("--seed", type=int, default=0)
@@ -37,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the market's largest bid, Wh (default 10000, or less where bids ×"
                    " it would pass the exact rationing's 2^31 Wh a side: about 2147 Wh at a"
                    " million bids)")
-    p.add_argument("--repeat", type=int, default=5, help="plaintext repetitions; best is kept")
+    p.add_argument("--repeat", type=positive_int, default=5,
+                   help="plaintext repetitions; best is kept")
     p.add_argument("--plaintext", action="store_true", help="time the plaintext reference only")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=run)

@@ -13,6 +13,7 @@ import json
 import random
 
 from sealgrid.cli import CliError
+from sealgrid.cli.common import positive_int, share
 from sealgrid.mechanism.pem import Agent, PemInputError, PemMarket
 
 #: Default shares of sellers per window: mostly general markets (as in the paper), some extreme.
@@ -22,12 +23,13 @@ SHARES = (0.3, 0.4, 0.6)
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid bench pem``."""
     p = sub.add_parser("pem", help="private PEM (Paillier + DGK) among agents in OS processes")
-    p.add_argument("--agents", type=int, default=300, help="number of agents (default 300)")
+    p.add_argument("--agents", type=positive_int, default=300,
+                   help="number of agents (default 300)")
     p.add_argument("--key-bits", type=int, default=2048, choices=(512, 1024, 2048))
-    p.add_argument("--windows", type=int, default=3, help="trading windows (default 3)")
-    p.add_argument("--processes", type=int, default=2, help="OS processes (default 2)")
+    p.add_argument("--windows", type=positive_int, default=3, help="trading windows (default 3)")
+    p.add_argument("--processes", type=positive_int, default=2, help="OS processes (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the draws")
-    p.add_argument("--sellers", type=float, default=None,
+    p.add_argument("--sellers", type=share, default=None,
                    help="share of agents with surplus (default: windows cycle 0.3, 0.4, 0.6)")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=run)

@@ -5,6 +5,7 @@ Assumes UTF-8 CSV files with a header row; every error names the file, the line 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
@@ -88,6 +89,37 @@ def _rows(path: Path, handle: Any, columns: Sequence[str],
         if None in record:  # more fields than the header names
             values["__extra__"] = "1"
         yield Row(line, values)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def share(text: str) -> float:
+    """An argparse type: a share between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, not {text}")
+    return value
+
+
+def servers(text: str) -> int:
+    """An argparse type: the number of MPC servers, odd and at least 3 (honest majority)."""
+    value = positive_int(text)
+    if value < 3 or value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"the secure clearing needs an odd number of servers, "
+                                         f"at least 3, not {value}")
+    return value
 
 
 def kwh(value: Fraction | int, scale: int = 1) -> float:

@@ -186,9 +186,11 @@ class PublicPart:
             KeygenError: unreadable or malformed.
         """
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise KeygenError(f"cannot read {path}: {exc}") from None
+        except UnicodeDecodeError:
+            raise KeygenError(f"{path}: not a public part (not UTF-8 text)") from None
         return cls.from_json(text, str(path))
 
     def check(self) -> None:
