@@ -31,12 +31,16 @@ and nothing stored keeps the order or time of arrival (docs/privacy.md, "Unlinka
 While a period is open its rows are where arrival put them: what the server could also see by
 watching its requests live (docs/privacy.md).
 
-A database of the first schema (``bids.seq``, receipts with ``seq`` and ``accepted_at``, rowid
-tables; recognised by having no ``meta`` table) is migrated when it is opened, in one
-transaction: rows are copied in key order, ``seq`` goes, the stored receipts of those bids
-are dropped (they carried the arrival order; the households keep theirs), and the
-participations of every period whose gate has closed become sets. A SQLite file is then
-rebuilt (``VACUUM``) so that no page still holds the old order.
+Every database records its schema version (:data:`SCHEMA_VERSION`) in its ``meta`` table.
+When a server opens an older one, the forward migrations of :data:`MIGRATIONS` from its
+version on run in order, all in one transaction with the new version's record (a migration
+that fails leaves the database as it was); a database of a newer schema is refused,
+untouched. A database of the first schema (``bids.seq``, receipts with ``seq`` and
+``accepted_at``, rowid tables; recognised by having no ``meta`` table) is migrated so: rows
+are copied in key order, ``seq`` goes, the stored receipts of those bids are dropped (they
+carried the arrival order; the households keep theirs), and the participations of every
+period whose gate has closed become sets. A SQLite file is then rebuilt (``VACUUM``) so that
+no page still holds the old order.
 """
 
 from __future__ import annotations
@@ -46,20 +50,24 @@ import json
 import logging
 import random
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from sealgrid.service.intake import Participation, StoredBid
 
 log = logging.getLogger("sealgrid.storage")
 
-#: The schema's version, kept in the ``meta`` table. 1 had no ``meta`` table (rowid tables,
-#: ``bids.seq``); 2 keeps no order of arrival; 3 adds the settlement's tables (credentials,
-#: readings, settlements); 4 adds ``used_challenges`` (several intake workers on one
-#: database). Missing tables are created empty when an older database (2 or 3) is opened.
+#: The schema's version, kept in the ``meta`` table (row ``schema``). 1 had no ``meta`` table
+#: (rowid tables, ``bids.seq``); 2 keeps no order of arrival; 3 adds the settlement's tables
+#: (credentials, readings, settlements); 4 adds ``used_challenges`` (several intake workers on
+#: one database). An older database is brought forward by :data:`MIGRATIONS` when it is
+#: opened; a newer one is refused.
 SCHEMA_VERSION = 4
+#: The oldest schema a database may have and still be opened (and migrated).
+OLDEST_SCHEMA = 1
 
 #: Every table: its columns and key, and the key that every read of it sorts by. Bids and
 #: participations of a period whose gate is open are in ``bids`` and ``participations``; at
@@ -205,6 +213,54 @@ def _split(blob: bytes | None) -> tuple[bytes, ...]:
     return tuple(out)
 
 
+#: The tables of schema 2 (their columns have not changed since).
+_V2_TABLES = ("meta", "bids", "closed_bids", "participations", "participant_sets", "periods",
+              "issuers", "outputs")
+#: PostgreSQL's advisory lock held while a database's schema is read and brought forward.
+_SCHEMA_LOCK = 0x5EA16E1D
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One forward step of the schema: to version ``to`` from the one before, by the
+    statements ``statements(store, cursor)`` returns (run in the opening transaction)."""
+
+    to: int
+    what: str
+    statements: Callable[[Store, Any], Sequence[tuple[str, Sequence[Any]]]]
+
+
+def _created(*names: str) -> Callable[[Store, Any], Sequence[tuple[str, Sequence[Any]]]]:
+    """A migration that adds the tables ``names``, empty (as :data:`TABLES` has them: a later
+    schema that changes their columns must give this step their old definition)."""
+    return lambda store, cur: [store._create(name) for name in names]
+
+
+#: Every forward migration, in order; the last one's ``to`` is :data:`SCHEMA_VERSION`. A new
+#: schema adds its step here (and its tables or columns to :data:`TABLES`, which a new
+#: database is made of).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "no order of arrival (tables by key, no seq, old receipts dropped, closed"
+              " periods' participations as sets)", lambda store, cur: store._from_v1(cur)),
+    Migration(3, "the settlement's tables (credentials, readings, settlements)",
+              _created("credentials", "readings", "settlements")),
+    Migration(4, "used_challenges (several intake workers)", _created("used_challenges")),
+)
+
+
+def _where(url: str) -> str:
+    """A database's name for messages: its SQLite file, or its PostgreSQL URL without the
+    password."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class Store:
     """A repository over one SQLite file or one PostgreSQL database."""
 
@@ -227,9 +283,9 @@ class Store:
                 self._conn.execute("PRAGMA synchronous=FULL")
                 self._conn.execute("PRAGMA secure_delete=ON")  # deleted content is zeroed
         except (sqlite3.Error, OSError, ImportError) as exc:
-            raise StorageError(f"cannot open the database: {exc}") from exc
+            raise StorageError(f"cannot open the database {_where(url)}: {exc}") from exc
         except Exception as exc:  # psycopg errors, without importing it here
-            raise StorageError(f"cannot open the database: {exc}") from exc
+            raise StorageError(f"cannot open the database {_where(url)}: {exc}") from exc
         try:
             self._schema()
         except StorageError:
@@ -237,7 +293,7 @@ class Store:
             raise
         except Exception as exc:
             self._conn.close()
-            raise StorageError(f"cannot set up the database: {exc}") from exc
+            raise StorageError(f"cannot set up the database {_where(url)}: {exc}") from exc
 
     # -- schema
 
@@ -246,62 +302,92 @@ class Store:
         without_rowid = "" if self._pg else " WITHOUT ROWID"
         return f"CREATE TABLE IF NOT EXISTS {as_name or name} ({columns}){without_rowid}", ()
 
-    def _tables(self) -> set[str]:
-        if self._pg:
-            rows = self._read(
-                "SELECT table_name FROM information_schema.tables"
-                " WHERE table_schema = current_schema()"
-            )
-        else:
-            rows = self._read("SELECT name FROM sqlite_master WHERE type = 'table'")
-        return {r[0] for r in rows}
-
     def _schema(self) -> None:
-        """Create the tables, or migrate a database of the first schema, or refuse a newer."""
-        tables = self._tables()
-        if "meta" in tables:
-            rows = self._read("SELECT value FROM meta WHERE name = 'schema'")
-            version = int(rows[0][0]) if rows else 0
-            if version > SCHEMA_VERSION:
+        """Create the tables of a new database, or bring an older one forward (one
+        transaction; see :data:`MIGRATIONS`), or refuse one of a newer schema."""
+        cur = self._conn.cursor()
+        try:
+            if self._pg:  # workers of one server may start together: one migrates
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            else:
+                cur.execute("BEGIN IMMEDIATE")
+            version = self._version(cur)
+            if version is not None and version > SCHEMA_VERSION:
                 raise StorageError(
-                    f"the database has schema {version}, newer than this sealgrid's"
-                    f" ({SCHEMA_VERSION}); run the sealgrid version that wrote it"
-                )
-            if version < SCHEMA_VERSION:  # 2 → 3 → 4: the new tables, created empty
-                self._write([*(self._create(name) for name in TABLES), (
-                    "UPDATE meta SET value = ? WHERE name = 'schema'", (str(SCHEMA_VERSION),))])
-                log.info("database schema %d → %d: tables added", version, SCHEMA_VERSION)
-        elif "bids" in tables:
-            self._migrate_from_v1(tables)
+                    f"{_where(self.url)}: database schema {version}, newer than this sealgrid"
+                    f" (schema {SCHEMA_VERSION}); upgrade sealgrid (a database is opened only"
+                    " by a sealgrid of its schema or later)")
+            if version is None:  # a new database
+                for name in TABLES:
+                    cur.execute(*self._create(name))
+            done = [m for m in MIGRATIONS if version is not None and m.to > version]
+            for migration in done:
+                for sql, params in migration.statements(self, cur):
+                    cur.execute(self._sql(sql), params)
+            if version != SCHEMA_VERSION:
+                cur.execute(self._sql("INSERT INTO meta (name, value) VALUES ('schema', ?)"
+                                      " ON CONFLICT (name) DO UPDATE SET value = excluded.value"),
+                            (str(SCHEMA_VERSION),))
+            self._conn.commit() if self._pg else cur.execute("COMMIT")
+        except Exception:
+            self._conn.rollback() if self._pg else self._conn.execute("ROLLBACK")
+            raise
+        if not done:
             return
-        statements = [self._create(name) for name in TABLES]
-        statements.append(
-            (
-                "INSERT INTO meta (name, value) VALUES ('schema', ?) ON CONFLICT DO NOTHING",
-                (str(SCHEMA_VERSION),),
-            )
-        )
-        self._write(statements)
+        if version == 1 and not self._pg:  # rebuild the file: no page may keep the old order
+            self._conn.execute("VACUUM")
+            self._truncate_wal()
+        log.warning(
+            "migrated the database to schema %d from schema %d (%s): %s", SCHEMA_VERSION,
+            version, _where(self.url), "; ".join(f"{m.to}: {m.what}" for m in done))
 
-    def _migrate_from_v1(self, tables: set[str]) -> None:
-        """Copy a first-schema database into the current tables, in key order (see above)."""
-        v1 = ("bids", "participations", "periods", "issuers", "outputs")
-        if not set(v1) <= tables:
+    def _version(self, cur: Any) -> int | None:
+        """The schema of the open database (inside the migration's transaction): None for a
+        new one.
+
+        Raises:
+            StorageError: a database of no known schema, or older than :data:`OLDEST_SCHEMA`.
+        """
+        if self._pg:
+            cur.execute("SELECT table_name FROM information_schema.tables"
+                        " WHERE table_schema = current_schema()")
+        else:
+            cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        tables = {r[0] for r in cur.fetchall()}
+        if "meta" in tables:
+            cur.execute("SELECT value FROM meta WHERE name = 'schema'")
+            row = cur.fetchone()
+            if row is None:  # tables made, the record not: a new database (as before)
+                return None
+            version = int(row[0])
+        elif "bids" in tables:
+            if not {"participations", "periods", "issuers", "outputs"} <= tables:
+                raise StorageError(
+                    f"{_where(self.url)}: the database is of no known schema (it has a 'bids'"
+                    " table but not the rest); give the server an empty database")
+            version = 1
+        else:
+            return None
+        if version < OLDEST_SCHEMA:
             raise StorageError(
-                "the database is of no known schema (it has a 'bids' table but not the rest);"
-                " give the server an empty database"
-            )
+                f"{_where(self.url)}: database schema {version} is older than the oldest this"
+                f" sealgrid migrates ({OLDEST_SCHEMA})")
+        return version
+
+    def _from_v1(self, cur: Any) -> list[tuple[str, Sequence[Any]]]:
+        """Schema 1 → 2: copy a first-schema database into the second schema's tables, in key
+        order (see the module's docstring); its participations of closed periods as sets."""
+        v1 = ("bids", "participations", "periods", "issuers", "outputs")
         closed: dict[str, list[bytes]] = {}
-        for period, household in self._read(
-            "SELECT period, household FROM participations"
-            " WHERE period IN (SELECT period FROM periods) ORDER BY period, household"
-        ):
+        cur.execute("SELECT period, household FROM participations"
+                    " WHERE period IN (SELECT period FROM periods) ORDER BY period, household")
+        for period, household in cur.fetchall():
             closed.setdefault(period, []).append(household.encode())
         done = "period IN (SELECT period FROM periods_v1)"
         statements: list[tuple[str, Sequence[Any]]] = [
             (f"ALTER TABLE {t} RENAME TO {t}_v1", ()) for t in v1
         ]
-        statements += [self._create(name) for name in TABLES]
+        statements += [self._create(name) for name in _V2_TABLES]
         statements += [  # the old receipts go: they carried seq and accepted_at
             (
                 f"INSERT INTO {into} ({_BID}) SELECT period, pseudonym, bid, payload, ?"
@@ -331,18 +417,7 @@ class Store:
                 )
             )
         statements += [(f"DROP TABLE {t}_v1", ()) for t in v1]
-        statements.append(
-            ("INSERT INTO meta (name, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        )
-        self._write(statements)
-        if not self._pg:  # rebuild the file: no page may keep the old order
-            self._conn.execute("VACUUM")
-            self._truncate_wal()
-        log.warning(
-            "migrated the database to schema %d: no arrival order, no sequence numbers; the"
-            " stored receipts of earlier bids were dropped",
-            SCHEMA_VERSION,
-        )
+        return statements
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s") if self._pg else text
