@@ -218,3 +218,15 @@ def test_front_door_warns_on_older_spelling_and_implausible_units() -> None:
     with pytest.warns(UnitWarning, match="cents per kWh"):
         sealgrid.pem(pd.read_csv(EXAMPLES / "agents.csv"), retail=1.2, feed_in=0.8,
                      price_range=(0.9, 1.1))
+
+
+def test_the_readme_python_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(EXAMPLES.parent)
+    scope: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), scope)  # the README's own example
+    allocations = scope["allocations"]
+    assert isinstance(allocations, pd.DataFrame)
+    assert allocations.attrs["price_ct_per_kwh"] == "11.5"  # what the README's comment says
+    assert "# '11.5'" in block
