@@ -92,7 +92,10 @@ def _bidding(actions: Any, common: Callable[[argparse.ArgumentParser], None],
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> None:
-    print(json.dumps(data, sort_keys=True) if args.json else "\n".join(lines))
+    from sealgrid.mechanism.units import UNITS
+
+    print(json.dumps({"units": UNITS, **data}, sort_keys=True) if args.json
+          else "\n".join(lines))
 
 
 def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -227,7 +230,10 @@ def run_result(args: argparse.Namespace) -> int:
     }
     if got.traded_wh is not None:
         data["accepted"] = got.accepted
-        data["traded_wh"] = float(got.traded_wh)
+        data["traded_wh"] = float(got.traded_wh)  # the older field, Wh
+        data["traded_kwh"] = float(got.traded_wh / 1000)
+    if got.outcome is not None and got.outcome.price is not None:
+        data["price_ct_per_kwh"] = got.outcome.price
     lines = [f"period {data['period']}: {data['status']}"]
     if "traded_wh" in data:
         lines.append(f"traded {data['traded_wh'] / 1000:g} kWh (shares of all servers agree)")
@@ -317,6 +323,8 @@ def run_aggregates(args: argparse.Namespace) -> int:
     }
     if got.bought_wh is not None and got.sold_wh is not None:
         data["bought_wh"], data["sold_wh"] = float(got.bought_wh), float(got.sold_wh)
+        data["bought_kwh"] = float(got.bought_wh / 1000)
+        data["sold_kwh"] = float(got.sold_wh / 1000)
     lines = [f"{args.role} {args.id}, period {data['period']}: {data['status']}"]
     if "bought_wh" in data:
         kwh = (data["bought_wh"] / 1000, data["sold_wh"] / 1000)

@@ -100,11 +100,16 @@ def test_household_and_supplier_commands_against_real_servers(tmp_path, capsys) 
             assert got["public"]["price"] == str(market.grid.price(ref.level))
             assert got["accepted"] is bool(ref.accepted[i])
             assert got["traded_wh"] == float(ref.traded_wh(i, bool(book.is_buy[i])))
+            assert got["traded_kwh"] == float(ref.traded_wh(i, bool(book.is_buy[i])) / 1000)
+            assert got["price_ct_per_kwh"] == got["public"]["price"]
+            assert got["units"] == {"price": "ct/kWh", "money": "ct", "energy": "kWh"}
         for j, sid in enumerate(market.suppliers):
             got = _json(capsys, "aggregates", "--data-dir", d, "--role", "supplier", "--id",
                         sid, "--period", full)
             assert (got["bought_wh"], got["sold_wh"]) == (
                 float(ref.supplier_bought_wh[j]), float(ref.supplier_sold_wh[j]))
+            assert (got["bought_kwh"], got["sold_kwh"]) == (
+                float(ref.supplier_bought_wh[j] / 1000), float(ref.supplier_sold_wh[j] / 1000))
             assert set(got["public"]) == NO_QUANTITY - {"type", "v"}
         got = _json(capsys, "aggregates", "--data-dir", d, "--role", "operator", "--id", "dso",
                     "--period", full)
