@@ -39,6 +39,9 @@ from sealgrid.service.storage import StorageError
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server", Server)
 log = logging.getLogger("sealgrid.http")
 
+#: The ``Retry-After`` of a ``503 unavailable`` (the database could not store a request).
+RETRY_AFTER_SECONDS = 1
+
 HTTP_STATUS = {
     Reason.MALFORMED: 400,
     Reason.UNSIGNED: 401,
@@ -99,8 +102,10 @@ async def _stored(
     """Run a storing ``action`` on the body: 201 with its message, a refusal, or 503."""
     try:
         result = await action(await request.read())
-    except StorageError:
-        return error("unavailable", f"{what} could not be stored; retry", 503)
+    except StorageError:  # nothing was stored: the client may send it again, a little later
+        busy = error("unavailable", f"{what} could not be stored; retry", 503)
+        busy.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return busy
     if isinstance(result, Rejected):
         return refusal(result)
     return message(result, status=201)

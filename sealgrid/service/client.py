@@ -8,26 +8,45 @@ of its settlement credential, and its smart meter sends each server its share of
 claim (signed by the meter key); every acknowledgement and receipt is checked.
 Reconstructing values from shares belongs to :mod:`sealgrid.protocol`; this module moves and
 checks signed messages.
+
+A server answers ``503 unavailable`` when it could not store a request (its database failed;
+nothing was stored, and the intake forgot it). The client tries such a request again, a few
+times within a bounded time (:class:`Retry`: exponential backoff with full jitter, or the
+server's ``Retry-After``), but only a request that is safe to repeat (:data:`RESENDABLE`, each
+with the reason); a request signed over a challenge is repeated as a whole step, with a fresh
+challenge (:meth:`Client.signed`). Then it gives up with :class:`Unreachable`, naming the
+number of attempts and the rule.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import email.utils
 import json
+import random
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
 
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.mechanism.grid import PriceGrid
 from sealgrid.mechanism.market import Market
-from sealgrid.service import wire
+from sealgrid.service import voprf, wire
 from sealgrid.service.household import (
     GrantError,
     Pseudonym,
@@ -58,6 +77,93 @@ class ServiceError(Exception):
 class Unreachable(ServiceError):
     """A server could not be reached, or answered that it is unavailable (HTTP 503): worth
     trying again later, unlike an answer that does not verify."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a client retries a server's ``503 unavailable`` (a request that is safe to repeat).
+
+    At most ``attempts`` tries in all (the first included), and no wait that would end more
+    than ``total_seconds`` after the first try began. Between tries the client waits what the
+    server's ``Retry-After`` asks (whole seconds or an HTTP date) plus up to ``first_wait`` of
+    jitter, else a random time up to ``first_wait · 2^(n-1)``, at most ``max_wait`` (exponential
+    backoff with full jitter, so that many households do not come back at once). A
+    ``Retry-After`` longer than the time left ends the tries at once.
+    """
+
+    attempts: int = 4
+    total_seconds: float = 10.0
+    first_wait: float = 0.25
+    max_wait: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or not self.total_seconds > 0 or self.first_wait < 0:
+            raise ValueError("a retry needs at least 1 attempt, a total time above 0 and a"
+                             " wait of at least 0")
+
+    @property
+    def rule(self) -> str:
+        """The rule, as the error after the last try names it."""
+        return (f"a 503 is tried at most {self.attempts} times within"
+                f" {self.total_seconds:g} s")
+
+
+#: No retries: one try, as before the client retried.
+NO_RETRY = Retry(attempts=1)
+
+#: The requests resent unchanged after a ``503``, by method and path (any ``GET``, too), and
+#: why repeating each is safe:
+#:
+#: * ``GET`` (market info, statements, issuer keys): a read.
+#: * ``POST /v1/challenge``: each answer is a fresh nonce; one that goes unused expires.
+#: * ``POST /v1/bids``: a bid is keyed by its pseudonym, once per period. After a 503 nothing
+#:   was stored (the server's writer failed and its intake forgot the bid), so the same bytes
+#:   are taken afresh; had they been stored, the server refuses them as ``replayed`` ("this
+#:   exact bid was already accepted"), and another bid under that pseudonym as
+#:   ``duplicate_pseudonym``: the bid never counts twice.
+#: * ``POST /v1/enrol``: the server keeps the first share a household enrols and answers the
+#:   same share again with the same acknowledgement.
+#: * ``POST /v1/readings``: one reading per household and period is stored; the same reading
+#:   again is refused as ``duplicate_reading``, never stored twice.
+#:
+#: A request signed over a challenge (``/v1/pseudonyms``, ``/v1/outputs``, ``/v1/hello``) is
+#: not resent as it is: the server used its challenge up, even when it answered 503. Its whole
+#: step is repeated with a fresh challenge instead (:meth:`Client.signed`), which is safe for
+#: the same reasons: a token request that got a 503 stored nothing (one token per household
+#: and period; a second is refused as ``too_frequent``); outputs and hello only read.
+RESENDABLE = frozenset({"/v1/challenge", "/v1/bids", "/v1/enrol", "/v1/readings"})
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    retry_after: float | None = None  # seconds, from a 503's Retry-After
+
+
+class _Busy(Exception):
+    """A 503 answer, to try again (internal to :meth:`Client._retrying`)."""
+
+    def __init__(self, answer: _Answer) -> None:
+        super().__init__(f"HTTP {answer.status}")
+        self.answer = answer
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """A ``Retry-After`` header's wait in seconds: whole seconds, or an HTTP date (RFC 9110);
+    None for none, or one that is neither."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -100,14 +206,17 @@ class Client:
         connections: int = 100,
         session: aiohttp.ClientSession | None = None,
         fresh: bool = False,
+        retry: Retry = Retry(),
     ) -> None:
-        """``fresh``: the session this client opens puts every request on a new connection."""
+        """``fresh``: the session this client opens puts every request on a new connection;
+        ``retry``: how a ``503`` is tried again (:class:`Retry`; :data:`NO_RETRY`: never)."""
         self.registry = registry
         self._ca = ca
         self._connections = connections
         self._session = session
         self._owned = session is None
         self._fresh = fresh
+        self.retry = retry
 
     async def __aenter__(self) -> Client:
         if self._session is None:
@@ -131,7 +240,24 @@ class Client:
     async def call(
         self, server: int, method: str, path: str, body: bytes | None = None
     ) -> tuple[int, bytes]:
-        """Send one HTTPS request to ``server``; return the status and the raw body."""
+        """Send one HTTPS request to ``server``; return the status and the raw body.
+
+        A ``503`` to a request that is safe to resend (a ``GET``, or a path in
+        :data:`RESENDABLE`) is tried again under :attr:`retry`.
+
+        Raises:
+            Unreachable: the server could not be reached, or still answered 503 after the
+                last try.
+        """
+        if method == "GET" or path in RESENDABLE:
+            return await self._retrying(server, lambda: self._send(server, method, path, body))
+        got = await self._send(server, method, path, body)
+        return got.status, got.body
+
+    async def _send(
+        self, server: int, method: str, path: str, body: bytes | None = None
+    ) -> _Answer:
+        """Send one HTTPS request to ``server`` once."""
         if self._session is None:
             raise RuntimeError("use the client inside 'async with'")
         url = self.registry.servers[server][0] + path
@@ -143,9 +269,78 @@ class Client:
                 headers={"Content-Type": "application/json"},
                 server_hostname=server_tls_name(server),  # only that server's certificate
             ) as resp:
-                return resp.status, await resp.read()
+                wait = (retry_after_seconds(resp.headers.get("Retry-After"))
+                        if resp.status == 503 else None)
+                return _Answer(resp.status, await resp.read(), wait)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise Unreachable(f"server {server} unreachable: {type(exc).__name__}") from exc
+
+    async def _retrying(
+        self, server: int, attempt: Callable[[], Awaitable[_Answer]]
+    ) -> tuple[int, bytes]:
+        """Run ``attempt`` until it is answered with anything but ``503``, under
+        :attr:`retry`; return that answer's status and body.
+
+        Raises:
+            Unreachable: still 503 after the last try (naming the tries and the rule).
+        """
+        policy = self.retry
+        backoff = wait_random_exponential(multiplier=policy.first_wait, max=policy.max_wait)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(exc, _Busy) and exc.answer.retry_after is not None:
+                return exc.answer.retry_after + random.uniform(0, policy.first_wait)
+            return float(backoff(state))
+
+        started = time.monotonic()
+        tries = 0
+        try:
+            async for trying in AsyncRetrying(
+                stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.total_seconds),
+                wait=wait,
+                retry=retry_if_exception_type(_Busy),
+                reraise=True,
+            ):
+                with trying:
+                    tries += 1
+                    got = await attempt()
+                    if got.status == 503:
+                        raise _Busy(got)
+        except _Busy as busy:
+            asked = busy.answer.retry_after
+            more = "" if asked is None else f"; it asked to wait {asked:g} s"
+            raise Unreachable(
+                f"server {server} unavailable (HTTP 503) after {tries} attempt"
+                f"{'s' if tries != 1 else ''} in {time.monotonic() - started:.1f} s"
+                f" ({policy.rule}{more})") from None
+        return got.status, got.body
+
+    async def signed(
+        self, server: int, path: str, sign: Callable[[bytes], bytes]
+    ) -> tuple[int, bytes]:
+        """``POST`` to ``path`` the request ``sign(nonce)`` makes over a fresh challenge of
+        ``server``'s; return the status and the raw body.
+
+        After a ``503`` (to the challenge or to the request) the whole step is tried again
+        under :attr:`retry`, with a new challenge: the server used the old one up. ``sign`` is
+        called once per try (a token request makes new blindings each time).
+
+        Raises:
+            Unreachable: unreachable, or 503 after the last try.
+            ServiceError: the server gave no challenge (another status).
+        """
+
+        async def attempt() -> _Answer:
+            got = await self._send(server, "POST", "/v1/challenge")
+            if got.status == 503:
+                return got
+            if got.status != 200:
+                raise ServiceError(f"server {server} gave no challenge (HTTP {got.status})")
+            nonce = wire.b64d(json.loads(got.body)["nonce"])
+            return await self._send(server, "POST", path, sign(nonce))
+
+        return await self._retrying(server, attempt)
 
     async def challenge(self, server: int) -> bytes:
         """Fetch a fresh challenge nonce from ``server``."""
@@ -271,9 +466,9 @@ class Client:
         """Fetch every server's verified share of one protected output."""
 
         async def one(server: int) -> OutputShares:
-            nonce = await self.challenge(server)
-            raw = auth_request(role, subject, period, nonce, key)
-            status, body = await self.call(server, "POST", "/v1/outputs", raw)
+            status, body = await self.signed(
+                server, "/v1/outputs",
+                lambda nonce: auth_request(role, subject, period, nonce, key))
             if status != 200:
                 raise ServiceError(f"server {server} refused: {_said(body)}")
             try:
@@ -305,8 +500,10 @@ class HouseholdClient(Client):
         session: aiohttp.ClientSession | None = None,
         *,
         fresh: bool = False,
+        retry: Retry = Retry(),
     ) -> None:
-        super().__init__(registry, ca, connections=10, session=session, fresh=fresh)
+        super().__init__(registry, ca, connections=10, session=session, fresh=fresh,
+                         retry=retry)
         self.household = household
         self.key = key
 
@@ -317,7 +514,8 @@ class HouseholdClient(Client):
         requests to one server (an enrolment, a challenge and the token request that spends
         it, all naming the household anyway) share one connection: one TLS handshake per
         server, not one per request."""
-        return HouseholdClient(self.registry, self._ca, self.household, self.key)
+        return HouseholdClient(self.registry, self._ca, self.household, self.key,
+                               retry=self.retry)
 
     async def _refusal(self, server: int, status: int, body: bytes) -> BidRejected:
         if status == 503:
@@ -355,9 +553,14 @@ class HouseholdClient(Client):
         async def tokens(server: int) -> None:
             server_key = self.registry.servers[server][1]
             missing = [p for p in pseudonyms if server not in p.tokens]
-            nonce = await self.challenge(server)
-            raw, blindings = token_request(missing, self.household, self.key, nonce)
-            status, body = await self.call(server, "POST", "/v1/pseudonyms", raw)
+            blindings: list[voprf.Blinding] = []
+
+            def request(nonce: bytes) -> bytes:  # new blindings for each try
+                raw, made = token_request(missing, self.household, self.key, nonce)
+                blindings[:] = made
+                return raw
+
+            status, body = await self.signed(server, "/v1/pseudonyms", request)
             if status != 201:
                 refusals[server] = await self._refusal(server, status, body)
                 return
@@ -433,9 +636,9 @@ class HouseholdClient(Client):
         """Prove to every server that this household holds its registered key (liveness)."""
 
         async def one(server: int) -> dict[str, Any]:
-            nonce = await self.challenge(server)
-            raw = auth_request("household", self.household, "", nonce, self.key)
-            status, body = await self.call(server, "POST", "/v1/hello", raw)
+            status, body = await self.signed(
+                server, "/v1/hello",
+                lambda nonce: auth_request("household", self.household, "", nonce, self.key))
             if status != 200:
                 raise ServiceError(f"server {server} refused: {body.decode(errors='replace')}")
             data: dict[str, Any] = json.loads(body)
