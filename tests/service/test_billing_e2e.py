@@ -187,7 +187,8 @@ def test_a_billing_cycle_through_real_servers(tmp_path: Path, capsys) -> None:
         # the plaintext settlement of each period with `sealgrid settle`, summed
         with open(tmp_path / "tariffs.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["supplier", "retail", "feed_in", "network_fee"])
+            w.writerow(["supplier", "retail_ct_per_kwh", "feed_in_ct_per_kwh",
+                        "network_fee_ct_per_kwh"])
             for s in ("s1", "s2", "s3"):
                 w.writerow([s, "120", "80", "5"])
         expected: dict[str, Fraction] = dict.fromkeys(HOUSEHOLDS, Fraction(0))
@@ -218,12 +219,13 @@ def test_a_billing_cycle_through_real_servers(tmp_path: Path, capsys) -> None:
                     w.writerow(["@s2", "buy", Decimal(own) / 1000])
             ref_doc = _json(capsys, "settle", "--meters", str(tmp_path / f"meters{k}.csv"),
                             "--tariffs", str(tmp_path / "tariffs.csv"), "--trades",
-                            str(tmp_path / f"trades{k}.csv"), "--price", str(prices[k]))
+                            str(tmp_path / f"trades{k}.csv"), "--clearing-price",
+                            str(prices[k]))
             for row in ref_doc["households"]:
                 if row["bidder"] not in expected:  # the supplier's own row: not a customer
                     continue
-                expected[row["bidder"]] += Fraction(row["with_market"])
-                expected_without[row["bidder"]] += Fraction(row["without_market"])
+                expected[row["bidder"]] += Fraction(row["with_market_ct"])
+                expected_without[row["bidder"]] += Fraction(row["without_market_ct"])
         for s in ("s1", "s2", "s3"):
             bill = _json(capsys, "bills", "--data-dir", d, "--supplier", s, "--cycle", cycle)
             assert bill["status"] == "billed"
