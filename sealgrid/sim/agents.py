@@ -1,6 +1,6 @@
 """Households as market agents: prices, bidding strategies and mechanism inputs; pure, seeded.
 
-Prices are in cents per kWh (the paper xie2020's unit); energy arrives as integer mWh.
+Prices are in ¢/kWh (cents per kWh, the paper xie2020's unit); energy arrives as integer mWh.
 A window's net energy ``g − l`` decides the side: positive sells, negative buys, zero stays
 off the market. Nothing here draws from a global random generator.
 """
@@ -59,6 +59,8 @@ class MarketParams:
             raise ValueError("PEM k values must be positive")
         if not 0 < self.epsilon < 1:
             raise ValueError("epsilon must lie strictly between 0 and 1")
+        if self.seed < 0:
+            raise ValueError("the seed must be a whole number ≥ 0")
         if self.network_fee < 0 or self.network_fee > self.feed_in:
             raise ValueError("the network fee must lie between 0 and the feed-in tariff")
         PemMarket.from_values(self.retail, self.feed_in, self.pem_low, self.pem_high)
