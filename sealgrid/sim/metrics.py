@@ -1,5 +1,8 @@
 """Summary figures per run from the per-window rows; assumes the columns of :mod:`run`.
 
+The figures are deterministic (a re-run gives the same bytes); the wall-clock clearing times
+are kept apart (:func:`timings`).
+
 Percentages compare the market with the grid-only benchmark of paper xie2020 §VII-A
 (everyone imports at retail, exports at feed-in): negative is a reduction.
 """
@@ -28,26 +31,28 @@ def _num(x: float) -> float | None:
 def summarise_run(rows: pd.DataFrame) -> dict[str, Any]:
     """Summarise one run's windows (see docs/simulation.md for each figure's meaning)."""
     traded = rows[rows["traded_kwh"] > 0]
-    with_buyers = rows[rows["buyers_cost_without"] > 0]
+    with_buyers = rows[rows["buyers_cost_without_ct"] > 0]
     per_window = 100.0 * (
-        with_buyers["buyers_cost_with"] / with_buyers["buyers_cost_without"] - 1.0
+        with_buyers["buyers_cost_with_ct"] / with_buyers["buyers_cost_without_ct"] - 1.0
     )
     per_traded = per_window[with_buyers["traded_kwh"] > 0]
     volume = float(rows["traded_kwh"].sum())
-    paid = float((traded["price"] * traded["traded_kwh"]).sum())
+    paid = float((traded["price_ct_per_kwh"] * traded["traded_kwh"]).sum())
     weighted = paid / volume if volume else math.nan
     kinds = rows["kind"].value_counts().sort_index()
     return {
         "windows": len(rows),
         "windows_traded": len(traded),
         "market_kinds": {str(k): int(v) for k, v in kinds.items()},
-        "mean_price_cents_per_kwh": _num(traded["price"].mean()) if len(traded) else None,
+        "mean_price_cents_per_kwh": (
+            _num(traded["price_ct_per_kwh"].mean()) if len(traded) else None
+        ),
         "volume_weighted_price_cents_per_kwh": _num(weighted),
         "traded_kwh": _num(volume),
-        "buyers_cost_cents": _num(rows["buyers_cost_with"].sum()),
-        "buyers_cost_grid_only_cents": _num(rows["buyers_cost_without"].sum()),
+        "buyers_cost_cents": _num(rows["buyers_cost_with_ct"].sum()),
+        "buyers_cost_grid_only_cents": _num(rows["buyers_cost_without_ct"].sum()),
         "buyers_cost_vs_grid_only_pct": _pct(
-            rows["buyers_cost_with"].sum(), rows["buyers_cost_without"].sum()
+            rows["buyers_cost_with_ct"].sum(), rows["buyers_cost_without_ct"].sum()
         ),
         "buyers_cost_vs_grid_only_pct_mean_of_windows": (
             _num(per_window.mean()) if len(per_window) else None
@@ -55,16 +60,22 @@ def summarise_run(rows: pd.DataFrame) -> dict[str, Any]:
         "buyers_cost_vs_grid_only_pct_mean_of_traded_windows": (
             _num(per_traded.mean()) if len(per_traded) else None
         ),
-        "sellers_revenue_cents": _num(rows["sellers_revenue_with"].sum()),
-        "sellers_revenue_feed_in_only_cents": _num(rows["sellers_revenue_without"].sum()),
+        "sellers_revenue_cents": _num(rows["sellers_revenue_with_ct"].sum()),
+        "sellers_revenue_feed_in_only_cents": _num(rows["sellers_revenue_without_ct"].sum()),
         "sellers_revenue_vs_feed_in_pct": _pct(
-            rows["sellers_revenue_with"].sum(), rows["sellers_revenue_without"].sum()
+            rows["sellers_revenue_with_ct"].sum(), rows["sellers_revenue_without_ct"].sum()
         ),
         "grid_exchange_kwh": _num(rows["grid_exchange_with_kwh"].sum()),
         "grid_exchange_without_market_kwh": _num(rows["grid_exchange_without_kwh"].sum()),
         "grid_exchange_vs_without_market_pct": _pct(
             rows["grid_exchange_with_kwh"].sum(), rows["grid_exchange_without_kwh"].sum()
         ),
+    }
+
+
+def timing_run(rows: pd.DataFrame) -> dict[str, Any]:
+    """One run's clearing times (wall-clock: they differ from run to run, unlike the rest)."""
+    return {
         "seconds_per_window": _num(rows["clearing_seconds"].mean()),
         "seconds_per_window_max": _num(rows["clearing_seconds"].max()),
         "online_seconds_per_window": (
@@ -74,8 +85,13 @@ def summarise_run(rows: pd.DataFrame) -> dict[str, Any]:
 
 
 def summarise(windows: pd.DataFrame, run_keys: list[str]) -> dict[str, dict[str, Any]]:
-    """Summarise every run, in the given order."""
+    """Summarise every run, in the given order (no timings: see :func:`timings`)."""
     return {key: summarise_run(windows[windows["run"] == key]) for key in run_keys}
+
+
+def timings(windows: pd.DataFrame, run_keys: list[str]) -> dict[str, dict[str, Any]]:
+    """Every run's clearing times, in the given order."""
+    return {key: timing_run(windows[windows["run"] == key]) for key in run_keys}
 
 
 def utility_summary(utility: pd.DataFrame) -> list[dict[str, Any]]:

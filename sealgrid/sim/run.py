@@ -1,36 +1,132 @@
 """Run mechanisms over every window of a neighbourhood; assumes a loaded data set, no I/O.
 
 Each window is cleared (:func:`~sealgrid.sim.window.clear_window`), settled by the meters and
-turned into one row per (window, run). Rows become ``windows.parquet``; the selected sellers'
-utility (paper xie2020 Eq. 4, Fig. 6b) becomes ``utility.parquet``.
+turned into one row per (window, run): ``windows.csv``/``.parquet``. Each market run also totals
+every household over the run (``households``) and lists what each household bought or sold in
+each window (``trades``); the selected sellers' utility (paper xie2020 Eq. 4, Fig. 6b) becomes
+``utility.parquet``. Column names carry their units: ``_kwh``, ``_ct``, ``_ct_per_kwh``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sealgrid.sim.agents import MarketParams
 from sealgrid.sim.dataset import MWH_PER_KWH, Neighbourhood
-from sealgrid.sim.window import PEM, Run, clear_window, settle_window
+from sealgrid.sim.window import (
+    NONE,
+    PEM,
+    Run,
+    WindowMoney,
+    WindowResult,
+    clear_window,
+    settle_window,
+)
 
 #: How many sellers the utility figure follows (the paper shows two).
 SELECTED_SELLERS = 2
 
 
+#: Decimals kept of the per-household totals (sums of exact per-window amounts as floats).
+DECIMALS = 9
+#: The per-household table's columns (one row per market run and household).
+HOUSEHOLD_COLUMNS = (
+    "run", "mechanism", "home", "has_pv", "pv_kwh", "load_kwh", "import_kwh", "export_kwh",
+    "windows_buying", "windows_selling", "bought_kwh", "sold_kwh", "money_without_market_ct",
+    "money_with_market_ct", "gain_ct",
+)
+#: The per-trade table's columns (one row per run, window and household that traded).
+TRADE_COLUMNS = ("timestamp", "window", "run", "home", "side", "energy_kwh",
+                 "price_ct_per_kwh", "payment_ct")
+
+
 @dataclass(frozen=True)
 class SimulationResult:
-    """Per-window rows, the selected sellers' utilities, and the runs that made them."""
+    """Per-window rows, the selected sellers' utilities, and the runs that made them.
+
+    ``households``: per market run and household, energy (kWh) and money (¢) over the run with
+    and without the market (:data:`HOUSEHOLD_COLUMNS`); ``trades``: per market run, window and
+    household that traded, its side, energy, price and payment (:data:`TRADE_COLUMNS`).
+    """
 
     windows: pd.DataFrame
     utility: pd.DataFrame
     runs: tuple[Run, ...]
     selected_sellers: tuple[str, ...]
+    households: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(HOUSEHOLD_COLUMNS)))
+    trades: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(TRADE_COLUMNS)))
+
+
+class _Totals:
+    """One market run's running totals per household (¢ and kWh, as floats)."""
+
+    def __init__(self, n: int) -> None:
+        self.money_with = np.zeros(n)
+        self.money_without = np.zeros(n)
+        self.bought = np.zeros(n)
+        self.sold = np.zeros(n)
+
+    def add(self, money: WindowMoney, result: WindowResult) -> None:
+        self.money_with += np.array([float(x) for x in money.household_with])
+        self.money_without += np.array([float(x) for x in money.household_without])
+        self.bought += np.array([float(x) for x in result.bought_kwh])
+        self.sold += np.array([float(x) for x in result.sold_kwh])
+
+
+def _trade_rows(run: Run, window: int, stamp: pd.Timestamp, names: tuple[str, ...],
+                result: WindowResult) -> list[tuple[Any, ...]]:
+    """One row per household that bought or sold in the window, at the window's price."""
+    if result.price is None:
+        return []
+    price = result.price
+    rows = []
+    for i, (b, s) in enumerate(zip(result.bought_kwh, result.sold_kwh, strict=True)):
+        if b or s:
+            e = b or s
+            rows.append((stamp, window, run.key, names[i], "buy" if b else "sell", float(e),
+                         float(price), float(price * e)))
+    return rows
+
+
+def _households(data: Neighbourhood, runs: Sequence[Run],
+                totals: Mapping[str, _Totals]) -> pd.DataFrame:
+    """The per-household table from the runs' totals and the data's energy."""
+    names = data.home_names
+    net = data.net_mwh
+    base = {
+        "home": list(names),
+        "has_pv": data.homes["has_pv"].astype(bool).to_numpy(),
+        "pv_kwh": data.pv_mwh.sum(axis=0) / MWH_PER_KWH,
+        "load_kwh": data.load_mwh.sum(axis=0) / MWH_PER_KWH,
+        "import_kwh": np.clip(-net, 0, None).sum(axis=0) / MWH_PER_KWH,
+        "export_kwh": np.clip(net, 0, None).sum(axis=0) / MWH_PER_KWH,
+        "windows_buying": (net < 0).sum(axis=0),
+        "windows_selling": (net > 0).sum(axis=0),
+    }
+    frames = []
+    for run in runs:
+        if run.key not in totals:
+            continue
+        t = totals[run.key]
+        frames.append(pd.DataFrame({
+            "run": run.key, "mechanism": run.mechanism, **base,
+            "bought_kwh": t.bought.round(DECIMALS), "sold_kwh": t.sold.round(DECIMALS),
+            "money_without_market_ct": t.money_without.round(DECIMALS),
+            "money_with_market_ct": t.money_with.round(DECIMALS),
+            "gain_ct": (t.money_with - t.money_without).round(DECIMALS),
+        }))
+    if not frames:
+        return pd.DataFrame(columns=list(HOUSEHOLD_COLUMNS))
+    return pd.concat(frames, ignore_index=True)[list(HOUSEHOLD_COLUMNS)]
 
 
 def runs_for(mechanism: str, params: MarketParams) -> tuple[Run, ...]:
@@ -81,6 +177,8 @@ def simulate(
     chosen = selected_sellers(data)
     rows: list[dict[str, Any]] = []
     utility: list[dict[str, Any]] = []
+    trades: list[tuple[Any, ...]] = []
+    totals = {run.key: _Totals(len(names)) for run in runs if run.mechanism != NONE}
     feed_in = Fraction(params.feed_in)
     for w, stamp in enumerate(data.index):
         pv, load, nw = data.pv_mwh[w], data.load_mwh[w], net[w]
@@ -91,13 +189,16 @@ def simulate(
             result, seconds, online = clear_window(run, params, w, names, pv, load,
                                                    secure=secure, secure_options=secure_options)
             money = settle_window(result, params, names, nw)
+            if run.key in totals:
+                totals[run.key].add(money, result)
+                trades.extend(_trade_rows(run, w, stamp, names, result))
             rows.append({
                 "timestamp": stamp,
                 "window": w,
                 "run": run.key,
                 "mechanism": run.mechanism,
                 "kind": result.kind,
-                "price": math.nan if result.price is None else float(result.price),
+                "price_ct_per_kwh": math.nan if result.price is None else float(result.price),
                 "sellers": sellers,
                 "buyers": buyers,
                 "supply_kwh": supply,
@@ -105,10 +206,10 @@ def simulate(
                 "traded_kwh": float(money.traded_kwh),
                 "accepted_sellers": sum(1 for s in result.sold_kwh if s),
                 "accepted_buyers": sum(1 for b in result.bought_kwh if b),
-                "buyers_cost_with": float(money.buyers_cost_with),
-                "buyers_cost_without": float(money.buyers_cost_without),
-                "sellers_revenue_with": float(money.sellers_revenue_with),
-                "sellers_revenue_without": float(money.sellers_revenue_without),
+                "buyers_cost_with_ct": float(money.buyers_cost_with),
+                "buyers_cost_without_ct": float(money.buyers_cost_without),
+                "sellers_revenue_with_ct": float(money.sellers_revenue_with),
+                "sellers_revenue_without_ct": float(money.sellers_revenue_without),
                 "grid_exchange_with_kwh": float(money.grid_exchange_with_kwh),
                 "grid_exchange_without_kwh": float(money.grid_exchange_without_kwh),
                 "clearing_seconds": seconds,
@@ -131,9 +232,13 @@ def simulate(
         if progress is not None:
             progress(1)
     columns = ["timestamp", "home", "k", "utility_with", "utility_without"]
+    trade_table = pd.DataFrame(trades, columns=list(TRADE_COLUMNS))
+    trade_table["window"] = trade_table["window"].astype(np.int64)
     return SimulationResult(
         windows=pd.DataFrame(rows),
         utility=pd.DataFrame(utility, columns=columns),
         runs=tuple(runs),
         selected_sellers=tuple(names[i] for i in chosen),
+        households=_households(data, runs, totals),
+        trades=trade_table,
     )

@@ -178,7 +178,11 @@ def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, 
 
 @dataclass(frozen=True)
 class WindowMoney:
-    """Settled totals of one window (cents, kWh), with and without the market."""
+    """Settled totals of one window (¢, kWh), with and without the market.
+
+    ``household_with`` and ``household_without`` are each household's money in ¢ (received
+    minus paid: negative pays), in the window's order of households.
+    """
 
     buyers_cost_with: Fraction
     buyers_cost_without: Fraction
@@ -188,6 +192,7 @@ class WindowMoney:
     grid_exchange_without_kwh: Fraction
     traded_kwh: Fraction
     household_with: tuple[Fraction, ...]
+    household_without: tuple[Fraction, ...] = ()
 
 
 def settle_window(result: WindowResult, params: MarketParams, names: tuple[str, ...],
@@ -230,4 +235,5 @@ def settle_window(result: WindowResult, params: MarketParams, names: tuple[str, 
         grid_exchange_without_kwh=exchange_without,
         traded_kwh=sum(result.bought_kwh, zero),
         household_with=tuple(a.with_market for a in accounts),
+        household_without=tuple(a.without_market for a in accounts),
     )

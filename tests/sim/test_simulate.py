@@ -135,3 +135,36 @@ def test_secure_equals_plaintext_on_a_few_windows(run):
         for got, want in zip(secure.bought_kwh + secure.sold_kwh,
                              plain.bought_kwh + plain.sold_kwh, strict=True):
             assert abs(got - want) <= PEM_AMOUNT_TOLERANCE
+
+
+def test_households_and_trades_add_up_to_the_windows():
+    data = dataset.load("day", homes=30, windows=5, start=100)
+    runs = runs_for("all", PARAMS)
+    result = simulate(data, PARAMS, runs)
+    assert set(result.households["run"]) == {"double-auction", "pem-k20", "pem-k40"}
+    for key in ("double-auction", "pem-k20", "pem-k40"):
+        w = result.windows[result.windows["run"] == key]
+        h = result.households[result.households["run"] == key]
+        t = result.trades[result.trades["run"] == key]
+        assert len(h) == 30 and h["home"].tolist() == list(data.home_names)
+        # The households' gains are the buyers' savings plus the sellers' extra revenue.
+        saved = (w["buyers_cost_without_ct"] - w["buyers_cost_with_ct"]).sum()
+        extra = (w["sellers_revenue_with_ct"] - w["sellers_revenue_without_ct"]).sum()
+        assert h["gain_ct"].sum() == pytest.approx(saved + extra, abs=1e-6)
+        assert (h["gain_ct"] >= -1e-9).all()  # nobody loses against grid only (no fee)
+        assert h["bought_kwh"].sum() == pytest.approx(w["traded_kwh"].sum(), abs=1e-9)
+        assert h["sold_kwh"].sum() == pytest.approx(w["traded_kwh"].sum(), abs=1e-9)
+        # Trades: per window one row per household that traded, buys matching sells.
+        for side, column in (("buy", "bought_kwh"), ("sell", "sold_kwh")):
+            per_home = t[t["side"] == side].groupby("home")["energy_kwh"].sum()
+            got = h.set_index("home")[column]
+            assert per_home.to_numpy() == pytest.approx(got[got > 0].to_numpy(), abs=1e-9)
+        assert t["payment_ct"].to_numpy() == pytest.approx(
+            (t["energy_kwh"] * t["price_ct_per_kwh"]).to_numpy())
+        assert set(t["window"]) <= set(range(5))
+    # Grid-only money is the tariffs on the metered energy.
+    h = result.households[result.households["run"] == "pem-k20"]
+    expected = 80 * h["export_kwh"] - 120 * h["import_kwh"]
+    assert h["money_without_market_ct"].to_numpy() == pytest.approx(expected.to_numpy())
+    net = data.net_mwh
+    assert h["import_kwh"].sum() == pytest.approx(-net[net < 0].sum() / 1e6)
