@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--period-seconds", type=int, default=0, help="period length (default: 5 s, more for many)"
     )
-    parser.add_argument("--data-dir", type=Path, help="a new directory (default: a fresh temp)")
+    parser.add_argument(
+        "--data-dir", type=Path,
+        help="the data directory (default: a fresh temporary one); without --keep, what the"
+        " demo made there is removed at the end (a directory that existed before stays)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true",
+        help="keep the data directory (keys, databases, server logs) and print where it is;"
+        " by default it is removed at the end, also after an error or Ctrl-C, since it holds"
+        " every party's private keys unencrypted",
+    )
     parser.add_argument("--seed", type=int, default=2016, help="seed of the demo bids")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(func=run)
@@ -30,40 +40,58 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print each period's price, volume and settlement."""
     from sealgrid.cli import CliError
-    from sealgrid.service.demo import run_demo
+    from sealgrid.service.demo import DemoData, run_demo
     from sealgrid.service.keys import DataDirError
     from sealgrid.service.local import LocalMarketError
 
     if args.households < 2 or args.periods < 1:
         raise CliError("need at least 2 households and 1 period")
-    root = args.data_dir or Path(tempfile.mkdtemp(prefix="sealgrid-demo-")) / "data"
     seconds = args.period_seconds or max(5, args.households // 100)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    def stop(signum: int, frame: object) -> None:  # SIGTERM as Ctrl-C: the clean-up runs
+        raise KeyboardInterrupt
+
+    data = DemoData(args.data_dir, keep=args.keep)
     try:
-        report = asyncio.run(
-            run_demo(
-                root,
-                households=args.households,
-                periods=args.periods,
-                period_seconds=seconds,
-                seed=args.seed,
-                progress=progress,
-            )
-        )
-    except (DataDirError, LocalMarketError, TimeoutError) as exc:
-        raise CliError(str(exc)) from exc
+        old_term = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: SIGTERM is left as it is
+        old_term = None
+    finished = False
+    try:
+        with data as root:
+            try:
+                report = asyncio.run(
+                    run_demo(
+                        root,
+                        households=args.households,
+                        periods=args.periods,
+                        period_seconds=seconds,
+                        seed=args.seed,
+                        progress=progress,
+                    )
+                )
+            except (DataDirError, LocalMarketError, TimeoutError) as exc:
+                raise CliError(str(exc)) from exc
+            finished = True
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        if not finished and data.outcome:  # the error's line follows
+            progress(data.outcome)
+    report["data_dir_kept"] = args.keep
     if args.json:
+        progress(data.outcome)
         print(json.dumps(report, sort_keys=True))
     else:
-        print(_table(report))
+        print(_table(report, data.outcome))
     ok = all(p["status"] == "cleared" and p["servers_agree"] for p in report["periods"])
     return 0 if ok else 1
 
 
-def _table(report: dict[str, Any]) -> str:
+def _table(report: dict[str, Any], where: str) -> str:
     lines = [f"{report['households']} households, {len(report['periods'])} periods "
              f"of {report['period_seconds']} s, 3 servers (TLS, SQLite)", ""]  # fmt: skip
     for p in report["periods"]:
@@ -88,5 +116,5 @@ def _table(report: dict[str, Any]) -> str:
             f"gain {p['household_difference_total']:.1f} ¢; grid operator fees "
             f"{p['grid_operator_fees']:.1f} ¢"
         )
-    lines += ["", f"data directory: {report['data_dir']} (keys, databases, server logs)"]
+    lines += ["", where]
     return "\n".join(lines)

@@ -9,17 +9,26 @@ each household privately after the reading deadline, and each supplier reads its
 one total per customer, with and without the market (a billing cycle is one period here, so
 that every period is billed). The settlement figures come from the suppliers' bills and the
 grid operators' totals only; nothing is gathered from the households.
+
+The data directory holds every party's private keys, unencrypted: :class:`DemoData` removes
+what the demo made of it when the demo ends (also on an error or Ctrl-C), unless asked to
+keep it, and never removes what was there before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 from sealgrid.mechanism.bids import Bid, Side, check_bid
@@ -53,6 +62,79 @@ TARIFF = Tariff(Fraction(120), Fraction(80), Fraction(5))
 GRACE = 1
 
 Progress = Callable[[str], None]
+
+
+class DemoData:
+    """The demo's data directory, and its removal at the end; a context manager that gives
+    the directory to run the demo in.
+
+    Without ``given``, a fresh temporary directory (``sealgrid-demo-…/data``). With
+    ``given``, that directory: made by the demo if it did not exist, else used as it is (the
+    demo refuses one that holds a registry). On leaving, unless ``keep``: what the demo made
+    is removed — the temporary directory, or ``given`` if the demo made it (and the empty
+    parents it made for it), or else only the entries the demo added to ``given``; what was
+    there before is never touched. :attr:`outcome` then says which.
+    """
+
+    def __init__(self, given: Path | None = None, *, keep: bool = False) -> None:
+        self.keep = keep
+        self._given = None if given is None else Path(given).absolute()
+        self._made: list[Path] = []  # directories the demo made, outermost first
+        self._before: set[str] | None = None  # the entries of a given directory that existed
+        self.root = self._given or Path()
+        self.outcome = ""
+
+    def __enter__(self) -> Path:
+        if self._given is None:
+            made = Path(tempfile.mkdtemp(prefix="sealgrid-demo-"))
+            self._made = [made]
+            self.root = made / "data"
+            return self.root
+        self.root = self._given
+        if self._given.is_dir():
+            self._before = set(os.listdir(self._given))
+        else:  # made by the demo (init), with any parents missing
+            self._made = [p for p in (*reversed(self._given.parents), self._given)
+                          if not p.exists()]
+        return self.root
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.finish()
+
+    def finish(self) -> str:
+        """Remove what the demo made (unless :attr:`keep`); return and keep in
+        :attr:`outcome` one line saying what was removed or where the data is."""
+        if self.keep:
+            self.outcome = (f"data directory kept: {self.root} (keys, databases, server logs;"
+                            " the private keys are not encrypted: delete it when done)")
+        elif self._before is not None:
+            added = sorted(set(os.listdir(self.root)) - self._before) if self.root.is_dir() else []
+            for name in added:
+                _remove(self.root / name)
+            self.outcome = "" if not added else (
+                f"removed what the demo made in {self.root} ({', '.join(added)}); the directory"
+                " existed before and stays (--keep keeps it all)")
+        elif self._made:
+            if self._given is None:
+                _remove(self._made[0])  # the temporary directory, whole
+            else:
+                _remove(self._given)
+                for parent in reversed(self._made[:-1]):  # those made for it, if empty
+                    with contextlib.suppress(OSError):
+                        parent.rmdir()
+            self.outcome = (f"data directory removed: {self.root} (keys, databases, server"
+                            " logs; --keep keeps it)")
+        return self.outcome
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a whole directory tree, if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def demo_bid(hid: str, supplier: str, period_index: int, seed: int, market: Market) -> Bid:
