@@ -17,11 +17,13 @@ same price. Equations, with ``sn = g − l − b`` (Eq. 1):
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from math import isqrt
+
+import numpy as np
 
 from sealgrid.mechanism.grid import parse_decimal
 
@@ -210,21 +212,66 @@ def optimal_load(agent: Agent, price: Fraction) -> Fraction:
     return k * eps / price - 1 - eps * b
 
 
+def _coprime_fraction(numerator: int, denominator: int) -> Fraction:
+    """``numerator/denominator`` from two coprime integers (``denominator > 0``) without the
+    ``gcd`` that ``Fraction(n, d)`` would repeat: the terms go straight into its slots."""
+    value = object.__new__(Fraction)
+    value._numerator = numerator  # type: ignore[attr-defined]
+    value._denominator = denominator  # type: ignore[attr-defined]
+    return value
+
+
+def _fraction_maker() -> Callable[[int, int], Fraction]:
+    """:func:`_coprime_fraction` where this interpreter's Fraction keeps its terms in those
+    slots (CPython), else the ordinary constructor."""
+    try:
+        same = _coprime_fraction(-6, 35) == Fraction(-6, 35)
+        if same and hash(_coprime_fraction(3, 5)) == hash(Fraction(3, 5)):
+            return _coprime_fraction
+    except (AttributeError, TypeError):  # pragma: no cover - another Fraction layout
+        pass
+    return Fraction  # pragma: no cover
+
+
+_exact = _fraction_maker()
+
+
 def distribute(
     sellers: Sequence[Agent], buyers: Sequence[Agent], kind: MarketKind, price: Fraction
 ) -> tuple[Trade, ...]:
-    """Section III-D: pairwise amounts in proportion to demand (general) or supply (extreme)."""
-    supply = sum(s.net for s in sellers)
-    demand = -sum(b.net for b in buyers)
-    trades = []
-    for s in sellers:
-        for b in buyers:
-            if kind is MarketKind.GENERAL:
-                e = Fraction(s.net * -b.net, demand * FIXED)
-            else:
-                e = Fraction(-b.net * s.net, supply * FIXED)
-            trades.append(Trade(s.name, b.name, e, price * e))
-    return tuple(trades)
+    """Section III-D: pairwise amounts in proportion to demand (general) or supply (extreme).
+
+    ``e_ij = sn_i·|sn_j| / (E·FIXED)`` with ``E = E_b`` (general) or ``E_s`` (extreme), and
+    ``p·e_ij``, both exact and in lowest terms: every pair's numerator and denominator are
+    reduced as integers, all pairs at once (numpy arrays of Python integers, so nothing
+    overflows), ``gcd(sn_i·|sn_j|, M) = gcd(sn_i, M)·gcd(|sn_j|, M/gcd(sn_i, M))``.
+    """
+    if not sellers or not buyers:
+        return ()
+    total = (-sum(b.net for b in buyers) if kind is MarketKind.GENERAL
+             else sum(s.net for s in sellers))
+    common = total * FIXED  # every amount is (sn_i · |sn_j|) / common
+    supply = np.array([s.net for s in sellers], dtype=object)[:, None]  # a column per seller
+    demand = np.array([-b.net for b in buyers], dtype=object)[None, :]  # a row per buyer
+    seller_gcd = np.gcd(supply, common)
+    rest = common // seller_gcd  # per seller: common / gcd(sn_i, common)
+    pair_gcd = np.gcd(demand, rest)
+    num = (supply // seller_gcd) * (demand // pair_gcd)
+    den = rest // pair_gcd
+    p, q = price.numerator, price.denominator
+    if p:
+        p_gcd, q_gcd = np.gcd(den, p), np.gcd(num, q)
+        pay_num, pay_den = (num // q_gcd) * (p // p_gcd), (den // p_gcd) * (q // q_gcd)
+    else:
+        pay_num, pay_den = np.zeros_like(num), np.ones_like(den)
+    names = [b.name for b in buyers]
+    exact = _exact
+    return tuple(
+        Trade(s.name, buyer, exact(en, ed), exact(pn, pd))
+        for s, ens, eds, pns, pds in zip(
+            sellers, num.tolist(), den.tolist(), pay_num.tolist(), pay_den.tolist(), strict=True)
+        for buyer, en, ed, pn, pd in zip(names, ens, eds, pns, pds, strict=True)
+    )
 
 
 def run_pem(agents: Sequence[Agent], market: PemMarket) -> PemOutcome:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from fractions import Fraction as F
 
 import pytest
@@ -16,6 +17,8 @@ from sealgrid.mechanism.pem import (
     MarketKind,
     PemInputError,
     PemMarket,
+    classify,
+    distribute,
     run_pem,
     stackelberg_price,
 )
@@ -151,3 +154,65 @@ def test_random_windows_conserve_energy_and_respect_the_range(
     if out.trades:
         assert traded == min(out.supply, out.demand)
     assert stackelberg_price(PAPER, 20 * FIXED, FIXED**2) >= PAPER.low
+
+
+# --- distribute: the vectorised amounts equal the pairwise formula ---------------------------
+
+def distribute_pair_by_pair(sellers: list[Agent], buyers: list[Agent], kind: MarketKind,
+                            price: F) -> list[tuple[str, str, F, F]]:
+    """The formula of §III-D one pair at a time with Fraction (``distribute`` before numpy)."""
+    supply = sum(s.net for s in sellers)
+    demand = -sum(b.net for b in buyers)
+    out = []
+    for s in sellers:
+        for b in buyers:
+            if kind is MarketKind.GENERAL:
+                e = F(s.net * -b.net, demand * FIXED)
+            else:
+                e = F(-b.net * s.net, supply * FIXED)
+            out.append((s.name, b.name, e, price * e))
+    return out
+
+
+def net_agent(name: str, net: int) -> Agent:
+    """An agent whose net energy is exactly ``net`` fixed-point units."""
+    return Agent(name, max(net, 0), max(-net, 0), 0, FIXED, FIXED // 2)
+
+
+# nets from one unit to far beyond int64 products (2^90 units), so no fixed width would do
+nets = st.one_of(st.integers(1, 10**7), st.integers(1, 2**90))
+prices = st.one_of(
+    st.fractions(min_value=-200, max_value=200, max_denominator=10**6),
+    st.fractions(min_value=-(2**70), max_value=2**70, max_denominator=2**40),
+    st.just(F(0)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(nets, min_size=0, max_size=7), st.lists(nets, min_size=0, max_size=7),
+       st.sampled_from([MarketKind.GENERAL, MarketKind.EXTREME]), prices)
+def test_distribute_equals_the_pairwise_formula(
+    supplies: list[int], demands: list[int], kind: MarketKind, price: F
+) -> None:
+    sellers = [net_agent(f"s{i}", n) for i, n in enumerate(supplies)]
+    buyers = [net_agent(f"b{j}", -n) for j, n in enumerate(demands)]
+    got = distribute(sellers, buyers, kind, price)
+    want = distribute_pair_by_pair(sellers, buyers, kind, price)
+    assert [(t.seller, t.buyer, t.energy, t.payment) for t in got] == want
+    for t, (_, _, e, pay) in zip(got, want, strict=True):
+        for value, exact in ((t.energy, e), (t.payment, pay)):
+            assert type(value) is F and hash(value) == hash(exact)
+            assert (value.numerator, value.denominator) == (exact.numerator, exact.denominator)
+            assert value.denominator > 0 and math.gcd(value.numerator, value.denominator) == 1
+
+
+def test_distribute_on_a_neighbourhood_equals_the_pairwise_formula() -> None:
+    rng = random.Random(5)
+    agents = [net_agent(f"h{i}", rng.choice((1, -1)) * rng.randrange(1, 4 * FIXED))
+              for i in range(120)]
+    sellers, buyers = classify(agents)
+    for kind, price in ((MarketKind.GENERAL, F("93.082006")), (MarketKind.EXTREME, F(90))):
+        got = distribute(sellers, buyers, kind, price)
+        assert len(got) == len(sellers) * len(buyers) > 1000
+        assert [(t.seller, t.buyer, t.energy, t.payment) for t in got] == (
+            distribute_pair_by_pair(sellers, buyers, kind, price))
