@@ -141,7 +141,7 @@ def test_retry_after_is_honoured() -> None:
     fake = Busy({"/v1/challenge": 1}, retry_after="1")
     asyncio.run(_with(fake, FAST, lambda c: c.challenge(0)))
     (first, _), (second, _) = fake.seen["/v1/challenge"]
-    assert 1.0 <= second - first < 1.0 + FAST.first_wait + 0.5  # no backoff of 0.05 … 0.2 s
+    assert 1.0 <= second - first < 3.0  # not the backoff of at most 0.05 s
 
 
 def test_always_503_gives_up_naming_the_tries_and_the_rule() -> None:
@@ -164,15 +164,15 @@ def test_the_tries_stop_at_the_total_time() -> None:
     started = time.monotonic()
     with pytest.raises(Unreachable, match=r"within 0.6 s\)$"):
         asyncio.run(_with(fake, slow, lambda c: c.challenge(0)))
-    assert time.monotonic() - started < 2.0 and 2 <= len(fake.seen["/v1/challenge"]) < 100
+    assert time.monotonic() - started < 5.0 and 2 <= len(fake.seen["/v1/challenge"]) < 100
     (first, _), *_, (last, _) = fake.seen["/v1/challenge"]
-    assert last - first <= 0.6
+    assert last - first <= 0.6 + 0.3  # the last wait ended within 0.6 s (and a request's time)
     # a Retry-After beyond the time left ends the tries at once, and says so
     fake = Busy({"/v1/challenge": -1}, retry_after="120")
     started = time.monotonic()
     with pytest.raises(Unreachable, match=r"after 1 attempt in .*; it asked to wait 120 s\)$"):
         asyncio.run(_with(fake, FAST, lambda c: c.challenge(0)))
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0 and len(fake.seen["/v1/challenge"]) == 1
 
 
 def test_another_error_is_not_retried() -> None:
