@@ -116,6 +116,7 @@ class DemoData:
                 f"removed what the demo made in {self.root} ({', '.join(added)}); the directory"
                 " existed before and stays (--keep keeps it all)")
         elif self._made:
+            made = self._made[0].exists()  # not when the demo failed before making it
             if self._given is None:
                 _remove(self._made[0])  # the temporary directory, whole
             else:
@@ -123,8 +124,9 @@ class DemoData:
                 for parent in reversed(self._made[:-1]):  # those made for it, if empty
                     with contextlib.suppress(OSError):
                         parent.rmdir()
-            self.outcome = (f"data directory removed: {self.root} (keys, databases, server"
-                            " logs; --keep keeps it)")
+            self.outcome = "" if not made else (
+                f"data directory removed: {self.root} (keys, databases, server logs; --keep"
+                " keeps it)")
         return self.outcome
 
 
@@ -133,7 +135,7 @@ def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # never made
             path.unlink()
 
 

@@ -159,3 +159,15 @@ def test_ctrl_c_in_a_real_demo_stops_the_servers_and_removes_the_keys(tmp_path: 
         f"data directory removed: {made / 'data'} (keys, databases, server logs; --keep keeps"
         " it)")
     assert _processes_naming(str(made)) == []
+
+
+def test_a_data_directory_that_cannot_be_made_removes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real demo, refused before it made anything: the user's file stays, and nothing is
+    said to be removed."""
+    (tmp_path / "a file").write_text("the user's")
+    assert main(["demo", "--households", "2", "--data-dir", str(tmp_path / "a file" / "d")]) == 1
+    assert (tmp_path / "a file").read_text() == "the user's"
+    assert capsys.readouterr().err == f"sealgrid: error: {tmp_path / 'a file' / 'd'}: Not a" \
+        " directory\n"
