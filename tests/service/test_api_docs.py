@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sealgrid.service.openapi import OPENAPI
+from sealgrid.service.openapi import OPENAPI, main
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+REGENERATE = "python -m sealgrid.service.openapi docs/openapi.json"
 
 
 def test_docs_copy_is_current() -> None:
-    assert json.loads((DOCS / "openapi.json").read_text()) == json.loads(json.dumps(OPENAPI))
+    assert json.loads((DOCS / "openapi.json").read_text()) == json.loads(json.dumps(OPENAPI)), (
+        f"docs/openapi.json is not the served document: run {REGENERATE}")
+
+
+def test_the_regenerating_command_writes_the_committed_copy(tmp_path) -> None:
+    assert main([str(tmp_path / "openapi.json")]) == 0
+    assert (tmp_path / "openapi.json").read_text() == (DOCS / "openapi.json").read_text(), (
+        f"docs/openapi.json is not as {REGENERATE} writes it")
+    assert main(["--no-such-option"]) == 2
 
 
 def test_every_route_is_described_and_documented(tmp_path) -> None:
