@@ -372,6 +372,34 @@ def write_result(directory: Path, result: PartyResult) -> None:
     (directory / "result.json").write_text(json.dumps(info))
 
 
+def write_segment(path: Path, segment: Segment) -> None:
+    """Write what validating one segment left this party (:func:`read_segment` reads it)."""
+    valid = np.asarray(segment.valid, dtype=bool)
+    products = np.asarray(segment.products, dtype="<u8")
+    seed = np.frombuffer(segment.seed, dtype=np.uint8)
+    with open(path, "wb") as out:
+        if segment.counts is None:
+            np.savez(out, valid=valid, products=products, seed=seed)
+        else:
+            np.savez(out, valid=valid, products=products, seed=seed,
+                     counts=np.asarray(segment.counts, dtype="<u8"))
+
+
+def read_segment(path: Path) -> Segment:
+    """Read what :func:`write_segment` wrote.
+
+    Raises:
+        ValueError: the file is not a segment result.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            counts = data["counts"].astype(F.U64) if "counts" in data.files else None
+            return Segment(data["valid"].astype(bool), data["products"].astype(F.U64), counts,
+                           data["seed"].tobytes())
+    except (OSError, KeyError, ValueError, EOFError) as exc:
+        raise ValueError(f"{path.name}: not a segment result ({exc})") from None
+
+
 def read_result(directory: Path) -> PartyResult:
     """Read what :func:`write_result` wrote."""
     info = json.loads((directory / "result.json").read_text())
@@ -401,6 +429,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--min-per-side", type=int, default=1,
                         help="accepted bids each side needs for the period to trade")
+    parser.add_argument("--segment", action="store_true",
+                        help="validate shares.bin as one segment of a period still open and "
+                             "write segment.npz (no clearing)")
+    parser.add_argument("--segments", type=int, default=0, metavar="K",
+                        help="the first rows of shares.bin were validated in K segments, "
+                             "whose results are segments/0.npz … segments/K-1.npz")
     args = parser.parse_args(sys.argv[1:])
     if mpc.options.sec_param != SEC_PARAM or len(mpc.parties) < 3:
         print("run with -K 26 and at least 3 parties", file=sys.stderr)
@@ -410,8 +444,21 @@ def main() -> int:
         print("the share batch belongs to another party", file=sys.stderr)
         return 2
 
+    if args.segment:
+        segment = run_party(mpc, args.timeout,
+                            lambda net: validate_segment(batch, net, args.min_per_side))
+        if segment is None:
+            return 3
+        write_segment(args.data_dir / "segment.npz", segment)
+        return 0
+    try:
+        done = [read_segment(args.data_dir / "segments" / f"{k}.npz")
+                for k in range(args.segments)]
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     result = run_party(mpc, args.timeout,
-                       lambda net: serve_period(batch, net, args.min_per_side))
+                       lambda net: serve_period(batch, net, args.min_per_side, done))
     if result is None:
         return 3
     write_result(args.data_dir, result)

@@ -210,6 +210,35 @@ async def bidset(request: web.Request) -> web.Response:
     return message(found)
 
 
+async def pending(request: web.Request) -> web.Response:
+    """GET /v1/internal/periods/{period}/pending: the leader asks which stored bids of a
+    period still open no segment holds yet (the other servers only, mutual TLS)."""
+    server = request.app[SERVER_KEY]
+    if not _from_peer(request):
+        return error("forbidden", "only the other computation servers may ask", 403)
+    period = request.match_info["period"]
+    why = server.intake.bidset_refusal(period)
+    if why is not None:  # not a period
+        return refusal(why)
+    found = await server.own_pending(period)
+    if found is None:
+        return error("no_segments", "this period takes no segment (closing, or streaming"
+                     " validation is off here)", 409)
+    return message(found)
+
+
+async def segments(request: web.Request) -> web.Response:
+    """POST /v1/internal/periods/{period}/segments: the leader's signed plan of a period's
+    next segment; this server records it and validates it with the others."""
+    server = request.app[SERVER_KEY]
+    if not _from_peer(request):
+        return error("forbidden", "only the other computation servers may ask", 403)
+    why = await server.accept_segment(await request.read())
+    if why is not None:
+        return refusal(why)
+    return web.json_response({"accepted": True})
+
+
 async def info(request: web.Request) -> web.Response:
     """GET /v1/info: this server's signed ``MarketInfo``: the market and the server."""
     return message(request.app[SERVER_KEY].info())
@@ -243,6 +272,8 @@ def build_app(server: Server) -> web.Application:
     app.router.add_get("/v1/periods/{period}", statement)
     app.router.add_get("/v1/internal/periods/{period}/bidset", bidset)
     app.router.add_get("/v1/internal/periods/{period}/settlement-set", settlement_set)
+    app.router.add_get("/v1/internal/periods/{period}/pending", pending)
+    app.router.add_post("/v1/internal/periods/{period}/segments", segments)
     app.router.add_get("/v1/info", info)
     app.router.add_get("/openapi.json", openapi)
     metrics.install(app, server)  # /metrics, /healthz and the counting middleware

@@ -29,8 +29,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.mechanism.market import Market
 from sealgrid.protocol import encoding
 from sealgrid.protocol.mpcclear import Public
-from sealgrid.protocol.party import SEC_PARAM, read_result
+from sealgrid.protocol.party import SEC_PARAM, read_result, read_segment
 
 log = logging.getLogger("sealgrid.clearing")
 
@@ -67,6 +67,37 @@ class ClearingRequest:
     workdir: Path
     mpc_config: Path
     timeout: float
+    segments: tuple[bytes, ...] = ()  # results of the first payloads' segments, in order
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """What one server hands the validation of one segment of a period still open: the
+    segment's payloads in the agreed order (sorted by pseudonym), the rest as for a
+    :class:`ClearingRequest`. The MPC ports are the period's, free until its gate."""
+
+    party: int
+    parties: int
+    peers: tuple[str, ...]
+    period: str
+    index: int
+    payloads: tuple[bytes, ...]
+    market: Market
+    workdir: Path
+    mpc_config: Path
+    timeout: float
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What validating a segment left this server: which bids passed (one per payload), and
+    the result file for the gate's clearing (``result``: opaque bytes of the protocol,
+    ``sealgrid.protocol.party.write_segment``); ``seed`` is the segment's public challenge
+    seed, the same on every server that took part."""
+
+    valid: tuple[bool, ...]
+    result: bytes
+    seed: bytes
 
 
 @dataclass(frozen=True)
@@ -92,6 +123,20 @@ class ClearingResult:
         return sum(1 for h in self.household if not h)
 
 
+def in_order(result: ClearingResult, order: Sequence[bytes],
+             wanted: Sequence[bytes]) -> ClearingResult:
+    """``result``, whose slots follow ``order`` (the validated segments' bids first), with
+    its per-slot outputs put in the order ``wanted`` (the same pseudonyms, sorted): nothing
+    stored after the gate keeps the segments' order, which tells roughly when bids came."""
+    if list(order) == list(wanted):
+        return result
+    where = {p: i for i, p in enumerate(order)}
+    index = np.array([where[p] for p in wanted], dtype=np.int64)
+    rows = np.frombuffer(result.settle_rows, dtype="<u8").reshape(4, -1)[:, index]
+    return replace(result, household=tuple(result.household[i] for i in index),
+                   settle_rows=np.ascontiguousarray(rows, dtype="<u8").tobytes())
+
+
 def payload_checker(party: int, market: Market) -> Callable[[bytes], None]:
     """Return a check of one payload's format for this server and market.
 
@@ -111,7 +156,7 @@ def payload_checker(party: int, market: Market) -> Callable[[bytes], None]:
     return check
 
 
-def _prepare(req: ClearingRequest) -> None:
+def _prepare(req: ClearingRequest | SegmentRequest) -> None:
     if req.workdir.exists():
         shutil.rmtree(req.workdir)
     req.workdir.mkdir(parents=True)
@@ -120,17 +165,23 @@ def _prepare(req: ClearingRequest) -> None:
     layout = encoding.Layout.of(req.market)
     payloads = [encoding.BidShares.from_bytes(p) for p in req.payloads]
     encoding.ShareBatch.from_payloads(payloads, req.party, layout).save(req.workdir / "shares.bin")
+    if isinstance(req, ClearingRequest) and req.segments:
+        (req.workdir / "segments").mkdir()
+        for k, blob in enumerate(req.segments):
+            (req.workdir / "segments" / f"{k}.npz").write_bytes(blob)
 
 
-async def _run_party(req: ClearingRequest, started: float) -> None:
+async def _run_party(req: ClearingRequest | SegmentRequest, started: float) -> None:
     try:
         _prepare(req)
     except (OSError, ValueError, BidRejected) as exc:
         raise ClearingFailed(f"cannot prepare the share batch: {exc}") from exc
+    mode = (["--segment"] if isinstance(req, SegmentRequest)
+            else ["--segments", str(len(req.segments))] if req.segments else [])
     cmd = [
         sys.executable, "-m", "sealgrid.protocol.party", "--data-dir", str(req.workdir),
         "--timeout", str(req.timeout), "-I", str(req.party),
-        "--min-per-side", str(req.market.min_accepted_per_side),
+        "--min-per-side", str(req.market.min_accepted_per_side), *mode,
         *(arg for peer in req.peers for arg in ("-P", peer)),
         "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip
@@ -160,10 +211,13 @@ async def _run_party(req: ClearingRequest, started: float) -> None:
         raise ClearingFailed(f"the clearing process exited with {code}: {(tail or [''])[-1]}")
 
 
-def _batch_digest(req: ClearingRequest) -> str:
-    h = hashlib.sha256(f"{req.period}/{req.party}/{len(req.payloads)}".encode())
+def _batch_digest(req: ClearingRequest | SegmentRequest) -> str:
+    what = f"segment {req.index}" if isinstance(req, SegmentRequest) else "clearing"
+    h = hashlib.sha256(f"{req.period}/{req.party}/{what}/{len(req.payloads)}".encode())
     for p in req.payloads:
         h.update(hashlib.sha256(p).digest())
+    for blob in req.segments if isinstance(req, ClearingRequest) else ():
+        h.update(hashlib.sha256(blob).digest())
     return h.hexdigest()
 
 
@@ -217,6 +271,25 @@ async def _outlived(req: ClearingRequest) -> bool:
         req.period, "waited for" if waited else "not running", "found" if done else "absent",
     )  # fmt: skip
     return done
+
+
+async def validate_segment(req: SegmentRequest) -> SegmentResult:
+    """Run this party's validation of one segment in a child process (docs/service.md,
+    "Streaming"): a joint challenge drawn now, after the segment was fixed, the validity
+    checks opened, each valid bid's shares summed into the segment's limb sums.
+
+    Raises:
+        ClearingFailed: the validation failed or ran past ``req.timeout``.
+    """
+    await _run_party(req, time.monotonic())
+    try:
+        blob = (req.workdir / "segment.npz").read_bytes()
+        segment = read_segment(req.workdir / "segment.npz")
+    except (OSError, ValueError) as exc:
+        raise ClearingFailed(f"unreadable segment result: {exc}") from exc
+    if len(segment.valid) != len(req.payloads):
+        raise ClearingFailed("the segment's validation returned the wrong size")
+    return SegmentResult(tuple(bool(v) for v in segment.valid), blob, segment.seed)
 
 
 async def clear(req: ClearingRequest) -> ClearingResult:

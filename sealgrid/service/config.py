@@ -21,11 +21,13 @@ Example (written by ``sealgrid init``)::
     challenge_ttl_seconds = 60
     max_challenges = 100000
     peer_timeout_seconds = 30     # waiting for peers at gate closure
-    price_floor = "80"            # price grid, currency per kWh (cents here): the feed-in
+    price_floor = "80"            # price grid, ct/kWh (the market's unit): the feed-in
     price_ceiling = "120"         # tariff to the retail price (docs/mechanism.md)
     price_tick = "0.1"
     max_quantity_wh = 10000
     min_accepted_per_side = 3     # accepted bids each side needs for a period to trade
+    segment_seconds = 60          # while a period is open, validate its bids so far in a
+    segment_min_bids = 1000       # segment every this many seconds, once this many wait (0: off)
 
     [mpc]
     base_port = 11365
@@ -107,6 +109,11 @@ class MarketConfig:
     price_tick: str = str(DEFAULT_GRID.tick)
     max_quantity_wh: int = DEFAULT_MAX_QUANTITY_WH
     min_accepted_per_side: int = SERVICE_MIN_ACCEPTED_PER_SIDE
+    #: streaming validation (docs/service.md, "Streaming"): every ``segment_seconds`` while a
+    #: period is open, the servers validate the bids all of them hold and no segment has yet,
+    #: once there are ``segment_min_bids`` of them; 0 seconds turns it off
+    segment_seconds: int = 60
+    segment_min_bids: int = 1000
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -141,6 +148,10 @@ class MarketConfig:
                               f" {table['horizon_periods']!r}")
         if "peer_timeout_seconds" in table:
             _seconds(table["peer_timeout_seconds"], "market.peer_timeout_seconds")
+        if "segment_seconds" in table:  # 0 turns streaming validation off
+            _whole(table["segment_seconds"], "market.segment_seconds", least=0)
+        if "segment_min_bids" in table:
+            _whole(table["segment_min_bids"], "market.segment_min_bids")
         for key in _MARKET_PRICES:
             if key in table:
                 _decimal(table[key], f"market.{key}")

@@ -29,7 +29,9 @@ import hmac
 import logging
 import os
 import ssl
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,7 +67,7 @@ from sealgrid.service.keys import (
     server_trust,
 )
 from sealgrid.service.schedule import BillingCalendar, Clock, Schedule, iso, utc_now
-from sealgrid.service.storage import StorageError, Store, Stored
+from sealgrid.service.storage import SegmentRecord, StorageError, Store, Stored
 from sealgrid.service.tokens import key_digest
 from sealgrid.service.voprf import Issuer
 from sealgrid.service.wire import (
@@ -78,11 +80,13 @@ from sealgrid.service.wire import (
     MeterReading,
     Outcome,
     OutputShares,
+    PendingSet,
     PeriodStatement,
     PriceGridInfo,
     RateLimit,
     ReadingReceipt,
     Receipt,
+    SegmentPlan,
     SettlementSet,
     TokenGrant,
     TokenRequest,
@@ -160,6 +164,9 @@ class Server:
         self._shared_checked = 0.0
         self._pruned_through = ""
         self._session: aiohttp.ClientSession | None = None
+        #: one lock per open period: its segments' validations run one at a time, and the
+        #: gate's bid set waits for the one under way (they share the period's MPC ports)
+        self._segment_locks: dict[str, asyncio.Lock] = {}
 
     # -- life cycle
 
@@ -179,6 +186,8 @@ class Server:
             return
         self._tasks.append(asyncio.create_task(self._ticker()))
         self._tasks.append(asyncio.create_task(self._heartbeats()))
+        if self.cfg.party == 0 and self.streaming:
+            self._tasks.append(asyncio.create_task(self._segmenter()))
         for period in self.store.unfinished():  # resumed: retried until their deadline
             self.finish_period(period)
         for period in self.store.unsealed():  # stopped between the statement and the seal
@@ -408,7 +417,8 @@ class Server:
     # -- gate closure
 
     async def own_bidset(self, period: str) -> BidSet | None:
-        """Return this server's signed bid set for ``period``, or None before its gate."""
+        """Return this server's signed bid set for ``period``, or None before its gate; with
+        it, the segments of the period validated here (after the one under way, if any)."""
         if not self.intake.close_due(period, self.clock()):
             return None
         if self.shared:  # the database's set, once the leader has recorded the gate
@@ -418,7 +428,159 @@ class Server:
         else:
             await self._drained.wait()
             pseudonyms = self.intake.pseudonyms(period)
-        return wire.sign(BidSet(self.cfg.party, period, pseudonyms), self.key)
+        async with self._segment_lock(period):  # a validation under way ends first
+            done = [s for s in await self.db(self.store.segments, period) if s.done]
+        segments = tuple(s.index.to_bytes(4, "big") + s.digest for s in done)
+        return wire.sign(BidSet(self.cfg.party, period, pseudonyms, segments), self.key)
+
+    # -- streaming validation: segments of a period while it is open (docs/service.md)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether this server validates bids in segments while their period is open (one
+        process per server: with several intake workers the gate validates everything)."""
+        return self.cfg.market.segment_seconds > 0 and not self.shared
+
+    def _segment_lock(self, period: str) -> asyncio.Lock:
+        return self._segment_locks.setdefault(period, asyncio.Lock())
+
+    def _segment_margin(self) -> float:
+        """Seconds before a gate after which no segment starts (one must end before it)."""
+        m = self.cfg.market
+        return float(min(m.peer_timeout_seconds, max(2.0, m.period_seconds / 4)))
+
+    def _segment_open(self, period: str) -> bool:
+        """Whether a segment of ``period`` may start now (its gate far enough ahead)."""
+        try:
+            gate = self.schedule.gate_closure(self.schedule.parse_period(period))
+        except ValueError:
+            return False
+        return (gate - self.clock()).total_seconds() > self._segment_margin()
+
+    async def own_pending(self, period: str) -> PendingSet | None:
+        """This server's stored pseudonyms of ``period`` that no segment holds yet, signed,
+        with the index of its next segment; None once the period may take no segment."""
+        if not self.streaming or not self._segment_open(period):
+            return None
+        stored = set(await self.db(self.store.pseudonyms, period))
+        segments = await self.db(self.store.segments, period)
+        for s in segments:
+            stored.difference_update(s.members)
+        return wire.sign(PendingSet(self.cfg.party, period, len(segments),
+                                    tuple(sorted(stored))), self.key)
+
+    async def _segmenter(self) -> None:
+        """The leader's clock for segments: every ``segment_seconds``, each open period with
+        enough bids that every server holds and no segment has gets its next segment."""
+        every = self.cfg.market.segment_seconds
+        while True:
+            await asyncio.sleep(every)
+            try:
+                periods = await self.db(self.store.open_periods)
+            except StorageError as exc:
+                log.warning("segments: cannot read the open periods: %s", exc)
+                continue
+            for period in periods:
+                if self._segment_open(period) and not self._segment_lock(period).locked():
+                    try:
+                        await self._plan_segment(period)
+                    except Exception as exc:  # the gate validates whatever is left
+                        log.warning("period %s: no segment this time: %s", period, exc)
+
+    async def _peer_internal(self, peer: int, method: str, path: str,
+                             body: bytes = b"") -> tuple[int, bytes]:
+        assert self._session is not None
+        url = f"{self.cfg.servers[peer]}/v1/internal/{path}"
+        async with self._session.request(method, url, data=body or None,
+                                         server_hostname=server_tls_name(peer)) as resp:
+            return resp.status, await resp.read()
+
+    async def _plan_segment(self, period: str) -> None:
+        """Fix the next segment of ``period`` with the peers and validate it (the leader)."""
+        own = await self.own_pending(period)
+        if own is None or len(own.pseudonyms) < self.cfg.market.segment_min_bids:
+            return
+        peers = [i for i in range(len(self.cfg.servers)) if i != self.cfg.party]
+        answers = await asyncio.gather(*(
+            self._peer_internal(j, "GET", f"periods/{period}/pending") for j in peers))
+        members = set(own.pseudonyms)
+        for j, (status, body) in zip(peers, answers, strict=True):
+            if status != 200:
+                raise clearing.ClearingFailed(f"server {j} gave no pending set (HTTP {status})")
+            found = wire.decode(PendingSet, body)
+            if (found.server, found.period) != (j, period) or not wire.verify(
+                    found, self.registry.servers[j][1]):
+                raise clearing.ClearingFailed(f"server {j}'s pending set is not its own")
+            if found.next_segment != own.next_segment:
+                raise clearing.ClearingFailed(
+                    f"server {j} is at segment {found.next_segment}, this one at"
+                    f" {own.next_segment}")
+            members &= set(found.pseudonyms)
+        if len(members) < self.cfg.market.segment_min_bids:
+            return
+        plan = wire.sign(SegmentPlan(self.cfg.party, period, own.next_segment,
+                                     tuple(sorted(members))), self.key)
+        body = wire.encode(plan)
+        answers = await asyncio.gather(*(
+            self._peer_internal(j, "POST", f"periods/{period}/segments", body) for j in peers))
+        refused = [f"server {j}: HTTP {s} {b[:200]!r}"
+                   for j, (s, b) in zip(peers, answers, strict=True) if s != 200]
+        if refused:
+            raise clearing.ClearingFailed("the plan was refused (" + "; ".join(refused) + ")")
+        await self.db(self.store.add_segment, period, plan.index, plan.pseudonyms)
+        await self._run_segment(period, plan.index, plan.pseudonyms)
+
+    async def accept_segment(self, raw: bytes) -> Rejected | None:
+        """A peer's side of a segment: check the leader's plan against what this server
+        holds, record it and start validating it (in the background); None when accepted."""
+        try:
+            plan = wire.decode(SegmentPlan, raw)
+        except wire.WireError as exc:
+            return Rejected(Reason.MALFORMED, f"not a segment plan: {exc}")
+        if plan.server != 0 or not wire.verify(plan, self.registry.servers[0][1]):
+            return Rejected(Reason.BAD_SIGNATURE, "a segment plan is signed by server 0")
+        own = await self.own_pending(plan.period)
+        if own is None:
+            return Rejected(Reason.LATE, "this period takes no segment any more here")
+        if plan.index != own.next_segment:
+            return Rejected(Reason.WRONG_PERIOD,
+                            f"the next segment here is {own.next_segment}, not {plan.index}")
+        if list(plan.pseudonyms) != sorted(set(plan.pseudonyms)) or not set(
+                plan.pseudonyms) <= set(own.pseudonyms):
+            return Rejected(Reason.MALFORMED, "the plan holds bids this server has not, or"
+                            " has in a segment already, or is not sorted")
+        try:
+            await self.db(self.store.add_segment, plan.period, plan.index, plan.pseudonyms)
+        except StorageError as exc:
+            return Rejected(Reason.MALFORMED, f"segment {plan.index} is recorded: {exc}")
+        task = asyncio.create_task(self._run_segment(plan.period, plan.index, plan.pseudonyms))
+        self._tasks.append(task)
+        return None
+
+    async def _run_segment(self, period: str, index: int, members: tuple[bytes, ...]) -> None:
+        """Validate one recorded segment with the peers (this server's party process) and
+        store its result; a failure leaves its bids to the gate."""
+        async with self._segment_lock(period):
+            t0 = asyncio.get_running_loop().time()
+            found = await self.db(self.store.payloads, period, members)
+            try:
+                if len(found) != len(members):
+                    raise clearing.ClearingFailed("bids of the segment are not stored here")
+                request = clearing.SegmentRequest(
+                    party=self.cfg.party, parties=len(self.cfg.servers),
+                    peers=self._mpc_peers(period), period=period, index=index,
+                    payloads=tuple(found[p] for p in members), market=self.market,
+                    workdir=self._mpc_workdir(period) / f"segment-{index}",
+                    mpc_config=self.cfg.data_dir, timeout=self._segment_margin())
+                result = await self._watched(clearing.validate_segment(request))
+            except clearing.ClearingFailed as exc:
+                log.warning("period %s: segment %d not validated: %s", period, index, exc)
+                return
+            digest = hashlib.sha256(b"".join(members) + result.seed).digest()
+            await self.db(self.store.segment_done, period, index, result.result, digest)
+            log.info("period %s: segment %d of %d bids validated (%d refused) in %.2f s",
+                     period, index, len(members), result.valid.count(False),
+                     asyncio.get_running_loop().time() - t0)
 
     async def _peer_bidset(self, peer: int, period: str, deadline: float,
                            until: dt.datetime | None = None) -> BidSet:
@@ -594,7 +756,11 @@ class Server:
                 lambda: self.store.set_period(period, "agreed", agreed=agreed, excluded=excluded),
             )
             left = max(2.0, (deadline - self.clock()).total_seconds())
-            status, public, outputs = await self._clear(period, agreed, left)
+            segments = await self._segments_agreed(period, [own, *sets], agreed_set)
+            if segments:
+                log.info("period %s: %d bids from %d segments validated while open", period,
+                         sum(len(s.members) for s in segments), len(segments))
+            status, public, outputs = await self._clear(period, agreed, left, segments)
             if status == "failed":
                 raise clearing.ClearingFailed(public.reason or "the clearing failed")
         t_cleared = loop.time()
@@ -667,30 +833,58 @@ class Server:
             return b""
         return key_digest(issuer.public)
 
-    async def _clear(
-        self, period: str, agreed: tuple[bytes, ...], timeout: float
-    ) -> tuple[str, Outcome, list[tuple[str, str, bytes]]]:
-        stored = {b.pseudonym: b.payload for b in await self.db(self.store.bids, period)}
+    def _mpc_peers(self, period: str) -> tuple[str, ...]:
+        """``host:port`` of every party's MPC link for ``period``'s clearing (and, before its
+        gate, its segments): one of eight port slots by the period's index."""
         index = self.schedule.parse_period(period).timestamp() // self.schedule.period_seconds
         parties = len(self.cfg.servers)
         base = self.cfg.mpc_base_port + parties * int(index % 8)
+        return tuple(f"{urlsplit(url).hostname}:{base + i}"
+                     for i, url in enumerate(self.cfg.servers))
+
+    def _mpc_workdir(self, period: str) -> Path:
+        return self.cfg.data_dir / "mpc" / period.replace(":", "")
+
+    async def _segments_agreed(self, period: str, sets: list[BidSet],
+                               agreed: set[bytes]) -> list[SegmentRecord]:
+        """The segments of ``period`` every server validated alike (same members, same joint
+        challenge), whose bids are all in the agreed set, by index: the gate's clearing
+        takes their results and validates only the rest."""
+        if not self.streaming:
+            return []
+        mine = {s.index: s for s in await self.db(self.store.segments, period) if s.done}
+        common = {s.index.to_bytes(4, "big") + s.digest for s in mine.values()}
+        for bidset in sets:
+            common &= set(bidset.segments)
+        used = [mine[int.from_bytes(e[:4], "big")] for e in common]
+        return sorted((s for s in used if set(s.members) <= agreed), key=lambda s: s.index)
+
+    async def _clear(
+        self, period: str, agreed: tuple[bytes, ...], timeout: float,
+        segments: Sequence[SegmentRecord] = (),
+    ) -> tuple[str, Outcome, list[tuple[str, str, bytes]]]:
+        stored = {b.pseudonym: b.payload for b in await self.db(self.store.bids, period)}
+        # the batch: the validated segments' bids first, in their order, then the rest sorted
+        first = [p for s in segments for p in s.members]
+        taken = set(first)
+        order = first + [p for p in agreed if p not in taken]
         request = clearing.ClearingRequest(
             party=self.cfg.party,
-            parties=parties,
-            peers=tuple(
-                f"{urlsplit(url).hostname}:{base + i}" for i, url in enumerate(self.cfg.servers)
-            ),
+            parties=len(self.cfg.servers),
+            peers=self._mpc_peers(period),
             period=period,
-            payloads=tuple(stored[p] for p in agreed),
+            payloads=tuple(stored[p] for p in order),
             market=self.market,
-            workdir=self.cfg.data_dir / "mpc" / period.replace(":", ""),
+            workdir=self._mpc_workdir(period),
             mpc_config=self.cfg.data_dir,
             timeout=min(float(max(20, self.cfg.market.peer_timeout_seconds)), timeout),
+            segments=tuple(s.result for s in segments),
         )
         try:
             result = await self._watched(clearing.clear(request))
         except clearing.ClearingFailed as exc:
             return "failed", Outcome("failed", reason=str(exc)), []
+        result = clearing.in_order(result, order, agreed)  # slots back in pseudonym order
         level = result.public.level
         public = Outcome(
             status="cleared" if level is not None else "no_trade",

@@ -63,9 +63,10 @@ log = logging.getLogger("sealgrid.storage")
 #: The schema's version, kept in the ``meta`` table (row ``schema``). 1 had no ``meta`` table
 #: (rowid tables, ``bids.seq``); 2 keeps no order of arrival; 3 adds the settlement's tables
 #: (credentials, readings, settlements); 4 adds ``used_challenges`` (several intake workers on
-#: one database). An older database is brought forward by :data:`MIGRATIONS` when it is
-#: opened; a newer one is refused.
-SCHEMA_VERSION = 4
+#: one database); 5 adds ``segments`` (bids validated in segments while their period is
+#: open). An older database is brought forward by :data:`MIGRATIONS` when it is opened; a
+#: newer one is refused.
+SCHEMA_VERSION = 5
 #: The oldest schema a database may have and still be opened (and migrated).
 OLDEST_SCHEMA = 1
 
@@ -124,6 +125,16 @@ TABLES: dict[str, tuple[str, str]] = {
     "used_challenges": (
         "nonce {blob} NOT NULL, until TEXT NOT NULL, PRIMARY KEY (nonce)",
         "nonce",
+    ),
+    # segments of a period still open, validated jointly before its gate (docs/service.md,
+    # "Streaming"): members sorted, length-prefixed; result the protocol's file of this
+    # server's part, digest the SHA-256 every server compares at the gate (both empty until
+    # the validation is done). Deleted when the period is sealed: which segment a bid was in
+    # tells roughly when it arrived.
+    "segments": (
+        "period TEXT NOT NULL, idx INTEGER NOT NULL, members {blob} NOT NULL,"
+        " result {blob}, digest {blob}, PRIMARY KEY (period, idx)",
+        "period, idx",
     ),
     "settlements": (  # households: the registry's order; status: JSON list per household
         "period TEXT NOT NULL, households {blob} NOT NULL, status TEXT NOT NULL,"
@@ -189,6 +200,23 @@ class StorageError(Exception):
 
 
 @dataclass(frozen=True)
+class SegmentRecord:
+    """One segment of a period still open: its members (sorted) and, once validated, this
+    server's result file and the digest the servers compare."""
+
+    period: str
+    index: int
+    members: tuple[bytes, ...]
+    result: bytes
+    digest: bytes
+
+    @property
+    def done(self) -> bool:
+        """Whether its validation finished here."""
+        return bool(self.digest)
+
+
+@dataclass(frozen=True)
 class PeriodRecord:
     """What a server has stored about one period after its gate closed."""
 
@@ -245,6 +273,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "the settlement's tables (credentials, readings, settlements)",
               _created("credentials", "readings", "settlements")),
     Migration(4, "used_challenges (several intake workers)", _created("used_challenges")),
+    Migration(5, "segments (validation while a period is open)", _created("segments")),
 )
 
 
@@ -750,7 +779,52 @@ class Store:
             ("DELETE FROM participations WHERE period = ? AND household = ?", (period, h))
             for h in gone
         ]
+        statements.append(("DELETE FROM segments WHERE period = ?", (period,)))
         return statements
+
+    # -- segments (validation while the period is open)
+
+    def add_segment(self, period: str, index: int, members: Sequence[bytes]) -> None:
+        """Record segment ``index`` of ``period`` (its members, sorted), before its joint
+        validation starts.
+
+        Raises:
+            StorageError: it is recorded already (the index was used).
+        """
+        self._write([("INSERT INTO segments (period, idx, members) VALUES (?, ?, ?)",
+                      (period, index, _join(sorted(members))))])
+
+    def segment_done(self, period: str, index: int, result: bytes, digest: bytes) -> None:
+        """Store what the validation of a recorded segment left this server."""
+        self._write([("UPDATE segments SET result = ?, digest = ? WHERE period = ? AND idx = ?",
+                      (result, digest, period, index))])
+
+    def open_periods(self) -> list[str]:
+        """Periods with stored bids and no record yet (their gate has not closed), sorted."""
+        rows = self._read("SELECT DISTINCT period FROM bids WHERE period NOT IN"
+                          " (SELECT period FROM periods) ORDER BY period")
+        return [r[0] for r in rows]
+
+    def payloads(self, period: str, pseudonyms: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The stored payloads of some of ``period``'s bids, by pseudonym (those found)."""
+        found: dict[bytes, bytes] = {}
+        items = sorted(set(pseudonyms))
+        for i in range(0, len(items), 500):
+            chunk = items[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for pseudonym, payload in self._read(
+                    f"SELECT pseudonym, payload FROM bids WHERE period = ? AND pseudonym IN"
+                    f" ({marks}) ORDER BY pseudonym", (period, *chunk)):
+                found[bytes(pseudonym)] = bytes(payload)
+        return found
+
+    def segments(self, period: str) -> list[SegmentRecord]:
+        """Every recorded segment of ``period``, by index (``result`` and ``digest`` empty
+        until its validation is done)."""
+        rows = self._read("SELECT idx, members, result, digest FROM segments WHERE period = ?"
+                          " ORDER BY idx", (period,))
+        return [SegmentRecord(period, int(i), _split(m), bytes(r or b""), bytes(d or b""))
+                for i, m, r, d in rows]
 
     def participants(self, period: str) -> tuple[str, ...]:
         """Return the households that got a pseudonym signed for ``period``, sorted."""

@@ -157,10 +157,42 @@ class Receipt:
 
 @dataclass(frozen=True)
 class BidSet:
-    """One server's set of accepted pseudonyms for a closed period (server to server)."""
+    """One server's set of accepted pseudonyms for a closed period (server to server).
+
+    ``segments``: the segments of the period this server validated while it was open, one
+    entry each, ``index (4 bytes, big-endian) || SHA-256`` of the segment's members and its
+    joint challenge (docs/service.md, "Streaming"); the gate's clearing uses those every
+    server lists alike.
+    """
 
     server: int
     period: str
+    pseudonyms: tuple[bytes, ...]
+    segments: tuple[bytes, ...] = ()
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class PendingSet:
+    """One server's stored pseudonyms of a period still open that no segment holds yet, and
+    the index its next segment takes (server to server, asked by the leader)."""
+
+    server: int
+    period: str
+    next_segment: int
+    pseudonyms: tuple[bytes, ...]
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Segment ``index`` of a period still open, fixed by the leader (server 0, which signs
+    it): pseudonyms every server holds and no segment has, sorted; every server checks it
+    holds them all, records the segment and validates it with the others."""
+
+    server: int
+    period: str
+    index: int
     pseudonyms: tuple[bytes, ...]
     signature: bytes = b""
 
@@ -349,6 +381,8 @@ MESSAGE_TYPES: dict[str, type] = {
         PseudonymousBid,
         Receipt,
         BidSet,
+        PendingSet,
+        SegmentPlan,
         PeriodStatement,
         AuthRequest,
         OutputShares,

@@ -71,7 +71,12 @@ V3 = [
     " status TEXT NOT NULL, lines {blob} NOT NULL, void INTEGER NOT NULL,"
     " bidders INTEGER NOT NULL, price INTEGER, PRIMARY KEY (period)){norowid}",
 ]
-DDL = {1: V1, 2: V2, 3: V3}
+V4 = [
+    *V3,
+    "CREATE TABLE used_challenges (nonce {blob} NOT NULL, until TEXT NOT NULL,"
+    " PRIMARY KEY (nonce)){norowid}",
+]
+DDL = {1: V1, 2: V2, 3: V3, 4: V4}
 
 #: Rows of every table, by the schema that first has the table (v1's bids carry seq).
 ROWS: dict[str, list[tuple[Any, ...]]] = {
@@ -89,6 +94,7 @@ ROWS: dict[str, list[tuple[Any, ...]]] = {
     "credentials": [("h1", b"share", CLOSED)],
     "readings": [(CLOSED, "h1", b"shares")],
     "settlements": [(CLOSED, b"\x00\x02h1", '["settled"]', b"\x00" * 48, 0, 2, 98)],
+    "used_challenges": [(b"\x07" * 32, OPEN)],
 }
 #: What schema 1's rows become: the closed period's bid sealed (its old receipt dropped), the
 #: open one's kept; the closed period's participations one set.
@@ -191,6 +197,8 @@ def _opened_and_checked(url: str, version: int) -> None:
         assert store.output(CLOSED, "household", "cDE") == b"\x01\x02"
         assert store.add_reading(OPEN, "h3", b"new")  # the newest tables work
         assert store.use_challenge(b"nonce", OPEN) and not store.use_challenge(b"nonce", OPEN)
+        store.add_segment(OPEN, 0, [b"p2"])
+        assert [s.members for s in store.segments(OPEN)] == [(b"p2",)]
     finally:
         store.close()
     db.close()
@@ -219,14 +227,14 @@ def test_a_failed_migration_leaves_the_database_as_it_was(
     db.build(2)
     before = {t: db.rows(t) for t in db.tables()}
     broken = replace(MIGRATIONS[-1], statements=lambda store, cur: [
-        ("CREATE TABLE used_challenges (nonce BLOB)", ()), ("INSERT INTO nowhere VALUES (1)", ())])
+        ("CREATE TABLE segments (idx BLOB)", ()), ("INSERT INTO nowhere VALUES (1)", ())])
     monkeypatch.setattr(storage, "MIGRATIONS", (*MIGRATIONS[:-1], broken))
     with pytest.raises(StorageError, match="no such table: nowhere"):
         Store(sqlite_url)
     assert {t: db.rows(t) for t in db.tables()} == before  # no step-3 table, still schema 2
     monkeypatch.undo()
     Store(sqlite_url).close()  # the real steps then succeed
-    assert "used_challenges" in db.tables()
+    assert {"used_challenges", "segments"} <= set(db.tables())
     db.close()
 
 

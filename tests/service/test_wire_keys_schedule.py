@@ -24,7 +24,7 @@ def test_canonical_bytes_are_sorted_compact_and_versioned() -> None:
     msg = BidSet(server=1, period="2026-01-01T00:00:00Z", pseudonyms=(b"\x01", b"\x02"))
     raw = wire.encode(msg)
     assert raw == (
-        b'{"period":"2026-01-01T00:00:00Z","pseudonyms":["AQ==","Ag=="],'
+        b'{"period":"2026-01-01T00:00:00Z","pseudonyms":["AQ==","Ag=="],"segments":[],'
         b'"server":1,"signature":"","type":"BidSet","v":1}'
     )
     assert wire.decode(BidSet, raw) == msg

@@ -1,0 +1,106 @@
+"""Streaming validation in the running market: three real servers validate a period's bids in
+segments while it is open, the gate's clearing takes those results and validates the rest, and
+the period comes out as the plaintext reference on the valid bids; a bid whose shares are not
+a valid bid together is refused by its own segment, alone. After the seal nothing of the
+segments is stored (which segment a bid was in tells roughly when it arrived)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from sealgrid.mechanism.auction import clear
+from sealgrid.mechanism.bids import OrderBook, check_bid
+from sealgrid.protocol import field as F
+from sealgrid.protocol.encoding import BidShares
+from sealgrid.service.agent import outcome_of
+from sealgrid.service.config import load_server_config
+from tests.service.cluster import Cluster
+
+SUPPLIERS = ("s1", "s2", "s3")
+
+
+def _broken(payload: bytes) -> bytes:
+    """Server 2's share moved off the sharing polynomial: each server alone sees a share in
+    the field of the right format; together they are not a bid."""
+    shares = BidShares.from_bytes(payload)
+    moved = F.add(shares.values, np.ones_like(shares.values))
+    return BidShares(shares.party, shares.layout, moved).to_bytes()
+
+
+def test_segments_validated_while_open_give_the_reference(tmp_path: Path) -> None:
+    households = 14
+    c = Cluster(tmp_path / "data", households=households, period_seconds=12, min_per_side=1)
+    for i in range(3):  # a segment every second once 4 bids wait
+        toml = c.root / f"server-{i}" / "server.toml"
+        toml.write_text(toml.read_text().replace(
+            "[market]\n", "[market]\nsegment_seconds = 1\nsegment_min_bids = 4\n"))
+    market = load_server_config(c.root / "server-0" / "server.toml").market.market(SUPPLIERS)
+    bids = {}
+    for i in range(households):
+        hid = f"h{i + 1:04d}"
+        bid, errors = check_bid(market, hid, "buy" if i % 2 else "sell", f"{1 + i % 4}",
+                                str(90 + (i * 7) % 20), SUPPLIERS[i % 3])
+        assert bid is not None, errors
+        bids[hid] = bid
+    cheater = "h0003"  # in the first segment
+
+    def segment_lines(i: int) -> list[str]:
+        text = (c.root / f"server-{i}.log").read_text()
+        return re.findall(r"segment \d+ of \d+ bids validated \(\d+ refused\)", text)
+
+    async def send(hid: str, period: str) -> None:
+        async with c.agent(hid) as agent:
+            prepared = await agent.prepare(bids[hid], period)
+            if hid == cheater:
+                prepared.payloads[2] = _broken(prepared.payloads[2])
+            outcome = await agent.send(prepared)
+        assert outcome.complete, outcome
+
+    async def scenario() -> list:
+        await c.wait_ready()
+        period = c.period_ahead(3, min_lead=25.0)
+        first = sorted(bids)[:7]
+        await asyncio.gather(*(send(h, period) for h in first))
+        for _ in range(200):  # the first segment, validated at every server
+            if all(segment_lines(i) for i in range(3)):
+                break
+            await asyncio.sleep(0.1)
+        assert all(segment_lines(i) for i in range(3)), [segment_lines(i) for i in range(3)]
+        await asyncio.gather(*(send(h, period) for h in sorted(bids)[7:]))
+        assert c.seconds_to_gate(period) > 0, "the households were too slow for this test"
+        statements = await c.statements(period, timeout=120)
+        return [period, statements]
+
+    try:
+        for i in range(3):
+            c.start(i)
+        period, statements = asyncio.run(scenario())
+    finally:
+        c.stop()
+    assert {s.bid_count for s in statements} == {households}
+    assert {s.status for s in statements} == {"cleared"}
+    public = outcome_of(statements[0].outcome)
+    honest = [b for h, b in bids.items() if h != cheater]
+    reference = clear(OrderBook.from_bids(honest, SUPPLIERS), market.grid.levels)
+    assert public is not None and public.invalid_bids == 1
+    assert public.level == reference.level and reference.level is not None
+    for i in range(3):
+        lines = segment_lines(i)
+        # the cheater was refused by the first segment, when it was validated
+        assert lines[0].endswith("(1 refused)"), lines
+        log = (c.root / f"server-{i}.log").read_text()
+        used = re.search(r"period \S+: (\d+) bids from (\d+) segments validated while open",
+                         log)
+        assert used is not None and int(used.group(1)) >= 7 and int(used.group(2)) >= 1, log
+        # sealed: no row of the period's segments is left in the database
+        db = sqlite3.connect(c.root / f"server-{i}" / "bids.sqlite")
+        try:
+            assert db.execute("SELECT COUNT(*) FROM segments WHERE period = ?",
+                              (period,)).fetchone() == (0,)
+        finally:
+            db.close()
