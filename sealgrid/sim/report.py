@@ -1,7 +1,8 @@
 """Write a simulation's outputs: summary, tables, figures, a static report.html, the scenario.
 
 Assumes a writable output folder. ``summary.json`` holds only what the scenario determines, so
-a re-run writes the same bytes; wall-clock times go to ``timings.json``. The report is one
+a re-run writes the same figures (every field but the wall-clock times, which are also in
+``timings.json``). The report is one
 HTML file that loads the PNG files next to it, with no script and nothing from the network.
 """
 
@@ -185,6 +186,30 @@ def build_summary(result: SimulationResult, data: Neighbourhood, params: MarketP
     return summary
 
 
+#: The wall-clock fields of ``summary.json`` (its documented fields since the first release),
+#: also in ``timings.json``: everything else in it is the same for a re-run of a scenario.
+TIMING_FIELDS = ("wall_seconds",)
+RUN_TIMING_FIELDS = ("seconds_per_window", "seconds_per_window_max",
+                     "online_seconds_per_window")
+
+
+def with_timings(summary: dict[str, Any], timings: dict[str, Any]) -> dict[str, Any]:
+    """``summary.json`` as written: the summary with the run's wall-clock figures where they
+    have always been (``wall_seconds``; ``mechanisms.<run>.seconds_per_window`` …)."""
+    out = {**summary, "wall_seconds": timings["wall_seconds"]}
+    out["mechanisms"] = {run: {**m, **timings["mechanisms"].get(run, {})}
+                         for run, m in summary["mechanisms"].items()}
+    return out
+
+
+def figures_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """A ``summary.json`` without its wall-clock fields: what a re-run reproduces exactly."""
+    out = {k: v for k, v in summary.items() if k not in TIMING_FIELDS}
+    out["mechanisms"] = {run: {k: v for k, v in m.items() if k not in RUN_TIMING_FIELDS}
+                         for run, m in summary["mechanisms"].items()}
+    return out
+
+
 def build_timings(result: SimulationResult, wall_seconds: float) -> dict[str, Any]:
     """The wall-clock figures of a run (they differ between identical runs): ``timings.json``."""
     keys = [r.key for r in result.runs]
@@ -335,7 +360,8 @@ def write_outputs(result: SimulationResult, data: Neighbourhood, params: MarketP
     paths = {name: out / name for name in (
         "summary.json", "timings.json", "windows.parquet", "windows.csv", "households.parquet",
         "households.csv", "trades.parquet", "trades.csv", "utility.parquet", "report.html")}
-    paths["summary.json"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    paths["summary.json"].write_text(json.dumps(with_timings(summary, timings), indent=2)
+                                     + "\n", encoding="utf-8")
     paths["timings.json"].write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
     if scenario is not None:
         paths["scenario.toml"] = out / "scenario.toml"
