@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from sealgrid.mechanism.bids import Bid, Side, check_bid
 from sealgrid.mechanism.market import Market
 from sealgrid.mechanism.settlement import Tariff
+from sealgrid.mechanism.units import UNITS
 from sealgrid.service import bills, wire
 from sealgrid.service.agent import (
     HouseholdAgent,
@@ -233,6 +234,7 @@ async def run_demo(
         finally:
             await session.close()
     return {
+        "units": dict(UNITS),
         "data_dir": str(local.root),
         "households": households,
         "period_seconds": period_seconds,
@@ -315,6 +317,7 @@ async def _finish(
         "period": period,
         "status": first.status,
         "price": public.price,
+        "price_ct_per_kwh": public.price,
         "volume_kwh": float((volume or 0) / 1000),  # as the grid operator reads it
         "bids": first.bid_count,
         "excluded": sum(len(s.excluded) for s in statements if s),
