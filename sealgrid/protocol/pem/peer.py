@@ -27,7 +27,7 @@ from sealgrid.mechanism.pem import (
     optimal_load,
     stackelberg_price,
 )
-from sealgrid.protocol.pem import dgk
+from sealgrid.protocol.pem import dgk, wire
 from sealgrid.protocol.pem import paillier as pa
 from sealgrid.protocol.pem.net import Endpoint
 from sealgrid.protocol.pem.params import (
@@ -43,7 +43,14 @@ from sealgrid.protocol.pem.params import (
     ratio_width,
     window_order,
 )
-from sealgrid.protocol.pem.trees import Members, links, position, rooted, select, without
+from sealgrid.protocol.pem.trees import (
+    Members,
+    links,
+    position,
+    rooted,
+    select,
+    without,
+)
 from sealgrid.protocol.pem.wire import RemoteProtocolError, Topic
 
 Values = tuple[int, ...]
@@ -338,6 +345,7 @@ class PemPeer:
         width = ratio_width(self.n)  # D' = E·q' + η < 2^width
         pk = self._dir().paillier[holder]
         slots = (pk.bits // 2 - 2) // width  # slots per plaintext (below p/2)
+        per = wire.MAX_VALUE_BYTES * 8 // width  # ratios per wire value of the broadcast
         if slots < 1:
             raise PemInputError("key too small for the Protocol 4 ratios (512 bits or more)")
         if self.me in contributors:
@@ -367,12 +375,17 @@ class PemPeer:
                 inverses += _unpack(packed, width, len(group))
             if not all(0 < x < 1 << width for x in inverses):
                 raise RemoteProtocolError("a scaled ratio is out of range")
-            value = (_pack(inverses, width),)  # in the contributors' public order
+            value = tuple(  # in the contributors' public order, one wire value per chunk
+                _pack(inverses[at : at + per], width) for at in range(0, len(inverses), per))
         if self.me not in receivers:
             return ()
         members = rooted(receivers, holder)
-        (packed,) = await self._spread(w, Topic.DIST_RATIOS, members, value)
-        scaled = tuple(zip(contributors, _unpack(packed, width, len(contributors)), strict=True))
+        chunks = await self._spread(w, Topic.DIST_RATIOS, members, value)
+        if len(chunks) != -(-len(contributors) // per):
+            raise RemoteProtocolError("wrong number of packed ratio chunks")
+        unpacked = [x for at, chunk in zip(range(0, len(contributors), per), chunks, strict=True)
+                    for x in _unpack(chunk, width, len(contributors[at : at + per]))]
+        scaled = tuple(zip(contributors, unpacked, strict=True))
         self._reveal("scaled_inverse_ratios", scaled)
         if any(inverse <= 0 for _, inverse in scaled):
             raise RemoteProtocolError("a scaled ratio is not positive")
