@@ -233,7 +233,15 @@ async def segments(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     if not _from_peer(request):
         return error("forbidden", "only the other computation servers may ask", 403)
-    why = await server.accept_segment(await request.read())
+    period = request.match_info["period"]
+    why = server.intake.bidset_refusal(period)  # not a period
+    if why is None:
+        try:
+            why = await server.accept_segment(await request.read(), period)
+        except StorageError:  # nothing was recorded: the leader may send it again
+            busy = error("unavailable", "the segment could not be recorded; retry", 503)
+            busy.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return busy
     if why is not None:
         return refusal(why)
     return web.json_response({"accepted": True})

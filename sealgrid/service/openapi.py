@@ -555,10 +555,54 @@ SCHEMAS: dict[str, Any] = {
             "period": PERIOD,
             "pseudonyms": {"type": "array", "items": key("An accepted pseudonym"),
                            "uniqueItems": True, "description": "sorted"},
+            "segments": {"type": "array", "uniqueItems": True,
+                         "items": b64("A segment validated here while the period was open: "
+                                      "its index (4 bytes, big-endian) and the SHA-256 of "
+                                      "its members and its challenge seed", 36),
+                         "description": "by index (docs/service.md, Streaming)"},
             "signature": signature("the server's signing key"),
         },
         "A server's accepted pseudonyms of a closed period (server to server).",
     ),
+    "PendingSet": _msg(
+        "PendingSet",
+        {
+            "server": server_index(False),
+            "period": PERIOD,
+            "next_segment": whole("the index this server's next segment of the period "
+                                  "takes: how many it has recorded"),
+            "pseudonyms": {"type": "array", "items": key("A stored pseudonym"),
+                           "uniqueItems": True,
+                           "description": "its bids stored here, in no segment yet; "
+                           "sorted"},
+            "signature": signature("the server's signing key"),
+        },
+        "A server's stored bids of an open period that no segment holds yet (to the leader).",
+    ),
+    "SegmentPlan": _msg(
+        "SegmentPlan",
+        {
+            "server": {"type": "integer", "enum": [0], "description": "the leader, server "
+                       "0, which signs it (another index: 401 bad_signature)"},
+            "period": PERIOD,
+            "index": whole("the segment's index in its period: the `next_segment` of every "
+                           "server's pending set (another: 422 wrong_period)"),
+            "pseudonyms": {"type": "array", "items": key("A member"), "uniqueItems": True,
+                           "description": "bids of the period every server holds in no "
+                           "segment yet, sorted (else 400 malformed)"},
+            "signature": signature("server 0's signing key"),
+        },
+        "The leader's segment of an open period, validated jointly before its gate (server "
+        "0 to the others).",
+        request=True,
+    ),
+    "SegmentAccepted": {
+        "type": "object",
+        "description": "A segment plan recorded; its validation has started (plain JSON).",
+        "required": ["accepted"],
+        "additionalProperties": False,
+        "properties": {"accepted": {"type": "boolean", "enum": [True]}},
+    },
     "PeriodStatement": _msg(
         "PeriodStatement",
         {
@@ -650,9 +694,9 @@ SCHEMAS: dict[str, Any] = {
             "error": {
                 "type": "string",
                 "description": "a refusal reason, or not_finished / not_closed / forbidden "
-                "/ unavailable",
+                "/ unavailable / no_segments",
                 "enum": [r.value for r in Reason]
-                + ["not_finished", "not_closed", "forbidden", "unavailable"],
+                + ["not_finished", "not_closed", "forbidden", "unavailable", "no_segments"],
             },
             "message": {"type": "string", "description": "advice for a person"},
             "detail": {"type": "string", "description": "which rule (never a bid value)"},
@@ -705,6 +749,9 @@ _WHEN = {
     "not_finished": "the period is not finished",
     "not_closed": "not closed yet",
     "forbidden": "only the other computation servers (their client certificate) may ask",
+    "no_segments": "the period takes no segment here: its gate is past or closer than "
+    "`min(peer_timeout_seconds, max(2, period_seconds / 4))` seconds, or this server does "
+    "not validate in segments (`segment_seconds = 0`, or several intake workers)",
 }
 
 
@@ -719,9 +766,10 @@ def _json(name: str, description: str, example: Any = None) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": media}}
 
 
-def _error(status: int, codes: list[str]) -> dict[str, Any]:
-    """The response of one status that answers ``codes``."""
-    said = "; ".join(f"`{c}`: {_WHEN[c]}" for c in codes)
+def _error(status: int, codes: list[str], when: dict[str, str] | None = None) -> dict[str, Any]:
+    """The response of one status that answers ``codes`` (``when``: what a code means on this
+    route, where it means more than :data:`_WHEN` says)."""
+    said = "; ".join(f"`{c}`: {(when or {}).get(c, _WHEN[c])}" for c in codes)
     schema = {"allOf": [_ref("Error"), {"properties": {"error": {"enum": codes}}}]}
     return {"description": said, "content": {"application/json": {"schema": schema}}}
 
@@ -734,14 +782,15 @@ TOO_LARGE = {
 
 
 def refusals(*reasons: Reason, extra: dict[int, list[str]] | None = None,
-             post: bool = True) -> dict[str, Any]:
-    """The error responses of a route: each reason under its status, and ``extra`` codes."""
+             post: bool = True, when: dict[str, str] | None = None) -> dict[str, Any]:
+    """The error responses of a route: each reason under its status, and ``extra`` codes
+    (``when``: what a code means on this route, where :data:`_WHEN` does not say it all)."""
     by_status: dict[int, list[str]] = {}
     for reason in reasons:
         by_status.setdefault(REFUSAL_STATUS.get(reason, 400), []).append(reason.value)
     for status, codes in (extra or {}).items():
         by_status.setdefault(status, []).extend(codes)
-    out = {str(s): _error(s, codes) for s, codes in sorted(by_status.items())}
+    out = {str(s): _error(s, codes, when) for s, codes in sorted(by_status.items())}
     if post:
         out["413"] = TOO_LARGE
     return out
@@ -858,6 +907,8 @@ def make_examples() -> dict[str, Any]:
         "MeterReading": doc(reading),
         "ReadingReceipt": doc(wire.sign(wire.ReadingReceipt(
             0, EXAMPLE_READ_PERIOD, "h0001", wire.sha256(claim_shares)), server)),
+        "SegmentPlan": doc(wire.sign(wire.SegmentPlan(0, EXAMPLE_PERIOD, 0,
+                                                      (pseudonym.public,)), server)),
     }
 
 
@@ -1067,6 +1118,20 @@ EXAMPLES: dict[str, Any] = {
         "type": "ReadingReceipt",
         "v": 1,
     },
+    "SegmentPlan": {
+        "index": 0,
+        "period": "2026-11-22T21:45:00Z",
+        "pseudonyms": [
+            "0TfdYONQmCHW5ysGL/NQUY+shfWw9R+8DCzKx7yiPnU=",
+        ],
+        "server": 0,
+        "signature": (
+            "l90VKBIQc8H9cu+CdJC8g8lS8JmfcPl4nCFHfcq8LQqBjHEKw3Aot+jaqave54UMO7MP8cCk8ivg3Zigd7Af"
+            "Ag=="
+        ),
+        "type": "SegmentPlan",
+        "v": 1,
+    },
 }
 # -- examples end
 
@@ -1087,6 +1152,9 @@ STALE: dict[str, tuple[int, str, str]] = {
                   "no registry holds"),
     "MeterReading": (401, "bad_signature", "it is signed by the example meter key of `h0001`, "
                      "which no registry holds (and its period's deadline is past)"),
+    "SegmentPlan": (403, "forbidden", "only the other computation servers may send it (their "
+                    "client certificate, pinned in the registry), and it is signed by the "
+                    "example key of server 0, which no registry holds"),
 }
 
 
@@ -1113,9 +1181,27 @@ def _request(name: str, summary: str) -> dict[str, Any]:
     }
 
 
-def _period_parameter() -> list[dict[str, Any]]:
+def _period_parameter(description: str = "the period's name") -> list[dict[str, Any]]:
     return [{"name": "period", "in": "path", "required": True, "schema": PERIOD,
-             "description": "the period's name"}]
+             "description": description}]
+
+
+#: What the refusals of POST /v1/internal/periods/{period}/segments mean there
+#: (``Server.accept_segment``).
+_SEGMENT_REFUSALS = {
+    "malformed": "not the canonical JSON of a SegmentPlan, or a field outside its rule; or "
+    "its members are not sorted, or one is no bid this server holds of the period, or one "
+    "is in a segment already",
+    "bad_signature": "not signed by server 0's key (or `server` is not 0)",
+    "late": "the period takes no segment here any more: its gate is past or too close, or "
+    "this server does not validate in segments (as GET .../pending answers 409 "
+    "no_segments)",
+    "wrong_period": "the path names no period, the plan is of another period than the "
+    "path's, or its `index` is not the one this server's next segment of the period takes "
+    "(the `next_segment` of its pending set)",
+    "unavailable": "the segment could not be recorded; nothing was kept (a retry is "
+    "answered as the plan deserves then)",
+}
 
 
 OPENAPI_PATHS: dict[str, Any] = {
@@ -1272,6 +1358,42 @@ OPENAPI: dict[str, Any] = {
                     "200": _json("BidSet", "the signed bid set"),
                     **refusals(_R.WRONG_PERIOD, extra={403: ["forbidden"], 409: ["not_closed"]},
                                post=False),
+                },
+            }
+        },
+        "/v1/internal/periods/{period}/pending": {
+            "get": {
+                "summary": "This server's stored bids of an open period in no segment yet "
+                "(servers only)",
+                "description": "Needs a client certificate of another computation server; "
+                "asked by the leader, server 0 (docs/service.md, Streaming). Asking changes "
+                "nothing. A period this server holds no bid of, however far ahead, is "
+                "answered with its empty set and `next_segment` 0.",
+                "parameters": _period_parameter(),
+                "responses": {
+                    "200": _json("PendingSet", "the signed pending set"),
+                    **refusals(_R.WRONG_PERIOD, extra={403: ["forbidden"],
+                                                       409: ["no_segments"]}, post=False),
+                },
+            }
+        },
+        "/v1/internal/periods/{period}/segments": {
+            "post": {
+                "summary": "The leader's next segment of an open period (servers only)",
+                "description": "Needs a client certificate of another computation server. "
+                "The server checks the plan against its own pending set (GET "
+                ".../pending), records it and starts validating it with the others in the "
+                "background: the answer does not wait for the validation.",
+                "parameters": _period_parameter(
+                    "the period's name, the plan's `period` (a plan of another period: 422 "
+                    "wrong_period)"),
+                "requestBody": _request("SegmentPlan", "segment 0 of one member, from the "
+                                        "example server 0"),
+                "responses": {
+                    "200": _json("SegmentAccepted", "recorded; its validation started"),
+                    **refusals(_R.MALFORMED, _R.BAD_SIGNATURE, _R.LATE, _R.WRONG_PERIOD,
+                               extra={403: ["forbidden"], 503: ["unavailable"]},
+                               when=_SEGMENT_REFUSALS),
                 },
             }
         },

@@ -530,15 +530,23 @@ class Server:
         await self.db(self.store.add_segment, period, plan.index, plan.pseudonyms)
         await self._run_segment(period, plan.index, plan.pseudonyms)
 
-    async def accept_segment(self, raw: bytes) -> Rejected | None:
-        """A peer's side of a segment: check the leader's plan against what this server
-        holds, record it and start validating it (in the background); None when accepted."""
+    async def accept_segment(self, raw: bytes, period: str) -> Rejected | None:
+        """A peer's side of a segment of ``period`` (the period its URL names): check the
+        leader's plan against what this server holds, record it and start validating it (in
+        the background); None when accepted.
+
+        Raises:
+            StorageError: the segment could not be recorded (nothing was kept).
+        """
         try:
             plan = wire.decode(SegmentPlan, raw)
         except wire.WireError as exc:
             return Rejected(Reason.MALFORMED, f"not a segment plan: {exc}")
         if plan.server != 0 or not wire.verify(plan, self.registry.servers[0][1]):
             return Rejected(Reason.BAD_SIGNATURE, "a segment plan is signed by server 0")
+        if plan.period != period:
+            return Rejected(Reason.WRONG_PERIOD,
+                            f"a plan of {plan.period} sent for the period {period}")
         own = await self.own_pending(plan.period)
         if own is None:
             return Rejected(Reason.LATE, "this period takes no segment any more here")
@@ -549,10 +557,9 @@ class Server:
                 plan.pseudonyms) <= set(own.pseudonyms):
             return Rejected(Reason.MALFORMED, "the plan holds bids this server has not, or"
                             " has in a segment already, or is not sorted")
-        try:
-            await self.db(self.store.add_segment, plan.period, plan.index, plan.pseudonyms)
-        except StorageError as exc:
-            return Rejected(Reason.MALFORMED, f"segment {plan.index} is recorded: {exc}")
+        # a StorageError (the disk, or this index recorded meanwhile) is the caller's to
+        # answer: a retry is then refused as the plan deserves
+        await self.db(self.store.add_segment, plan.period, plan.index, plan.pseudonyms)
         task = asyncio.create_task(self._run_segment(plan.period, plan.index, plan.pseudonyms))
         self._tasks.append(task)
         return None

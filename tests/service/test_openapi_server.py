@@ -49,7 +49,7 @@ from sealgrid.service.household import (
     token_request,
 )
 from sealgrid.service.keys import load_signing_key
-from sealgrid.service.openapi import OPENAPI
+from sealgrid.service.openapi import EXAMPLES, OPENAPI
 from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
 from sealgrid.service.storage import StorageError
@@ -65,6 +65,11 @@ SCHEMAS = OPENAPI["components"]["schemas"]
 BODIES = {path: ops["post"]["requestBody"]["content"]["application/json"]
           for path, ops in OPENAPI["paths"].items()
           if "requestBody" in ops.get("post", {})}
+
+
+def at(path: str, period: object) -> str:
+    """``path`` with its ``{period}`` (if it has one) filled in with ``period``."""
+    return path.replace("{period}", str(period))
 
 
 def body_schema(path: str) -> dict[str, Any]:
@@ -261,7 +266,7 @@ def test_the_get_routes_answer_as_documented(harness: Harness) -> None:
     period = h.server.schedule.period_id(h.server.schedule.start_of(NOW))
     assert h.checked("get", "/v1/info").status == 200
     assert h.checked("get", f"/v1/periods/{period}", route="/v1/periods/{period}").status == 404
-    for what in ("bidset", "settlement-set"):
+    for what in ("bidset", "settlement-set", "pending"):
         route = "/v1/internal/periods/{period}/" + what
         answer = h.checked("get", route.replace("{period}", h.ended), route=route)
         assert answer.status == 403
@@ -274,8 +279,12 @@ def test_the_get_routes_answer_as_documented(harness: Harness) -> None:
 
 def test_a_body_over_the_size_limit_is_answered_as_documented(harness: Harness) -> None:
     for path in BODIES:
-        answer = harness.checked("post", path, b"x" * (3 * 65536))
-        assert answer.status == 413, (path, answer.status)
+        for peer in (False, True) if "/internal/" in path else (False,):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(api, "_from_peer", lambda request, peer=peer: peer)
+                answer = harness.checked("post", at(path, harness.ended),
+                                         b"x" * (3 * 65536), route=path)
+            assert answer.status == 413, (path, peer, answer.status)
 
 
 # -- every documented refusal, and only those
@@ -433,6 +442,75 @@ def test_every_documented_refusal_is_answered_with_its_status(
         assert answer.status == 200, answer.body
         monkeypatch.undo()
 
+    # streaming validation, from a peer's certificate: server 0 stands for the peer here, and
+    # the leader's plans it is sent are signed by its own key, as the leader's are
+    pending, segments = ("/v1/internal/periods/{period}/" + what
+                         for what in ("pending", "segments"))
+    streaming = next(h.open_periods)
+    member = Pseudonym.fresh(streaming)
+    h.tokens(household, [member])
+    assert h.checked("post", "/v1/bids", make_submission(member, 0, h.payload())).status == 201
+    leader = h.key("server-0/signing")
+
+    def plan(period: str, index: int, members: list[bytes]) -> bytes:
+        return wire.encode(wire.sign(wire.SegmentPlan(0, period, index, tuple(members)),
+                                     leader))
+
+    expect(pending, 403, "forbidden", path=at(pending, streaming), method="get")
+    expect(segments, 403, "forbidden", plan(streaming, 0, [member.public]),
+           path=at(segments, streaming))
+    monkeypatch.setattr(api, "_from_peer", lambda request: True)  # a peer's certificate
+    validating: list[tuple[str, int]] = []
+
+    async def validate(period: str, index: int, members: tuple[bytes, ...]) -> None:
+        validating.append((period, index))  # instead of the party process
+
+    monkeypatch.setattr(h.server, "_run_segment", validate)
+    expect(pending, 422, "wrong_period", path=at(pending, "now"), method="get")
+    expect(pending, 409, "no_segments", path=at(pending, closed), method="get")
+
+    def pending_set(period: str) -> wire.PendingSet:
+        answer = h.checked("get", at(pending, period), route=pending)
+        assert answer.status == 200, f"a peer gets no pending set: {answer.body!r}"
+        found = wire.decode(wire.PendingSet, answer.body)
+        assert wire.verify(found, h.registry.servers[0][1]), "a pending set not signed"
+        return found
+
+    found = pending_set(streaming)
+    assert (found.next_segment, found.pseudonyms) == (0, (member.public,)), (
+        "the pending set is not the stored bid at segment 0")
+    expect(segments, 400, "malformed", b"{}", path=at(segments, streaming))
+    expect(segments, 401, "bad_signature", example(segments),
+           path=at(segments, EXAMPLES["SegmentPlan"]["period"]))
+    expect(segments, 422, "wrong_period", plan(streaming, 0, [member.public]),
+           path=at(segments, "now"))
+    expect(segments, 422, "wrong_period", plan(streaming, 0, [member.public]),
+           path=at(segments, closed))  # a plan of another period than the path's
+    expect(segments, 422, "wrong_period", plan(streaming, 1, [member.public]),
+           path=at(segments, streaming))  # not the next index
+    expect(segments, 422, "late", plan(closed, 0, []), path=at(segments, closed))
+    expect(segments, 400, "malformed", plan(streaming, 0, [Pseudonym.fresh(streaming).public]),
+           path=at(segments, streaming))  # a bid this server does not hold
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(h.server.store, "add_segment", failing)
+        expect(segments, 503, "unavailable", plan(streaming, 0, [member.public]),
+               path=at(segments, streaming))
+    assert pending_set(streaming).next_segment == 0, "a segment the database did not record"
+    answer = h.checked("post", at(segments, streaming), plan(streaming, 0, [member.public]),
+                       route=segments)
+    assert (answer.status, answer.json()) == (200, {"accepted": True}), (
+        f"the leader's plan of the held bid is not taken: {answer.body!r}")
+    h.loop.run_until_complete(asyncio.sleep(0))  # the validation's task starts
+    assert validating == [(streaming, 0)], "a plan taken starts no validation of it"
+    found = pending_set(streaming)
+    assert (found.next_segment, found.pseudonyms) == (1, ()), (
+        "a plan taken leaves its members pending, or the next index as it was")
+    expect(segments, 400, "malformed", plan(streaming, 1, [member.public]),
+           path=at(segments, streaming))  # in a segment already
+    expect(segments, 422, "wrong_period", plan(streaming, 0, [member.public]),
+           path=at(segments, streaming))  # the index is used
+    monkeypatch.undo()
+
     untried = _documented() - seen
     assert not untried, f"documented refusals no request here gets: {sorted(untried)}"
 
@@ -454,7 +532,8 @@ def test_a_finished_periods_statement_conforms(harness: Harness) -> None:
 @pytest.mark.parametrize("path", sorted(BODIES))
 def test_each_example_sent_as_is_is_refused_as_documented(harness: Harness, path: str) -> None:
     (example,) = BODIES[path]["examples"].values()
-    answer = harness.checked("post", path, wire.canonical_json(example["value"]))
+    answer = harness.checked("post", at(path, example["value"].get("period")),
+                             wire.canonical_json(example["value"]), route=path)
     expected = example["x-refused-as-is"]
     assert (answer.status, answer.json()["error"]) == (expected["status"], expected["error"]), (
         f"{path}: the example is answered {answer.status} {answer.body!r}, the document "
@@ -572,7 +651,13 @@ DRAWN = settings(max_examples=40, derandomize=True, deadline=None,
 def test_a_body_drawn_from_the_schema_is_answered_as_documented(
         harness: Harness, path: str, data: st.DataObject) -> None:
     body = data.draw(from_schema(body_schema(path)))
-    told(harness.checked("post", path, wire.canonical_json(body)))
+    # a route with a period in its path is sent the body's; an internal route from a peer's
+    # certificate or not
+    peer = path.startswith("/v1/internal/") and data.draw(st.booleans())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "_from_peer", lambda request: peer)
+        told(harness.checked("post", at(path, body.get("period")), wire.canonical_json(body),
+                             route=path), "peer" if peer else "")
 
 
 _HOUSEHOLDS = itertools.cycle(["h0002", "h0003", "h0004"])
@@ -639,3 +724,34 @@ def test_an_enrolment_or_reading_with_one_drawn_field_signed_again_is_answered_a
     body[name] = data.draw(from_schema(body_schema(path)["properties"][name]))
     drawn = wire.from_dict(cls, body)
     told(h.checked("post", path, wire.encode(wire.sign(drawn, h.key(signer)))), name)
+
+
+@DRAWN
+@given(data=st.data())
+def test_a_segment_plan_with_one_drawn_field_signed_again_is_answered_as_documented(
+        harness: Harness, data: st.DataObject) -> None:
+    """The leader's plan of an open period's next segment (no member, as no bid is held
+    there), one field drawn, signed by server 0 and sent from a peer's certificate for the
+    plan's period or the one it was made for; a plan taken starts no party process here."""
+    h = harness
+    pending, segments = ("/v1/internal/periods/{period}/" + what
+                         for what in ("pending", "segments"))
+    period = data.draw(st.sampled_from(h.server.schedule.open_periods(NOW)[5:15]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "_from_peer", lambda request: True)
+
+        async def validate(period: str, index: int, members: tuple[bytes, ...]) -> None:
+            pass  # instead of the party process
+
+        patch.setattr(h.server, "_run_segment", validate)
+        answer = h.checked("get", at(pending, period), route=pending)
+        assert answer.status == 200, f"a peer gets no pending set: {answer.body!r}"
+        own = wire.decode(wire.PendingSet, answer.body)
+        body = wire.to_dict(wire.SegmentPlan(0, period, own.next_segment, own.pseudonyms))
+        name = data.draw(st.sampled_from(["period", "index", "pseudonyms"]))
+        body[name] = data.draw(from_schema(body_schema(segments)["properties"][name]))
+        msg = wire.from_dict(wire.SegmentPlan, body)
+        sent_for = data.draw(st.sampled_from([period, msg.period]))
+        told(h.checked("post", at(segments, sent_for),
+                       wire.encode(wire.sign(msg, h.key("server-0/signing"))), route=segments),
+             name)
