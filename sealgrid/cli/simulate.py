@@ -25,7 +25,9 @@ FLAG_KEYS = {
     "key_bits": "key_bits", "retail": "retail_ct_per_kwh", "feed_in": "feed_in_ct_per_kwh",
     "network_fee": "network_fee_ct_per_kwh", "pem_range": "pem_range_ct_per_kwh",
     "pem_k": "pem_k", "epsilon": "epsilon", "tick": "tick_ct_per_kwh", "strategy": "strategy",
-    "seed": "seed",
+    "seed": "seed", "retail_peak": "retail_peak_ct_per_kwh",
+    "feed_in_peak": "feed_in_peak_ct_per_kwh", "peak_hours": "peak_hours",
+    "batteries": "batteries", "battery_share": "battery_share",
 }
 
 
@@ -110,6 +112,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="double-auction bidding strategy (zi-c; docs/simulation.md)")
     p.add_argument("--seed", type=int, help="bidding strategy seed, a whole number ≥ 0 "
                    "(20210920)")
+    p.add_argument("--retail-peak", type=_decimal, metavar="CT_PER_KWH",
+                   help="time of use: the retail price in ¢/kWh during the peak hours "
+                   "(default: flat tariffs)")
+    p.add_argument("--feed-in-peak", type=_decimal, metavar="CT_PER_KWH",
+                   help="time of use: the feed-in tariff in ¢/kWh during the peak hours")
+    p.add_argument("--peak-hours", type=int, nargs=2, metavar=("START", "END"),
+                   help="the peak [START, END) in local hours, for time of use and the "
+                   "batteries (17 21)")
+    p.add_argument("--batteries", action=argparse.BooleanOptionalAction,
+                   help="home batteries (docs/simulation.md, Batteries): charge from surplus, "
+                   "discharge in the peak hours; off by default (the paper's data have none)")
+    p.add_argument("--battery-share", type=_decimal, metavar="SHARE",
+                   help="share of homes with PV that have a battery (0.6)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, required=True,
                    help="output folder (created if missing; files in it are replaced)")

@@ -8,7 +8,7 @@ off the market. Nothing here draws from a global random generator.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from fractions import Fraction
 
@@ -17,6 +17,7 @@ import numpy as np
 from sealgrid.mechanism.bids import OrderBook
 from sealgrid.mechanism.grid import PriceGrid
 from sealgrid.mechanism.pem import FIXED, Agent, PemMarket
+from sealgrid.sim.battery import BatteryModel
 
 #: mWh in one Wh.
 MWH_PER_WH = 1000
@@ -50,6 +51,13 @@ class MarketParams:
     tick: Decimal = Decimal("0.1")
     strategy: Strategy = Strategy.ZI_C
     seed: int = 20210920
+    #: time of use (None: flat tariffs): the retail and feed-in prices during the peak hours
+    #: ``[peak_start, peak_end)`` local time (docs/simulation.md, "Batteries and time-of-use")
+    retail_peak: Decimal | None = None
+    feed_in_peak: Decimal | None = None
+    peak_hours: tuple[int, int] = (17, 21)
+    #: home batteries (None: none, the paper's evaluation data)
+    batteries: BatteryModel | None = None
     grid: PriceGrid = field(init=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +72,27 @@ class MarketParams:
         if self.network_fee < 0 or self.network_fee > self.feed_in:
             raise ValueError("the network fee must lie between 0 and the feed-in tariff")
         PemMarket.from_values(self.retail, self.feed_in, self.pem_low, self.pem_high)
+        start, end = self.peak_hours
+        if not 0 <= start < end <= 24:
+            raise ValueError("peak_hours must be [start, end) with 0 ≤ start < end ≤ 24")
+        if self.time_of_use:
+            PemMarket.from_values(self.retail_peak or self.retail,
+                                  self.feed_in_peak or self.feed_in, self.pem_low, self.pem_high)
+
+    @property
+    def time_of_use(self) -> bool:
+        """Whether the tariffs change in the peak hours."""
+        return self.retail_peak is not None or self.feed_in_peak is not None
+
+    def at(self, hour: int) -> MarketParams:
+        """The parameters in force at a local ``hour``: the peak tariffs inside the peak
+        hours when time of use is on, else these."""
+        start, end = self.peak_hours
+        if not self.time_of_use or not start <= hour < end:
+            return self
+        return replace(self, retail=self.retail_peak or self.retail,
+                       feed_in=self.feed_in_peak or self.feed_in, retail_peak=None,
+                       feed_in_peak=None)
 
     def pem_market(self) -> PemMarket:
         """Return the PEM's prices ``ps, pb, [p_l, p_h]``."""
@@ -108,11 +137,19 @@ def order_book(
 
 
 def pem_agents(
-    params: MarketParams, k: int, names: tuple[str, ...], pv_mwh: np.ndarray, load_mwh: np.ndarray
+    params: MarketParams, k: int, names: tuple[str, ...], pv_mwh: np.ndarray,
+    load_mwh: np.ndarray, battery_mwh: np.ndarray | None = None,
+    epsilon_fixed: np.ndarray | None = None,
 ) -> list[Agent]:
-    """Build the PEM agents of one window (no batteries: ``b = 0``); mWh is ×FIXED kWh."""
+    """Build the PEM agents of one window; mWh is ×FIXED kWh. Without batteries ``b = 0``
+    and every agent's ε is ``params.epsilon``; with them each home's ``b`` and, where it has a
+    battery, its own ε (:mod:`sealgrid.sim.battery`)."""
     eps = int(Fraction(params.epsilon) * FIXED)
+    n = len(names)
+    b = battery_mwh.tolist() if battery_mwh is not None else [0] * n
+    own = epsilon_fixed.tolist() if epsilon_fixed is not None else [0] * n
     return [
-        Agent(name, int(g), int(ld), 0, k * FIXED, eps)
-        for name, g, ld in zip(names, pv_mwh.tolist(), load_mwh.tolist(), strict=True)
+        Agent(name, int(g), int(ld), int(bi), k * FIXED, int(e) or eps)
+        for name, g, ld, bi, e in zip(names, pv_mwh.tolist(), load_mwh.tolist(), b, own,
+                                      strict=True)
     ]

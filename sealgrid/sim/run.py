@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sealgrid.sim import battery
 from sealgrid.sim.agents import MarketParams
+from sealgrid.sim.battery import Batteries
 from sealgrid.sim.dataset import MWH_PER_KWH, Neighbourhood
 from sealgrid.sim.window import (
     NONE,
@@ -98,10 +100,10 @@ def _trade_rows(run: Run, window: int, stamp: pd.Timestamp, names: tuple[str, ..
 
 
 def _households(data: Neighbourhood, runs: Sequence[Run],
-                totals: Mapping[str, _Totals]) -> pd.DataFrame:
-    """The per-household table from the runs' totals and the data's energy."""
+                totals: Mapping[str, _Totals], net: np.ndarray) -> pd.DataFrame:
+    """The per-household table from the runs' totals and the data's energy (``net``: what
+    each home offered or asked, after its battery)."""
     names = data.home_names
-    net = data.net_mwh
     base = {
         "home": list(names),
         "has_pv": data.homes["has_pv"].astype(bool).to_numpy(),
@@ -143,11 +145,26 @@ def runs_for(mechanism: str, params: MarketParams) -> tuple[Run, ...]:
     return choices[mechanism]
 
 
-def selected_sellers(data: Neighbourhood, count: int = SELECTED_SELLERS) -> list[int]:
+def selected_sellers(data: Neighbourhood, count: int = SELECTED_SELLERS,
+                     net: np.ndarray | None = None) -> list[int]:
     """Pick the households that sell in the most windows (ties: lower index first)."""
-    seller_windows = (data.net_mwh > 0).sum(axis=0)
+    seller_windows = ((data.net_mwh if net is None else net) > 0).sum(axis=0)
     order = sorted(range(len(seller_windows)), key=lambda i: (-int(seller_windows[i]), i))
     return [i for i in order[:count] if seller_windows[i] > 0]
+
+
+def local_hours(data: Neighbourhood) -> np.ndarray:
+    """Each window's hour on the site's clock (time of use and the batteries' peak)."""
+    return np.asarray(data.index.tz_convert(data.tz).hour, dtype=np.int64)
+
+
+def batteries_of(data: Neighbourhood, params: MarketParams) -> Batteries | None:
+    """The homes' batteries through the run (None without the battery scenario)."""
+    if params.batteries is None:
+        return None
+    return battery.simulate(params.batteries, data.homes["has_pv"].to_numpy(dtype=bool),
+                            data.pv_mwh, data.load_mwh, local_hours(data),
+                            data.window_minutes)
 
 
 def _utility(k: int, load_mwh: int, money: Fraction) -> float:
@@ -174,21 +191,29 @@ def simulate(
     """
     names = data.home_names
     net = data.net_mwh
-    chosen = selected_sellers(data)
+    hours = local_hours(data)
+    stored = batteries_of(data, params)
+    if stored is not None:
+        net = net - stored.action_mwh
+    chosen = selected_sellers(data, net=net)
     rows: list[dict[str, Any]] = []
     utility: list[dict[str, Any]] = []
     trades: list[tuple[Any, ...]] = []
     totals = {run.key: _Totals(len(names)) for run in runs if run.mechanism != NONE}
-    feed_in = Fraction(params.feed_in)
     for w, stamp in enumerate(data.index):
         pv, load, nw = data.pv_mwh[w], data.load_mwh[w], net[w]
+        now = params.at(int(hours[w]))  # the tariffs in force (time of use)
+        feed_in = Fraction(now.feed_in)
+        action = stored.action_mwh[w] if stored is not None else None
+        own_eps = stored.epsilon_fixed if stored is not None else None
         sellers, buyers = int((nw > 0).sum()), int((nw < 0).sum())
         supply = int(nw[nw > 0].sum()) / MWH_PER_KWH
         demand = -int(nw[nw < 0].sum()) / MWH_PER_KWH
         for run in runs:
-            result, seconds, online = clear_window(run, params, w, names, pv, load,
-                                                   secure=secure, secure_options=secure_options)
-            money = settle_window(result, params, names, nw)
+            result, seconds, online = clear_window(run, now, w, names, pv, load,
+                                                   secure=secure, secure_options=secure_options,
+                                                   battery_mwh=action, epsilon_fixed=own_eps)
+            money = settle_window(result, now, names, nw)
             if run.key in totals:
                 totals[run.key].add(money, result)
                 trades.extend(_trade_rows(run, w, stamp, names, result))
@@ -239,6 +264,6 @@ def simulate(
         utility=pd.DataFrame(utility, columns=columns),
         runs=tuple(runs),
         selected_sellers=tuple(names[i] for i in chosen),
-        households=_households(data, runs, totals),
+        households=_households(data, runs, totals, net),
         trades=trade_table,
     )

@@ -23,6 +23,7 @@ import pandas as pd
 from sealgrid import __version__
 from sealgrid.sim import dataset
 from sealgrid.sim.agents import MarketParams, Strategy
+from sealgrid.sim.battery import BatteryModel
 from sealgrid.sim.dataset import Neighbourhood
 from sealgrid.sim.run import runs_for
 from sealgrid.sim.window import Run
@@ -69,6 +70,12 @@ class Scenario:
     tick_ct_per_kwh: Decimal = Decimal("0.1")
     strategy: str = "zi-c"
     seed: int = 20210920
+    retail_peak_ct_per_kwh: Decimal | None = None
+    feed_in_peak_ct_per_kwh: Decimal | None = None
+    peak_hours: tuple[int, int] = (17, 21)
+    batteries: bool = False
+    battery_share: Decimal = Decimal("0.6")
+    battery_c_rate: Decimal = Decimal("0.25")
 
     def params(self) -> MarketParams:
         """The market parameters (tariffs, PEM, auction grid and strategy).
@@ -77,11 +84,17 @@ class Scenario:
             ValueError: a value outside its range (the message names the rule).
         """
         low, high = self.pem_range_ct_per_kwh
+        start, end = self.peak_hours
+        batteries = BatteryModel(share=self.battery_share, c_rate=self.battery_c_rate,
+                                 peak_start=start, peak_end=end,
+                                 seed=self.seed) if self.batteries else None
         return MarketParams(
             retail=self.retail_ct_per_kwh, feed_in=self.feed_in_ct_per_kwh, pem_low=low,
             pem_high=high, pem_k=tuple(self.pem_k), epsilon=self.epsilon,
             network_fee=self.network_fee_ct_per_kwh, tick=self.tick_ct_per_kwh,
             strategy=Strategy(self.strategy), seed=self.seed,
+            retail_peak=self.retail_peak_ct_per_kwh, feed_in_peak=self.feed_in_peak_ct_per_kwh,
+            peak_hours=(start, end), batteries=batteries,
         )
 
 
@@ -175,6 +188,21 @@ def _ks(value: Any) -> tuple[int, ...]:
     return ks
 
 
+def _hours(value: Any) -> tuple[int, int]:
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+            or not 0 <= value[0] < value[1] <= 24):
+        raise _Rule("must be [START, END): two whole hours with 0 ≤ START < END ≤ 24")
+    return value[0], value[1]
+
+
+def _share(value: Any) -> Decimal:
+    number = _number(value)
+    if not 0 <= number <= 1:
+        raise _Rule("must lie between 0 and 1")
+    return number
+
+
 def _time(value: Any) -> pd.Timestamp:
     return parse_time(value)
 
@@ -213,6 +241,12 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "tick_ct_per_kwh": _price,
     "strategy": _choice(tuple(s.value for s in Strategy)),
     "seed": _whole(0),
+    "retail_peak_ct_per_kwh": _price,
+    "feed_in_peak_ct_per_kwh": _price,
+    "peak_hours": _hours,
+    "batteries": _bool,
+    "battery_share": _share,
+    "battery_c_rate": _number,
 }
 assert tuple(CHECKS) == KEYS
 
@@ -375,7 +409,13 @@ COMMENTS = {
     "epsilon": "PEM battery loss coefficient",
     "tick_ct_per_kwh": "double-auction price tick",
     "strategy": "double-auction bidding: zi-c | reservation",
-    "seed": "bidding strategy seed",
+    "seed": "bidding strategy seed (and the batteries' draws)",
+    "retail_peak_ct_per_kwh": "time of use: retail in the peak hours",
+    "feed_in_peak_ct_per_kwh": "time of use: feed-in in the peak hours",
+    "peak_hours": "[start, end) local hours of the peak (tariffs, batteries)",
+    "batteries": "home batteries (docs/simulation.md, Batteries)",
+    "battery_share": "share of PV homes with a battery",
+    "battery_c_rate": "battery power, kW per kWh of capacity",
 }
 
 

@@ -142,12 +142,15 @@ class Cleared(NamedTuple):
 def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, ...],
                  pv_mwh: np.ndarray, load_mwh: np.ndarray, secure: bool = False,
                  secure_options: Mapping[str, Mapping[str, Any]] | None = None,
-                 ) -> Cleared:
+                 battery_mwh: np.ndarray | None = None,
+                 epsilon_fixed: np.ndarray | None = None) -> Cleared:
     """Clear one window with ``run``'s mechanism; return the result and its clearing time.
 
     Plaintext and secure take the same inputs and give the same :class:`WindowResult`.
     ``secure_options[mechanism]`` are keyword arguments for the secure entry point
-    (e.g. ``{"pem": {"key_bits": 1024}}``).
+    (e.g. ``{"pem": {"key_bits": 1024}}``). ``battery_mwh`` (each home's ``b``, > 0
+    charging) and ``epsilon_fixed`` (each battery's ε × FIXED, 0 without one): both markets
+    see the net ``g − l − b``; PEM's agents carry ``b`` and ε into Eq. 13.
 
     Raises:
         SecureUnavailable: ``secure`` and the protocol layer is not importable.
@@ -157,6 +160,8 @@ def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, 
     if run.mechanism == NONE:
         return Cleared(WindowResult("grid_only", None, _zeros(n), _zeros(n)), 0.0)
     net = pv_mwh - load_mwh
+    if battery_mwh is not None:
+        net = net - battery_mwh
     if run.mechanism == DOUBLE_AUCTION:
         book, who = order_book(params, window, names, net)
         clear_fn = (_secure("sealgrid.protocol.clearing", "secure_clear") if secure
@@ -167,7 +172,8 @@ def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, 
         return Cleared(_from_clearing(clearing, who, book.is_buy, n, params), seconds, online)
     if run.mechanism == PEM:
         assert run.k is not None
-        agents = pem_agents(params, run.k, names, pv_mwh, load_mwh)
+        agents = pem_agents(params, run.k, names, pv_mwh, load_mwh, battery_mwh,
+                            epsilon_fixed)
         pem_fn = _secure("sealgrid.protocol.pem", "run_pem_secure") if secure else pem.run_pem
         start = time.perf_counter()
         outcome, online = _split(pem_fn(agents, params.pem_market(), **options))
