@@ -27,7 +27,7 @@ FLAG_KEYS = {
     "pem_k": "pem_k", "epsilon": "epsilon", "tick": "tick_ct_per_kwh", "strategy": "strategy",
     "seed": "seed", "retail_peak": "retail_peak_ct_per_kwh",
     "feed_in_peak": "feed_in_peak_ct_per_kwh", "peak_hours": "peak_hours",
-    "batteries": "batteries", "battery_share": "battery_share",
+    "batteries": "batteries", "battery_share": "battery_share", "agent_counts": "agent_counts",
 }
 
 
@@ -125,6 +125,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "discharge in the peak hours; off by default (the paper's data have none)")
     p.add_argument("--battery-share", type=_decimal, metavar="SHARE",
                    help="share of homes with PV that have a battery (0.6)")
+    p.add_argument("--agent-counts", type=int, nargs="+", metavar="N",
+                   help="Fig. 6c for several numbers of agents in one run: the runs again on "
+                   "the first N homes of the same windows, e.g. 100 200 (default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, required=True,
                    help="output folder (created if missing; files in it are replaced)")
@@ -188,8 +191,11 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         result = simulate(data, prepared.params, prepared.runs, secure=sc.secure,
-                          progress=bar.update, secure_options={"pem": {"key_bits": sc.key_bits}})
+                          progress=bar.update, secure_options={"pem": {"key_bits": sc.key_bits}},
+                          agent_counts=sc.agent_counts)
     except SecureUnavailable as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:  # a number of agents above the run's homes
         raise CliError(str(exc)) from None
     finally:
         bar.close()

@@ -194,6 +194,21 @@ def buyers_cost(windows: pd.DataFrame, out: Path, multi_day: bool, tz: str = SIT
     return _save(fig, out / "buyers_cost.png")
 
 
+def buyers_cost_by_agents(coalitions: pd.DataFrame, out: Path, multi_day: bool,
+                          tz: str = SITE_TZ) -> Path:
+    """Fig. 6(c) as the paper draws it: the buyer coalition's total cost per window for each
+    number of agents (the first N homes), each market against grid only."""
+    fig, ax = _axes("Buyers' total cost per window by number of agents (Fig. 6c)",
+                    "cost per window (¢)", multi_day, tz)
+    curves: dict[str, tuple[Any, Any]] = {}
+    for (n, run), g in coalitions.groupby(["agents", "run"], sort=True):
+        g = g.set_index("timestamp")
+        name = "grid only" if run == "none" else _label(str(run))
+        curves[f"{name}, {int(n)} agents"] = (g.index, g["buyers_cost_with_ct"].to_numpy())
+    draw_runs(ax, curves)
+    return _save(fig, out / "buyers_cost_by_agents.png")
+
+
 def grid_exchange(windows: pd.DataFrame, out: Path, multi_day: bool, tz: str = SITE_TZ) -> Path:
     """Fig. 6(d): energy exchanged with the main grid (imports + exports) per window."""
     fig, ax = _axes("Interaction with the main grid (Fig. 6d)",
@@ -237,10 +252,12 @@ def gains(households: pd.DataFrame, out: Path) -> Path:
 
 def all_figures(windows: pd.DataFrame, util: pd.DataFrame, params: MarketParams,
                 out: Path, multi_day: bool, tz: str = SITE_TZ,
-                households: pd.DataFrame | None = None) -> list[Path]:
+                households: pd.DataFrame | None = None,
+                by_agents: pd.DataFrame | None = None) -> list[Path]:
     """Write every figure into ``out``; return their paths in report order.
 
-    ``gains.png`` is drawn when the per-household table is given.
+    ``gains.png`` is drawn when the per-household table is given,
+    ``buyers_cost_by_agents.png`` when runs on several numbers of agents are.
     """
     paths = [
         price(windows, params, out, multi_day, tz),
@@ -252,4 +269,6 @@ def all_figures(windows: pd.DataFrame, util: pd.DataFrame, params: MarketParams,
     ]
     if households is not None:
         paths.append(gains(households, out))
+    if by_agents is not None and len(by_agents):
+        paths.insert(4, buyers_cost_by_agents(by_agents, out, multi_day, tz))
     return paths

@@ -63,6 +63,10 @@ CAPTIONS = {
                    "feed-in: the money they receive plus what consuming l kWh is worth to them.",
     "buyers_cost.png": "Total cost of the buyer coalition per window (¢), settled by the "
                        "meters.",
+    "buyers_cost_by_agents.png": "Fig. 6(c) as the paper draws it: the buyer coalition's "
+                                 "total cost per window (¢) on the first N homes, for each N "
+                                 "asked (agent_counts), each market and grid only; from "
+                                 "by_agents.csv.",
     "grid_exchange.png": "Energy imported from plus exported to the main grid per window (kWh).",
     "supply_demand.png": "Sellers' total surplus E_s and buyers' total deficit E_b (kWh).",
     "gains.png": "Each household's gain over the run (money with the market minus without, "
@@ -181,6 +185,12 @@ def build_summary(result: SimulationResult, data: Neighbourhood, params: MarketP
         "windows": PAPER_WINDOWS,
         "caveat": paper_caveat(summary["dataset"]),
     }
+    if len(result.by_agents):
+        summary["by_agents"] = {
+            str(n): {run: {k: v for k, v in figures.items() if k.startswith("buyers_cost")}
+                     for run, figures in metrics.summarise(
+                         g, [r for r in keys if r != "none"]).items()}
+            for n, g in result.by_agents.groupby("agents", sort=True)}
     if scenario is not None:
         summary["scenario"] = scenarios.as_json(scenario)
     return summary
@@ -244,13 +254,28 @@ def _discussion(summary: dict[str, Any], windows: pd.DataFrame) -> list[str]:
             + (f" ({at_retail[0]}…, …{at_retail[-1]} {tz})" if at_retail else "")
             + ". The paper: retail at dawn and dusk, lower-bounded in many midday windows."
         )
-        out.append(
-            f"PEM cannot lower the buyers' cost by more than 1 − p_l/ps = "
-            f"{100 * (1 - low / retail):.1f}% (all demand bought at p_l); with b = 0, Eq. 13 "
-            f"gives p̂ ≤ √(ps·k) = {(retail * max(p['pem_k'])) ** 0.5:.1f} < p_l for "
-            f"k ≤ {max(p['pem_k'])}, so the price is p_l in every window with sellers and k "
-            "changes only the sellers' utility."
-        )
+        sc = summary.get("scenario", {})
+        if sc.get("batteries") or sc.get("retail_peak_ct_per_kwh"):
+            inside = int(((prices > p["pem_range"][0]) & (prices < p["pem_range"][1])).sum())
+            out.append(
+                f"With batteries and time of use, PEM's price lies strictly inside [p_l, p_h] "
+                f"in {inside} of {len(pem)} windows of the first k: the interior of Eq. 13 "
+                "(docs/simulation.md, Batteries and time of use)."
+            )
+        else:
+            out.append(
+                f"PEM cannot lower the buyers' cost by more than 1 − p_l/ps = "
+                f"{100 * (1 - low / retail):.1f}% (all demand bought at p_l); with b = 0, "
+                f"Eq. 13 gives p̂ ≤ √(ps·k) = {(retail * max(p['pem_k'])) ** 0.5:.1f} < p_l "
+                f"for k ≤ {max(p['pem_k'])}, so the price is p_l in every window with sellers "
+                "and k changes only the sellers' utility."
+            )
+    for n, runs in summary.get("by_agents", {}).items():
+        said = "; ".join(f"{run} {_fmt(m['buyers_cost_vs_grid_only_pct'])}% over the run, "
+                         f"{_fmt(m['buyers_cost_vs_grid_only_pct_mean_of_windows'])}% as a "
+                         "mean of windows" for run, m in runs.items())
+        out.append(f"Fig. 6(c), the first {n} agents: buyers' cost {said} (the paper: "
+                   f"{PAPER_BUYERS_COST_PCT}% on average, for 100 and 200 agents).")
     return out
 
 
@@ -375,9 +400,15 @@ def write_outputs(result: SimulationResult, data: Neighbourhood, params: MarketP
     result.trades.to_parquet(paths["trades.parquet"], index=False)
     _csv(result.trades, paths["trades.csv"])
     result.utility.to_parquet(paths["utility.parquet"], index=False)
+    if len(result.by_agents):
+        for name in ("by_agents.parquet", "by_agents.csv"):
+            paths[name] = out / name
+        result.by_agents.to_parquet(paths["by_agents.parquet"], index=False)
+        _csv(result.by_agents, paths["by_agents.csv"])
     multi_day = data.end - data.index[0] > pd.Timedelta(days=1)
     figures = plots.all_figures(windows, result.utility, params, out, multi_day=multi_day,
-                                tz=data.tz, households=result.households)
+                                tz=data.tz, households=result.households,
+                                by_agents=result.by_agents)
     write_html(summary, windows, figures, paths["report.html"], timings)
     named = {"summary": paths["summary.json"], "windows": paths["windows.parquet"],
              "utility": paths["utility.parquet"], "report": paths["report.html"],

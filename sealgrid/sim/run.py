@@ -22,6 +22,7 @@ from sealgrid.sim import battery
 from sealgrid.sim.agents import MarketParams
 from sealgrid.sim.battery import Batteries
 from sealgrid.sim.dataset import MWH_PER_KWH, Neighbourhood
+from sealgrid.sim.dataset import select as select_homes
 from sealgrid.sim.window import (
     NONE,
     PEM,
@@ -66,6 +67,9 @@ class SimulationResult:
         default_factory=lambda: pd.DataFrame(columns=list(HOUSEHOLD_COLUMNS)))
     trades: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=list(TRADE_COLUMNS)))
+    #: Fig. 6(c) for several numbers of agents in one run: the per-window rows of the same
+    #: runs on the first N homes, with a column ``agents`` (empty unless asked for)
+    by_agents: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 class _Totals:
@@ -179,12 +183,15 @@ def simulate(
     secure: bool = False,
     progress: Callable[[int], Any] | None = None,
     secure_options: Mapping[str, Mapping[str, Any]] | None = None,
+    agent_counts: Sequence[int] = (),
 ) -> SimulationResult:
     """Clear and settle every window of ``data`` with every run.
 
     Args:
         progress: called with 1 after each window (a progress bar's ``update``).
         secure_options: keyword arguments per mechanism for the secure entry points.
+        agent_counts: numbers of agents N (Fig. 6c for 100 and 200 agents): the runs again
+            on the first N homes of the same windows (plaintext), kept in ``by_agents``.
 
     Raises:
         SecureUnavailable: ``secure`` and the protocol layer is not importable.
@@ -259,6 +266,12 @@ def simulate(
     columns = ["timestamp", "home", "k", "utility_with", "utility_without"]
     trade_table = pd.DataFrame(trades, columns=list(TRADE_COLUMNS))
     trade_table["window"] = trade_table["window"].astype(np.int64)
+    subsets = []
+    for n in sorted(set(agent_counts)):
+        if not 0 < n <= len(names):
+            raise ValueError(f"agent_counts: {n} agents, but the run has {len(names)} homes")
+        part = simulate(select_homes(data, n), params, runs)
+        subsets.append(part.windows.assign(agents=n))
     return SimulationResult(
         windows=pd.DataFrame(rows),
         utility=pd.DataFrame(utility, columns=columns),
@@ -266,4 +279,5 @@ def simulate(
         selected_sellers=tuple(names[i] for i in chosen),
         households=_households(data, runs, totals, net),
         trades=trade_table,
+        by_agents=pd.concat(subsets, ignore_index=True) if subsets else pd.DataFrame(),
     )

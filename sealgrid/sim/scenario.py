@@ -76,6 +76,7 @@ class Scenario:
     batteries: bool = False
     battery_share: Decimal = Decimal("0.6")
     battery_c_rate: Decimal = Decimal("0.25")
+    agent_counts: tuple[int, ...] = ()
 
     def params(self) -> MarketParams:
         """The market parameters (tariffs, PEM, auction grid and strategy).
@@ -203,6 +204,15 @@ def _share(value: Any) -> Decimal:
     return number
 
 
+def _sizes(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise _Rule("must be a list of numbers of agents, e.g. [100, 200]")
+    try:
+        return tuple(sorted({_whole(1)(v) for v in value}))
+    except _Rule:
+        raise _Rule("must be a list of whole numbers ≥ 1, e.g. [100, 200]") from None
+
+
 def _time(value: Any) -> pd.Timestamp:
     return parse_time(value)
 
@@ -247,6 +257,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "batteries": _bool,
     "battery_share": _share,
     "battery_c_rate": _number,
+    "agent_counts": _sizes,
 }
 assert tuple(CHECKS) == KEYS
 
@@ -416,6 +427,7 @@ COMMENTS = {
     "batteries": "home batteries (docs/simulation.md, Batteries)",
     "battery_share": "share of PV homes with a battery",
     "battery_c_rate": "battery power, kW per kWh of capacity",
+    "agent_counts": "Fig. 6c: the runs again on the first N homes, e.g. [100, 200]",
 }
 
 

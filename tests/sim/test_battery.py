@@ -116,3 +116,29 @@ def test_the_battery_scenario_file_runs_and_writes_itself_back(tmp_path: Path) -
     assert "batteries = true" in written and "retail_peak_ct_per_kwh = 240" in written
     households = json.loads(json.dumps(list(summary["mechanisms"])))
     assert households == ["none", "double-auction", "pem-k20", "pem-k40"]
+
+
+def test_fig6c_for_several_numbers_of_agents_in_one_run(tmp_path: Path) -> None:
+    """``--agent-counts 20 40``: the runs again on the first 20 and 40 homes, each equal to a
+    run of its own on those homes; their buyers' cost in summary.json, a table and a figure."""
+    out = tmp_path / "both"
+    window = ("--start-time", "2021-09-20T16:00:00Z", "--windows", "6", "--quiet")
+    assert main(["simulate", "--mechanism", "pem", "--homes", "60", "--agent-counts", "40",
+                 "20", *window, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["by_agents"]) == ["20", "40"]
+    for n in ("20", "40"):
+        alone = tmp_path / f"alone-{n}"
+        assert main(["simulate", "--mechanism", "pem", "--homes", n, *window,
+                     "--out", str(alone)]) == 0
+        own = json.loads((alone / "summary.json").read_text())["mechanisms"]
+        for run, figures in summary["by_agents"][n].items():
+            assert figures["buyers_cost_cents"] == own[run]["buyers_cost_cents"], (n, run)
+            assert figures["buyers_cost_vs_grid_only_pct"] == (
+                own[run]["buyers_cost_vs_grid_only_pct"])
+    table = (out / "by_agents.csv").read_text().splitlines()
+    assert table[0].split(",")[-1] == "agents" and len(table) == 1 + 2 * 3 * 6  # N × runs × w
+    assert (out / "buyers_cost_by_agents.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Fig. 6(c), the first 20 agents" in (out / "report.html").read_text()
+    assert main(["simulate", "--mechanism", "pem", "--homes", "10", "--agent-counts", "20",
+                 *window, "--out", str(tmp_path / "too-many")]) == 1
