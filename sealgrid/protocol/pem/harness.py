@@ -75,12 +75,16 @@ class PeerCounters:
     pool_misses: int
     paillier_used: int
     dgk_used: int
+    paillier_made: int = 0
+    dgk_made: int = 0
 
     @classmethod
     def of(cls, endpoint: Endpoint, peer: PemPeer) -> PeerCounters:
         """Read the counters of ``peer`` and of its ``endpoint``."""
+        pool = peer.pool
         return cls(endpoint.bytes_sent, endpoint.bytes_received, endpoint.messages_sent,
-                   peer.pool.misses, peer.pool.used["paillier"], peer.pool.used["dgk"])
+                   pool.misses, pool.used["paillier"], pool.used["dgk"], pool.made["paillier"],
+                   pool.made["dgk"])
 
 
 @dataclass(frozen=True)
@@ -118,16 +122,25 @@ def tally(counters: Sequence[PeerCounters], timings: Timings, *, key_bits: int, 
     )
 
 
+def check_key_bits(key_bits: int) -> None:
+    """Refuse a key size the private PEM cannot use.
+
+    Raises:
+        PemInputError: below :data:`MIN_KEY_BITS` or not a multiple of 64.
+    """
+    if key_bits < MIN_KEY_BITS or key_bits % 64:
+        raise PemInputError(
+            f"key size must be one of {KEY_SIZES} (or ≥ {MIN_KEY_BITS}, a multiple of 64: the"
+            " Protocol 4 ratios with their noise need a plaintext of that size)")
+
+
 def make_keys(key_bits: int, rng: random.Random) -> tuple[pa.SecretKey, dgk.DgkSecretKey]:
     """Generate one agent's Paillier and DGK keys (Protocol 1, lines 1–2).
 
     Raises:
         PemInputError: an unsupported key size.
     """
-    if key_bits < MIN_KEY_BITS or key_bits % 64:
-        raise PemInputError(
-            f"key size must be one of {KEY_SIZES} (or ≥ {MIN_KEY_BITS}, a multiple of 64: the"
-            " Protocol 4 ratios with their noise need a plaintext of that size)")
+    check_key_bits(key_bits)
     return pa.generate_keypair(key_bits), dgk.generate_keypair(key_bits, DGK_U, rng)
 
 

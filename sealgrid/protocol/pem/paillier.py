@@ -100,13 +100,28 @@ class RandomizerPool:
         self.misses = 0
         #: How many values were used online (owner keys ≥ 0 are Paillier, < 0 DGK by convention).
         self.used = {"paillier": 0, "dgk": 0}
+        #: How many values were made offline (:meth:`fill`), by the same convention.
+        self.made = {"paillier": 0, "dgk": 0}
 
     def fill(self, owner: int, count: int, make: Callable[[], int]) -> int:
         """Top the pool for ``owner``'s key up to ``count`` values; return how many were made."""
         values = self._pool.setdefault(owner, [])
         made = max(0, count - len(values))
         values.extend(make() for _ in range(made))
+        self.made["paillier" if owner >= 0 else "dgk"] += made
         return made
+
+    def owners(self) -> list[int]:
+        """The keys (owner ids) this pool holds values for."""
+        return [owner for owner, values in self._pool.items() if values]
+
+    def drop(self, owner: int) -> int:
+        """Forget the values for ``owner``'s key; return how many there were."""
+        return len(self._pool.pop(owner, ()))
+
+    def clear(self) -> None:
+        """Forget every value (the keys they were made for are replaced); counters stay."""
+        self._pool.clear()
 
     def take(self, owner: int, make: Callable[[], int]) -> int:
         """Use one precomputed value for ``owner``'s key, or make one now (a miss)."""

@@ -43,14 +43,7 @@ from sealgrid.protocol.pem.params import (
     ratio_width,
     window_order,
 )
-from sealgrid.protocol.pem.trees import (
-    Members,
-    links,
-    position,
-    rooted,
-    select,
-    without,
-)
+from sealgrid.protocol.pem.trees import Members, links, position, rooted, select, without
 from sealgrid.protocol.pem.wire import RemoteProtocolError, Topic
 
 Values = tuple[int, ...]
@@ -121,7 +114,7 @@ class PemPeer:
         self,
         me: int,
         agents: int,
-        market: PemMarket,
+        market: PemMarket | None,
         seed: int,
         endpoint: Endpoint,
         paillier_key: pa.SecretKey,
@@ -141,6 +134,13 @@ class PemPeer:
         #: Every value this agent saw in clear, by name (the disclosure door's log).
         self.revealed: dict[str, object] = {}
 
+    def rekey(self, paillier_key: pa.SecretKey, dgk_key: dgk.DgkSecretKey) -> None:
+        """Replace this agent's keys (a new key lifetime): randomizers made for the old keys are
+        dropped, and the public keys must be distributed again before the next window."""
+        self.sk, self.dsk = paillier_key, dgk_key
+        self.pool.clear()
+        self.directory = None
+
     # -- the disclosure door -------------------------------------------------------------
     def _reveal(self, name: str, value: object) -> None:
         """Record a value this agent learns in clear (names listed in docs/pem.md)."""
@@ -148,9 +148,17 @@ class PemPeer:
 
     # -- offline --------------------------------------------------------------------------
     def offline(self, window: int) -> None:
-        """Precompute randomizers for the keys this window may need (before its data exist)."""
+        """Precompute randomizers for the keys this window may need (before its data exist).
+
+        Paillier randomizers stay for later windows (at most :data:`PER_KEY` per key); DGK ones
+        (``compare_bits`` per key) are kept only for this window's head, where the comparison
+        can use them, so that a long-lived agent's memory stays bounded.
+        """
         d = self._dir()
         head = window_order(self.seed, window, self.n)[:CANDIDATES]
+        for owner in self.pool.owners():
+            if owner < 0 and -1 - owner not in head:
+                self.pool.drop(owner)
         others = [x for x in head if x != self.me]
         for x in others:
             self.pool.fill(x, PER_KEY, partial(pa.randomizer, d.paillier[x], self.rng))
@@ -161,6 +169,11 @@ class PemPeer:
             self.pool.fill(-1 - self.me, length, partial(dgk.own_rerandomizer, self.dsk, self.rng))
 
     # -- helpers --------------------------------------------------------------------------
+    def _prices(self) -> PemMarket:
+        if self.market is None:
+            raise RuntimeError("no market prices for the window")
+        return self.market
+
     def _dir(self) -> Directory:
         if self.directory is None:
             raise RuntimeError("public keys not distributed yet")
@@ -222,17 +235,17 @@ class PemPeer:
             raise RemoteProtocolError("the role vector is malformed")
         sellers, buyers = select(order, selling), select(order, buying)
         if not sellers:
-            return PeerOutput(self.me, MarketKind.NO_SELLERS, self.market.retail, None)
+            return PeerOutput(self.me, MarketKind.NO_SELLERS, self._prices().retail, None)
         scaled: tuple[tuple[int, int], ...] = ()
         if not buyers:  # E_b = 0 ≤ E_s is public once the roles are: an extreme market, no trades
-            kind, price = MarketKind.EXTREME, self.market.low
+            kind, price = MarketKind.EXTREME, self._prices().low
         else:
             d = designate(sellers, buyers, order[:CANDIDATES])
             kind = await self._evaluate(w, order, net, d)
             if kind is MarketKind.GENERAL:
                 price = await self._price(w, order, sellers, agent, d)
             else:
-                price = self.market.low
+                price = self._prices().low
             scaled = await self._distribute(w, sellers, buyers, net, kind, d)
         load = optimal_load(agent, price) if role > 0 else None
         return PeerOutput(self.me, kind, price, load, abs(net), scaled)
@@ -326,7 +339,7 @@ class PemPeer:
             sum_k, sum_term = self.sk.decrypt(c_k), self.sk.decrypt(c_term)
             self._reveal("sum_k", sum_k)
             self._reveal("sum_pricing_term", sum_term)
-            price = stackelberg_price(self.market, sum_k, sum_term)
+            price = stackelberg_price(self._prices(), sum_k, sum_term)
             value = (price.numerator, price.denominator)
         num, den = await self._spread(w, Topic.PRICE, rooted(order, hb), value)
         if den <= 0:
