@@ -150,21 +150,29 @@ class PemPeer:
     def offline(self, window: int) -> None:
         """Precompute randomizers for the keys this window may need (before its data exist).
 
-        Paillier randomizers stay for later windows (at most :data:`PER_KEY` per key); DGK ones
-        (``compare_bits`` per key) are kept only for this window's head, where the comparison
-        can use them, so that a long-lived agent's memory stays bounded.
+        Paillier: :data:`PER_KEY` for the key of every other agent in the window's head (they
+        stay for later windows). DGK, only for an agent in the head, which may be ``H_r1`` (the
+        first seller) or ``H_r2`` (the first buyer): ``compare_bits`` of its own (as ``H_r2``),
+        and for the ``H_r2`` it would meet as ``H_r1`` — any head agent's if it comes first in
+        the order, else the first agent's (the agents before ``H_r1`` are not sellers, so the
+        first of them is ``H_r2`` unless it is off the market: then the comparison pays online,
+        a pool miss). DGK values for other keys are dropped, so memory stays bounded.
         """
         d = self._dir()
         head = window_order(self.seed, window, self.n)[:CANDIDATES]
-        for owner in self.pool.owners():
-            if owner < 0 and -1 - owner not in head:
-                self.pool.drop(owner)
         others = [x for x in head if x != self.me]
         for x in others:
             self.pool.fill(x, PER_KEY, partial(pa.randomizer, d.paillier[x], self.rng))
-        if self.me in head:  # this agent may be H_r1 or H_r2 of the comparison
+        dgk_keys: list[int] = []  # the H_r2 this agent may meet as H_r1
+        if self.me in head:
+            dgk_keys = others if head[0] == self.me else [head[0]]
+        keep = {-1 - x for x in dgk_keys} | ({-1 - self.me} if self.me in head else set())
+        for owner in self.pool.owners():
+            if owner < 0 and owner not in keep:
+                self.pool.drop(owner)
+        if self.me in head:
             length = compare_bits(self.n)
-            for x in others:
+            for x in dgk_keys:
                 self.pool.fill(-1 - x, length, partial(dgk.rerandomizer, d.dgk[x], self.rng))
             self.pool.fill(-1 - self.me, length, partial(dgk.own_rerandomizer, self.dsk, self.rng))
 
