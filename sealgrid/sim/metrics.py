@@ -81,6 +81,14 @@ def timing_run(rows: pd.DataFrame) -> dict[str, Any]:
         "online_seconds_per_window": (
             _num(rows["online_seconds"].mean()) if rows["online_seconds"].notna().any() else None
         ),
+        "offline_seconds_per_window": (
+            _num(rows["offline_seconds"].mean())
+            if "offline_seconds" in rows and rows["offline_seconds"].notna().any() else None
+        ),
+        "offline_seconds": (
+            _num(rows["offline_seconds"].sum())
+            if "offline_seconds" in rows and rows["offline_seconds"].notna().any() else None
+        ),
     }
 
 

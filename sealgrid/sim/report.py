@@ -52,6 +52,7 @@ TIMING_ROWS = [
     ("seconds_per_window", "clearing seconds per window (mean)"),
     ("seconds_per_window_max", "clearing seconds per window (max)"),
     ("online_seconds_per_window", "online seconds per window (secure, mean)"),
+    ("offline_seconds_per_window", "offline seconds per window (secure PEM: keys, pools)"),
 ]
 
 CAPTIONS = {
@@ -200,7 +201,8 @@ def build_summary(result: SimulationResult, data: Neighbourhood, params: MarketP
 #: also in ``timings.json``: everything else in it is the same for a re-run of a scenario.
 TIMING_FIELDS = ("wall_seconds",)
 RUN_TIMING_FIELDS = ("seconds_per_window", "seconds_per_window_max",
-                     "online_seconds_per_window")
+                     "online_seconds_per_window", "offline_seconds_per_window",
+                     "offline_seconds")
 
 
 def with_timings(summary: dict[str, Any], timings: dict[str, Any]) -> dict[str, Any]:

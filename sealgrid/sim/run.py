@@ -30,6 +30,7 @@ from sealgrid.sim.window import (
     WindowMoney,
     WindowResult,
     clear_window,
+    pem_session,
     settle_window,
 )
 
@@ -203,10 +204,34 @@ def simulate(
     if stored is not None:
         net = net - stored.action_mwh
     chosen = selected_sellers(data, net=net)
+    totals = {run.key: _Totals(len(names)) for run in runs if run.mechanism != NONE}
+    # a secure PEM run keeps its agents from window to window (keys once, pools refilled)
+    session = None
+    if secure and any(run.mechanism == PEM for run in runs):
+        options = dict((secure_options or {}).get(PEM, {}))
+        session = pem_session(names, int(options.get("key_bits", 2048)), params.seed,
+                              options.get("processes"))
+    try:
+        if session is not None:
+            session.open()  # every agent's keys, the first window's pools
+        return _simulate_windows(data, params, runs, secure, progress, secure_options,
+                                 agent_counts, names, net, hours, stored, chosen, totals,
+                                 session)
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _simulate_windows(data: Neighbourhood, params: MarketParams, runs: Sequence[Run],
+                      secure: bool, progress: Callable[[int], Any] | None,
+                      secure_options: Mapping[str, Mapping[str, Any]] | None,
+                      agent_counts: Sequence[int], names: tuple[str, ...], net: np.ndarray,
+                      hours: np.ndarray, stored: Batteries | None, chosen: list[int],
+                      totals: dict[str, _Totals], session: Any) -> SimulationResult:
+    """The windows of :func:`simulate`, with ``session`` (or None) for a secure PEM."""
     rows: list[dict[str, Any]] = []
     utility: list[dict[str, Any]] = []
     trades: list[tuple[Any, ...]] = []
-    totals = {run.key: _Totals(len(names)) for run in runs if run.mechanism != NONE}
     for w, stamp in enumerate(data.index):
         pv, load, nw = data.pv_mwh[w], data.load_mwh[w], net[w]
         now = params.at(int(hours[w]))  # the tariffs in force (time of use)
@@ -217,9 +242,9 @@ def simulate(
         supply = int(nw[nw > 0].sum()) / MWH_PER_KWH
         demand = -int(nw[nw < 0].sum()) / MWH_PER_KWH
         for run in runs:
-            result, seconds, online = clear_window(run, now, w, names, pv, load,
-                                                   secure=secure, secure_options=secure_options,
-                                                   battery_mwh=action, epsilon_fixed=own_eps)
+            result, seconds, online, offline = clear_window(
+                run, now, w, names, pv, load, secure=secure, secure_options=secure_options,
+                battery_mwh=action, epsilon_fixed=own_eps, pem_session=session)
             money = settle_window(result, now, names, nw)
             if run.key in totals:
                 totals[run.key].add(money, result)
@@ -246,6 +271,7 @@ def simulate(
                 "grid_exchange_without_kwh": float(money.grid_exchange_without_kwh),
                 "clearing_seconds": seconds,
                 "online_seconds": math.nan if online is None else online,
+                "offline_seconds": math.nan if offline is None else offline,
             })
             if run.mechanism != PEM or run.k is None:
                 continue

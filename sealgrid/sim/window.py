@@ -101,6 +101,21 @@ def _from_outcome(outcome: Any, names: Sequence[str]) -> WindowResult:
     return WindowResult(kind, outcome.price, bought, sold)
 
 
+def pem_session(names: Sequence[str], key_bits: int, seed: int,
+                processes: int | None = None) -> Any:
+    """A PEM session over these homes for a secure run (not yet opened): long-lived agents,
+    their work spread over ``processes`` OS processes (default: one per core, at most 2).
+
+    Raises:
+        SecureUnavailable: the protocol layer is not importable.
+    """
+    import os
+
+    session_class = _secure("sealgrid.protocol.pem", "PemSession")
+    count = processes or max(1, min(2, os.cpu_count() or 1))
+    return session_class(list(names), key_bits=key_bits, processes=count, seed=seed)
+
+
 def _secure(module: str, name: str) -> Callable[..., Any]:
     """Import a secure protocol function, or explain what is missing."""
     try:
@@ -132,25 +147,32 @@ def _split(raw: Any) -> tuple[Any, float | None]:
 
 class Cleared(NamedTuple):
     """A cleared window: the result, the wall seconds of the clearing call and, for secure
-    runs whose protocol reports it, the online seconds (key setup and precomputation out)."""
+    runs whose protocol reports it, the online seconds (key setup and precomputation out) and
+    the offline seconds spent for this window (a PEM session's key generation, when the
+    window starts a key lifetime, and its randomizer pools, filled before the window)."""
 
     result: WindowResult
     seconds: float
     online_seconds: float | None = None
+    offline_seconds: float | None = None
 
 
 def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, ...],
                  pv_mwh: np.ndarray, load_mwh: np.ndarray, secure: bool = False,
                  secure_options: Mapping[str, Mapping[str, Any]] | None = None,
                  battery_mwh: np.ndarray | None = None,
-                 epsilon_fixed: np.ndarray | None = None) -> Cleared:
+                 epsilon_fixed: np.ndarray | None = None,
+                 pem_session: Any = None) -> Cleared:
     """Clear one window with ``run``'s mechanism; return the result and its clearing time.
 
     Plaintext and secure take the same inputs and give the same :class:`WindowResult`.
     ``secure_options[mechanism]`` are keyword arguments for the secure entry point
     (e.g. ``{"pem": {"key_bits": 1024}}``). ``battery_mwh`` (each home's ``b``, > 0
     charging) and ``epsilon_fixed`` (each battery's ε × FIXED, 0 without one): both markets
-    see the net ``g − l − b``; PEM's agents carry ``b`` and ε into Eq. 13.
+    see the net ``g − l − b``; PEM's agents carry ``b`` and ε into Eq. 13. ``pem_session``
+    (a :class:`sealgrid.protocol.pem.PemSession` over these homes, open): a secure PEM window
+    is run by its long-lived agents (keys made once, pools refilled between windows) instead
+    of agents made for this window alone.
 
     Raises:
         SecureUnavailable: ``secure`` and the protocol layer is not importable.
@@ -174,8 +196,13 @@ def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, 
         assert run.k is not None
         agents = pem_agents(params, run.k, names, pv_mwh, load_mwh, battery_mwh,
                             epsilon_fixed)
-        pem_fn = _secure("sealgrid.protocol.pem", "run_pem_secure") if secure else pem.run_pem
         start = time.perf_counter()
+        if secure and pem_session is not None:
+            outcome, stats = pem_session.run_window(agents, params.pem_market())
+            seconds = time.perf_counter() - start
+            return Cleared(_from_outcome(outcome, names), seconds, float(stats.online_seconds),
+                           float(stats.offline_seconds))
+        pem_fn = _secure("sealgrid.protocol.pem", "run_pem_secure") if secure else pem.run_pem
         outcome, online = _split(pem_fn(agents, params.pem_market(), **options))
         seconds = time.perf_counter() - start
         return Cleared(_from_outcome(outcome, names), seconds, online)

@@ -56,7 +56,8 @@ def test_simulate_all_writes_summary_tables_figures_and_report(small):
     assert list(timings["mechanisms"]) == list(summary["mechanisms"])
     for run, t in timings["mechanisms"].items():
         assert set(t) == {"seconds_per_window", "seconds_per_window_max",
-                          "online_seconds_per_window"}
+                          "online_seconds_per_window", "offline_seconds_per_window",
+                          "offline_seconds"}
         # the documented fields of summary.json stay where they were, equal to timings.json
         assert {k: summary["mechanisms"][run][k] for k in t} == t
     windows = pd.read_parquet(small / "windows.parquet")

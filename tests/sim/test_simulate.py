@@ -168,3 +168,44 @@ def test_households_and_trades_add_up_to_the_windows():
     assert h["money_without_market_ct"].to_numpy() == pytest.approx(expected.to_numpy())
     net = data.net_mwh
     assert h["import_kwh"].sum() == pytest.approx(-net[net < 0].sum() / 1e6)
+
+
+@pytest.mark.slow
+def test_a_secure_pem_run_keeps_its_agents_across_windows(monkeypatch):
+    """simulate --secure runs PEM through one session: keys made once for the run, each
+    window equal to the plaintext one (price exact, amounts within the noise's bound), its
+    online and offline seconds in the windows table."""
+    pytest.importorskip("sealgrid.protocol.pem")
+    from sealgrid.sim import window as sim_window
+
+    made: list[object] = []
+    real = sim_window.pem_session
+
+    def watched(names, key_bits, seed, processes=None):  # type: ignore[no-untyped-def]
+        session = real(names, key_bits, seed, processes=1)
+        keys = session.backend.make_keys
+        calls = []
+
+        def make_keys():  # type: ignore[no-untyped-def]
+            calls.append(1)
+            return keys()
+
+        session.backend.make_keys = make_keys
+        made.append((session, calls))
+        return session
+
+    monkeypatch.setattr("sealgrid.sim.run.pem_session", watched)
+    data = dataset.load("day", homes=12, windows=3, start=330)
+    runs = (Run("none"), Run("pem", 20))
+    secure = simulate(data, PARAMS, runs, secure=True, secure_options=SECURE_OPTIONS)
+    plain = simulate(data, PARAMS, runs)
+    ((session, calls),) = made
+    assert calls == [1] and session.windows_run == 3  # one session, keys made once
+    got = secure.windows[secure.windows["run"] == "pem-k20"]
+    want = plain.windows[plain.windows["run"] == "pem-k20"]
+    assert got["kind"].tolist() == want["kind"].tolist()
+    assert got["price_ct_per_kwh"].tolist() == want["price_ct_per_kwh"].tolist()
+    assert got["traded_kwh"].to_numpy() == pytest.approx(
+        want["traded_kwh"].to_numpy(), abs=float(PEM_AMOUNT_TOLERANCE) * 12)
+    assert got["online_seconds"].notna().all() and got["offline_seconds"].notna().all()
+    assert want["offline_seconds"].isna().all()
