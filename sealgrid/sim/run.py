@@ -242,9 +242,11 @@ def _simulate_windows(data: Neighbourhood, params: MarketParams, runs: Sequence[
         supply = int(nw[nw > 0].sum()) / MWH_PER_KWH
         demand = -int(nw[nw < 0].sum()) / MWH_PER_KWH
         for run in runs:
-            result, seconds, online, offline = clear_window(
+            cleared = clear_window(
                 run, now, w, names, pv, load, secure=secure, secure_options=secure_options,
                 battery_mwh=action, epsilon_fixed=own_eps, pem_session=session)
+            result, seconds, online = cleared
+            offline = cleared.offline_seconds
             money = settle_window(result, now, names, nw)
             if run.key in totals:
                 totals[run.key].add(money, result)

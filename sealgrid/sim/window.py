@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -145,16 +145,35 @@ def _split(raw: Any) -> tuple[Any, float | None]:
     return outcome, None if online is None else float(online)
 
 
-class Cleared(NamedTuple):
-    """A cleared window: the result, the wall seconds of the clearing call and, for secure
-    runs whose protocol reports it, the online seconds (key setup and precomputation out) and
-    the offline seconds spent for this window (a PEM session's key generation, when the
-    window starts a key lifetime, and its randomizer pools, filled before the window)."""
+class Cleared(tuple[WindowResult, float, float | None]):
+    """A cleared window, the triple ``(result, seconds, online_seconds)``: the result, the
+    wall seconds of the clearing call and, for secure runs whose protocol reports it, the
+    online seconds (key setup and precomputation out). ``offline_seconds`` (an attribute, not
+    part of the triple): for a PEM session's window, the offline work spent for it (its key
+    generation when it starts a key lifetime, and its randomizer pools, filled before it)."""
 
-    result: WindowResult
-    seconds: float
-    online_seconds: float | None = None
-    offline_seconds: float | None = None
+    offline_seconds: float | None
+
+    def __new__(cls, result: WindowResult, seconds: float, online_seconds: float | None = None,
+                offline_seconds: float | None = None) -> Cleared:
+        self = super().__new__(cls, (result, seconds, online_seconds))
+        self.offline_seconds = offline_seconds
+        return self
+
+    @property
+    def result(self) -> WindowResult:
+        """What the mechanism decided."""
+        return self[0]
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds of the clearing call."""
+        return self[1]
+
+    @property
+    def online_seconds(self) -> float | None:
+        """The protocol's online seconds, when it reports them."""
+        return self[2]
 
 
 def clear_window(run: Run, params: MarketParams, window: int, names: tuple[str, ...],
