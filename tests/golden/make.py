@@ -80,7 +80,10 @@ SERVICE_MESSAGES: tuple[Any, ...] = (
     sw.TokenGrant(1, (SERVICE_PERIOD,), (b"\xc3" * 32,), (b"\x5a" * 32,), (b"\x6b" * 64,)),
     sw.PseudonymousBid(SERVICE_PERIOD, 0, b"\x07" * 32, b"\x08" * 16, b"SGB1\x02payload"),
     sw.Receipt(0, SERVICE_PERIOD, b"\x07" * 32, b"\x11" * 32, b"\x22" * 32),
-    sw.BidSet(1, SERVICE_PERIOD, (b"\x03" * 32, b"\x07" * 32)),
+    sw.BidSet(1, SERVICE_PERIOD, (b"\x03" * 32, b"\x07" * 32),
+              ((0).to_bytes(4, "big") + b"\x5e" * 32,)),
+    sw.PendingSet(2, SERVICE_PERIOD, 1, (b"\x03" * 32,)),
+    sw.SegmentPlan(0, SERVICE_PERIOD, 1, (b"\x03" * 32, b"\x07" * 32)),
     sw.PeriodStatement(2, SERVICE_PERIOD, 2, b"\x33" * 32, (b"\x09" * 32,), "cleared",
                        '{"invalid_bids":1,"level":7,"price":"80.7","reason":"",'
                        '"status":"cleared","type":"Outcome","v":1}',
