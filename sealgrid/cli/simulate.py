@@ -128,6 +128,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agent-counts", type=int, nargs="+", metavar="N",
                    help="Fig. 6c for several numbers of agents in one run: the runs again on "
                    "the first N homes of the same windows, e.g. 100 200 (default: none)")
+    p.add_argument("--pem-sweep", type=Path, metavar="DIR",
+                   help="link PEM's runtime sweep (the --out folder of 'sealgrid bench pem "
+                   "--sweep', paper Fig. 5) from the report: its plots and points, copied "
+                   "into OUT/pem_sweep/ (not a scenario setting)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", type=Path, required=True,
                    help="output folder (created if missing; files in it are replaced)")
@@ -174,6 +178,13 @@ def run(args: argparse.Namespace) -> int:
     from sealgrid.sim.window import SecureUnavailable
 
     _check_out(args.out)
+    if args.pem_sweep is not None:
+        from sealgrid.sim.report import read_sweep
+
+        try:
+            read_sweep(args.pem_sweep)
+        except ValueError as exc:
+            raise CliError(f"--pem-sweep {exc}") from None
     flags = _flags(args)
     try:
         file_values = scenarios.read(args.scenario) if args.scenario is not None else {}
@@ -202,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - start
     try:
         paths = write_outputs(result, data, prepared.params, args.out, sc.secure, wall,
-                              scenario=sc)
+                              scenario=sc, pem_sweep=args.pem_sweep)
     except OSError as exc:
         raise CliError(f"--out {args.out}: cannot write the outputs "
                        f"({exc.strerror or exc})") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -288,9 +289,34 @@ def report_title(summary: dict[str, Any]) -> str:
     return f"{span_text(minutes)} of a neighbourhood"
 
 
+def sweep_section(sweep: dict[str, Any] | None) -> str:
+    """The report's section on PEM's runtime (paper Fig. 5): the sweep's plots, copied next to
+    the report, its points and the paper's figures as its text states them; empty without."""
+    if not sweep:
+        return ""
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(r.get(k))}</td>" for k in SWEEP_COLUMNS) + "</tr>"
+        for r in sweep.get("rows", []))
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in SWEEP_COLUMNS)
+    figs = "".join(
+        f"<figure><img src='pem_sweep/{html.escape(name)}' alt='{html.escape(name)}'>"
+        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name in SWEEP_PLOTS)
+    paper = sweep.get("paper", {})
+    said = [paper.get(k) for k in ("seconds_per_window_cited", "fig_5b", "fig_5c")]
+    notes = "".join(f"<li>{html.escape(str(s))}</li>" for s in said if s)
+    return (f"<h2>PEM's runtime (paper Fig. 5)</h2><p class='meta'>From "
+            f"<a href='pem_sweep/sweep.json'>pem_sweep/sweep.json</a> (sealgrid bench pem "
+            f"--sweep; seconds are wall time on this machine). The paper, as its text states "
+            f"it ({html.escape(str(paper.get('source', 'xie2020 §VII-B')))}):</p>"
+            f"<ul>{notes}</ul><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>"
+            f"</table><div class='grid'>{figs}</div>")
+
+
 def write_html(summary: dict[str, Any], windows: pd.DataFrame, figures: list[Path],
-               path: Path, timings: dict[str, Any] | None = None) -> Path:
-    """Write the static report: parameters, the summary table, figures side by side."""
+               path: Path, timings: dict[str, Any] | None = None,
+               sweep: dict[str, Any] | None = None) -> Path:
+    """Write the static report: parameters, the summary table, figures side by side (and
+    PEM's runtime sweep when one is given)."""
     runs = list(summary["mechanisms"])
     d, p = summary["dataset"], summary["parameters"]
     tz = d.get("timezone", SITE_TZ)
@@ -358,6 +384,7 @@ network fee {p['network_fee']:g} ¢/kWh; PEM range
 <p class="meta">Tables (CSV, and parquet of the same name): {tables}</p>
 <h2>Against the paper (Xie et al., PEM, §VII)</h2>{caveat_html}<ul>{notes}</ul>
 <h2>Figures</h2><div class="grid">{figs}</div>
+{sweep_section(sweep)}
 <p class="meta">{html.escape(credit)}</p>
 </body></html>
 """
@@ -374,9 +401,35 @@ def _csv(frame: pd.DataFrame, path: Path) -> None:
     out.to_csv(path, index=False, lineterminator="\n")
 
 
+#: What the report shows of a PEM sweep (sealgrid bench pem --sweep --out DIR).
+SWEEP_PLOTS = ("time_vs_windows.png", "time_vs_key_bits.png", "time_vs_agents.png")
+SWEEP_COLUMNS = ("agents", "key_bits", "windows", "online_seconds_per_window",
+                 "total_seconds_per_window", "offline_seconds", "bytes_per_agent_per_window",
+                 "matches_plaintext")
+
+
+def read_sweep(folder: Path) -> dict[str, Any]:
+    """A PEM sweep's ``sweep.json`` (``sealgrid bench pem --sweep --out FOLDER``).
+
+    Raises:
+        ValueError: the folder holds no sweep (its path and what is missing named).
+    """
+    try:
+        doc = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{folder}: not the output of 'sealgrid bench pem --sweep --out' "
+                         f"(sweep.json: {exc})") from None
+    missing = [n for n in SWEEP_PLOTS if not (folder / n).is_file()]
+    if not isinstance(doc, dict) or "rows" not in doc or missing:
+        raise ValueError(f"{folder}: not the output of 'sealgrid bench pem --sweep --out' "
+                         f"(missing {', '.join(missing) or 'rows in sweep.json'})")
+    return doc
+
+
 def write_outputs(result: SimulationResult, data: Neighbourhood, params: MarketParams,
                   out: Path, secure: bool, wall_seconds: float,
-                  scenario: scenarios.Scenario | None = None) -> dict[str, Path]:
+                  scenario: scenarios.Scenario | None = None,
+                  pem_sweep: Path | None = None) -> dict[str, Path]:
     """Write every output file into ``out``; return their paths by name.
 
     ``scenario`` (the effective one) is written as ``scenario.toml`` and into the summary.
@@ -411,7 +464,14 @@ def write_outputs(result: SimulationResult, data: Neighbourhood, params: MarketP
     figures = plots.all_figures(windows, result.utility, params, out, multi_day=multi_day,
                                 tz=data.tz, households=result.households,
                                 by_agents=result.by_agents)
-    write_html(summary, windows, figures, paths["report.html"], timings)
+    sweep = None
+    if pem_sweep is not None:  # linked from the report: copied next to it
+        sweep = read_sweep(pem_sweep)
+        (out / "pem_sweep").mkdir(exist_ok=True)
+        for name in ("sweep.json", *SWEEP_PLOTS):
+            shutil.copyfile(pem_sweep / name, out / "pem_sweep" / name)
+            paths[f"pem_sweep/{name}"] = out / "pem_sweep" / name
+    write_html(summary, windows, figures, paths["report.html"], timings, sweep)
     named = {"summary": paths["summary.json"], "windows": paths["windows.parquet"],
              "utility": paths["utility.parquet"], "report": paths["report.html"],
              "timings": paths["timings.json"], "households": paths["households.csv"],

@@ -144,3 +144,37 @@ def test_report_renders_in_headless_chromium_with_every_figure_and_the_span(tmp_
                                                "neighbourhood, 2021-09-20 12:00–13:00")
     assert "<h1>An hour of a neighbourhood" in dom
     assert "A partial run: 6 of 300 homes; 60 of 720 windows" in dom
+
+
+def test_the_report_links_the_pem_sweep_and_renders_it_in_chromium(tmp_path, capsys):
+    """Paper Fig. 5 from ``sealgrid bench pem --sweep`` linked from the simulation report
+    (``simulate --pem-sweep DIR``): its points next to the paper's stated figures, its three
+    plots loading in headless Chromium."""
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing in CI (.ci/run installs Debian's chromium)")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    sweep = tmp_path / "fig5"
+    assert main(["bench", "pem", "--sweep", "agents=4,6", "key-bits=512", "windows=1",
+                 "--base", "agents=4,key-bits=512,windows=1", "--processes", "1",
+                 "--out", str(sweep), "--json"]) == 0
+    out = tmp_path / "run"
+    assert main(["simulate", "--mechanism", "pem", "--homes", "6", "--windows", "2",
+                 "--start", "330", "--quiet", "--pem-sweep", str(sweep),
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert "PEM's runtime (paper Fig. 5)" in text and "around 1 sec" in text
+    assert text.count("<tr><td>") >= 2  # a row per point of the sweep
+    probe = out / "probe.html"
+    probe.write_text(text.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom = _dump_dom(probe, tmp_path / "profile")
+    found = re.search(r'data-images="([^"]*)"', dom)
+    assert found, dom[:2000]
+    widths = dict(item.rsplit("=", 1) for item in found.group(1).split())
+    for name in report.SWEEP_PLOTS:
+        assert int(widths[f"pem_sweep/{name}"]) > 0, widths
+    # a folder that is no sweep is refused before the run, naming what is missing
+    assert main(["simulate", "--homes", "6", "--windows", "1", "--quiet", "--pem-sweep",
+                 str(tmp_path), "--out", str(tmp_path / "no")]) == 1
+    assert "not the output of 'sealgrid bench pem --sweep --out'" in capsys.readouterr().err
