@@ -32,7 +32,7 @@ from sealgrid.service import metrics, status, wire
 from sealgrid.service.config import ConnectionLimits
 from sealgrid.service.intake import ENVELOPE_BYTES, Rejected
 from sealgrid.service.keys import server_common_name
-from sealgrid.service.openapi import OPENAPI
+from sealgrid.service.openapi import OPENAPI, REFUSAL_STATUS
 from sealgrid.service.server import Server
 from sealgrid.service.storage import StorageError
 
@@ -42,16 +42,8 @@ log = logging.getLogger("sealgrid.http")
 #: The ``Retry-After`` of a ``503 unavailable`` (the database could not store a request).
 RETRY_AFTER_SECONDS = 1
 
-HTTP_STATUS = {
-    Reason.MALFORMED: 400,
-    Reason.UNSIGNED: 401,
-    Reason.BAD_SIGNATURE: 401,
-    Reason.REPLAYED: 409,
-    Reason.DUPLICATE_PSEUDONYM: 409,
-    Reason.LATE: 422,
-    Reason.WRONG_PERIOD: 422,
-    Reason.TOO_FREQUENT: 429,
-}
+#: The HTTP status of each refusal reason, as the API document states it (400 for another).
+HTTP_STATUS = REFUSAL_STATUS
 
 
 def refusal(rejected: Rejected) -> web.Response:
@@ -195,15 +187,22 @@ def _from_peer(request: web.Request) -> bool:
     return bool(names & {server_common_name(i) for i in range(len(server.cfg.servers))})
 
 
+def _peer_period(request: web.Request) -> str | web.Response:
+    """The trading period an internal route names, or the answer when the caller is not
+    another computation server (403) or the path names no period (422 wrong_period)."""
+    if not _from_peer(request):
+        return error("forbidden", "only the other computation servers may ask", 403)
+    period: str = request.match_info["period"]
+    why = request.app[SERVER_KEY].intake.bidset_refusal(period)
+    return refusal(why) if why is not None else period
+
+
 async def bidset(request: web.Request) -> web.Response:
     """GET /v1/internal/periods/{period}/bidset: for the other servers only (mutual TLS)."""
     server = request.app[SERVER_KEY]
-    if not _from_peer(request):
-        return error("forbidden", "only the other computation servers may ask", 403)
-    period = request.match_info["period"]
-    why = server.intake.bidset_refusal(period)
-    if why is not None:  # not a period
-        return refusal(why)
+    period = _peer_period(request)
+    if isinstance(period, web.Response):
+        return period
     found = await server.own_bidset(period)
     if found is None:
         return error("not_closed", "the gate of this period has not closed", 409)
@@ -214,12 +213,9 @@ async def pending(request: web.Request) -> web.Response:
     """GET /v1/internal/periods/{period}/pending: the leader asks which stored bids of a
     period still open no segment holds yet (the other servers only, mutual TLS)."""
     server = request.app[SERVER_KEY]
-    if not _from_peer(request):
-        return error("forbidden", "only the other computation servers may ask", 403)
-    period = request.match_info["period"]
-    why = server.intake.bidset_refusal(period)
-    if why is not None:  # not a period
-        return refusal(why)
+    period = _peer_period(request)
+    if isinstance(period, web.Response):
+        return period
     found = await server.own_pending(period)
     if found is None:
         return error("no_segments", "this period takes no segment (closing, or streaming"
@@ -231,17 +227,15 @@ async def segments(request: web.Request) -> web.Response:
     """POST /v1/internal/periods/{period}/segments: the leader's signed plan of a period's
     next segment; this server records it and validates it with the others."""
     server = request.app[SERVER_KEY]
-    if not _from_peer(request):
-        return error("forbidden", "only the other computation servers may ask", 403)
-    period = request.match_info["period"]
-    why = server.intake.bidset_refusal(period)  # not a period
-    if why is None:
-        try:
-            why = await server.accept_segment(await request.read(), period)
-        except StorageError:  # nothing was recorded: the leader may send it again
-            busy = error("unavailable", "the segment could not be recorded; retry", 503)
-            busy.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-            return busy
+    period = _peer_period(request)
+    if isinstance(period, web.Response):
+        return period
+    try:
+        why = await server.accept_segment(await request.read(), period)
+    except StorageError:  # nothing was recorded: the leader may send it again
+        busy = error("unavailable", "the segment could not be recorded; retry", 503)
+        busy.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return busy
     if why is not None:
         return refusal(why)
     return web.json_response({"accepted": True})

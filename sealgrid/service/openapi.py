@@ -717,8 +717,8 @@ SCHEMAS: dict[str, Any] = {
 
 # --------------------------------------------------------------------------- refusals
 
-#: The HTTP status of each refusal reason (``sealgrid.service.api.HTTP_STATUS``, 400 for a
-#: reason it does not name; a test keeps the two equal).
+#: The HTTP status of each refusal reason, 400 for a reason it does not name: what the
+#: server answers (``sealgrid.service.api.HTTP_STATUS`` is this table) and the document says.
 REFUSAL_STATUS = {
     Reason.MALFORMED: 400,
     Reason.UNSIGNED: 401,

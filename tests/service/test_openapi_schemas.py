@@ -288,14 +288,6 @@ def test_the_canonical_json_rule_is_where_a_generator_sees_it() -> None:
     assert signed_bodies == 7, f"{signed_bodies} signed request bodies, not 7"
 
 
-def test_the_refusal_statuses_are_the_servers() -> None:
-    from sealgrid.service.api import HTTP_STATUS
-
-    for reason in Reason:
-        assert openapi.REFUSAL_STATUS.get(reason, 400) == HTTP_STATUS.get(reason, 400), (
-            f"{reason.value}: the document and sealgrid.service.api.HTTP_STATUS differ")
-
-
 def test_every_documented_refusal_is_under_its_status() -> None:
     for method, path, op in operations():
         for status, response in op["responses"].items():
