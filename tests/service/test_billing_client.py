@@ -28,6 +28,7 @@ from sealgrid.protocol import encoding
 from sealgrid.protocol import field as F
 from sealgrid.protocol.billing import Claim, ClaimLayout
 from sealgrid.service import bills, wire
+from sealgrid.service import client as client_module
 from sealgrid.service.agent import (
     AgentError,
     HouseholdAgent,
@@ -131,11 +132,14 @@ def data_dir(tmp_path: Path) -> Path:
 def servers(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> FakeServers:
     fake = FakeServers(data_dir)
 
-    async def call(self: Client, server: int, method: str, path: str,
-                   body: bytes | None = None) -> tuple[int, bytes]:
-        return await fake.call(server, method, path, body)
+    async def send(self: Client, server: int, method: str, path: str,
+                   body: bytes | None = None) -> Any:
+        status, answer = await fake.call(server, method, path, body)
+        return client_module._Answer(status, answer, None)
 
-    monkeypatch.setattr(Client, "call", call)
+    # one request as the wire sees it: every step of the client (its retries, its signed
+    # requests over a fresh challenge) runs as it does against real servers
+    monkeypatch.setattr(Client, "_send", send)
     return fake
 
 
