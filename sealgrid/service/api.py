@@ -30,7 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.service import metrics, status, wire
 from sealgrid.service.config import ConnectionLimits
-from sealgrid.service.intake import ENVELOPE_BYTES, Rejected
+from sealgrid.service.intake import Rejected
 from sealgrid.service.keys import server_common_name
 from sealgrid.service.openapi import OPENAPI, REFUSAL_STATUS
 from sealgrid.service.server import Server
@@ -258,7 +258,7 @@ async def _anonymous(request: web.Request, response: web.StreamResponse) -> None
 
 def build_app(server: Server) -> web.Application:
     """Return the aiohttp application for ``server``."""
-    max_size = 2 * server.cfg.market.limits.max_payload_bytes + 2 * ENVELOPE_BYTES
+    max_size = server.max_body_bytes
     body_time = server.cfg.connections.body_timeout_seconds
     app = web.Application(client_max_size=max_size, middlewares=[_body_within(body_time)])
     app[SERVER_KEY] = server

@@ -44,6 +44,7 @@ from sealgrid.service import bills, clearing, lifecycle, settlement, wire
 from sealgrid.service.config import ServerConfig
 from sealgrid.service.intake import (
     CHALLENGE_UNKNOWN,
+    ENVELOPE_BYTES,
     GATE_CLOSED,
     SAME_BID,
     Accepted,
@@ -436,6 +437,17 @@ class Server:
     # -- streaming validation: segments of a period while it is open (docs/service.md)
 
     @property
+    def max_body_bytes(self) -> int:
+        """The largest request body this server reads (its HTTP application's limit)."""
+        return 2 * self.cfg.market.limits.max_payload_bytes + 2 * ENVELOPE_BYTES
+
+    @property
+    def segment_cap(self) -> int:
+        """The most bids one segment holds: its plan must fit a request body, at about 48
+        bytes a member (a 32-byte pseudonym as base64 in JSON); a backlog goes in several."""
+        return max(1, (self.max_body_bytes - ENVELOPE_BYTES) // 48)
+
+    @property
     def streaming(self) -> bool:
         """Whether this server validates bids in segments while their period is open (one
         process per server: with several intake workers the gate validates everything)."""
@@ -496,10 +508,18 @@ class Server:
             return resp.status, await resp.read()
 
     async def _plan_segment(self, period: str) -> None:
-        """Fix the next segment of ``period`` with the peers and validate it (the leader)."""
+        """Fix the next segments of ``period`` with the peers and validate them (the leader):
+        one after another while enough bids wait, each at most :attr:`segment_cap`."""
+        while await self._plan_one_segment(period):
+            pass
+
+    async def _plan_one_segment(self, period: str) -> bool:
+        """Fix and validate one segment; whether one was (and another may follow)."""
+        if not self._segment_open(period):
+            return False
         own = await self.own_pending(period)
         if own is None or len(own.pseudonyms) < self.cfg.market.segment_min_bids:
-            return
+            return False
         peers = [i for i in range(len(self.cfg.servers)) if i != self.cfg.party]
         answers = await asyncio.gather(*(
             self._peer_internal(j, "GET", f"periods/{period}/pending") for j in peers))
@@ -517,9 +537,9 @@ class Server:
                     f" {own.next_segment}")
             members &= set(found.pseudonyms)
         if len(members) < self.cfg.market.segment_min_bids:
-            return
+            return False
         plan = wire.sign(SegmentPlan(self.cfg.party, period, own.next_segment,
-                                     tuple(sorted(members))), self.key)
+                                     tuple(sorted(members))[:self.segment_cap]), self.key)
         body = wire.encode(plan)
         answers = await asyncio.gather(*(
             self._peer_internal(j, "POST", f"periods/{period}/segments", body) for j in peers))
@@ -528,7 +548,7 @@ class Server:
         if refused:
             raise clearing.ClearingFailed("the plan was refused (" + "; ".join(refused) + ")")
         await self.db(self.store.add_segment, period, plan.index, plan.pseudonyms)
-        await self._run_segment(period, plan.index, plan.pseudonyms)
+        return await self._run_segment(period, plan.index, plan.pseudonyms)
 
     async def accept_segment(self, raw: bytes, period: str) -> Rejected | None:
         """A peer's side of a segment of ``period`` (the period its URL names): check the
@@ -564,9 +584,9 @@ class Server:
         self._tasks.append(task)
         return None
 
-    async def _run_segment(self, period: str, index: int, members: tuple[bytes, ...]) -> None:
+    async def _run_segment(self, period: str, index: int, members: tuple[bytes, ...]) -> bool:
         """Validate one recorded segment with the peers (this server's party process) and
-        store its result; a failure leaves its bids to the gate."""
+        store its result; whether it was. A failure leaves its bids to the gate."""
         async with self._segment_lock(period):
             t0 = asyncio.get_running_loop().time()
             found = await self.db(self.store.payloads, period, members)
@@ -582,12 +602,13 @@ class Server:
                 result = await self._watched(clearing.validate_segment(request))
             except clearing.ClearingFailed as exc:
                 log.warning("period %s: segment %d not validated: %s", period, index, exc)
-                return
+                return False
             digest = hashlib.sha256(b"".join(members) + result.seed).digest()
             await self.db(self.store.segment_done, period, index, result.result, digest)
             log.info("period %s: segment %d of %d bids validated (%d refused) in %.2f s",
                      period, index, len(members), result.valid.count(False),
                      asyncio.get_running_loop().time() - t0)
+            return True
 
     async def _peer_bidset(self, peer: int, period: str, deadline: float,
                            until: dt.datetime | None = None) -> BidSet:

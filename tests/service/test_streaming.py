@@ -104,3 +104,29 @@ def test_segments_validated_while_open_give_the_reference(tmp_path: Path) -> Non
                               (period,)).fetchone() == (0,)
         finally:
             db.close()
+
+
+def test_a_segment_plan_at_its_cap_fits_a_request_body(tmp_path: Path) -> None:
+    """A backlog goes in segments of at most ``segment_cap`` bids, so that the leader's signed
+    plan fits the peers' request body limit (a plan of every waiting bid of a city does not:
+    it was refused 413 and the period got no segment)."""
+    import secrets
+
+    from sealgrid.service import wire
+    from sealgrid.service.server import Server
+    from sealgrid.service.setup import init_data_dir
+
+    init_data_dir(tmp_path / "d", households=3, base_port=41800)
+    server = Server(load_server_config(tmp_path / "d" / "server-0" / "server.toml"))
+    try:
+        def plan(members: int) -> bytes:
+            names = tuple(sorted(secrets.token_bytes(32) for _ in range(members)))
+            period = "2026-11-29T12:00:00Z"
+            return wire.encode(wire.sign(wire.SegmentPlan(0, period, 12345, names),
+                                         server.key))
+
+        cap = server.segment_cap
+        assert cap > 1000 and len(plan(cap)) <= server.max_body_bytes
+        assert len(plan(2 * cap)) > server.max_body_bytes  # why there is a cap
+    finally:
+        server.store.close()
