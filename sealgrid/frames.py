@@ -525,8 +525,7 @@ def _number_text(value: object) -> str:
 
 
 def _decimal(value: object) -> Decimal:
-    text = _number_text(value)
-    return parse_decimal(text) if text else parse_decimal("nan")
+    return parse_decimal(_number_text(value))
 
 
 def _non_negative(where: str, value: object, column: str, errors: list[str]) -> Fraction | None:

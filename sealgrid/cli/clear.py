@@ -10,7 +10,6 @@ same as the Python front door's.
 from __future__ import annotations
 
 import argparse
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from sealgrid.cli import CliError
 from sealgrid.cli.common import RowErrors, print_json, print_table, read_rows, rows_of
 from sealgrid.frames import InputError, check_bids, clear_bids, clearing_document, market
 from sealgrid.mechanism.bids import Bid, MarketRules
+from sealgrid.mechanism.grid import parse_decimal
 from sealgrid.mechanism.units import PRICE_UNIT, deprecated, from_currency
 
 COLUMNS = ("bidder", "side", "quantity_kwh", "supplier")
@@ -66,8 +66,8 @@ def _grid_value(args: argparse.Namespace, name: str, default: str | None) -> obj
         return new if new is not None else default
     deprecated(f"--{name}", f"--price-{name}")
     try:
-        return from_currency(Decimal(old.strip()))
-    except ArithmeticError:
+        return from_currency(parse_decimal(old))
+    except ValueError:
         raise CliError(f"invalid market settings: --{name} {old!r} is not a number") from None
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from sealgrid.frames import (
     settlement_document,
     trades_of_clearing,
 )
+from sealgrid.mechanism.grid import parse_decimal
 from sealgrid.mechanism.settlement import MarketTrade, Meter, SettlementError, Tariff, settle
 from sealgrid.mechanism.units import MONEY_UNIT, PRICE_UNIT, deprecated, from_currency
 
@@ -98,10 +98,8 @@ def _price(args: argparse.Namespace) -> Fraction | None:
     if text is None:
         return None
     try:
-        value = Decimal(text.strip())
-        if not value.is_finite():
-            raise InvalidOperation
-    except InvalidOperation:
+        value = parse_decimal(text)
+    except ValueError:
         flag = "--price" if old else "--clearing-price"
         raise CliError(f"{flag} is not a number: {text!r}") from None
     if old:
