@@ -60,6 +60,13 @@ def error(code: str, text: str, status: int) -> web.Response:
     return web.json_response({"error": code, "message": text}, status=status)
 
 
+def _unavailable(text: str) -> web.Response:
+    """``503 unavailable`` with ``Retry-After``: the database could not store a request."""
+    busy = error("unavailable", text, 503)
+    busy.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return busy
+
+
 def message(msg: Any, status: int = 200) -> web.Response:
     """Return a wire message as the response body."""
     return web.Response(body=wire.encode(msg), status=status, content_type="application/json")
@@ -95,9 +102,7 @@ async def _stored(
     try:
         result = await action(await request.read())
     except StorageError:  # nothing was stored: the client may send it again, a little later
-        busy = error("unavailable", f"{what} could not be stored; retry", 503)
-        busy.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return busy
+        return _unavailable(f"{what} could not be stored; retry")
     if isinstance(result, Rejected):
         return refusal(result)
     return message(result, status=201)
@@ -233,9 +238,7 @@ async def segments(request: web.Request) -> web.Response:
     try:
         why = await server.accept_segment(await request.read(), period)
     except StorageError:  # nothing was recorded: the leader may send it again
-        busy = error("unavailable", "the segment could not be recorded; retry", 503)
-        busy.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return busy
+        return _unavailable("the segment could not be recorded; retry")
     if why is not None:
         return refusal(why)
     return web.json_response({"accepted": True})
