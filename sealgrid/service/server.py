@@ -165,8 +165,9 @@ class Server:
         self._shared_checked = 0.0
         self._pruned_through = ""
         self._session: aiohttp.ClientSession | None = None
-        #: one lock per open period: its segments' validations run one at a time, and the
-        #: gate's bid set waits for the one under way (they share the period's MPC ports)
+        #: one lock per period with segments, until its seal: its segments' validations run
+        #: one at a time, and the gate's bid set waits for the one under way (they share the
+        #: period's MPC ports)
         self._segment_locks: dict[str, asyncio.Lock] = {}
 
     # -- life cycle
@@ -429,8 +430,11 @@ class Server:
         else:
             await self._drained.wait()
             pseudonyms = self.intake.pseudonyms(period)
-        async with self._segment_lock(period):  # a validation under way ends first
-            done = [s for s in await self.db(self.store.segments, period) if s.done]
+        under_way = self._segment_locks.get(period)
+        if under_way is not None:  # a validation under way ends first (none starts now)
+            async with under_way:
+                pass
+        done = [s for s in await self.db(self.store.segments, period) if s.done]
         segments = tuple(s.index.to_bytes(4, "big") + s.digest for s in done)
         return wire.sign(BidSet(self.cfg.party, period, pseudonyms, segments), self.key)
 
@@ -515,9 +519,7 @@ class Server:
 
     async def _plan_one_segment(self, period: str) -> bool:
         """Fix and validate one segment; whether one was (and another may follow)."""
-        if not self._segment_open(period):
-            return False
-        own = await self.own_pending(period)
+        own = await self.own_pending(period)  # None once the gate is too near
         if own is None or len(own.pseudonyms) < self.cfg.market.segment_min_bids:
             return False
         peers = [i for i in range(len(self.cfg.servers)) if i != self.cfg.party]
@@ -847,6 +849,7 @@ class Server:
             except StorageError as exc:  # retried at the next start (Store.unsealed)
                 log.error("period %s: sealing failed: %s", period, exc)
                 return
+            self._segment_locks.pop(period, None)  # its segments went with the seal
             log.info("period %s sealed in %.2f s", period,
                      asyncio.get_running_loop().time() - t0)
 
