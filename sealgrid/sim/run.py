@@ -9,6 +9,7 @@ each window (``trades``); the selected sellers' utility (paper xie2020 Eq. 4, Fi
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -206,91 +207,75 @@ def simulate(
     chosen = selected_sellers(data, net=net)
     totals = {run.key: _Totals(len(names)) for run in runs if run.mechanism != NONE}
     # a secure PEM run keeps its agents from window to window (keys once, pools refilled)
-    session = None
-    if secure and any(run.mechanism == PEM for run in runs):
-        options = dict((secure_options or {}).get(PEM, {}))
-        session = pem_session(names, int(options.get("key_bits", 2048)), params.seed,
-                              options.get("processes"))
-    try:
-        if session is not None:
-            session.open()  # every agent's keys, the first window's pools
-        return _simulate_windows(data, params, runs, secure, progress, secure_options,
-                                 agent_counts, names, net, hours, stored, chosen, totals,
-                                 session)
-    finally:
-        if session is not None:
-            session.close()
-
-
-def _simulate_windows(data: Neighbourhood, params: MarketParams, runs: Sequence[Run],
-                      secure: bool, progress: Callable[[int], Any] | None,
-                      secure_options: Mapping[str, Mapping[str, Any]] | None,
-                      agent_counts: Sequence[int], names: tuple[str, ...], net: np.ndarray,
-                      hours: np.ndarray, stored: Batteries | None, chosen: list[int],
-                      totals: dict[str, _Totals], session: Any) -> SimulationResult:
-    """The windows of :func:`simulate`, with ``session`` (or None) for a secure PEM."""
-    rows: list[dict[str, Any]] = []
-    utility: list[dict[str, Any]] = []
-    trades: list[tuple[Any, ...]] = []
-    for w, stamp in enumerate(data.index):
-        pv, load, nw = data.pv_mwh[w], data.load_mwh[w], net[w]
-        now = params.at(int(hours[w]))  # the tariffs in force (time of use)
-        feed_in = Fraction(now.feed_in)
-        action = stored.action_mwh[w] if stored is not None else None
-        own_eps = stored.epsilon_fixed if stored is not None else None
-        sellers, buyers = int((nw > 0).sum()), int((nw < 0).sum())
-        supply = int(nw[nw > 0].sum()) / MWH_PER_KWH
-        demand = -int(nw[nw < 0].sum()) / MWH_PER_KWH
-        for run in runs:
-            cleared = clear_window(
-                run, now, w, names, pv, load, secure=secure, secure_options=secure_options,
-                battery_mwh=action, epsilon_fixed=own_eps, pem_session=session)
-            result, seconds, online = cleared
-            offline = cleared.offline_seconds
-            money = settle_window(result, now, names, nw)
-            if run.key in totals:
-                totals[run.key].add(money, result)
-                trades.extend(_trade_rows(run, w, stamp, names, result))
-            rows.append({
-                "timestamp": stamp,
-                "window": w,
-                "run": run.key,
-                "mechanism": run.mechanism,
-                "kind": result.kind,
-                "price_ct_per_kwh": math.nan if result.price is None else float(result.price),
-                "sellers": sellers,
-                "buyers": buyers,
-                "supply_kwh": supply,
-                "demand_kwh": demand,
-                "traded_kwh": float(money.traded_kwh),
-                "accepted_sellers": sum(1 for s in result.sold_kwh if s),
-                "accepted_buyers": sum(1 for b in result.bought_kwh if b),
-                "buyers_cost_with_ct": float(money.buyers_cost_with),
-                "buyers_cost_without_ct": float(money.buyers_cost_without),
-                "sellers_revenue_with_ct": float(money.sellers_revenue_with),
-                "sellers_revenue_without_ct": float(money.sellers_revenue_without),
-                "grid_exchange_with_kwh": float(money.grid_exchange_with_kwh),
-                "grid_exchange_without_kwh": float(money.grid_exchange_without_kwh),
-                "clearing_seconds": seconds,
-                "online_seconds": math.nan if online is None else online,
-                "offline_seconds": math.nan if offline is None else offline,
-            })
-            if run.mechanism != PEM or run.k is None:
-                continue
-            for i in chosen:
-                if nw[i] <= 0:
-                    continue
-                utility.append({
+    with contextlib.ExitStack() as stack:
+        session = None
+        if secure and any(run.mechanism == PEM for run in runs):
+            options = dict((secure_options or {}).get(PEM, {}))
+            session = stack.enter_context(pem_session(  # every agent's keys, first pools
+                names, int(options.get("key_bits", 2048)), params.seed,
+                options.get("processes")))
+        rows: list[dict[str, Any]] = []
+        utility: list[dict[str, Any]] = []
+        trades: list[tuple[Any, ...]] = []
+        for w, stamp in enumerate(data.index):
+            pv, load, nw = data.pv_mwh[w], data.load_mwh[w], net[w]
+            now = params.at(int(hours[w]))  # the tariffs in force (time of use)
+            feed_in = Fraction(now.feed_in)
+            action = stored.action_mwh[w] if stored is not None else None
+            own_eps = stored.epsilon_fixed if stored is not None else None
+            sellers, buyers = int((nw > 0).sum()), int((nw < 0).sum())
+            supply = int(nw[nw > 0].sum()) / MWH_PER_KWH
+            demand = -int(nw[nw < 0].sum()) / MWH_PER_KWH
+            for run in runs:
+                cleared = clear_window(
+                    run, now, w, names, pv, load, secure=secure, secure_options=secure_options,
+                    battery_mwh=action, epsilon_fixed=own_eps, pem_session=session)
+                result, seconds, online = cleared
+                offline = cleared.offline_seconds
+                money = settle_window(result, now, names, nw)
+                if run.key in totals:
+                    totals[run.key].add(money, result)
+                    trades.extend(_trade_rows(run, w, stamp, names, result))
+                rows.append({
                     "timestamp": stamp,
-                    "home": names[i],
-                    "k": run.k,
-                    "utility_with": _utility(run.k, int(load[i]), money.household_with[i]),
-                    "utility_without": _utility(
-                        run.k, int(load[i]), feed_in * Fraction(int(nw[i]), MWH_PER_KWH)
-                    ),
+                    "window": w,
+                    "run": run.key,
+                    "mechanism": run.mechanism,
+                    "kind": result.kind,
+                    "price_ct_per_kwh": math.nan if result.price is None else float(result.price),
+                    "sellers": sellers,
+                    "buyers": buyers,
+                    "supply_kwh": supply,
+                    "demand_kwh": demand,
+                    "traded_kwh": float(money.traded_kwh),
+                    "accepted_sellers": sum(1 for s in result.sold_kwh if s),
+                    "accepted_buyers": sum(1 for b in result.bought_kwh if b),
+                    "buyers_cost_with_ct": float(money.buyers_cost_with),
+                    "buyers_cost_without_ct": float(money.buyers_cost_without),
+                    "sellers_revenue_with_ct": float(money.sellers_revenue_with),
+                    "sellers_revenue_without_ct": float(money.sellers_revenue_without),
+                    "grid_exchange_with_kwh": float(money.grid_exchange_with_kwh),
+                    "grid_exchange_without_kwh": float(money.grid_exchange_without_kwh),
+                    "clearing_seconds": seconds,
+                    "online_seconds": math.nan if online is None else online,
+                    "offline_seconds": math.nan if offline is None else offline,
                 })
-        if progress is not None:
-            progress(1)
+                if run.mechanism != PEM or run.k is None:
+                    continue
+                for i in chosen:
+                    if nw[i] <= 0:
+                        continue
+                    utility.append({
+                        "timestamp": stamp,
+                        "home": names[i],
+                        "k": run.k,
+                        "utility_with": _utility(run.k, int(load[i]), money.household_with[i]),
+                        "utility_without": _utility(
+                            run.k, int(load[i]), feed_in * Fraction(int(nw[i]), MWH_PER_KWH)
+                        ),
+                    })
+            if progress is not None:
+                progress(1)
     columns = ["timestamp", "home", "k", "utility_with", "utility_without"]
     trade_table = pd.DataFrame(trades, columns=list(TRADE_COLUMNS))
     trade_table["window"] = trade_table["window"].astype(np.int64)
