@@ -11,7 +11,6 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +119,6 @@ def servers(text: str) -> int:
         raise argparse.ArgumentTypeError(f"the secure clearing needs an odd number of servers, "
                                          f"at least 3, not {value}")
     return value
-
-
-def kwh(value: Fraction | int, scale: int = 1) -> float:
-    """Convert an exact amount to a float for output (``scale`` divides first, e.g. Wh→kWh)."""
-    return float(Fraction(value) / scale)
 
 
 def print_json(document: object) -> None:

@@ -52,11 +52,6 @@ def load_agents(path: Path) -> list[Agent]:
         raise RowErrors(exc.lines) from None
 
 
-def outcome_document(outcome: PemOutcome) -> dict[str, Any]:
-    """Build the JSON document of the CLI contract."""
-    return pem_document(outcome)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run one PEM window and print the outcome."""
     try:
@@ -72,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             outcome = run_pem(agents, market)
         except PemInputError as exc:
             raise CliError(str(exc)) from None
-    document = outcome_document(outcome) | extra
+    document = pem_document(outcome) | extra
     if args.json:
         print_json(document)
         return 0
