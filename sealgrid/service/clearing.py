@@ -39,7 +39,7 @@ from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.mechanism.market import Market
 from sealgrid.protocol import encoding
 from sealgrid.protocol.mpcclear import Public
-from sealgrid.protocol.party import SEC_PARAM, read_result, read_segment
+from sealgrid.protocol.party import SEC_PARAM, WARM, read_result, read_segment
 
 log = logging.getLogger("sealgrid.clearing")
 
@@ -171,27 +171,95 @@ def _prepare(req: ClearingRequest | SegmentRequest) -> None:
             (req.workdir / "segments" / f"{k}.npz").write_bytes(blob)
 
 
-async def _run_party(req: ClearingRequest | SegmentRequest, started: float) -> None:
+class WarmParty:
+    """One MPC party process started ahead of its work (``sealgrid.protocol.party --warm``):
+    its imports are done when a segment or a gate needs it, which takes it with
+    :meth:`take`. :meth:`refill` starts the next one, but only while no party of this server
+    is running, so that its start never takes the cores from a clearing under way. Idle, it
+    waits on its standard input in ``/``, which :func:`party_processes` tells apart; a server
+    killed closes that input by dying, which ends it."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self.running = 0  # parties of this server at work now
+        self._closed = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether a started party is waiting."""
+        return self._proc is not None and self._proc.returncode is None
+
+    async def refill(self) -> None:
+        """Start a party ahead if none waits, none runs and this holder is not closed."""
+        if self._closed or self.ready or self.running:
+            return
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sealgrid.protocol.party", WARM, cwd="/",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, env={**os.environ, "PYTHONHASHSEED": "0"},
+        )  # fmt: skip
+
+    async def take(self, argv: Sequence[str], workdir: Path
+                   ) -> asyncio.subprocess.Process | None:
+        """Hand the waiting party its command line (run in ``workdir``, its output in
+        ``workdir/party.log``); None when none waits or it cannot take the work."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None or proc.stdin is None:
+            return None
+        job = {"argv": list(argv), "cwd": str(workdir), "log": str(workdir / "party.log")}
+        try:
+            proc.stdin.write(json.dumps(job).encode() + b"\n")
+            await proc.stdin.drain()
+            proc.stdin.close()
+        except (OSError, RuntimeError):  # it died meanwhile: a cold start instead
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            return None
+        return proc
+
+    async def close(self) -> None:
+        """End the waiting party (it exits when its input closes) and start no other."""
+        self._closed = True
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
+                     warm: WarmParty | None = None) -> None:
     try:
         _prepare(req)
     except (OSError, ValueError, BidRejected) as exc:
         raise ClearingFailed(f"cannot prepare the share batch: {exc}") from exc
     mode = (["--segment"] if isinstance(req, SegmentRequest)
             else ["--segments", str(len(req.segments))] if req.segments else [])
-    cmd = [
-        sys.executable, "-m", "sealgrid.protocol.party", "--data-dir", str(req.workdir),
-        "--timeout", str(req.timeout), "-I", str(req.party),
+    argv = [
+        "--data-dir", str(req.workdir), "--timeout", str(req.timeout), "-I", str(req.party),
         "--min-per-side", str(req.market.min_accepted_per_side), *mode,
         *(arg for peer in req.peers for arg in ("-P", peer)),
         "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip
     prepared = time.monotonic()
     (req.workdir / "attempt.json").write_text(json.dumps({"digest": _batch_digest(req)}))
-    with open(req.workdir / "party.log", "wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, cwd=req.workdir, stdout=out, stderr=out,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-        )  # fmt: skip
+    if warm is not None:
+        warm.running += 1
+    try:
+        proc = await warm.take(argv, req.workdir) if warm is not None else None
+        ahead = proc is not None
+        if proc is None:
+            with open(req.workdir / "party.log", "wb") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "sealgrid.protocol.party", *argv, cwd=req.workdir,
+                    stdout=out, stderr=out, env={**os.environ, "PYTHONHASHSEED": "0"},
+                )  # fmt: skip
         try:
             code = await asyncio.wait_for(proc.wait(), timeout=3 * req.timeout)
         except TimeoutError:
@@ -202,9 +270,13 @@ async def _run_party(req: ClearingRequest | SegmentRequest, started: float) -> N
             proc.kill()
             await asyncio.shield(proc.wait())
             raise
+    finally:
+        if warm is not None:
+            warm.running -= 1
     log.info(
-        "period %s: share batch of %d bids written in %.2f s, MPC party ran %.2f s",
+        "period %s: share batch of %d bids written in %.2f s, MPC party ran %.2f s%s",
         req.period, len(req.payloads), prepared - started, time.monotonic() - prepared,
+        " (started ahead)" if ahead else "",
     )  # fmt: skip
     if code != 0:
         tail = (req.workdir / "party.log").read_text(errors="replace").strip().splitlines()
@@ -221,9 +293,9 @@ def _batch_digest(req: ClearingRequest | SegmentRequest) -> str:
     return h.hexdigest()
 
 
-def party_processes() -> list[tuple[int, int, bytes]]:
-    """Return ``(pid, parent pid, command line)`` of every running MPC party process
-    (``python -m sealgrid.protocol.party``) on this machine, read from ``/proc``."""
+def _party_processes() -> list[tuple[int, int, bytes, str]]:
+    """``(pid, parent pid, command line, working directory)`` of every process running
+    ``python -m sealgrid.protocol.party`` on this machine, idle ones started ahead included."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -231,18 +303,31 @@ def party_processes() -> list[tuple[int, int, bytes]]:
         try:
             stat = (entry / "stat").read_text()
             cmdline = (entry / "cmdline").read_bytes()
+            if b"sealgrid.protocol.party" not in cmdline:
+                continue
+            cwd = os.readlink(entry / "cwd")
         except OSError:  # it ended while we looked
             continue
-        if b"sealgrid.protocol.party" in cmdline:
-            parent = int(stat.rpartition(")")[2].split()[1])
-            found.append((int(entry.name), parent, cmdline))
+        parent = int(stat.rpartition(")")[2].split()[1])
+        found.append((int(entry.name), parent, cmdline, cwd))
     return found
 
 
+def party_processes() -> list[tuple[int, int, bytes]]:
+    """Return ``(pid, parent pid, command line)`` of every running MPC party process
+    (``python -m sealgrid.protocol.party``) on this machine, read from ``/proc``; a party
+    started ahead (:class:`WarmParty`) counts once it has its work, not while it waits."""
+    warm = f"\0{WARM}".encode()
+    return [(pid, parent, cmdline) for pid, parent, cmdline, cwd in _party_processes()
+            if not (warm in cmdline and cwd == "/")]
+
+
 def _running_parties(workdir: Path) -> list[int]:
-    """Return the pids of party processes still running in ``workdir`` (any parent)."""
+    """Return the pids of party processes still running in ``workdir`` (any parent): named
+    on their command line, or, started ahead, working there."""
     needle = str(workdir).encode()
-    return [pid for pid, _, cmdline in party_processes() if needle in cmdline]
+    return [pid for pid, _, cmdline, cwd in _party_processes()
+            if needle in cmdline or cwd == str(workdir)]
 
 
 async def _outlived(req: ClearingRequest) -> bool:
@@ -273,7 +358,8 @@ async def _outlived(req: ClearingRequest) -> bool:
     return done
 
 
-async def validate_segment(req: SegmentRequest) -> SegmentResult:
+async def validate_segment(req: SegmentRequest, warm: WarmParty | None = None
+                           ) -> SegmentResult:
     """Run this party's validation of one segment in a child process (docs/service.md,
     "Streaming"): a joint challenge drawn now, after the segment was fixed, the validity
     checks opened, each valid bid's shares summed into the segment's limb sums.
@@ -281,7 +367,7 @@ async def validate_segment(req: SegmentRequest) -> SegmentResult:
     Raises:
         ClearingFailed: the validation failed or ran past ``req.timeout``.
     """
-    await _run_party(req, time.monotonic())
+    await _run_party(req, time.monotonic(), warm)
     try:
         blob = (req.workdir / "segment.npz").read_bytes()
         segment = read_segment(req.workdir / "segment.npz")
@@ -292,8 +378,9 @@ async def validate_segment(req: SegmentRequest) -> SegmentResult:
     return SegmentResult(tuple(bool(v) for v in segment.valid), blob, segment.seed)
 
 
-async def clear(req: ClearingRequest) -> ClearingResult:
-    """Run this party's part of the secure clearing in a child process.
+async def clear(req: ClearingRequest, warm: WarmParty | None = None) -> ClearingResult:
+    """Run this party's part of the secure clearing in a child process (``warm``'s, when
+    one waits there).
 
     Raises:
         ClearingFailed: the clearing failed or ran past ``req.timeout``.
@@ -302,7 +389,7 @@ async def clear(req: ClearingRequest) -> ClearingResult:
     if await _outlived(req):
         log.info("period %s: taking the result of a party that outlived its server", req.period)
     else:
-        await _run_party(req, started)
+        await _run_party(req, started, warm)
     try:
         result = read_result(req.workdir)
     except (OSError, ValueError, KeyError) as exc:

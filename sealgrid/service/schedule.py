@@ -107,6 +107,11 @@ class Schedule:
         except OverflowError:
             raise _out_of_range(f"the gate closure of {iso(start)}") from None
 
+    def seconds_to_next_gate(self, now: dt.datetime) -> float:
+        """Seconds from ``now`` until the next gate closure after it (gates fall on period
+        boundaries, one a period)."""
+        return (self.start_of(now) + self.length - now).total_seconds()
+
     def first_open(self, now: dt.datetime) -> dt.datetime:
         """Return the start of the earliest period still taking bids at ``now``."""
         start = self.start_of(now) + GATE_PERIODS * self.length

@@ -169,6 +169,9 @@ class Server:
         #: one at a time, and the gate's bid set waits for the one under way (they share the
         #: period's MPC ports)
         self._segment_locks: dict[str, asyncio.Lock] = {}
+        #: an MPC party started ahead of the next gate or segment (the ticker refills it
+        #: while no party runs and no gate is due within a second)
+        self._warm = clearing.WarmParty()
 
     # -- life cycle
 
@@ -205,6 +208,7 @@ class Server:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._warm.close()
         if self._session is not None:
             await self._session.close()
         self._db.shutdown(wait=True)
@@ -388,7 +392,15 @@ class Server:
             self._lifecycle_do(self.lifecycle.receive(lifecycle.Tick(now)))
             if not self._settle_lock.locked():
                 self._tasks.append(asyncio.create_task(self.settle_due()))
-            await asyncio.sleep(interval)
+            if not self._warm.ready and self.schedule.seconds_to_next_gate(now) > 1.0:
+                try:
+                    await self._warm.refill()
+                except OSError as exc:  # the gate then starts its party itself
+                    log.warning("could not start an MPC party ahead: %s", exc)
+            # wake at the next gate itself, not up to an interval after it: every server's
+            # clearing then starts at once, and the MPC links do not wait for the last one
+            to_gate = self.schedule.seconds_to_next_gate(self.clock())
+            await asyncio.sleep(min(interval, to_gate + 0.002))
 
     async def _shared_gates(self, now: dt.datetime) -> None:
         """With several workers the leader may have seen nothing of a period: finish every
@@ -601,7 +613,7 @@ class Server:
                     payloads=tuple(found[p] for p in members), market=self.market,
                     workdir=self._mpc_workdir(period) / f"segment-{index}",
                     mpc_config=self.cfg.data_dir, timeout=self._segment_margin())
-                result = await self._watched(clearing.validate_segment(request))
+                result = await self._watched(clearing.validate_segment(request, self._warm))
             except clearing.ClearingFailed as exc:
                 log.warning("period %s: segment %d not validated: %s", period, index, exc)
                 return False
@@ -618,6 +630,7 @@ class Server:
         url = f"{self.cfg.servers[peer]}/v1/internal/periods/{period}/bidset"
         loop = asyncio.get_running_loop()
         last = "no answer"
+        pause = 0.01  # a peer whose gate tick is a few ms behind answers soon: ask again soon
         while loop.time() < deadline and (until is None or self.clock() < until):
             try:
                 async with self._session.get(url, server_hostname=server_tls_name(peer)) as resp:
@@ -633,7 +646,8 @@ class Server:
                     last = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 last = type(exc).__name__
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(pause)
+            pause = min(0.2, 2 * pause)
         raise clearing.ClearingFailed(f"server {peer} did not give its bid set ({last})")
 
     def finish_period(self, period: str) -> None:
@@ -912,7 +926,7 @@ class Server:
             segments=tuple(s.result for s in segments),
         )
         try:
-            result = await self._watched(clearing.clear(request))
+            result = await self._watched(clearing.clear(request, self._warm))
         except clearing.ClearingFailed as exc:
             return "failed", Outcome("failed", reason=str(exc)), []
         result = clearing.in_order(result, order, agreed)  # slots back in pseudonym order

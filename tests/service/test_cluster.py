@@ -140,6 +140,12 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
                 await c.outputs("supplier", "s2", p1, key)
 
     asyncio.run(scenario())
+    # both periods' parties were started ahead of their gates (the second refilled after the
+    # first clearing), and their results are the reference's above
+    for i in range(3):
+        ran = [line for line in (cluster.root / f"server-{i}.log").read_text().splitlines()
+               if "MPC party ran" in line]
+        assert len(ran) == 2 and all("(started ahead)" in line for line in ran), ran
 
 
 def test_a_killed_server_loses_no_receipted_bid(cluster: Cluster) -> None:
