@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lead", type=float, default=None, metavar="SECONDS",
                    help="seconds from choosing the period to its gate closure (default: an"
                    " estimate from --households, generous)")
+    p.add_argument("--token-periods", type=_positive, default=1, metavar="K",
+                   help="periods each household fetches tokens for in its one request to each"
+                   " server: the bid's and the K-1 after it, as 'household tokens --periods'"
+                   " does (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the data directory")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
@@ -57,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 lead=args.lead,
                 database_url=args.database_url,
+                token_periods=args.token_periods,
             )
         )
     finally:

@@ -580,13 +580,15 @@ class HouseholdAgent:
             return PseudonymRecord(period, Pseudonym.fresh(period).key, None, None)
 
     async def _obtain(self, records: Sequence[PseudonymRecord], pseudonyms: Sequence[Pseudonym],
-                      unreachable: dict[int, str] | None = None) -> dict[int, BidRejected]:
+                      unreachable: dict[int, str] | None = None,
+                      ahead: Sequence[Pseudonym] = ()) -> dict[int, BidRejected]:
         """Every token the ``pseudonyms`` lack (one request per server for all their
         periods), over connections of their own (one per server), kept in their ``records``;
         in the same named session, the credential's enrolment with every server that has not
         acknowledged it. Nothing is asked when nothing is missing. Refusals by server (an
-        enrolment's before a token's)."""
-        tokens = any(len(p.tokens) < self.client.servers for p in pseudonyms)
+        enrolment's before a token's). ``ahead``: pseudonyms of other periods whose tokens
+        come in the same requests, kept by the caller (in them), not in the store."""
+        tokens = any(len(p.tokens) < self.client.servers for p in (*pseudonyms, *ahead))
         enrol = not self.enrolled_everywhere()
         if not tokens and not enrol:
             return {}
@@ -597,19 +599,21 @@ class HouseholdAgent:
             if enrol:
                 _, enrolment = await self.enrol(issuing)
             if tokens:
-                refusals = await issuing.obtain_many(pseudonyms, unreachable)
+                refusals = await issuing.obtain_many([*pseudonyms, *ahead], unreachable)
         if tokens:
             for record, pseudonym in zip(records, pseudonyms, strict=True):
                 record.tokens, record.issuers = dict(pseudonym.tokens), dict(pseudonym.issuers)
                 self.store.save(record)
         return {**refusals, **enrolment}
 
-    async def obtain(self, prepared: PreparedBid, unreachable: dict[int, str] | None = None
-                     ) -> dict[int, BidRejected]:
+    async def obtain(self, prepared: PreparedBid, unreachable: dict[int, str] | None = None,
+                     ahead: Sequence[Pseudonym] = ()) -> dict[int, BidRejected]:
         """Get every missing token of the pseudonym (fresh connections); return refusals
-        (``unreachable`` collects the servers that could not be reached, when given)."""
+        (``unreachable`` collects the servers that could not be reached, when given).
+        ``ahead``: pseudonyms of other periods whose tokens come in the same request to each
+        server (kept in them, not in the store; ``sealgrid bench service --token-periods``)."""
         p = prepared.pseudonym
-        return await self._obtain([self.store.load(p.period)], [p], unreachable)
+        return await self._obtain([self.store.load(p.period)], [p], unreachable, ahead)
 
     async def submit(
         self,

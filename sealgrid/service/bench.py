@@ -1,12 +1,15 @@
 """Benchmark of the running service; assumes this machine runs the servers and the households.
 
 Measures, with three local servers (TLS, SQLite) and ``N`` households bidding once each, each
-household behaving as a separate home: it fetches its tokens over fresh connections of its own
-(phase 1, done ahead of bidding), then sends its bid over new connections of its own, one to
-each server, TLS handshake included, closed after its receipts (phase 2); at most
-``concurrency`` households are in flight at once. Reported: pseudonyms issued per second (a
-household with every server's token) and tokens per second (a token is one server's
-evaluation for one household and period: three per pseudonym with three servers), bids
+household behaving as a separate home: it enrols its settlement credential with every server,
+once in its life, over fresh connections of its own (phase 0, measured on its own); it fetches
+its tokens over fresh connections of its own, in one request to each server for the bid's
+period and the ``token_periods - 1`` after it (phase 1, done ahead of bidding); then it sends
+its bid over new connections of its own, one to each server, TLS handshake included, closed
+after its receipts (phase 2); at most ``concurrency`` households are in flight at once.
+Reported: enrolments per second, pseudonyms issued per second (a pseudonym of one period with
+every server's token) and tokens per second (a token is one server's evaluation for one
+household and period: three per pseudonym with three servers), bids
 accepted per second (a bid counts when all three servers have receipted their share), the
 receipt latency (one share's POST until its signed receipt; and a whole bid: connecting and
 the shares to the three servers in parallel), the time from gate closure until all three
@@ -40,6 +43,7 @@ from urllib.parse import urlsplit
 from sealgrid.service import wire
 from sealgrid.service.agent import HouseholdAgent, PreparedBid, outcome_of
 from sealgrid.service.demo import demo_bid, next_period
+from sealgrid.service.household import Pseudonym
 from sealgrid.service.local import LocalMarket
 
 #: How often the memory of the servers' process trees is sampled.
@@ -52,13 +56,15 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-def lead_seconds(households: int) -> float:
+def lead_seconds(households: int, token_periods: int = 1) -> float:
     """How long ahead of the benchmark's period's gate closure its households start: 50 ms a
-    household, and 15 s. On a 2-core machine one household takes about 35 ms: preparing its
-    bid 1–4 ms (untimed; the more households, the longer), its tokens 25 ms, its bid 8 ms
-    (the one process that runs every household is the bottleneck). Generous, since a late
-    bid spoils the run, and the run waits for the gate however early it is done."""
-    return 15 + households * 0.05
+    household, 4 ms more a household for each period of tokens past the first, and 15 s. On a
+    2-core machine one household takes about 35 ms: preparing its bid 1–4 ms (untimed; the
+    more households, the longer), its enrolment and tokens 25 ms, its bid 8 ms, each further
+    period's tokens about 3 ms (the one process that runs every household is the bottleneck).
+    Generous, since a late bid spoils the run, and the run waits for the gate however early
+    it is done."""
+    return 15 + households * (0.05 + 0.004 * (token_periods - 1))
 
 
 # --------------------------------------------------------------------------- /proc
@@ -270,28 +276,35 @@ async def bench_service(
     workers: int = 1,
     lead: float | None = None,
     database_url: str | None = None,
+    token_periods: int = 1,
 ) -> dict[str, Any]:
     """Run the benchmark in ``root`` (a new data directory); return the figures.
 
     ``workers``: each server's ``sealgrid serve --workers``; ``lead``: seconds from choosing
     the period until its gate closure (default :func:`lead_seconds`); ``database_url``:
-    every server's database (``{party}``: its index; default its own SQLite file).
+    every server's database (``{party}``: its index; default its own SQLite file);
+    ``token_periods``: the periods each household fetches tokens for in its one request to
+    each server, the bid's period and the ones after it (the market's horizon is widened to
+    hold them).
     """
-    if households < 1 or concurrency < 1:
-        raise ValueError("at least one household, and one in flight")
-    lead = lead_seconds(households) if lead is None else lead
+    if households < 1 or concurrency < 1 or token_periods < 1:
+        raise ValueError("at least one household, one in flight and one period of tokens")
+    lead = lead_seconds(households, token_periods) if lead is None else lead
     # the clearing must end within one period after the gate; bids are taken 96 periods ahead
     period_seconds = max(5, int(lead / 40) + 1)
+    horizon = max(96, int(lead / period_seconds) + token_periods + 4)
     setup_started = time.perf_counter()
     with LocalMarket(root, households=households, period_seconds=period_seconds,
-                     workers=workers, database_url=database_url) as local:
+                     workers=workers, database_url=database_url,
+                     market={"horizon_periods": horizon}) as local:
         await local.wait_ready()
         setup_seconds = time.perf_counter() - setup_started
         monitor = ServerMonitor([local.pid(i) for i in range(local.servers)])
         monitor.start()
         try:
             figures = await _run(local, monitor, households=households,
-                                 concurrency=concurrency, seed=seed, lead=lead)
+                                 concurrency=concurrency, seed=seed, lead=lead,
+                                 token_periods=token_periods)
         finally:
             monitor.stop()
     children = monitor.child_kb.get("gate", [0] * local.servers)
@@ -301,6 +314,8 @@ async def bench_service(
         "concurrency": concurrency,
         "servers": local.servers,
         "workers": workers,
+        "token_periods": token_periods,
+        "horizon_periods": horizon,
         "cpu_count": os.cpu_count(),
         **figures,
         "period_seconds": period_seconds,
@@ -318,7 +333,7 @@ async def bench_service(
 
 async def _run(
     local: LocalMarket, monitor: ServerMonitor, *, households: int, concurrency: int,
-    seed: int, lead: float,
+    seed: int, lead: float, token_periods: int,
 ) -> dict[str, Any]:
     servers = local.servers
     ports = {urlsplit(url).port or 443 for url, _ in local.registry.servers}
@@ -337,7 +352,10 @@ async def _run(
     prep_seconds = time.perf_counter() - prep_started
     del agents
 
-    failures = {"tokens": 0, "bids": 0}
+    start = local.schedule.parse_period(period)
+    later = [local.schedule.period_id(start + k * local.schedule.length)
+             for k in range(1, token_periods)]
+    failures = {"enrolment": 0, "tokens": 0, "bids": 0}
     failure_examples: list[str] = []
 
     def failed(phase: str, exc: Exception) -> None:
@@ -345,21 +363,43 @@ async def _run(
         if len(failure_examples) < 3:
             failure_examples.append(f"{phase}: {type(exc).__name__}: {exc}")
 
-    # phase 1: tokens, each household over fresh connections of its own (agent.obtain)
+    # phase 0: enrolment, once in a household's life (its credential's shares, each server
+    # over a fresh connection of its own): measured apart from the tokens of every period
+    enrolled = 0
+
+    async def enrol(agent: HouseholdAgent, p: PreparedBid) -> None:
+        nonlocal enrolled
+        try:
+            _, refusals = await agent.enrol()
+        except Exception as exc:  # counted and reported: one household must not end the run
+            failed("enrolment", exc)
+            return
+        enrolled += not refusals
+
+    monitor.phase = "enrolment"
+    cpu_e, client_e = monitor.cpu_seconds(), _client_cpu()
+    started = time.perf_counter()
+    with Connections(ports) as enrol_connections:
+        await _each_limited(concurrency, prepared, enrol)
+    enrol_seconds = time.perf_counter() - started
+
+    # phase 1: tokens, each household over fresh connections of its own (agent.obtain): the
+    # bid's period and ``token_periods - 1`` after it, one request to each server
     tokens = [0] * servers
     issue_failed = 0
 
     async def issue(agent: HouseholdAgent, p: PreparedBid) -> None:
         nonlocal issue_failed
+        ahead = [Pseudonym.fresh(q) for q in later]
         try:
-            refusals = await agent.obtain(p)
+            refusals = await agent.obtain(p, ahead=ahead)
         except Exception as exc:  # counted and reported: one household must not end the run
             issue_failed += 1
             failed("tokens", exc)
             return
         issue_failed += bool(refusals)
         for i in range(servers):
-            tokens[i] += i not in refusals
+            tokens[i] += sum(i in q.tokens for q in (p.pseudonym, *ahead))
 
     monitor.phase = "tokens"
     cpu0, client0 = monitor.cpu_seconds(), _client_cpu()
@@ -411,11 +451,17 @@ async def _run(
 
     done = [s for s in statements if s is not None]
     outcome = outcome_of(done[0].outcome) if done else None
-    issued = households - issue_failed
+    issued = (households - issue_failed) * token_periods  # pseudonyms with every token
+    enrol_cpu = [b - a for a, b in zip(cpu_e, cpu0, strict=True)]
     token_cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
     bid_cpu = [b - a for a, b in zip(cpu1, cpu2, strict=True)]
     gate_cpu = [b - a for a, b in zip(cpu3, cpu4, strict=True)]
     return {
+        "enrolments": enrolled,
+        "enrol_seconds": round(enrol_seconds, 3),
+        "enrolments_per_second": round(enrolled / enrol_seconds, 1) if enrol_seconds else None,
+        "server_cpu_ms_per_enrolment": _per_server(
+            [1000 * c / enrolled if enrolled else None for c in enrol_cpu], 3),
         "pseudonyms_issued": issued,
         "issue_seconds": round(issue_seconds, 3),
         "pseudonyms_per_second": round(issued / issue_seconds, 1),
@@ -435,9 +481,11 @@ async def _run(
             "p50": round(1000 * statistics.median(bid_latency), 2) if bid_latency else None,
             "p99": round(1000 * _quantile(bid_latency, 0.99), 2),
         },
-        "client_connections": token_connections.count + bid_connections.count,
+        "client_connections": (enrol_connections.count + token_connections.count
+                               + bid_connections.count),
         "client_connections_by_phase": {
-            "tokens": token_connections.count, "bids": bid_connections.count,
+            "enrolment": enrol_connections.count, "tokens": token_connections.count,
+            "bids": bid_connections.count,
         },
         "server_cpu_seconds_tokens": _per_server(token_cpu, 3),
         "server_cpu_seconds_bids": _per_server(bid_cpu, 3),
@@ -446,7 +494,8 @@ async def _run(
             [1000 * c / n if n else None for c, n in zip(token_cpu, tokens, strict=True)], 3),
         "server_cpu_ms_per_bid": _per_server(
             [1000 * c / accepted if accepted else None for c in bid_cpu], 3),
-        "client_cpu_seconds": {"tokens": round(client1 - client0, 3),
+        "client_cpu_seconds": {"enrolment": round(client0 - client_e, 3),
+                               "tokens": round(client1 - client0, 3),
                                "bids": round(client2 - client1, 3)},
         "gate_slack_seconds": round(gate_slack, 1),
         "gate_to_results_seconds": round(results_after_gate, 3),
