@@ -223,6 +223,10 @@ class Server:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=self._pinned_trust())
         ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
         ctx.verify_mode = ssl.CERT_OPTIONAL
+        # no TLS 1.3 session tickets: a connection resumed from one would tie a household's
+        # bid to the connection that fetched its tokens (docs/privacy.md), and no client of
+        # sealgrid resumes, so the two tickets a handshake would make are CPU for nothing
+        ctx.num_tickets = 0
         return ctx
 
     def _pinned_trust(self) -> str:

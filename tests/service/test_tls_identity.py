@@ -46,3 +46,33 @@ def test_a_client_accepts_only_the_server_it_addresses(tmp_path, own: bool) -> N
             await server.stop()
 
     asyncio.run(main())
+
+
+def test_a_server_gives_no_session_ticket_to_resume_with(tmp_path) -> None:
+    """A resumed TLS session would link a household's connections (its token fetch and its
+    pseudonymous bid): the server hands out no ticket to resume from."""
+    import ssl
+
+    root = tmp_path / "d"
+    init_data_dir(root, households=1, base_port=_port())
+    cfg = load_server_config(root / "server-0" / "server.toml")
+
+    async def main() -> tuple[bool, bool]:
+        server = Server(cfg)
+        runner = await serve(server)
+        try:
+            ctx = ssl.create_default_context(cafile=str(root / TRUST))
+            ctx.check_hostname = False
+            host, port = cfg.listen_host, cfg.listen_port
+            reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
+            writer.write(b"GET /v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            answer = await reader.read()  # after the handshake, where tickets would come
+            session = writer.get_extra_info("ssl_object").session
+            writer.close()
+            return answer.startswith(b"HTTP/1.1 200"), session is not None and session.has_ticket
+        finally:
+            await runner.cleanup()
+            await server.stop()
+
+    assert asyncio.run(main()) == (True, False)
