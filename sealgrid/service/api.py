@@ -61,7 +61,8 @@ def error(code: str, text: str, status: int) -> web.Response:
 
 
 def _unavailable(text: str) -> web.Response:
-    """``503 unavailable`` with ``Retry-After``: the database could not store a request."""
+    """``503 unavailable`` with ``Retry-After``: the database could not store a request (or,
+    on the servers' internal routes, read what a peer asked for)."""
     busy = error("unavailable", text, 503)
     busy.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return busy
@@ -151,7 +152,10 @@ async def settlement_set(request: web.Request) -> web.Response:
         server.calendar.reading_deadline(period)
     except ValueError as exc:
         return refusal(Rejected(Reason.WRONG_PERIOD, f"not a trading period: {exc}"))
-    found = await server.own_settlement_set(period)
+    try:
+        found = await server.own_settlement_set(period)
+    except StorageError:  # the peer asks again until its deadline
+        return _unavailable("the settlement set could not be read; retry")
     if found is None:
         return error("not_closed", "the readings of this period are not closed", 409)
     return message(found)
@@ -208,7 +212,10 @@ async def bidset(request: web.Request) -> web.Response:
     period = _peer_period(request)
     if isinstance(period, web.Response):
         return period
-    found = await server.own_bidset(period)
+    try:
+        found = await server.own_bidset(period)
+    except StorageError:  # the peer asks again until its deadline
+        return _unavailable("the bid set could not be read; retry")
     if found is None:
         return error("not_closed", "the gate of this period has not closed", 409)
     return message(found)
@@ -221,7 +228,10 @@ async def pending(request: web.Request) -> web.Response:
     period = _peer_period(request)
     if isinstance(period, web.Response):
         return period
-    found = await server.own_pending(period)
+    try:
+        found = await server.own_pending(period)
+    except StorageError:  # the leader asks again at its next segment
+        return _unavailable("the pending set could not be read; retry")
     if found is None:
         return error("no_segments", "this period takes no segment (closing, or streaming"
                      " validation is off here)", 409)

@@ -1356,8 +1356,8 @@ OPENAPI: dict[str, Any] = {
                 "parameters": _period_parameter(),
                 "responses": {
                     "200": _json("BidSet", "the signed bid set"),
-                    **refusals(_R.WRONG_PERIOD, extra={403: ["forbidden"], 409: ["not_closed"]},
-                               post=False),
+                    **refusals(_R.WRONG_PERIOD, extra={403: ["forbidden"], 409: ["not_closed"],
+                                                       503: ["unavailable"]}, post=False),
                 },
             }
         },
@@ -1373,7 +1373,8 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": _json("PendingSet", "the signed pending set"),
                     **refusals(_R.WRONG_PERIOD, extra={403: ["forbidden"],
-                                                       409: ["no_segments"]}, post=False),
+                                                       409: ["no_segments"],
+                                                       503: ["unavailable"]}, post=False),
                 },
             }
         },
@@ -1404,8 +1405,8 @@ OPENAPI: dict[str, Any] = {
                 "parameters": _period_parameter(),
                 "responses": {
                     "200": _json("SettlementSet", "the signed sets"),
-                    **refusals(_R.WRONG_PERIOD, extra={403: ["forbidden"], 409: ["not_closed"]},
-                               post=False),
+                    **refusals(_R.WRONG_PERIOD, extra={403: ["forbidden"], 409: ["not_closed"],
+                                                       503: ["unavailable"]}, post=False),
                 },
             }
         },

@@ -440,6 +440,11 @@ def test_every_documented_refusal_is_answered_with_its_status(
                method="get")
         answer = h.checked("get", route.replace("{period}", long_ago), route=route)
         assert answer.status == 200, answer.body
+        with pytest.MonkeyPatch.context() as disk:  # its database cannot be read
+            disk.setattr(h.server.store, "segments" if "bidset" in route else "readings",
+                         failing)
+            expect(route, 503, "unavailable", path=route.replace("{period}", long_ago),
+                   method="get")
         monkeypatch.undo()
 
     # streaming validation, from a peer's certificate: server 0 stands for the peer here, and
@@ -468,6 +473,9 @@ def test_every_documented_refusal_is_answered_with_its_status(
     monkeypatch.setattr(h.server, "_run_segment", validate)
     expect(pending, 422, "wrong_period", path=at(pending, "now"), method="get")
     expect(pending, 409, "no_segments", path=at(pending, closed), method="get")
+    with pytest.MonkeyPatch.context() as disk:
+        disk.setattr(h.server.store, "pseudonyms", failing)
+        expect(pending, 503, "unavailable", path=at(pending, streaming), method="get")
 
     def pending_set(period: str) -> wire.PendingSet:
         answer = h.checked("get", at(pending, period), route=pending)
