@@ -255,6 +255,27 @@ class ShareBatch:
                 else np.zeros((0, layout.width), dtype=F.U64))
         return cls(party, layout, rows)
 
+    @classmethod
+    def from_messages(cls, messages: Sequence[bytes], party: int, layout: Layout) -> ShareBatch:
+        """Parse and stack share messages (:meth:`BidShares.to_bytes`) for ``party`` and
+        ``layout``: all at once when every one carries exactly their header and length (what
+        the intake took), else one by one, so that the first bad one is named as
+        :meth:`BidShares.from_bytes` names it.
+
+        Raises:
+            BidRejected: a message is not a share message (MALFORMED).
+            ValueError: a message is for another server or market configuration.
+        """
+        head = _HEADER.pack(_BID_MAGIC, WIRE_VERSION, party, layout.levels, layout.suppliers,
+                            layout.max_quantity_wh, 1)
+        size = len(head) + 8 * layout.width
+        if all(len(m) == size and m.startswith(head) for m in messages):
+            body = b"".join(memoryview(m)[len(head):] for m in messages)
+            rows = np.frombuffer(body, dtype="<u8").reshape(len(messages), layout.width)
+            if not np.any(rows >= F.MODULUS):
+                return cls(party, layout, rows.astype(F.U64))
+        return cls.from_payloads([BidShares.from_bytes(m) for m in messages], party, layout)
+
     def save(self, path: Path) -> None:
         """Write the batch to ``path`` (header, then raw little-endian rows)."""
         with open(path, "wb") as f:
@@ -325,6 +346,13 @@ class OutputShare:
     def to_bytes(self) -> bytes:
         return (_OUT_MAGIC + struct.pack("<HI", self.party, len(self.values))
                 + np.asarray(self.values, dtype="<u8").tobytes())
+
+    @staticmethod
+    def each(party: int, values: np.ndarray) -> list[bytes]:
+        """``OutputShare(party, values[i:i+1]).to_bytes()`` for every ``i``, made at once."""
+        head = _OUT_MAGIC + struct.pack("<HI", party, 1)
+        raw = np.ascontiguousarray(values, dtype="<u8").tobytes()
+        return [head + raw[i:i + 8] for i in range(0, len(raw), 8)]
 
     @classmethod
     def from_bytes(cls, data: bytes) -> OutputShare:

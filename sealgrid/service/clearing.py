@@ -163,8 +163,8 @@ def _prepare(req: ClearingRequest | SegmentRequest) -> None:
     os.chmod(req.workdir, 0o700)
     shutil.copytree(req.mpc_config / ".config", req.workdir / ".config")
     layout = encoding.Layout.of(req.market)
-    payloads = [encoding.BidShares.from_bytes(p) for p in req.payloads]
-    encoding.ShareBatch.from_payloads(payloads, req.party, layout).save(req.workdir / "shares.bin")
+    encoding.ShareBatch.from_messages(req.payloads, req.party, layout).save(
+        req.workdir / "shares.bin")
     if isinstance(req, ClearingRequest) and req.segments:
         (req.workdir / "segments").mkdir()
         for k, blob in enumerate(req.segments):
@@ -397,13 +397,10 @@ async def clear(req: ClearingRequest, warm: WarmParty | None = None) -> Clearing
     n, s = len(req.payloads), len(req.market.suppliers)
     if len(result.households) != n:
         raise ClearingFailed("the clearing returned outputs of the wrong size")
-    invalid = {int(i) for i in result.rejected}
-    household = tuple(
-        b""
-        if i in invalid
-        else encoding.OutputShare(req.party, result.households[i : i + 1]).to_bytes()
-        for i in range(n)
-    )
+    shares = encoding.OutputShare.each(req.party, result.households)
+    for i in result.rejected:
+        shares[int(i)] = b""
+    household = tuple(shares)
     if len(result.volume) != 1 or len(result.suppliers) != 4 * s:
         raise ClearingFailed("the clearing returned outputs of the wrong size")
     suppliers = {

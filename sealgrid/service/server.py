@@ -912,7 +912,7 @@ class Server:
         self, period: str, agreed: tuple[bytes, ...], timeout: float,
         segments: Sequence[SegmentRecord] = (),
     ) -> tuple[str, Outcome, list[tuple[str, str, bytes]]]:
-        stored = {b.pseudonym: b.payload for b in await self.db(self.store.bids, period)}
+        stored = await self.db(self.store.period_payloads, period)
         # the batch: the validated segments' bids first, in their order, then the rest sorted
         first = [p for s in segments for p in s.members]
         taken = set(first)

@@ -805,6 +805,16 @@ class Store:
                           " (SELECT period FROM periods) ORDER BY period")
         return [r[0] for r in rows]
 
+    def period_payloads(self, period: str) -> dict[bytes, bytes]:
+        """Every stored payload of ``period`` (open or sealed), by pseudonym: what the gate's
+        clearing reads, without the signed bids and receipts around them."""
+        rows = self._read(
+            "SELECT pseudonym, payload FROM bids WHERE period = ?"
+            " UNION ALL SELECT pseudonym, payload FROM closed_bids WHERE period = ?",
+            (period, period),
+        )
+        return {bytes(p): bytes(v) for p, v in rows}
+
     def payloads(self, period: str, pseudonyms: Sequence[bytes]) -> dict[bytes, bytes]:
         """The stored payloads of some of ``period``'s bids, by pseudonym (those found)."""
         found: dict[bytes, bytes] = {}

@@ -76,6 +76,29 @@ def test_batch_save_and_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ShareBatch.from_payloads(payloads, 1, LAYOUT)
 
 
+def test_messages_stack_at_once_as_one_by_one_and_a_bad_one_is_named() -> None:
+    shares = [encode_bid(i % 2 == 0, 100 + i, i % 8, i % 3, LAYOUT)[1] for i in range(40)]
+    messages = [s.to_bytes() for s in shares]
+    batch = ShareBatch.from_messages(messages, 1, LAYOUT)
+    assert batch.rows.dtype == F.U64
+    assert np.array_equal(batch.rows, ShareBatch.from_payloads(shares, 1, LAYOUT).rows)
+    assert len(ShareBatch.from_messages([], 1, LAYOUT)) == 0
+    outside = [*messages[:7], messages[7][:-8] + (2 ** 64 - 1).to_bytes(8, "little")]
+    with pytest.raises(BidRejected, match="outside the field"):
+        ShareBatch.from_messages(outside, 1, LAYOUT)
+    with pytest.raises(BidRejected, match="wrong length"):
+        ShareBatch.from_messages([*messages[:3], messages[3] + b"\x00" * 8], 1, LAYOUT)
+    with pytest.raises(ValueError, match="another server"):  # server 1's, read as server 2's
+        ShareBatch.from_messages(messages, 2, LAYOUT)
+
+
+def test_output_shares_made_at_once_are_those_made_one_by_one() -> None:
+    values = np.array([0, 1, 2**63, int(F.MODULUS) - 1], dtype=F.U64)
+    assert OutputShare.each(2, values) == [
+        OutputShare(2, values[i : i + 1]).to_bytes() for i in range(len(values))]
+    assert OutputShare.each(0, np.zeros(0, dtype=F.U64)) == []
+
+
 def test_output_reconstruction_detects_a_wrong_share() -> None:
     values = F.from_ints([0, 4_000, 17])
     coeffs = [F.stream(b"x" * 16, "o", 3)]
