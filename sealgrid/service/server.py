@@ -29,6 +29,7 @@ import hmac
 import logging
 import os
 import ssl
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -98,6 +99,8 @@ log = logging.getLogger("sealgrid.server")
 #: How often a server asks each peer for a heartbeat, and after how long without an answer
 #: the peer counts as down (a dead or frozen peer is noticed within about 2 s).
 HEARTBEAT_SECONDS = 0.5
+#: How many of its latest statements a server answers from memory.
+STATEMENTS_KEPT = 64
 PEER_DOWN_SECONDS = 1.5
 
 ROLES = ("household", "supplier", "operator")
@@ -172,6 +175,9 @@ class Server:
         #: an MPC party started ahead of the next gate or segment (the ticker refills it
         #: while no party runs and no gate is due within a second)
         self._warm = clearing.WarmParty()
+        #: the statements this server stored lately, by period, as stored: answered without
+        #: the database, whose one thread may be busy sealing the very period for a second
+        self._statements: OrderedDict[str, bytes] = OrderedDict()
 
     # -- life cycle
 
@@ -853,6 +859,9 @@ class Server:
                 outputs=outputs,
             ),
         )
+        self._statements[period] = wire.encode(statement)  # committed: final from now on
+        while len(self._statements) > STATEMENTS_KEPT:
+            self._statements.popitem(last=False)
         self._seal_soon(period)
 
     def _seal_soon(self, period: str) -> None:
@@ -1130,7 +1139,11 @@ class Server:
     # -- outputs
 
     async def statement(self, period: str) -> PeriodStatement | None:
-        """Return this server's signed statement of a finished period, if any."""
+        """Return this server's signed statement of a finished period, if any (a recent one
+        from memory: the seal that follows it holds the database thread for a while)."""
+        kept = self._statements.get(period)
+        if kept is not None:
+            return wire.decode(PeriodStatement, kept)
         record = await self.db(self.store.period, period)
         if record is None or not record.statement:
             return None

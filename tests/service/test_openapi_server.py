@@ -533,6 +533,14 @@ def test_a_finished_periods_statement_conforms(harness: Harness) -> None:
     answer = h.checked("get", route.replace("{period}", period), route=route)
     assert answer.status == 200 and answer.json()["status"] == "cleared"
 
+    def busy(*args: Any) -> Any:  # the database thread sealing, or the database gone
+        raise StorageError("the database cannot answer now (a test)")
+
+    with pytest.MonkeyPatch.context() as patch:  # a fresh statement comes from memory
+        patch.setattr(h.server.store, "period", busy)
+        again = h.checked("get", route.replace("{period}", period), route=route)
+    assert (again.status, again.body) == (200, answer.body)
+
 
 # -- the examples as they are
 
