@@ -297,7 +297,7 @@ async def bench_service(
     with LocalMarket(root, households=households, period_seconds=period_seconds,
                      workers=workers, database_url=database_url,
                      market={"horizon_periods": horizon}) as local:
-        await local.wait_ready()
+        await local.wait_ready(timeout=60 + 0.002 * households)  # each loads every key
         setup_seconds = time.perf_counter() - setup_started
         monitor = ServerMonitor([local.pid(i) for i in range(local.servers)])
         monitor.start()
@@ -376,12 +376,17 @@ async def _run(
             return
         enrolled += not refusals
 
-    monitor.phase = "enrolment"
+    async def phase(name: str, fn: Callable[[HouseholdAgent, PreparedBid], Awaitable[None]]
+                    ) -> tuple[float, int]:
+        """Run ``fn`` for every household as phase ``name``: its seconds and connections."""
+        monitor.phase = name
+        started = time.perf_counter()
+        with Connections(ports) as counted:
+            await _each_limited(concurrency, prepared, fn)
+        return time.perf_counter() - started, counted.count
+
     cpu_e, client_e = monitor.cpu_seconds(), _client_cpu()
-    started = time.perf_counter()
-    with Connections(ports) as enrol_connections:
-        await _each_limited(concurrency, prepared, enrol)
-    enrol_seconds = time.perf_counter() - started
+    enrol_seconds, enrol_connections = await phase("enrolment", enrol)
 
     # phase 1: tokens, each household over fresh connections of its own (agent.obtain): the
     # bid's period and ``token_periods - 1`` after it, one request to each server
@@ -401,12 +406,8 @@ async def _run(
         for i in range(servers):
             tokens[i] += sum(i in q.tokens for q in (p.pseudonym, *ahead))
 
-    monitor.phase = "tokens"
     cpu0, client0 = monitor.cpu_seconds(), _client_cpu()
-    started = time.perf_counter()
-    with Connections(ports) as token_connections:
-        await _each_limited(concurrency, prepared, issue)
-    issue_seconds = time.perf_counter() - started
+    issue_seconds, token_connections = await phase("tokens", issue)
     cpu1, client1 = monitor.cpu_seconds(), _client_cpu()
 
     # phase 2: bids, each household over new connections of its own, closed after its bid
@@ -429,11 +430,7 @@ async def _run(
             refused[why.reason.value] = refused.get(why.reason.value, 0) + 1
         accepted += len(receipts) == servers
 
-    monitor.phase = "bids"
-    started = time.perf_counter()
-    with Connections(ports) as bid_connections:
-        await _each_limited(concurrency, prepared, one)
-    submit_seconds = time.perf_counter() - started
+    submit_seconds, bid_connections = await phase("bids", one)
     cpu2, client2 = monitor.cpu_seconds(), _client_cpu()
     gate_slack = gate_time - time.time()
     prepared.clear()  # the payloads: memory the servers may want at gate closure
@@ -481,11 +478,10 @@ async def _run(
             "p50": round(1000 * statistics.median(bid_latency), 2) if bid_latency else None,
             "p99": round(1000 * _quantile(bid_latency, 0.99), 2),
         },
-        "client_connections": (enrol_connections.count + token_connections.count
-                               + bid_connections.count),
+        "client_connections": enrol_connections + token_connections + bid_connections,
         "client_connections_by_phase": {
-            "enrolment": enrol_connections.count, "tokens": token_connections.count,
-            "bids": bid_connections.count,
+            "enrolment": enrol_connections, "tokens": token_connections,
+            "bids": bid_connections,
         },
         "server_cpu_seconds_tokens": _per_server(token_cpu, 3),
         "server_cpu_seconds_bids": _per_server(bid_cpu, 3),
