@@ -10,17 +10,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from sealgrid.cli.common import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sealgrid bench service``."""
     p = sub.add_parser(
         "service", help="tokens/s, bids/s, latency, server CPU and memory, gate to results")
-    p.add_argument("--households", type=_positive, default=1000,
+    p.add_argument("--households", type=positive_int, default=1000,
                    help="bids, one per household (default 1000)")
-    p.add_argument("--concurrency", type=_positive, default=64,
+    p.add_argument("--concurrency", type=positive_int, default=64,
                    help="households in flight at once, each over connections of its own"
                    " (default 64)")
-    p.add_argument("--workers", type=_positive, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="each server's 'sealgrid serve --workers' (default 1: not passed)")
     p.add_argument("--database-url", default=None, metavar="URL",
                    help="every server's database, '{party}' standing for its index, e.g."
@@ -29,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lead", type=float, default=None, metavar="SECONDS",
                    help="seconds from choosing the period to its gate closure (default: an"
                    " estimate from --households, generous)")
-    p.add_argument("--token-periods", type=_positive, default=1, metavar="K",
+    p.add_argument("--token-periods", type=positive_int, default=1, metavar="K",
                    help="periods each household fetches tokens for in its one request to each"
                    " server: the bid's and the K-1 after it, as 'household tokens --periods'"
                    " does (default 1)")
@@ -37,13 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", action="store_true", help="keep the data directory")
     p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -106,6 +106,19 @@ PEER_DOWN_SECONDS = 1.5
 ROLES = ("household", "supplier", "operator")
 
 
+def https_context(cert: Path, key: Path, trust: str) -> ssl.SSLContext:
+    """A server's HTTPS context: its certificate and key (PEM files); a client certificate is
+    optional and must be one of ``trust`` (PEM certificates) when shown."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=trust)
+    ctx.load_cert_chain(cert, key)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    # no TLS 1.3 session tickets: a connection resumed from one would tie a household's bid
+    # to the connection that fetched its tokens (docs/privacy.md), and no client of sealgrid
+    # resumes, so the two tickets a handshake would make are CPU for nothing
+    ctx.num_tickets = 0
+    return ctx
+
+
 class Server:
     """Computation server ``cfg.party``: everything but the HTTP routes."""
 
@@ -226,14 +239,7 @@ class Server:
         A client certificate is accepted only if it is exactly one of the servers'
         certificates pinned in the registry (there is no CA); households show none.
         """
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=self._pinned_trust())
-        ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-        # no TLS 1.3 session tickets: a connection resumed from one would tie a household's
-        # bid to the connection that fetched its tokens (docs/privacy.md), and no client of
-        # sealgrid resumes, so the two tickets a handshake would make are CPU for nothing
-        ctx.num_tickets = 0
-        return ctx
+        return https_context(self.cfg.tls_cert, self.cfg.tls_key, self._pinned_trust())
 
     def _pinned_trust(self) -> str:
         """The servers' pinned certificates from the registry: the only TLS trust anchors.

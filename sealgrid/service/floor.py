@@ -1,0 +1,162 @@
+"""The floor under a server's CPU per request: what the HTTP stack itself costs (``sealgrid
+bench tls``).
+
+A child process serves one route whose handler reads the body and answers a small JSON
+object, nothing else: no signature, no token, no database. Clients open a new TLS connection
+for every request, send one POST of ``body_bytes`` and close, as households do
+(``Connection: close``). The server's TLS context is the one a sealgrid server uses
+(:func:`sealgrid.service.server.https_context`: a P-256 certificate, an optional client
+certificate, no session tickets). Two listeners are measured, one after the other:
+
+* ``aiohttp``: aiohttp's own TLS site;
+* ``guarded``: the listener ``sealgrid serve`` runs (:func:`sealgrid.service.api.serve`'s
+  ``_GuardedSite``: each connection counted in and limited before its handshake, TLS started
+  over it, then handed to aiohttp).
+
+The CPU is the child's own (``/proc``), read after a warm-up and after the requests, divided
+by the requests. ``sealgrid bench service``'s ``server_cpu_ms_per_bid`` minus this floor is
+what sealgrid's own work on a bid costs (parsing, the token check, two signatures, storage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+#: Requests sent before the CPU is first read (imports, first handshakes).
+WARM_UP = 50
+VARIANTS = ("aiohttp", "guarded")
+
+
+async def _serve(variant: str, cert: Path, key: Path, port: int) -> None:
+    from aiohttp import web
+
+    from sealgrid.service.api import _GuardedSite
+    from sealgrid.service.config import ConnectionLimits
+    from sealgrid.service.server import https_context
+
+    async def answer(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({"bytes": len(body)})
+
+    app = web.Application()
+    app.router.add_post("/v1/floor", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    ctx = https_context(cert, key, cert.read_text())
+    site: web.BaseSite
+    if variant == "guarded":
+        site = _GuardedSite(runner, "127.0.0.1", port, ctx, ConnectionLimits())
+    else:
+        site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx, backlog=1024)
+    await site.start()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until closed
+    await runner.cleanup()
+
+
+async def _requests(port: int, ctx: ssl.SSLContext, count: int, concurrency: int,
+                    body: bytes) -> None:
+    request = (b"POST /v1/floor HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+               b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+               % len(body)) + body
+    left = iter(range(count))
+
+    async def one_at_a_time() -> None:
+        for _ in left:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+            writer.write(request)
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            if not answer.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"the floor server answered {answer[:60]!r}")
+
+    await asyncio.gather(*(one_at_a_time() for _ in range(concurrency)))
+
+
+def _measure(variant: str, cert: Path, key: Path, requests: int, concurrency: int,
+             body_bytes: int) -> dict[str, float]:
+    from sealgrid.service.bench import tree_cpu_seconds
+    from sealgrid.service.local import free_port_range
+
+    port = free_port_range(1)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "sealgrid.service.floor", "--variant", variant, "--cert",
+         str(cert), "--key", str(key), "--port", str(port)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        if child.stdout.readline() != b"ready\n":
+            raise RuntimeError(f"the {variant} floor server did not start")
+        ctx = ssl.create_default_context(cafile=str(cert))
+        body = os.urandom(body_bytes)
+        asyncio.run(_requests(port, ctx, WARM_UP, min(concurrency, WARM_UP), body))
+        (cpu0,) = tree_cpu_seconds([child.pid])
+        started = time.perf_counter()
+        asyncio.run(_requests(port, ctx, requests, concurrency, body))
+        seconds = time.perf_counter() - started
+        (cpu1,) = tree_cpu_seconds([child.pid])
+    finally:
+        child.stdin.close()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return {"server_cpu_ms_per_request": round(1000 * (cpu1 - cpu0) / requests, 3),
+            "requests_per_second": round(requests / seconds, 1)}
+
+
+def bench_floor(requests: int, *, concurrency: int = 32, body_bytes: int = 1500
+                ) -> dict[str, Any]:
+    """Measure both listeners (:data:`VARIANTS`) with ``requests`` new connections each;
+    return the figures."""
+    if requests < 1 or concurrency < 1 or body_bytes < 0:
+        raise ValueError("at least one request, one in flight and a body of 0 bytes or more")
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from sealgrid.protocol.certs import key_pem, new_key, self_signed
+
+    key = new_key()
+    cert = self_signed(key, "sealgrid floor", ["127.0.0.1"], days=1)
+    with tempfile.TemporaryDirectory(prefix="sealgrid-floor-") as tmp:
+        cert_path, key_path = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+        cert_path.write_bytes(cert.public_bytes(Encoding.PEM))
+        key_path.write_bytes(key_pem(key))
+        figures = {v: _measure(v, cert_path, key_path, requests, concurrency, body_bytes)
+                   for v in VARIANTS}
+    return {
+        "target": "tls",
+        "requests": requests,
+        "concurrency": concurrency,
+        "body_bytes": body_bytes,
+        "cpu_count": os.cpu_count(),
+        "server_cpu_ms_per_request": {v: f["server_cpu_ms_per_request"]
+                                      for v, f in figures.items()},
+        "requests_per_second": {v: f["requests_per_second"] for v, f in figures.items()},
+    }
+
+
+def main() -> int:
+    """The floor server (a child of :func:`bench_floor`)."""
+    parser = argparse.ArgumentParser(prog="sealgrid.service.floor")
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--cert", type=Path, required=True)
+    parser.add_argument("--key", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    asyncio.run(_serve(args.variant, args.cert, args.key, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""``sealgrid bench tls``: the HTTP stack's floor, measured on real TLS connections to a child
+server process (both listeners), with nothing left running afterwards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sealgrid.cli import main
+
+
+def _floor_servers() -> list[int]:
+    import os
+
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if b"sealgrid.service.floor" in f.read():
+                        found.append(int(name))
+            except OSError:
+                continue
+    return found
+
+
+def test_bench_tls_measures_both_listeners(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "tls", "--requests", "120", "--concurrency", "8",
+                 "--body-bytes", "700", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["target"], got["requests"], got["concurrency"], got["body_bytes"]) == (
+        "tls", 120, 8, 700)
+    for listener in ("aiohttp", "guarded"):
+        # a handshake and a request cost the server something, and far less than a second
+        assert 0 < got["server_cpu_ms_per_request"][listener] < 1000, got
+        assert got["requests_per_second"][listener] > 0, got
+    assert _floor_servers() == []  # the child servers ended with the run
+
+
+def test_bench_tls_refuses_no_requests() -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "tls", "--requests", "0", "--json"])
