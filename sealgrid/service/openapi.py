@@ -1190,8 +1190,8 @@ def _period_parameter(description: str = "the period's name") -> list[dict[str, 
 #: (``Server.accept_segment``).
 _SEGMENT_REFUSALS = {
     "malformed": "not the canonical JSON of a SegmentPlan, or a field outside its rule; or "
-    "its members are not sorted, or one is no bid this server holds of the period, or one "
-    "is in a segment already",
+    "it has no members, or they are not sorted, or one is no bid this server holds of the "
+    "period, or one is in a segment already",
     "bad_signature": "not signed by server 0's key (or `server` is not 0)",
     "late": "the period takes no segment here any more: its gate is past or too close, or "
     "this server does not validate in segments (as GET .../pending answers 409 "

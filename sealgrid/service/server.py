@@ -603,6 +603,8 @@ class Server:
         if plan.index != own.next_segment:
             return Rejected(Reason.WRONG_PERIOD,
                             f"the next segment here is {own.next_segment}, not {plan.index}")
+        if not plan.pseudonyms:  # a segment of nothing would only use up an index
+            return Rejected(Reason.MALFORMED, "the plan holds no bid")
         if list(plan.pseudonyms) != sorted(set(plan.pseudonyms)) or not set(
                 plan.pseudonyms) <= set(own.pseudonyms):
             return Rejected(Reason.MALFORMED, "the plan holds bids this server has not, or"

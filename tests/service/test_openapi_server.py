@@ -499,6 +499,8 @@ def test_every_documented_refusal_is_answered_with_its_status(
     expect(segments, 422, "late", plan(closed, 0, []), path=at(segments, closed))
     expect(segments, 400, "malformed", plan(streaming, 0, [Pseudonym.fresh(streaming).public]),
            path=at(segments, streaming))  # a bid this server does not hold
+    expect(segments, 400, "malformed", plan(streaming, 0, []),
+           path=at(segments, streaming))  # no bid at all
     with pytest.MonkeyPatch.context() as disk:
         disk.setattr(h.server.store, "add_segment", failing)
         expect(segments, 503, "unavailable", plan(streaming, 0, [member.public]),
