@@ -418,23 +418,31 @@ def read_result(directory: Path) -> PartyResult:
     )
 
 
-#: The one argument of a party started ahead of its work (:func:`warm`).
+#: The first argument of a party started ahead of its work (:func:`warm`).
 WARM = "--warm"
+#: The MPyC options every party runs with that the ``mpyc`` package itself reads, from the
+#: command line, the first time any of its modules is imported (its logging level): a party
+#: started ahead is started with them, so that it runs as one started with its whole command
+#: line does.
+PACKAGE_OPTIONS = ("--log-level", "warning")
 
 
 def warm() -> int:
     """Entry point of a party started ahead of its work (``python -m sealgrid.protocol.party
-    --warm``): import what the clearing needs, except ``mpyc.runtime``, which reads its
-    options from the command line at import; then wait for one line on standard input, a JSON
-    object ``{"argv": [...], "cwd": DIR, "log": FILE}``, and run :func:`main` as if started
-    with that command line in that directory, its output going to that file. Standard input
-    closed without a line (the server stopped or took none) ends it quietly.
+    --warm`` and :data:`PACKAGE_OPTIONS`): import what the clearing needs, except
+    ``mpyc.runtime``, which reads the rest of its options from the command line at import;
+    then wait for one line on standard input, a JSON object ``{"argv": [...], "cwd": DIR,
+    "log": FILE}``, and run :func:`main` as if started with that command line in that
+    directory, its output going to that file. Standard input closed without a line (the
+    server stopped or took none) ends it quietly; a command line without the options it was
+    started with is refused (exit 2), since the ``mpyc`` package has read them already.
 
     It saves the work's start the imports' time (about a quarter of a second), which at gate
     closure lies between the gate and the results.
     """
     import importlib
 
+    started_with = sys.argv[2:]
     for name in ("asyncoro", "finfields", "mpctools", "sectypes", "thresha"):
         importlib.import_module(f"mpyc.{name}")  # what mpyc.runtime imports, before argv
 
@@ -447,7 +455,13 @@ def warm() -> int:
     os.dup2(out, 2)
     os.close(out)
     os.chdir(job["cwd"])
-    sys.argv = [sys.argv[0], *(str(a) for a in job["argv"])]
+    argv = [str(a) for a in job["argv"]]
+    window = len(started_with)
+    if not any(argv[i:i + window] == started_with for i in range(len(argv) - window + 1)):
+        print(f"started ahead with {' '.join(started_with)!r}, which the work's command line "
+              "lacks", file=sys.stderr)
+        return 2
+    sys.argv = [sys.argv[0], *argv]
     return main()
 
 
@@ -455,7 +469,7 @@ def main() -> int:
     """Entry point of one server process (MPyC options on the command line)."""
     import argparse
 
-    if sys.argv[1:] == [WARM]:
+    if sys.argv[1:2] == [WARM]:
         return warm()
 
     from mpyc.runtime import mpc  # parses and strips MPyC's own options from sys.argv

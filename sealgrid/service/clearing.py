@@ -39,7 +39,13 @@ from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.mechanism.market import Market
 from sealgrid.protocol import encoding
 from sealgrid.protocol.mpcclear import Public
-from sealgrid.protocol.party import SEC_PARAM, WARM, read_result, read_segment
+from sealgrid.protocol.party import (
+    PACKAGE_OPTIONS,
+    SEC_PARAM,
+    WARM,
+    read_result,
+    read_segment,
+)
 
 log = logging.getLogger("sealgrid.clearing")
 
@@ -177,12 +183,18 @@ class WarmParty:
     :meth:`take`. :meth:`refill` starts the next one, but only while no party of this server
     is running, so that its start never takes the cores from a clearing under way. Idle, it
     waits on its standard input in ``/``, which :func:`party_processes` tells apart; a server
-    killed closes that input by dying, which ends it."""
+    killed closes that input by dying, which ends it. Its output until it has work goes to
+    ``log`` (default nowhere). One that dies while waiting is started again, up to
+    :attr:`GIVE_UP` times in a row; then parties are started at the gate, as without one."""
 
-    def __init__(self) -> None:
+    GIVE_UP = 3
+
+    def __init__(self, log_path: Path | None = None) -> None:
         self._proc: asyncio.subprocess.Process | None = None
         self.running = 0  # parties of this server at work now
         self._closed = False
+        self._log = log_path
+        self._deaths = 0  # in a row, while waiting
 
     @property
     def ready(self) -> bool:
@@ -193,11 +205,33 @@ class WarmParty:
         """Start a party ahead if none waits, none runs and this holder is not closed."""
         if self._closed or self.ready or self.running:
             return
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sealgrid.protocol.party", WARM, cwd="/",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, env={**os.environ, "PYTHONHASHSEED": "0"},
-        )  # fmt: skip
+        if self._proc is not None:  # it died waiting
+            self._deaths += 1
+            code, self._proc = self._proc.returncode, None
+            if self._deaths >= self.GIVE_UP:
+                self._closed = True
+                log.warning("parties started ahead died %d times in a row while waiting (the"
+                            " last with exit %s, see %s); parties now start at the gate",
+                            self._deaths, code, self._log or "its output")
+                return
+        if self._log is not None:
+            self._log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        out = open(self._log, "ab") if self._log is not None else None  # noqa: SIM115
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sealgrid.protocol.party", WARM, *PACKAGE_OPTIONS,
+                cwd="/", stdin=asyncio.subprocess.PIPE, stdout=out or asyncio.subprocess.DEVNULL,
+                stderr=out or asyncio.subprocess.DEVNULL,
+                env={**os.environ, "PYTHONHASHSEED": "0"},
+            )  # fmt: skip
+        finally:
+            if out is not None:
+                out.close()
+        if self._closed:  # closed while it started
+            proc.kill()
+            await proc.wait()
+            return
+        self._proc = proc
 
     async def take(self, argv: Sequence[str], workdir: Path
                    ) -> asyncio.subprocess.Process | None:
@@ -216,6 +250,7 @@ class WarmParty:
                 proc.kill()
             await proc.wait()
             return None
+        self._deaths = 0
         return proc
 
     async def close(self) -> None:
@@ -245,7 +280,7 @@ async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
         "--data-dir", str(req.workdir), "--timeout", str(req.timeout), "-I", str(req.party),
         "--min-per-side", str(req.market.min_accepted_per_side), *mode,
         *(arg for peer in req.peers for arg in ("-P", peer)),
-        "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning",
+        "--ssl", "-K", str(SEC_PARAM), *PACKAGE_OPTIONS,
     ]  # fmt: skip
     prepared = time.monotonic()
     (req.workdir / "attempt.json").write_text(json.dumps({"digest": _batch_digest(req)}))
@@ -279,7 +314,10 @@ async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
         " (started ahead)" if ahead else "",
     )  # fmt: skip
     if code != 0:
-        tail = (req.workdir / "party.log").read_text(errors="replace").strip().splitlines()
+        try:  # a party started ahead that died before it opened its log left none
+            tail = (req.workdir / "party.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            tail = []
         raise ClearingFailed(f"the clearing process exited with {code}: {(tail or [''])[-1]}")
 
 
@@ -326,8 +364,9 @@ def _running_parties(workdir: Path) -> list[int]:
     """Return the pids of party processes still running in ``workdir`` (any parent): named
     on their command line, or, started ahead, working there."""
     needle = str(workdir).encode()
+    there = os.path.realpath(workdir)
     return [pid for pid, _, cmdline, cwd in _party_processes()
-            if needle in cmdline or cwd == str(workdir)]
+            if needle in cmdline or cwd == there]
 
 
 async def _outlived(req: ClearingRequest) -> bool:
@@ -397,10 +436,9 @@ async def clear(req: ClearingRequest, warm: WarmParty | None = None) -> Clearing
     n, s = len(req.payloads), len(req.market.suppliers)
     if len(result.households) != n:
         raise ClearingFailed("the clearing returned outputs of the wrong size")
-    shares = encoding.OutputShare.each(req.party, result.households)
-    for i in result.rejected:
-        shares[int(i)] = b""
-    household = tuple(shares)
+    invalid = {int(i) for i in result.rejected}
+    household = tuple(b"" if i in invalid else share for i, share in
+                      enumerate(encoding.OutputShare.each(req.party, result.households)))
     if len(result.volume) != 1 or len(result.suppliers) != 4 * s:
         raise ClearingFailed("the clearing returned outputs of the wrong size")
     suppliers = {

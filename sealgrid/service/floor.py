@@ -36,7 +36,7 @@ WARM_UP = 50
 VARIANTS = ("aiohttp", "guarded")
 
 
-async def _serve(variant: str, cert: Path, key: Path, port: int) -> None:
+async def _serve(variant: str, cert: Path, key: Path, port: int, concurrency: int) -> None:
     from aiohttp import web
 
     from sealgrid.service.api import _GuardedSite
@@ -54,7 +54,9 @@ async def _serve(variant: str, cert: Path, key: Path, port: int) -> None:
     ctx = https_context(cert, key, cert.read_text())
     site: web.BaseSite
     if variant == "guarded":
-        site = _GuardedSite(runner, "127.0.0.1", port, ctx, ConnectionLimits())
+        many = max(1024, 4 * concurrency)  # all from one address: the bench's own limits
+        limits = ConnectionLimits(max_connections=many, max_per_client=many)
+        site = _GuardedSite(runner, "127.0.0.1", port, ctx, limits)
     else:
         site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx, backlog=1024)
     await site.start()
@@ -91,7 +93,7 @@ def _measure(variant: str, cert: Path, key: Path, requests: int, concurrency: in
     port = free_port_range(1)
     child = subprocess.Popen(
         [sys.executable, "-m", "sealgrid.service.floor", "--variant", variant, "--cert",
-         str(cert), "--key", str(key), "--port", str(port)],
+         str(cert), "--key", str(key), "--port", str(port), "--concurrency", str(concurrency)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert child.stdin is not None and child.stdout is not None
     try:
@@ -153,8 +155,9 @@ def main() -> int:
     parser.add_argument("--cert", type=Path, required=True)
     parser.add_argument("--key", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    asyncio.run(_serve(args.variant, args.cert, args.key, args.port))
+    asyncio.run(_serve(args.variant, args.cert, args.key, args.port, args.concurrency))
     return 0
 
 

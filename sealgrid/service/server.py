@@ -112,10 +112,13 @@ def https_context(cert: Path, key: Path, trust: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=trust)
     ctx.load_cert_chain(cert, key)
     ctx.verify_mode = ssl.CERT_OPTIONAL
-    # no TLS 1.3 session tickets: a connection resumed from one would tie a household's bid
-    # to the connection that fetched its tokens (docs/privacy.md), and no client of sealgrid
-    # resumes, so the two tickets a handshake would make are CPU for nothing
+    # no resumption: a connection resumed would tie a household's bid to the connection that
+    # fetched its tokens (docs/privacy.md), and no client of sealgrid resumes, so the two
+    # tickets a TLS 1.3 handshake would make are CPU for nothing. TLS 1.3 only: TLS 1.2 would
+    # resume from the server's session cache by session id
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.num_tickets = 0
+    ctx.options |= ssl.OP_NO_TICKET
     return ctx
 
 
@@ -187,7 +190,7 @@ class Server:
         self._segment_locks: dict[str, asyncio.Lock] = {}
         #: an MPC party started ahead of the next gate or segment (the ticker refills it
         #: while no party runs and no gate is due within a second)
-        self._warm = clearing.WarmParty()
+        self._warm = clearing.WarmParty(cfg.data_dir / "mpc" / "started-ahead.log")
         #: the statements this server stored lately, by period, as stored: answered without
         #: the database, whose one thread may be busy sealing the very period for a second
         self._statements: OrderedDict[str, bytes] = OrderedDict()

@@ -76,10 +76,13 @@ def test_batch_save_and_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ShareBatch.from_payloads(payloads, 1, LAYOUT)
 
 
-def test_messages_stack_at_once_as_one_by_one_and_a_bad_one_is_named() -> None:
+def test_messages_stack_at_once_as_one_by_one_and_a_bad_one_is_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     shares = [encode_bid(i % 2 == 0, 100 + i, i % 8, i % 3, LAYOUT)[1] for i in range(40)]
     messages = [s.to_bytes() for s in shares]
-    batch = ShareBatch.from_messages(messages, 1, LAYOUT)
+    with monkeypatch.context() as patch:  # good messages never take the one-by-one path
+        patch.setattr(BidShares, "from_bytes", None)
+        batch = ShareBatch.from_messages(messages, 1, LAYOUT)
     assert batch.rows.dtype == F.U64
     assert np.array_equal(batch.rows, ShareBatch.from_payloads(shares, 1, LAYOUT).rows)
     assert len(ShareBatch.from_messages([], 1, LAYOUT)) == 0

@@ -76,3 +76,35 @@ def test_a_server_gives_no_session_ticket_to_resume_with(tmp_path) -> None:
             await server.stop()
 
     assert asyncio.run(main()) == (True, False)
+
+
+def test_a_server_speaks_tls_1_3_only(tmp_path) -> None:
+    """TLS 1.2 would resume sessions from the server's cache by session id (and linking)."""
+    import ssl
+
+    root = tmp_path / "d"
+    init_data_dir(root, households=1, base_port=_port())
+    cfg = load_server_config(root / "server-0" / "server.toml")
+
+    async def handshake(version: ssl.TLSVersion) -> bool:
+        ctx = ssl.create_default_context(cafile=str(root / TRUST))
+        ctx.check_hostname = False
+        ctx.maximum_version = version
+        try:
+            _, writer = await asyncio.open_connection(cfg.listen_host, cfg.listen_port, ssl=ctx)
+        except (ssl.SSLError, ConnectionError):
+            return False
+        writer.close()
+        return True
+
+    async def main() -> tuple[bool, bool]:
+        server = Server(cfg)
+        runner = await serve(server)
+        try:
+            return (await handshake(ssl.TLSVersion.TLSv1_3),
+                    await handshake(ssl.TLSVersion.TLSv1_2))
+        finally:
+            await runner.cleanup()
+            await server.stop()
+
+    assert asyncio.run(main()) == (True, False)

@@ -4,15 +4,48 @@ with the command line, directory and log the server hands it."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from sealgrid.protocol.party import PACKAGE_OPTIONS
+from sealgrid.service import clearing
 from sealgrid.service.clearing import WarmParty, _running_parties, party_processes
+
+#: What an MPC party is to the /proc readers: its module and ``--warm`` on the command line;
+#: the process moves to the directory it is given (a work directory, or ``/`` to wait).
+_LOOKS_LIKE_A_PARTY = ("import os, sys, time\nos.chdir(sys.argv[1])\nprint(flush=True)\n"
+                       "time.sleep(60)\n")
+
+
+def _fake_party(where: Path | str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", _LOOKS_LIKE_A_PARTY, str(where),
+                             "sealgrid.protocol.party", "--warm"], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"\n"
+    return proc
+
+
+def test_a_party_started_ahead_counts_once_it_works_in_its_directory(tmp_path: Path) -> None:
+    waiting, working = _fake_party("/"), _fake_party(tmp_path)
+    try:
+        listed = [pid for pid, _, _ in party_processes()]
+        assert working.pid in listed and waiting.pid not in listed
+        # found where it works, as a restarted server looks for a party that outlived it
+        assert _running_parties(tmp_path) == [working.pid]
+        assert _running_parties(tmp_path / "." / ".." / tmp_path.name) == [working.pid]
+    finally:
+        for proc in (waiting, working):
+            proc.kill()
+            proc.wait()
 
 
 def test_a_party_started_ahead_waits_unseen_then_runs_the_work_it_is_handed(
         tmp_path: Path) -> None:
     async def scenario() -> None:
-        warm = WarmParty()
+        warm = WarmParty(tmp_path / "mpc" / "ahead.log")
         await warm.refill()
         assert warm.ready
         waiting = warm._proc
@@ -21,12 +54,20 @@ def test_a_party_started_ahead_waits_unseen_then_runs_the_work_it_is_handed(
         await warm.refill()  # one waits already: no second
         assert warm._proc is waiting
         # one party alone: refused by the party's own check, on the log in its directory
-        proc = await warm.take(["--data-dir", str(tmp_path), "-I", "0", "--ssl", "-K", "26"],
-                               tmp_path)
+        proc = await warm.take(["--data-dir", str(tmp_path), "-I", "0", "--ssl", "-K", "26",
+                                *PACKAGE_OPTIONS], tmp_path)
         assert proc is waiting and not warm.ready
         assert await asyncio.wait_for(proc.wait(), 30) == 2
         assert "at least 3 parties" in (tmp_path / "party.log").read_text()
-        assert _running_parties(tmp_path) == []
+        await warm.refill()
+        again = warm._proc
+        assert again is not None and again is not waiting
+        # a command line without the options the mpyc package read at the start is refused
+        other = tmp_path / "other"
+        other.mkdir()
+        proc = await warm.take(["--data-dir", str(other), "-I", "0"], other)
+        assert proc is not None and await asyncio.wait_for(proc.wait(), 30) == 2
+        assert "lacks" in (other / "party.log").read_text()
         await warm.close()
         await warm.refill()  # closed: none starts
         assert not warm.ready
@@ -45,3 +86,24 @@ def test_a_waiting_party_ends_when_its_input_closes(tmp_path: Path) -> None:
         assert proc.returncode == 0
 
     asyncio.run(scenario())
+
+
+def test_parties_that_die_waiting_are_given_up_after_three(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(clearing, "WARM", "--no-such-option")  # each dies at once (usage)
+
+    async def scenario() -> int:
+        warm = WarmParty(tmp_path / "ahead.log")
+        started = 0
+        for _ in range(10):
+            await warm.refill()
+            if warm._proc is not None and warm._proc.returncode is None:
+                started += 1
+                await warm._proc.wait()
+            time.sleep(0.01)
+        assert not warm.ready and warm._closed
+        return started
+
+    assert asyncio.run(scenario()) == WarmParty.GIVE_UP
+    assert "died 3 times in a row" in caplog.text
+    assert (tmp_path / "ahead.log").read_bytes()  # what they said is kept
