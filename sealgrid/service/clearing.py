@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -184,7 +185,7 @@ class WarmParty:
     is running, so that its start never takes the cores from a clearing under way. Idle, it
     waits on its standard input in ``/``, which :func:`party_processes` tells apart; a server
     killed closes that input by dying, which ends it. Its output until it has work goes to
-    ``log`` (default nowhere). One that dies while waiting is started again, up to
+    ``log_path`` (default nowhere). One that dies while waiting is started again, up to
     :attr:`GIVE_UP` times in a row; then parties are started at the gate, as without one."""
 
     GIVE_UP = 3
@@ -214,19 +215,14 @@ class WarmParty:
                             " last with exit %s, see %s); parties now start at the gate",
                             self._deaths, code, self._log or "its output")
                 return
-        if self._log is not None:
+        if self._log is None:
+            proc = await _start_party([WARM, *PACKAGE_OPTIONS], "/", asyncio.subprocess.DEVNULL,
+                                      stdin=asyncio.subprocess.PIPE)
+        else:
             self._log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        out = open(self._log, "ab") if self._log is not None else None  # noqa: SIM115
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sealgrid.protocol.party", WARM, *PACKAGE_OPTIONS,
-                cwd="/", stdin=asyncio.subprocess.PIPE, stdout=out or asyncio.subprocess.DEVNULL,
-                stderr=out or asyncio.subprocess.DEVNULL,
-                env={**os.environ, "PYTHONHASHSEED": "0"},
-            )  # fmt: skip
-        finally:
-            if out is not None:
-                out.close()
+            with open(self._log, "ab") as out:
+                proc = await _start_party([WARM, *PACKAGE_OPTIONS], "/", out,
+                                          stdin=asyncio.subprocess.PIPE)
         if self._closed:  # closed while it started
             proc.kill()
             await proc.wait()
@@ -268,6 +264,15 @@ class WarmParty:
             await proc.wait()
 
 
+async def _start_party(args: Sequence[str], cwd: Path | str, out: Any, stdin: int | None = None
+                       ) -> asyncio.subprocess.Process:
+    """Start ``python -m sealgrid.protocol.party ARGS`` in ``cwd``, its output (standard
+    output and error) to ``out``: a file, or ``asyncio.subprocess.DEVNULL``."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sealgrid.protocol.party", *args, cwd=cwd, stdin=stdin,
+        stdout=out, stderr=out, env={**os.environ, "PYTHONHASHSEED": "0"})
+
+
 async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
                      warm: WarmParty | None = None) -> None:
     try:
@@ -291,10 +296,7 @@ async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
         ahead = proc is not None
         if proc is None:
             with open(req.workdir / "party.log", "wb") as out:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "sealgrid.protocol.party", *argv, cwd=req.workdir,
-                    stdout=out, stderr=out, env={**os.environ, "PYTHONHASHSEED": "0"},
-                )  # fmt: skip
+                proc = await _start_party(argv, req.workdir, out)
         try:
             code = await asyncio.wait_for(proc.wait(), timeout=3 * req.timeout)
         except TimeoutError:

@@ -99,9 +99,9 @@ log = logging.getLogger("sealgrid.server")
 #: How often a server asks each peer for a heartbeat, and after how long without an answer
 #: the peer counts as down (a dead or frozen peer is noticed within about 2 s).
 HEARTBEAT_SECONDS = 0.5
+PEER_DOWN_SECONDS = 1.5
 #: How many of its latest statements a server answers from memory.
 STATEMENTS_KEPT = 64
-PEER_DOWN_SECONDS = 1.5
 
 ROLES = ("household", "supplier", "operator")
 
@@ -193,7 +193,7 @@ class Server:
         self._warm = clearing.WarmParty(cfg.data_dir / "mpc" / "started-ahead.log")
         #: the statements this server stored lately, by period, as stored: answered without
         #: the database, whose one thread may be busy sealing the very period for a second
-        self._statements: OrderedDict[str, bytes] = OrderedDict()
+        self._statements: OrderedDict[str, PeriodStatement] = OrderedDict()
 
     # -- life cycle
 
@@ -870,7 +870,7 @@ class Server:
                 outputs=outputs,
             ),
         )
-        self._statements[period] = wire.encode(statement)  # committed: final from now on
+        self._statements[period] = statement  # committed: final from now on
         while len(self._statements) > STATEMENTS_KEPT:
             self._statements.popitem(last=False)
         self._seal_soon(period)
@@ -1154,7 +1154,7 @@ class Server:
         from memory: the seal that follows it holds the database thread for a while)."""
         kept = self._statements.get(period)
         if kept is not None:
-            return wire.decode(PeriodStatement, kept)
+            return kept
         record = await self.db(self.store.period, period)
         if record is None or not record.statement:
             return None

@@ -542,6 +542,8 @@ def test_a_finished_periods_statement_conforms(harness: Harness) -> None:
         patch.setattr(h.server.store, "period", busy)
         again = h.checked("get", route.replace("{period}", period), route=route)
     assert (again.status, again.body) == (200, answer.body)
+    record = h.server.store.period(period)  # what memory answers is what was stored
+    assert record is not None and record.statement == answer.body
 
 
 # -- the examples as they are
