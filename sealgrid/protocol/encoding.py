@@ -304,6 +304,24 @@ class ShareBatch:
         return cls(party, layout, data)
 
 
+def join_batches(path: Path, parts: Sequence[ShareBatch]) -> int:
+    """Write the batches ``parts`` one after another as one batch file at ``path`` (their
+    rows in order); return its number of rows.
+
+    Raises:
+        ValueError: the parts are of different servers or market configurations (or none).
+    """
+    if not parts or any((b.party, b.layout) != (parts[0].party, parts[0].layout)
+                        for b in parts):
+        raise ValueError("the batches to join are of different servers or markets")
+    rows = sum(len(b) for b in parts)
+    with open(path, "wb") as f:
+        write_batch_header(f, parts[0].party, parts[0].layout, rows)
+        for b in parts:
+            f.write(np.ascontiguousarray(b.rows, dtype="<u8").data)
+    return rows
+
+
 def write_batch_header(f: object, party: int, layout: Layout, rows: int) -> None:
     """Write a batch file header (used when rows are streamed in chunks)."""
     f.write(_HEADER.pack(_BATCH_MAGIC, WIRE_VERSION, party, layout.levels,  # type: ignore[attr-defined]

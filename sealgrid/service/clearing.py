@@ -74,7 +74,10 @@ class ClearingRequest:
     workdir: Path
     mpc_config: Path
     timeout: float
-    segments: tuple[bytes, ...] = ()  # results of the first payloads' segments, in order
+    segments: tuple[bytes, ...] = ()  # results of the batch's first bids' segments, in order
+    #: the share batches those segments validated (their files), in order: the batch is then
+    #: their rows followed by ``payloads``' (the rest). Empty: ``payloads`` hold every bid
+    segment_batches: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,19 +166,26 @@ def payload_checker(party: int, market: Market) -> Callable[[bytes], None]:
     return check
 
 
-def _prepare(req: ClearingRequest | SegmentRequest) -> None:
+def _prepare(req: ClearingRequest | SegmentRequest) -> int:
+    """Make ``req``'s working directory afresh with its share batch; return its bids."""
     if req.workdir.exists():
         shutil.rmtree(req.workdir)
     req.workdir.mkdir(parents=True)
     os.chmod(req.workdir, 0o700)
     shutil.copytree(req.mpc_config / ".config", req.workdir / ".config")
     layout = encoding.Layout.of(req.market)
-    encoding.ShareBatch.from_messages(req.payloads, req.party, layout).save(
-        req.workdir / "shares.bin")
+    rest = encoding.ShareBatch.from_messages(req.payloads, req.party, layout)
+    rows = len(rest)
+    if isinstance(req, ClearingRequest) and req.segment_batches:
+        parts = [encoding.ShareBatch.load(f) for f in req.segment_batches]
+        rows = encoding.join_batches(req.workdir / "shares.bin", [*parts, rest])
+    else:
+        rest.save(req.workdir / "shares.bin")
     if isinstance(req, ClearingRequest) and req.segments:
         (req.workdir / "segments").mkdir()
         for k, blob in enumerate(req.segments):
             (req.workdir / "segments" / f"{k}.npz").write_bytes(blob)
+    return rows
 
 
 class WarmParty:
@@ -276,7 +286,7 @@ async def _start_party(args: Sequence[str], cwd: Path | str, out: Any, stdin: in
 async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
                      warm: WarmParty | None = None) -> None:
     try:
-        _prepare(req)
+        rows = _prepare(req)
     except (OSError, ValueError, BidRejected) as exc:
         raise ClearingFailed(f"cannot prepare the share batch: {exc}") from exc
     mode = (["--segment"] if isinstance(req, SegmentRequest)
@@ -312,7 +322,7 @@ async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
             warm.running -= 1
     log.info(
         "period %s: share batch of %d bids written in %.2f s, MPC party ran %.2f s%s",
-        req.period, len(req.payloads), prepared - started, time.monotonic() - prepared,
+        req.period, rows, prepared - started, time.monotonic() - prepared,
         " (started ahead)" if ahead else "",
     )  # fmt: skip
     if code != 0:
@@ -329,8 +339,32 @@ def _batch_digest(req: ClearingRequest | SegmentRequest) -> str:
     for p in req.payloads:
         h.update(hashlib.sha256(p).digest())
     for blob in req.segments if isinstance(req, ClearingRequest) else ():
-        h.update(hashlib.sha256(blob).digest())
+        h.update(hashlib.sha256(blob).digest())  # a segment's result is its bids' alone
+    for path in req.segment_batches if isinstance(req, ClearingRequest) else ():
+        h.update(f"/{path.name}/{_size(path)}".encode())
     return h.hexdigest()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def segment_batches_fit(paths: Sequence[Path], sizes: Sequence[int], party: int,
+                        market: Market) -> bool:
+    """Whether the share batch files ``paths`` of validated segments are this party's, of
+    ``market``'s layout and hold ``sizes`` rows each: the gate's clearing then takes their rows
+    instead of reading those bids again (the files are kept until the period is sealed)."""
+    layout = encoding.Layout.of(market)
+    try:
+        batches = [encoding.ShareBatch.load(p) for p in paths]
+    except (OSError, ValueError):
+        return False
+    return len(batches) == len(sizes) and all(
+        (b.party, b.layout, len(b)) == (party, layout, n)
+        for b, n in zip(batches, sizes, strict=True))
 
 
 def _party_processes() -> list[tuple[int, int, bytes, str]]:
@@ -435,7 +469,11 @@ async def clear(req: ClearingRequest, warm: WarmParty | None = None) -> Clearing
         result = read_result(req.workdir)
     except (OSError, ValueError, KeyError) as exc:
         raise ClearingFailed(f"unreadable clearing result: {exc}") from exc
-    n, s = len(req.payloads), len(req.market.suppliers)
+    try:
+        batch = encoding.ShareBatch.load(req.workdir / "shares.bin")
+    except (OSError, ValueError) as exc:
+        raise ClearingFailed(f"unreadable share batch after the clearing: {exc}") from exc
+    n, s = len(batch), len(req.market.suppliers)
     if len(result.households) != n:
         raise ClearingFailed("the clearing returned outputs of the wrong size")
     invalid = {int(i) for i in result.rejected}
@@ -451,11 +489,11 @@ async def clear(req: ClearingRequest, warm: WarmParty | None = None) -> Clearing
     }
     volume = encoding.OutputShare(req.party, result.volume).to_bytes()
     try:
-        batch = encoding.ShareBatch.load(req.workdir / "shares.bin")
         rows = np.concatenate([np.asarray(batch.rows[:, batch.layout.identity]).T,
                                result.accepted])
-    except (OSError, ValueError) as exc:
-        raise ClearingFailed(f"unreadable share batch after the clearing: {exc}") from exc
+    except ValueError as exc:
+        raise ClearingFailed(f"the clearing returned outputs of the wrong size: {exc}"
+                             ) from exc
     return ClearingResult(result.public, household, suppliers, volume,
                           np.ascontiguousarray(rows, dtype="<u8").tobytes(),
                           np.ascontiguousarray(result.ratios, dtype="<u8").tobytes())

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import logging
 import os
+import shutil
 import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -217,8 +218,10 @@ class Server:
             self._tasks.append(asyncio.create_task(self._segmenter()))
         for period in self.store.unfinished():  # resumed: retried until their deadline
             self.finish_period(period)
-        for period in self.store.unsealed():  # stopped between the statement and the seal
+        unsealed = self.store.unsealed()
+        for period in unsealed:  # stopped between the statement and the seal
             self._seal_soon(period)
+        self._remove_workdirs(exclude=set(unsealed))
 
     async def stop(self) -> None:
         """Stop the background tasks (a seal under way finishes first) and close the
@@ -888,6 +891,8 @@ class Server:
                 log.error("period %s: sealing failed: %s", period, exc)
                 return
             self._segment_locks.pop(period, None)  # its segments went with the seal
+            await asyncio.get_running_loop().run_in_executor(
+                None, shutil.rmtree, self._mpc_workdir(period), True)  # and their files
             log.info("period %s sealed in %.2f s", period,
                      asyncio.get_running_loop().time() - t0)
 
@@ -912,7 +917,27 @@ class Server:
                      for i, url in enumerate(self.cfg.servers))
 
     def _mpc_workdir(self, period: str) -> Path:
+        """The MPC working directory of ``period``: its segments' (``segment-K``) and its
+        gate's (``gate``), each with its share batch; removed once the period is sealed,
+        since the batches' order of rows tells which bids came in which segment."""
         return self.cfg.data_dir / "mpc" / period.replace(":", "")
+
+    def _remove_workdirs(self, exclude: set[str]) -> None:
+        """Remove the MPC working directories of periods with a final status (cleared or
+        failed) but those in ``exclude`` (not sealed yet): ones a server stopped between the
+        seal and the removal left behind."""
+        root = self.cfg.data_dir / "mpc"
+        for entry in root.iterdir() if root.is_dir() else ():
+            name = entry.name  # the period without its colons: 2026-01-05T101500Z
+            period = f"{name[:13]}:{name[13:15]}:{name[15:]}"
+            if not entry.is_dir() or period in exclude:
+                continue
+            try:
+                record = self.store.period(period)
+            except StorageError:
+                continue
+            if record is not None and record.status in ("cleared", "failed"):
+                shutil.rmtree(entry, ignore_errors=True)
 
     async def _segments_agreed(self, period: str, sets: list[BidSet],
                                agreed: set[bytes]) -> list[SegmentRecord]:
@@ -932,22 +957,37 @@ class Server:
         self, period: str, agreed: tuple[bytes, ...], timeout: float,
         segments: Sequence[SegmentRecord] = (),
     ) -> tuple[str, Outcome, list[tuple[str, str, bytes]]]:
-        stored = await self.db(self.store.period_payloads, period)
         # the batch: the validated segments' bids first, in their order, then the rest sorted
         first = [p for s in segments for p in s.members]
         taken = set(first)
-        order = first + [p for p in agreed if p not in taken]
+        rest = [p for p in agreed if p not in taken]
+        order = first + rest
+        # the segments' own share files, when intact, hold their rows: only the rest is read
+        files = tuple(self._mpc_workdir(period) / f"segment-{s.index}" / "shares.bin"
+                      for s in segments)
+        if segments and await asyncio.get_running_loop().run_in_executor(
+                None, clearing.segment_batches_fit, files, [len(s.members) for s in segments],
+                self.cfg.party, self.market):
+            stored = await self.db(self.store.payloads, period, rest)
+            payloads = tuple(stored[p] for p in rest)
+        else:
+            if segments:
+                log.warning("period %s: the segments' share files are not intact here; the"
+                            " gate reads all %d bids again", period, len(order))
+            stored = await self.db(self.store.period_payloads, period)
+            payloads, files = tuple(stored[p] for p in order), ()
         request = clearing.ClearingRequest(
             party=self.cfg.party,
             parties=len(self.cfg.servers),
             peers=self._mpc_peers(period),
             period=period,
-            payloads=tuple(stored[p] for p in order),
+            payloads=payloads,
             market=self.market,
-            workdir=self._mpc_workdir(period),
+            workdir=self._mpc_workdir(period) / "gate",
             mpc_config=self.cfg.data_dir,
             timeout=min(float(max(20, self.cfg.market.peer_timeout_seconds)), timeout),
             segments=tuple(s.result for s in segments),
+            segment_batches=files,
         )
         try:
             result = await self._watched(clearing.clear(request, self._warm))

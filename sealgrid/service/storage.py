@@ -816,15 +816,17 @@ class Store:
         return {bytes(p): bytes(v) for p, v in rows}
 
     def payloads(self, period: str, pseudonyms: Sequence[bytes]) -> dict[bytes, bytes]:
-        """The stored payloads of some of ``period``'s bids, by pseudonym (those found)."""
+        """The stored payloads of some of ``period``'s bids (open or sealed), by pseudonym
+        (those found)."""
         found: dict[bytes, bytes] = {}
         items = sorted(set(pseudonyms))
-        for i in range(0, len(items), 500):
-            chunk = items[i:i + 500]
+        for i in range(0, len(items), 400):
+            chunk = items[i:i + 400]
             marks = ", ".join("?" * len(chunk))
             for pseudonym, payload in self._read(
                     f"SELECT pseudonym, payload FROM bids WHERE period = ? AND pseudonym IN"
-                    f" ({marks}) ORDER BY pseudonym", (period, *chunk)):
+                    f" ({marks}) UNION ALL SELECT pseudonym, payload FROM closed_bids WHERE"
+                    f" period = ? AND pseudonym IN ({marks})", (period, *chunk, period, *chunk)):
                 found[bytes(pseudonym)] = bytes(payload)
         return found
 

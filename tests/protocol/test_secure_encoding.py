@@ -13,6 +13,7 @@ from sealgrid.protocol.encoding import (
     OutputShare,
     ShareBatch,
     encode_bid,
+    join_batches,
     reconstruct,
 )
 
@@ -74,6 +75,22 @@ def test_batch_save_and_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert np.array_equal(np.asarray(loaded.rows), batch.rows)
     with pytest.raises(ValueError):
         ShareBatch.from_payloads(payloads, 1, LAYOUT)
+
+
+def test_joined_batches_are_their_rows_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    payloads = [encode_bid(i % 2 == 0, 100 + i, i % 8, i % 3, LAYOUT)[0] for i in range(7)]
+    whole = ShareBatch.from_payloads(payloads, 0, LAYOUT)
+    ShareBatch(0, LAYOUT, whole.rows[:4]).save(tmp_path / "first.bin")
+    parts = [ShareBatch.load(tmp_path / "first.bin"), ShareBatch(0, LAYOUT, whole.rows[4:4]),
+             ShareBatch(0, LAYOUT, whole.rows[4:])]
+    assert join_batches(tmp_path / "all.bin", parts) == 7
+    joined = ShareBatch.load(tmp_path / "all.bin")
+    assert (joined.party, joined.layout) == (0, LAYOUT)
+    assert np.array_equal(np.asarray(joined.rows), whole.rows)
+    with pytest.raises(ValueError, match="different servers"):
+        join_batches(tmp_path / "x.bin", [parts[0], ShareBatch(1, LAYOUT, whole.rows[4:])])
+    with pytest.raises(ValueError, match="different servers"):
+        join_batches(tmp_path / "x.bin", [])
 
 
 def test_messages_stack_at_once_as_one_by_one_and_a_bad_one_is_named(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -71,24 +72,47 @@ def test_segments_validated_while_open_give_the_reference(tmp_path: Path) -> Non
                 break
             await asyncio.sleep(0.1)
         assert all(segment_lines(i) for i in range(3)), [segment_lines(i) for i in range(3)]
-        await asyncio.gather(*(send(h, period) for h in sorted(bids)[7:]))
+        # server 1 loses its first segment's share file: its gate reads those bids again
+        (workdir(1, period) / "segment-0" / "shares.bin").unlink()
+        await asyncio.gather(*(send(h, period) for h in sorted(bids)[7:11]))
+        for _ in range(200):  # a second segment; the last three bids are too few for one
+            if all(len(segment_lines(i)) > 1 for i in range(3)):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*(send(h, period) for h in sorted(bids)[11:]))
         assert c.seconds_to_gate(period) > 0, "the households were too slow for this test"
         statements = await c.statements(period, timeout=120)
-        return [period, statements]
+        results = {}
+        for hid in honest:
+            async with c.agent(hid) as agent:
+                results[hid] = await agent.result(period)
+        return [period, statements, results]
 
+    def workdir(i: int, period: str) -> Path:
+        return c.root / f"server-{i}" / "mpc" / period.replace(":", "")
+
+    honest = [h for h in bids if h != cheater]
     try:
         for i in range(3):
             c.start(i)
-        period, statements = asyncio.run(scenario())
+        period, statements, results = asyncio.run(scenario())
     finally:
         c.stop()
     assert {s.bid_count for s in statements} == {households}
     assert {s.status for s in statements} == {"cleared"}
     public = outcome_of(statements[0].outcome)
-    honest = [b for h, b in bids.items() if h != cheater]
-    reference = clear(OrderBook.from_bids(honest, SUPPLIERS), market.grid.levels)
+    book = OrderBook.from_bids([bids[h] for h in honest], SUPPLIERS)
+    reference = clear(book, market.grid.levels)
     assert public is not None and public.invalid_bids == 1
     assert public.level == reference.level and reference.level is not None
+    # every household's result is its own: the gate's batch (the segments' share files, or
+    # on server 1 the bids read again) kept each bid in its slot
+    for i, hid in enumerate(honest):
+        got = results[hid]
+        assert got.status == "cleared" and got.accepted is bool(reference.accepted[i]), hid
+        assert got.traded_wh == Fraction(
+            int(reference.traded_numerator[i]),
+            reference.denominator_buy if book.is_buy[i] else reference.denominator_sell), hid
     for i in range(3):
         lines = segment_lines(i)
         # the cheater was refused by the first segment, when it was validated
@@ -96,8 +120,12 @@ def test_segments_validated_while_open_give_the_reference(tmp_path: Path) -> Non
         log = (c.root / f"server-{i}.log").read_text()
         used = re.search(r"period \S+: (\d+) bids from (\d+) segments validated while open",
                          log)
-        assert used is not None and int(used.group(1)) >= 7 and int(used.group(2)) >= 1, log
-        # sealed: no row of the period's segments is left in the database
+        assert used is not None and used.groups() == ("11", "2"), log  # and 3 at the gate
+        # only server 1 read its segment's bids again
+        assert ("share files are not intact" in log) is (i == 1)
+        # sealed: no row of the period's segments is left in the database, and no file: the
+        # working directories held the share batches in segment order
+        assert not workdir(i, period).exists(), list(workdir(i, period).rglob("*"))
         db = sqlite3.connect(c.root / f"server-{i}" / "bids.sqlite")
         try:
             assert db.execute("SELECT COUNT(*) FROM segments WHERE period = ?",
@@ -128,5 +156,35 @@ def test_a_segment_plan_at_its_cap_fits_a_request_body(tmp_path: Path) -> None:
         cap = server.segment_cap
         assert cap > 1000 and len(plan(cap)) <= server.max_body_bytes
         assert len(plan(2 * cap)) > server.max_body_bytes  # why there is a cap
+    finally:
+        server.store.close()
+
+
+def test_a_restarted_server_removes_the_files_of_finished_periods(tmp_path: Path) -> None:
+    """A server stopped between a period's seal and the removal of its MPC working directory
+    (or one from before the removal existed) removes it at its next start, but not that of a
+    period still being cleared, nor one whose seal is still to come."""
+    from sealgrid.service.server import Server
+    from sealgrid.service.setup import init_data_dir
+
+    init_data_dir(tmp_path / "d", households=3, base_port=41900)
+    server = Server(load_server_config(tmp_path / "d" / "server-0" / "server.toml"))
+    periods = {"cleared": "2026-11-29T12:00:00Z", "failed": "2026-11-29T12:15:00Z",
+               "agreed": "2026-11-29T12:30:00Z", "unsealed": "2026-11-29T12:45:00Z",
+               "unknown": "2026-11-29T13:00:00Z"}
+    try:
+        for status, period in periods.items():
+            if status in ("cleared", "failed", "agreed"):
+                server.store.set_period(period, status, seal=False)
+            if status == "unsealed":
+                server.store.set_period(period, "cleared", seal=False)
+            batch = server._mpc_workdir(period) / "gate" / "shares.bin"
+            batch.parent.mkdir(parents=True)
+            batch.write_bytes(b"rows")
+        (tmp_path / "d" / "server-0" / "mpc" / "started-ahead.log").write_text("")
+        server._remove_workdirs(exclude={periods["unsealed"]})
+        left = {s for s, p in periods.items() if server._mpc_workdir(p).exists()}
+        assert left == {"agreed", "unsealed", "unknown"}
+        assert (tmp_path / "d" / "server-0" / "mpc" / "started-ahead.log").exists()
     finally:
         server.store.close()
