@@ -965,9 +965,10 @@ class Server:
         # the segments' own share files, when intact, hold their rows: only the rest is read
         files = tuple(self._mpc_workdir(period) / f"segment-{s.index}" / "shares.bin"
                       for s in segments)
-        if segments and await asyncio.get_running_loop().run_in_executor(
-                None, clearing.segment_batches_fit, files, [len(s.members) for s in segments],
-                self.cfg.party, self.market):
+        fit = bool(segments) and await asyncio.get_running_loop().run_in_executor(
+            None, clearing.segment_batches_fit, files, [len(s.members) for s in segments],
+            self.cfg.party, self.market)
+        if fit:
             stored = await self.db(self.store.payloads, period, rest)
             payloads = tuple(stored[p] for p in rest)
         else:
