@@ -103,6 +103,8 @@ HEARTBEAT_SECONDS = 0.5
 PEER_DOWN_SECONDS = 1.5
 #: How many of its latest statements a server answers from memory.
 STATEMENTS_KEPT = 64
+#: Signed bid sets kept in memory, the latest periods' (each lists a period's pseudonyms).
+BIDSETS_KEPT = 4
 
 ROLES = ("household", "supplier", "operator")
 
@@ -195,6 +197,7 @@ class Server:
         #: the statements this server stored lately, by period, as stored: answered without
         #: the database, whose one thread may be busy sealing the very period for a second
         self._statements: OrderedDict[str, PeriodStatement] = OrderedDict()
+        self._bidsets: OrderedDict[str, BidSet] = OrderedDict()  # signed, final after the gate
 
     # -- life cycle
 
@@ -457,6 +460,9 @@ class Server:
         it, the segments of the period validated here (after the one under way, if any)."""
         if not self.intake.close_due(period, self.clock()):
             return None
+        kept = self._bidsets.get(period)
+        if kept is not None:  # asked by the gate here and by each peer's: signed once
+            return kept
         if self.shared:  # the database's set, once the leader has recorded the gate
             if await self.db(self.store.period, period) is None:
                 return None
@@ -470,7 +476,12 @@ class Server:
                 pass
         done = [s for s in await self.db(self.store.segments, period) if s.done]
         segments = tuple(s.index.to_bytes(4, "big") + s.digest for s in done)
-        return wire.sign(BidSet(self.cfg.party, period, pseudonyms, segments), self.key)
+        signed = wire.sign(BidSet(self.cfg.party, period, pseudonyms, segments), self.key)
+        # final: the gate has passed (no bid is stored), no segment starts, none is under way
+        self._bidsets[period] = signed
+        while len(self._bidsets) > BIDSETS_KEPT:
+            self._bidsets.popitem(last=False)
+        return signed
 
     # -- streaming validation: segments of a period while it is open (docs/service.md)
 

@@ -290,6 +290,10 @@ def _where(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+class Many(list[Sequence[Any]]):
+    """The parameters of one statement run once per row (``executemany``) in a write."""
+
+
 class Store:
     """A repository over one SQLite file or one PostgreSQL database."""
 
@@ -457,7 +461,10 @@ class Store:
             if not self._pg:
                 cur.execute("BEGIN IMMEDIATE")
             for sql, params in statements:
-                cur.execute(self._sql(sql), params)
+                if isinstance(params, Many):
+                    cur.executemany(self._sql(sql), params)
+                else:
+                    cur.execute(self._sql(sql), params)
             self._conn.commit() if self._pg else cur.execute("COMMIT")
         except Exception as exc:
             self._conn.rollback() if self._pg else self._conn.execute("ROLLBACK")
@@ -697,13 +704,11 @@ class Store:
                 (period, status, _join(agreed), _join(excluded), outcome, statement),
             ),
         ]
-        for role, subject, shares in outputs:
-            statements.append(
-                (
-                    "INSERT INTO outputs (period, role, subject, shares) VALUES (?, ?, ?, ?)",
-                    (period, role, subject, shares),
-                )
-            )
+        if outputs:
+            statements.append((
+                "INSERT INTO outputs (period, role, subject, shares) VALUES (?, ?, ?, ?)",
+                Many([(period, role, subject, shares) for role, subject, shares in outputs]),
+            ))
         self._write(statements)
         if sealing and not self._pg:
             self._truncate_wal()

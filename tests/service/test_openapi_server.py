@@ -438,13 +438,18 @@ def test_every_documented_refusal_is_answered_with_its_status(
         expect(route, 422, "wrong_period", path=route.replace("{period}", "now"), method="get")
         expect(route, 409, "not_closed", path=route.replace("{period}", still_open),
                method="get")
-        answer = h.checked("get", route.replace("{period}", long_ago), route=route)
-        assert answer.status == 200, answer.body
         with pytest.MonkeyPatch.context() as disk:  # its database cannot be read
             disk.setattr(h.server.store, "segments" if "bidset" in route else "readings",
                          failing)
             expect(route, 503, "unavailable", path=route.replace("{period}", long_ago),
                    method="get")
+        answer = h.checked("get", route.replace("{period}", long_ago), route=route)
+        assert answer.status == 200, answer.body
+        if "bidset" in route:  # final once signed after the gate: answered from memory
+            with pytest.MonkeyPatch.context() as disk:
+                disk.setattr(h.server.store, "segments", failing)
+                again = h.checked("get", route.replace("{period}", long_ago), route=route)
+            assert (again.status, again.body) == (200, answer.body)
         monkeypatch.undo()
 
     # streaming validation, from a peer's certificate: server 0 stands for the peer here, and
