@@ -295,6 +295,8 @@ class ShareBatch:
         """Map a saved batch into memory (read-only, not copied)."""
         with open(path, "rb") as f:
             head = f.read(_HEADER.size)
+        if len(head) != _HEADER.size:
+            raise ValueError(f"{path} is shorter than a share batch's header")
         magic, version, party, levels, suppliers, max_q, rows = _HEADER.unpack(head)
         if magic != _BATCH_MAGIC or version != WIRE_VERSION:
             raise ValueError(f"{path} is not a version-{WIRE_VERSION} share batch")

@@ -526,15 +526,20 @@ R = TypeVar("R")
 CONNECT_RETRY_SECONDS = 0.005
 
 
-async def connect(mpc: Any) -> None:
+async def connect(mpc: Any, errors: list[str] | None = None) -> None:
     """Open this party's links to the others as MPyC 0.11's ``mpc.start()`` does (listen for
     the parties below, connect to those above, TLS with the files in ``.config/`` when run
     with ``--ssl``, MPyC's own message protocol on every link), but retrying a peer that does
-    not listen yet every :data:`CONNECT_RETRY_SECONDS` rather than every 0.1 s."""
+    not listen yet (connection refused) every :data:`CONNECT_RETRY_SECONDS` rather than every
+    0.1 s; after any other failure (its TLS, say) it waits 0.1 s as MPyC does. Each failure
+    is appended to ``errors``, for the message when the links never come up."""
     import ssl
 
     from mpyc import asyncoro
 
+    if len(mpc.parties) == 1:
+        mpc.start_time = time.time()
+        return
     loop = asyncio.get_running_loop()
     for peer in mpc.parties:
         peer.protocol = loop.create_future() if peer.pid == mpc.pid else None
@@ -560,8 +565,12 @@ async def connect(mpc: Any) -> None:
                     peer.port, ssl=client,
                     server_hostname=f"MPyC party {peer.pid}" if client else None)
                 break
-            except OSError:  # not listening yet (refused), or its TLS failed: again soon
-                await asyncio.sleep(CONNECT_RETRY_SECONDS)
+            except OSError as exc:  # not listening yet (refused): again soon
+                if errors is not None:
+                    errors.append(f"party {peer.pid}: {type(exc).__name__}: {exc}")
+                    del errors[:-1]
+                await asyncio.sleep(CONNECT_RETRY_SECONDS
+                                    if isinstance(exc, ConnectionRefusedError) else 0.1)
     await mpc.parties[mpc.pid].protocol  # every party below has connected here
     if server is not None:
         server.close()
@@ -574,10 +583,12 @@ def run_party(mpc: Any, timeout: float,
     message on stderr) when a peer did not answer in time."""
 
     async def run() -> R:
+        errors: list[str] = []
         try:
-            await asyncio.wait_for(connect(mpc), timeout)
+            await asyncio.wait_for(connect(mpc, errors), timeout)
         except TimeoutError:
-            raise PeerTimeout("could not connect to every peer server") from None
+            last = f" (the last failure: {errors[-1]})" if errors else ""
+            raise PeerTimeout(f"could not connect to every peer server{last}") from None
         try:
             result = await work(MpycTransport(mpc, timeout))
         except BaseException:

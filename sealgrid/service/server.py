@@ -221,10 +221,9 @@ class Server:
             self._tasks.append(asyncio.create_task(self._segmenter()))
         for period in self.store.unfinished():  # resumed: retried until their deadline
             self.finish_period(period)
-        unsealed = self.store.unsealed()
-        for period in unsealed:  # stopped between the statement and the seal
+        for period in self.store.unsealed():  # stopped between the statement and the seal
             self._seal_soon(period)
-        self._remove_workdirs(exclude=set(unsealed))
+        self._tasks.append(asyncio.create_task(self._remove_workdirs()))
 
     async def stop(self) -> None:
         """Stop the background tasks (a seal under way finishes first) and close the
@@ -902,8 +901,8 @@ class Server:
                 log.error("period %s: sealing failed: %s", period, exc)
                 return
             self._segment_locks.pop(period, None)  # its segments went with the seal
-            await asyncio.get_running_loop().run_in_executor(
-                None, shutil.rmtree, self._mpc_workdir(period), True)  # and their files
+            await asyncio.get_running_loop().run_in_executor(  # and their files
+                None, _erase, self._mpc_workdir(period))
             log.info("period %s sealed in %.2f s", period,
                      asyncio.get_running_loop().time() - t0)
 
@@ -933,22 +932,27 @@ class Server:
         since the batches' order of rows tells which bids came in which segment."""
         return self.cfg.data_dir / "mpc" / period.replace(":", "")
 
-    def _remove_workdirs(self, exclude: set[str]) -> None:
-        """Remove the MPC working directories of periods with a final status (cleared or
-        failed) but those in ``exclude`` (not sealed yet): ones a server stopped between the
-        seal and the removal left behind."""
+    async def _remove_workdirs(self) -> None:
+        """Erase the MPC working directories of sealed periods with a final status (cleared
+        or failed): ones a server stopped between the seal and the erasure left behind (or a
+        version before the erasure kept). Started at start, in the background: the first
+        start after an upgrade may erase many."""
         root = self.cfg.data_dir / "mpc"
-        for entry in root.iterdir() if root.is_dir() else ():
-            name = entry.name  # the period without its colons: 2026-01-05T101500Z
-            period = f"{name[:13]}:{name[13:15]}:{name[15:]}"
-            if not entry.is_dir() or period in exclude:
-                continue
-            try:
-                record = self.store.period(period)
-            except StorageError:
-                continue
-            if record is not None and record.status in ("cleared", "failed"):
-                shutil.rmtree(entry, ignore_errors=True)
+        entries = sorted(e for e in root.iterdir() if e.is_dir()) if root.is_dir() else []
+        finished = []
+        try:
+            unsealed = set(await self.db(self.store.unsealed))  # erased after their seal
+            for entry in entries:
+                name = entry.name  # the period without its colons: 2026-01-05T101500Z
+                period = f"{name[:13]}:{name[13:15]}:{name[15:]}"
+                record = await self.db(self.store.period, period)
+                if (period not in unsealed and record is not None
+                        and record.status in ("cleared", "failed")):
+                    finished.append(entry)
+        except StorageError as exc:
+            log.warning("could not read which periods' MPC files to erase: %s", exc)
+        for entry in finished:
+            await asyncio.to_thread(_erase, entry)
 
     async def _segments_agreed(self, period: str, sets: list[BidSet],
                                agreed: set[bytes]) -> list[SegmentRecord]:
@@ -1338,6 +1342,28 @@ class Server:
             ),
             self.key,
         )
+
+
+def _erase(path: Path) -> None:
+    """Overwrite every file under ``path`` with zeros, flush it, and remove the tree: the MPC
+    files of a sealed period (its share batches' order of rows) held to the database's
+    standard, whose deleted rows SQLite overwrites (``secure_delete``). Best effort, as there:
+    a journaling file system or the disk itself may keep older copies. A failure is logged."""
+    if not path.exists():
+        return
+    zeros = bytes(1 << 20)
+    try:
+        for folder, _, files in os.walk(path):
+            for name in files:
+                with open(os.path.join(folder, name), "r+b") as f:
+                    left = os.fstat(f.fileno()).st_size
+                    while left > 0:
+                        left -= f.write(zeros[:min(left, len(zeros))])
+                    f.flush()
+                    os.fsync(f.fileno())
+        shutil.rmtree(path)
+    except OSError as exc:
+        log.warning("could not erase the MPC files in %s: %s", path, exc)
 
 
 def _challenge_key(key: Any) -> bytes:

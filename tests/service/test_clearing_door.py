@@ -74,3 +74,27 @@ def test_a_result_left_by_a_party_that_outlived_its_server_is_taken(tmp_path) ->
     assert asyncio.run(clearing._outlived(req))
     (req.workdir / "result.json").unlink()
     assert not asyncio.run(clearing._outlived(req))  # the earlier party failed
+
+
+def test_a_segment_file_that_is_not_intact_is_not_taken(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The gate takes a validated segment's rows from its share file only when the file is
+    this server's, of this market and holds the segment's bids; anything else (a lost, empty,
+    cut or foreign file: a crash before the disk had it) sends the gate back to the stored
+    bids, so a segment's result is never paired with other rows."""
+    from sealgrid.protocol.encoding import Layout, ShareBatch
+    from sealgrid.service.clearing import segment_batches_fit
+
+    payloads = [_payloads()[0] for _ in range(3)]
+    good = tmp_path / "good.bin"
+    ShareBatch.from_messages(payloads, 0, Layout.of(MARKET)).save(good)
+    assert segment_batches_fit([good], [3], 0, MARKET)
+    empty, cut, foreign = tmp_path / "empty.bin", tmp_path / "cut.bin", tmp_path / "other.bin"
+    empty.write_bytes(b"")
+    cut.write_bytes(good.read_bytes()[:-8])
+    ShareBatch.from_messages([encode_payloads(check_bid(MARKET, "h", "buy", "1", "100", "s1")[0],
+                                              MARKET, 3)[1]], 1, Layout.of(MARKET)).save(foreign)
+    for paths, sizes in (([good], [2]), ([good], [4]), ([tmp_path / "lost.bin"], [3]),
+                         ([empty], [3]), ([cut], [3]), ([foreign], [1]), ([good, good], [3])):
+        assert not segment_batches_fit(paths, sizes, 0, MARKET), (paths, sizes)
+    other = Market(GRID, 10_000, (*SUPPLIERS, "s4"))
+    assert not segment_batches_fit([good], [3], 0, other)

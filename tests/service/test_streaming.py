@@ -7,6 +7,7 @@ segments is stored (which segment a bid was in tells roughly when it arrived).""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
 from fractions import Fraction
@@ -79,6 +80,7 @@ def test_segments_validated_while_open_give_the_reference(tmp_path: Path) -> Non
             if all(len(segment_lines(i)) > 1 for i in range(3)):
                 break
             await asyncio.sleep(0.1)
+        assert all(len(segment_lines(i)) == 2 for i in range(3)), segment_lines(0)
         await asyncio.gather(*(send(h, period) for h in sorted(bids)[11:]))
         assert c.seconds_to_gate(period) > 0, "the households were too slow for this test"
         statements = await c.statements(period, timeout=120)
@@ -164,6 +166,7 @@ def test_a_restarted_server_removes_the_files_of_finished_periods(tmp_path: Path
     """A server stopped between a period's seal and the removal of its MPC working directory
     (or one from before the removal existed) removes it at its next start, but not that of a
     period still being cleared, nor one whose seal is still to come."""
+    from sealgrid.service.intake import Participation
     from sealgrid.service.server import Server
     from sealgrid.service.setup import init_data_dir
 
@@ -172,19 +175,26 @@ def test_a_restarted_server_removes_the_files_of_finished_periods(tmp_path: Path
     periods = {"cleared": "2026-11-29T12:00:00Z", "failed": "2026-11-29T12:15:00Z",
                "agreed": "2026-11-29T12:30:00Z", "unsealed": "2026-11-29T12:45:00Z",
                "unknown": "2026-11-29T13:00:00Z"}
+    kept = []
     try:
         for status, period in periods.items():
             if status in ("cleared", "failed", "agreed"):
                 server.store.set_period(period, status, seal=False)
-            if status == "unsealed":
+            if status == "unsealed":  # its statement is stored, its rows are not sealed yet
+                server.store.add(participations=[Participation(period, "h0001")])
                 server.store.set_period(period, "cleared", seal=False)
             batch = server._mpc_workdir(period) / "gate" / "shares.bin"
             batch.parent.mkdir(parents=True)
             batch.write_bytes(b"rows")
+            os.link(batch, tmp_path / f"{status}.bin")  # the same file, seen from outside
+            kept.append(tmp_path / f"{status}.bin")
         (tmp_path / "d" / "server-0" / "mpc" / "started-ahead.log").write_text("")
-        server._remove_workdirs(exclude={periods["unsealed"]})
+        assert server.store.unsealed() == [periods["unsealed"]]
+        asyncio.run(server._remove_workdirs())
         left = {s for s, p in periods.items() if server._mpc_workdir(p).exists()}
         assert left == {"agreed", "unsealed", "unknown"}
         assert (tmp_path / "d" / "server-0" / "mpc" / "started-ahead.log").exists()
+        # what was erased was overwritten first, not only unlinked
+        assert {p.stem for p in kept if p.read_bytes() == b"\0" * 4} == {"cleared", "failed"}
     finally:
         server.store.close()
