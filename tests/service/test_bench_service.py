@@ -185,3 +185,24 @@ def test_bench_service_refuses_no_households() -> None:
         main(["bench", "service", "--households", "0", "--json"])
     with pytest.raises(SystemExit):
         main(["bench", "service", "--workers", "0", "--json"])
+
+
+def test_monitor_samples_at_once_when_the_phase_changes() -> None:
+    """Outside the gate the monitor samples once a second; a phase set wakes it at once, so a
+    party that lives a fraction of a second after the gate is not missed."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        monitor = ServerMonitor([child.pid])
+        monitor.start()  # phase "setup": its next sample is a second away
+        seen: list[str] = []
+        sample = monitor.sample
+        monitor.sample = lambda: (seen.append(monitor.phase), sample())[1]  # type: ignore[method-assign]
+        monitor.phase = "gate"
+        time.sleep(0.3)
+        monitor.stop()
+        assert seen.count("gate") >= 3, seen  # at once, then every 50 ms
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)

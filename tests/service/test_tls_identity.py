@@ -108,3 +108,18 @@ def test_a_server_speaks_tls_1_3_only(tmp_path) -> None:
             await server.stop()
 
     assert asyncio.run(main()) == (True, False)
+
+
+def test_sessions_share_one_client_context_per_version_of_the_trust_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import ssl
+
+    from sealgrid.service.client import client_context
+
+    init_data_dir(tmp_path / "d", households=1, base_port=42050)
+    ca = tmp_path / "d" / "servers.pem"
+    first = client_context(ca)
+    assert client_context(ca) is first and first.verify_mode == ssl.CERT_REQUIRED
+    assert first.cert_store_stats()["x509"] == 3  # the three pinned servers, nothing else
+    os.utime(ca, ns=(0, 0))  # another version of the file (rotated certificates)
+    assert client_context(ca) is not first
