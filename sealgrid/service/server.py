@@ -1355,7 +1355,10 @@ def _erase(path: Path) -> None:
     try:
         for folder, _, files in os.walk(path):
             for name in files:
-                with open(os.path.join(folder, name), "r+b") as f:
+                file = os.path.join(folder, name)
+                if os.path.islink(file):  # removed, not followed (sealgrid makes none)
+                    continue
+                with open(file, "r+b") as f:
                     left = os.fstat(f.fileno()).st_size
                     while left > 0:
                         left -= f.write(zeros[:min(left, len(zeros))])
