@@ -198,6 +198,7 @@ class Server:
         #: the database, whose one thread may be busy sealing the very period for a second
         self._statements: OrderedDict[str, PeriodStatement] = OrderedDict()
         self._bidsets: OrderedDict[str, BidSet] = OrderedDict()  # signed, final after the gate
+        self._bidset_locks: dict[str, asyncio.Lock] = {}
 
     # -- life cycle
 
@@ -462,6 +463,18 @@ class Server:
         kept = self._bidsets.get(period)
         if kept is not None:  # asked by the gate here and by each peer's: signed once
             return kept
+        lock = self._bidset_locks.setdefault(period, asyncio.Lock())
+        async with lock:  # the three ask at once at the gate: one of them makes it
+            kept = self._bidsets.get(period)
+            if kept is not None:
+                return kept
+            signed = await self._make_bidset(period)
+        if signed is not None:
+            self._bidset_locks.pop(period, None)
+        return signed
+
+    async def _make_bidset(self, period: str) -> BidSet | None:
+        """Make and sign the bid set of ``period`` (:meth:`own_bidset`) and keep it."""
         if self.shared:  # the database's set, once the leader has recorded the gate
             if await self.db(self.store.period, period) is None:
                 return None

@@ -780,3 +780,30 @@ def test_a_segment_plan_with_one_drawn_field_signed_again_is_answered_as_documen
         told(h.checked("post", at(segments, sent_for),
                        wire.encode(wire.sign(msg, h.key("server-0/signing"))), route=segments),
              name)
+
+
+def test_the_gate_and_the_peers_asking_at_once_get_one_bid_set_signed_once(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the gate a server's own attempt and both peers ask for its bid set at the same
+    moment: it is made and signed once (a city's set is 100,000 pseudonyms), and all three
+    get that one."""
+    from sealgrid.service import server as server_module
+
+    h = harness
+    schedule = h.server.schedule
+    period = schedule.period_id(schedule.start_of(NOW) - 30 * schedule.length)  # asked by none
+    signed: list[str] = []
+    real = wire.sign
+
+    def counting(message: Any, key: Any) -> Any:
+        signed.append(type(message).__name__)
+        return real(message, key)
+
+    monkeypatch.setattr(server_module.wire, "sign", counting)
+
+    async def at_once() -> list[Any]:
+        return list(await asyncio.gather(*(h.server.own_bidset(period) for _ in range(3))))
+
+    sets = h.loop.run_until_complete(at_once())
+    assert signed == ["BidSet"] and sets[0] is not None
+    assert sets[1] is sets[0] and sets[2] is sets[0] and sets[0].period == period
