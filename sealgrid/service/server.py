@@ -689,7 +689,8 @@ class Server:
                             raise clearing.ClearingFailed(f"server {peer} sent a wrong bid set")
                         if not wire.verify(bidset, key):
                             raise clearing.ClearingFailed(f"server {peer}'s bid set is not signed")
-                        return bidset
+                        self._alive(peer)  # as a heartbeat: a restarted peer's party is not
+                        return bidset  # killed for a heartbeat of its not seen yet
                     last = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 last = type(exc).__name__
@@ -727,7 +728,7 @@ class Server:
                         url, server_hostname=server_tls_name(peer), timeout=timeout) as resp:
                     await resp.read()
                     if resp.status == 200:
-                        self._peer_seen[peer] = loop.time()
+                        self._alive(peer)
             except (aiohttp.ClientError, TimeoutError, OSError):
                 pass
 
@@ -743,6 +744,13 @@ class Server:
                     self._peer_down.discard(j)
                     log.info("server %d answers heartbeats again", j)
             await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def _alive(self, peer: int) -> None:
+        """``peer`` answered just now (a heartbeat, or a signed answer at the gate)."""
+        self._peer_seen[peer] = asyncio.get_running_loop().time()
+        if peer in self._peer_down:
+            self._peer_down.discard(peer)
+            log.info("server %d answers heartbeats again", peer)
 
     def peers_down(self) -> list[int]:
         """The peers silent for longer than ``PEER_DOWN_SECONDS`` (as last checked)."""
