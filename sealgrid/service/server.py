@@ -737,12 +737,9 @@ class Server:
             now = loop.time()
             for j in peers:
                 down = now - self._peer_seen.get(j, -1e9) > PEER_DOWN_SECONDS
-                if down and j not in self._peer_down:
+                if down and j not in self._peer_down:  # back up: _alive, on its answer
                     self._peer_down.add(j)
                     log.warning("server %d stopped answering heartbeats", j)
-                elif not down and j in self._peer_down:
-                    self._peer_down.discard(j)
-                    log.info("server %d answers heartbeats again", j)
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     def _alive(self, peer: int) -> None:
