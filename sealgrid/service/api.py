@@ -221,6 +221,22 @@ async def bidset(request: web.Request) -> web.Response:
     return message(found)
 
 
+async def bidset_digest(request: web.Request) -> web.Response:
+    """GET /v1/internal/periods/{period}/bidset-digest: the bid set's count and digest, for
+    the other servers only (mutual TLS); a peer whose own differs asks for the whole set."""
+    server = request.app[SERVER_KEY]
+    period = _peer_period(request)
+    if isinstance(period, web.Response):
+        return period
+    try:
+        found = await server.own_digest(period)
+    except StorageError:  # the peer asks again until its deadline
+        return _unavailable("the bid set could not be read; retry")
+    if found is None:
+        return error("not_closed", "the gate of this period has not closed", 409)
+    return message(found)
+
+
 async def pending(request: web.Request) -> web.Response:
     """GET /v1/internal/periods/{period}/pending: the leader asks which stored bids of a
     period still open no segment holds yet (the other servers only, mutual TLS)."""
@@ -286,6 +302,7 @@ def build_app(server: Server) -> web.Application:
     app.router.add_post("/v1/readings", readings)
     app.router.add_get("/v1/periods/{period}", statement)
     app.router.add_get("/v1/internal/periods/{period}/bidset", bidset)
+    app.router.add_get("/v1/internal/periods/{period}/bidset-digest", bidset_digest)
     app.router.add_get("/v1/internal/periods/{period}/settlement-set", settlement_set)
     app.router.add_get("/v1/internal/periods/{period}/pending", pending)
     app.router.add_post("/v1/internal/periods/{period}/segments", segments)

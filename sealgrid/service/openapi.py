@@ -564,6 +564,22 @@ SCHEMAS: dict[str, Any] = {
         },
         "A server's accepted pseudonyms of a closed period (server to server).",
     ),
+    "BidSetDigest": _msg(
+        "BidSetDigest",
+        {
+            "server": server_index(False),
+            "period": PERIOD,
+            "count": whole("how many pseudonyms the bid set holds"),
+            "sha256": digest("the bid set's pseudonyms, sorted and concatenated"),
+            "segments": {"type": "array", "uniqueItems": True,
+                         "items": b64("A segment validated here while the period was open, as "
+                                      "the BidSet lists it", 36),
+                         "description": "by index, as in the BidSet"},
+            "signature": signature("the server's signing key"),
+        },
+        "A server's bid set of a closed period as its count and digest (server to server): a "
+        "peer whose own set has the same fetches nothing more.",
+    ),
     "PendingSet": _msg(
         "PendingSet",
         {
@@ -1356,6 +1372,21 @@ OPENAPI: dict[str, Any] = {
                 "parameters": _period_parameter(),
                 "responses": {
                     "200": _json("BidSet", "the signed bid set"),
+                    **refusals(_R.WRONG_PERIOD, extra={403: ["forbidden"], 409: ["not_closed"],
+                                                       503: ["unavailable"]}, post=False),
+                },
+            }
+        },
+        "/v1/internal/periods/{period}/bidset-digest": {
+            "get": {
+                "summary": "This server's bid set of a closed period as its count and digest "
+                "(other servers only)",
+                "description": "Needs a client certificate of another computation server. A "
+                "server whose own set has the same count and digest holds the same set; one "
+                "whose differs asks for the whole set.",
+                "parameters": _period_parameter(),
+                "responses": {
+                    "200": _json("BidSetDigest", "the signed digest"),
                     **refusals(_R.WRONG_PERIOD, extra={403: ["forbidden"], 409: ["not_closed"],
                                                        503: ["unavailable"]}, post=False),
                 },

@@ -17,6 +17,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -64,6 +65,12 @@ def b64d(text: str) -> bytes:
 def sha256(data: bytes) -> bytes:
     """Return the SHA-256 digest of ``data``."""
     return hashlib.sha256(data).digest()
+
+
+def set_digest(pseudonyms: Sequence[bytes]) -> bytes:
+    """SHA-256 of a bid set's pseudonyms, concatenated in the order given (sorted, in every
+    set and statement): a statement's ``bidset_sha256`` and a :class:`BidSetDigest`'s."""
+    return hashlib.sha256(b"".join(pseudonyms)).digest()
 
 
 # --------------------------------------------------------------------------- messages
@@ -168,6 +175,22 @@ class BidSet:
     server: int
     period: str
     pseudonyms: tuple[bytes, ...]
+    segments: tuple[bytes, ...] = ()
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class BidSetDigest:
+    """A server's :class:`BidSet` of a closed period in a few bytes (server to server): its
+    ``count`` pseudonyms, their ``sha256`` (sorted and concatenated, as a statement's
+    ``bidset_sha256``) and its ``segments`` as the set lists them. A peer whose own set has
+    the same count and digest holds the same set and needs no more; one whose differs fetches
+    the whole set (docs/service.md, "Timeline and gate closure")."""
+
+    server: int
+    period: str
+    count: int
+    sha256: bytes
     segments: tuple[bytes, ...] = ()
     signature: bytes = b""
 
@@ -381,6 +404,7 @@ MESSAGE_TYPES: dict[str, type] = {
         PseudonymousBid,
         Receipt,
         BidSet,
+        BidSetDigest,
         PendingSet,
         SegmentPlan,
         PeriodStatement,

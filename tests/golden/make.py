@@ -82,6 +82,7 @@ SERVICE_MESSAGES: tuple[Any, ...] = (
     sw.Receipt(0, SERVICE_PERIOD, b"\x07" * 32, b"\x11" * 32, b"\x22" * 32),
     sw.BidSet(1, SERVICE_PERIOD, (b"\x03" * 32, b"\x07" * 32),
               ((0).to_bytes(4, "big") + b"\x5e" * 32,)),
+    sw.BidSetDigest(1, SERVICE_PERIOD, 2, b"\x2a" * 32, ((0).to_bytes(4, "big") + b"\x5e" * 32,)),
     sw.PendingSet(2, SERVICE_PERIOD, 1, (b"\x03" * 32,)),
     sw.SegmentPlan(0, SERVICE_PERIOD, 1, (b"\x03" * 32, b"\x07" * 32)),
     sw.PeriodStatement(2, SERVICE_PERIOD, 2, b"\x33" * 32, (b"\x09" * 32,), "cleared",

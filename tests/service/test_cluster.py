@@ -92,8 +92,9 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
             status, body = await c.call(0, "GET", "/openapi.json")
             assert status == 200 and json.loads(body)["openapi"].startswith("3.")
             # the internal bid-set route refuses a client without a server certificate
-            status, _ = await c.call(1, "GET", f"/v1/internal/periods/{p1}/bidset")
-            assert status == 403
+            for route in ("bidset", "bidset-digest"):
+                status, _ = await c.call(1, "GET", f"/v1/internal/periods/{p1}/{route}")
+                assert status == 403, route
         reference = clear(OrderBook.from_bids(bids.values(), SUPPLIERS), GRID.levels)
         assert reference.level is not None
         for p, extra in ((p1, 1), (p2, 0)):

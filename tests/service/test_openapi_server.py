@@ -431,9 +431,11 @@ def test_every_documented_refusal_is_answered_with_its_status(
     expect(route, 404, "not_finished", path=f"/v1/periods/{current}", method="get")
     expect(route, 422, "wrong_period", path="/v1/periods/now", method="get")
 
-    for route in ("/v1/internal/periods/{period}/bidset",
-                  "/v1/internal/periods/{period}/settlement-set"):
-        expect(route, 403, "forbidden", path=route.replace("{period}", long_ago), method="get")
+    older = schedule.period_id(start - 11 * schedule.length)  # its bid set not made yet
+    for route, ago in (("/v1/internal/periods/{period}/bidset", long_ago),
+                       ("/v1/internal/periods/{period}/bidset-digest", older),
+                       ("/v1/internal/periods/{period}/settlement-set", long_ago)):
+        expect(route, 403, "forbidden", path=route.replace("{period}", ago), method="get")
         monkeypatch.setattr(api, "_from_peer", lambda request: True)  # a peer's certificate
         expect(route, 422, "wrong_period", path=route.replace("{period}", "now"), method="get")
         expect(route, 409, "not_closed", path=route.replace("{period}", still_open),
@@ -441,14 +443,14 @@ def test_every_documented_refusal_is_answered_with_its_status(
         with pytest.MonkeyPatch.context() as disk:  # its database cannot be read
             disk.setattr(h.server.store, "segments" if "bidset" in route else "readings",
                          failing)
-            expect(route, 503, "unavailable", path=route.replace("{period}", long_ago),
+            expect(route, 503, "unavailable", path=route.replace("{period}", ago),
                    method="get")
-        answer = h.checked("get", route.replace("{period}", long_ago), route=route)
+        answer = h.checked("get", route.replace("{period}", ago), route=route)
         assert answer.status == 200, answer.body
         if "bidset" in route:  # final once signed after the gate: answered from memory
             with pytest.MonkeyPatch.context() as disk:
                 disk.setattr(h.server.store, "segments", failing)
-                again = h.checked("get", route.replace("{period}", long_ago), route=route)
+                again = h.checked("get", route.replace("{period}", ago), route=route)
             assert (again.status, again.body) == (200, answer.body)
         monkeypatch.undo()
 
@@ -784,9 +786,10 @@ def test_a_segment_plan_with_one_drawn_field_signed_again_is_answered_as_documen
 
 def test_the_gate_and_the_peers_asking_at_once_get_one_bid_set_signed_once(
         harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    """At the gate a server's own attempt and both peers ask for its bid set at the same
-    moment: it is made and signed once (a city's set is 100,000 pseudonyms), and all three
-    get that one."""
+    """At the gate a server's own attempt and both peers ask for its bid set's digest at the
+    same moment: it is made and its digest signed once (a city's set is 100,000 pseudonyms),
+    and all three get that one; the whole set, which a peer asks for when its digest differs,
+    is signed once too."""
     from sealgrid.service import server as server_module
 
     h = harness
@@ -802,8 +805,11 @@ def test_the_gate_and_the_peers_asking_at_once_get_one_bid_set_signed_once(
     monkeypatch.setattr(server_module.wire, "sign", counting)
 
     async def at_once() -> list[Any]:
-        return list(await asyncio.gather(*(h.server.own_bidset(period) for _ in range(3))))
+        own = (h.server.own_digest(period) for _ in range(3))
+        return list(await asyncio.gather(*own, *(h.server.own_bidset(period) for _ in range(2))))
 
-    sets = h.loop.run_until_complete(at_once())
-    assert signed == ["BidSet"] and sets[0] is not None
-    assert sets[1] is sets[0] and sets[2] is sets[0] and sets[0].period == period
+    found = h.loop.run_until_complete(at_once())
+    digests, sets = found[:3], found[3:]
+    assert signed == ["BidSetDigest", "BidSet"] and digests[0] is not None
+    assert digests[1] is digests[0] and digests[2] is digests[0] and sets[1] is sets[0]
+    assert sets[0].period == period and digests[0].count == len(sets[0].pseudonyms)
