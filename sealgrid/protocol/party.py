@@ -19,6 +19,7 @@ if __name__ == "__main__":  # one BLAS thread per server process: m servers shar
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import asyncio
+import contextlib
 import json
 import resource
 import secrets
@@ -437,6 +438,11 @@ def warm() -> int:
     server stopped or took none) ends it quietly; a command line without the options it was
     started with is refused (exit 2), since the ``mpyc`` package has read them already.
 
+    With ``"staged": true`` in that line the work comes in two steps (:func:`run_staged`):
+    the line names the MPC options and ``DIR`` but not the batch, which is not written yet;
+    the party links to its peers at once and reads a second line, ``{"argv": [...]}``, the
+    rest of its command line, once ``DIR/shares.bin`` is there.
+
     It saves the work's start the imports' time (about a quarter of a second), which at gate
     closure lies between the gate and the results.
     """
@@ -465,17 +471,11 @@ def warm() -> int:
               "lacks", file=sys.stderr)
         return 2
     sys.argv = [sys.argv[0], *argv]
-    return main()
+    return main(staged=job.get("staged") is True)
 
 
-def main() -> int:
-    """Entry point of one server process (MPyC options on the command line)."""
+def _parser() -> Any:
     import argparse
-
-    if sys.argv[1:2] == [WARM]:
-        return warm()
-
-    from mpyc.runtime import mpc  # parses and strips MPyC's own options from sys.argv
 
     parser = argparse.ArgumentParser(prog="sealgrid.protocol.party")
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -488,34 +488,65 @@ def main() -> int:
     parser.add_argument("--segments", type=int, default=0, metavar="K",
                         help="the first rows of shares.bin were validated in K segments, "
                              "whose results are segments/0.npz … segments/K-1.npz")
-    args = parser.parse_args(sys.argv[1:])
-    if mpc.options.sec_param != SEC_PARAM or len(mpc.parties) < 3:
-        print("run with -K 26 and at least 3 parties", file=sys.stderr)
-        return 2
+    return parser
+
+
+class JobRefused(Exception):
+    """The work's command line or files are not this party's (exit 2, its message on
+    stderr)."""
+
+
+def _job(mpc: Any, args: Any) -> Callable[[MpycTransport], Coroutine[Any, Any, bool]]:
+    """The work ``args`` name, its result written where the server reads it (True)."""
     batch = ShareBatch.load(args.data_dir / "shares.bin")
     if batch.party != mpc.pid:
-        print("the share batch belongs to another party", file=sys.stderr)
-        return 2
-
+        raise JobRefused("the share batch belongs to another party")
     if args.segment:
-        segment = run_party(mpc, args.timeout,
-                            lambda net: validate_segment(batch, net, args.min_per_side))
-        if segment is None:
-            return 3
-        write_segment(args.data_dir / "segment.npz", segment)
-        return 0
+        async def segment(net: MpycTransport) -> bool:
+            found = await validate_segment(batch, net, args.min_per_side)
+            write_segment(args.data_dir / "segment.npz", found)
+            return True
+        return segment
     try:
         done = [read_segment(args.data_dir / "segments" / f"{k}.npz")
                 for k in range(args.segments)]
     except ValueError as exc:
+        raise JobRefused(str(exc)) from exc
+
+    async def clearing(net: MpycTransport) -> bool:
+        write_result(args.data_dir, await serve_period(batch, net, args.min_per_side, done))
+        return True
+    return clearing
+
+
+def main(staged: bool = False) -> int:
+    """Entry point of one server process (MPyC options on the command line); ``staged``:
+    the rest of the command line comes on standard input once the batch is written
+    (:func:`warm`)."""
+    if sys.argv[1:2] == [WARM]:
+        return warm()
+
+    from mpyc.runtime import mpc  # parses and strips MPyC's own options from sys.argv
+
+    parser = _parser()
+    argv = sys.argv[1:]
+    args = parser.parse_args(argv)
+    if mpc.options.sec_param != SEC_PARAM or len(mpc.parties) < 3:
+        print("run with -K 26 and at least 3 parties", file=sys.stderr)
+        return 2
+    try:
+        if staged:
+            done = run_staged(mpc, args.timeout, lambda extra: _job(
+                mpc, parser.parse_args([*argv, *extra])))
+        else:
+            done = run_party(mpc, args.timeout, _job(mpc, args))
+    except JobRefused as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    result = run_party(mpc, args.timeout,
-                       lambda net: serve_period(batch, net, args.min_per_side, done))
-    if result is None:
-        return 3
-    write_result(args.data_dir, result)
-    return 0
+    except Abandoned:
+        print("the server gave no batch: nothing to do", file=sys.stderr)
+        return 4
+    return 0 if done is not None else 3
 
 
 R = TypeVar("R")
@@ -577,15 +608,82 @@ async def connect(mpc: Any, errors: list[str] | None = None) -> None:
     mpc.start_time = time.time()
 
 
+class Abandoned(Exception):
+    """A staged party's server closed its standard input without handing it its batch."""
+
+
+def _next_line() -> asyncio.Future[str]:
+    """The next line of standard input ('' at its end), read by a daemon thread: one
+    blocked in ``readline`` must not keep the process from exiting."""
+    import threading
+
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        try:
+            got = sys.stdin.readline()
+        except (OSError, ValueError):
+            got = ""
+        def give() -> None:
+            if not line.done():
+                line.set_result(got)
+
+        loop.call_soon_threadsafe(give)
+
+    threading.Thread(target=read, daemon=True).start()
+    return line
+
+
+def run_staged(mpc: Any, timeout: float, job: Callable[
+        [list[str]], Callable[[MpycTransport], Coroutine[Any, Any, R]]]) -> R | None:
+    """Link to the peers at once, while the server still agrees on the bid sets, and read
+    the rest of the command line from standard input meanwhile (one JSON line,
+    ``{"argv": [...]}``); then run ``job(rest)`` as :func:`run_party` runs its work. Raises
+    :class:`Abandoned` when the input ends without that line, even before the links are
+    up."""
+    lines: list[asyncio.Future[str]] = []
+
+    def first() -> asyncio.Future[str]:
+        lines.append(_next_line())
+        return lines[0]
+
+    def staged(net: MpycTransport) -> Coroutine[Any, Any, R]:
+        async def work() -> R:
+            found = await lines[0]
+            if not found.strip():
+                raise Abandoned
+            return await job([str(a) for a in json.loads(found)["argv"]])(net)
+        return work()
+
+    return run_party(mpc, timeout, staged, until=first)
+
+
 def run_party(mpc: Any, timeout: float,
-              work: Callable[[MpycTransport], Coroutine[Any, Any, R]]) -> R | None:
+              work: Callable[[MpycTransport], Coroutine[Any, Any, R]],
+              until: Callable[[], asyncio.Future[str]] | None = None) -> R | None:
     """Connect to the peers, run ``work`` over the MPyC transport, shut down; None (after a
-    message on stderr) when a peer did not answer in time."""
+    message on stderr) when a peer did not answer in time. ``until``: a future made once the
+    loop runs (a staged party's next line); its end ('') while linking gives up at once."""
 
     async def run() -> R:
         errors: list[str] = []
+        linking: asyncio.Future[None] = asyncio.ensure_future(
+            asyncio.wait_for(connect(mpc, errors), timeout))
+        if until is not None:
+            line = until()
+            either: list[asyncio.Future[Any]] = [linking, line]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if line.done() and not line.result().strip() and not linking.done():
+                linking.cancel()
+                with contextlib.suppress(BaseException):
+                    await linking
+                for peer in mpc.parties:
+                    if peer.pid != mpc.pid and peer.protocol is not None:
+                        peer.protocol.close_connection()
+                raise Abandoned
         try:
-            await asyncio.wait_for(connect(mpc, errors), timeout)
+            await linking
         except TimeoutError:
             last = f" (the last failure: {errors[-1]})" if errors else ""
             raise PeerTimeout(f"could not connect to every peer server{last}") from None

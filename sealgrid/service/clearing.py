@@ -166,13 +166,20 @@ def payload_checker(party: int, market: Market) -> Callable[[bytes], None]:
     return check
 
 
-def _prepare(req: ClearingRequest | SegmentRequest) -> int:
-    """Make ``req``'s working directory afresh with its share batch; return its bids."""
-    if req.workdir.exists():
-        shutil.rmtree(req.workdir)
-    req.workdir.mkdir(parents=True)
-    os.chmod(req.workdir, 0o700)
-    shutil.copytree(req.mpc_config / ".config", req.workdir / ".config")
+def _fresh_workdir(workdir: Path, mpc_config: Path) -> None:
+    """Make ``workdir`` afresh (mode 700) with the MPC TLS files of ``mpc_config``."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    os.chmod(workdir, 0o700)
+    shutil.copytree(mpc_config / ".config", workdir / ".config")
+
+
+def _prepare(req: ClearingRequest | SegmentRequest, fresh: bool = True) -> int:
+    """Write ``req``'s share batch in its working directory, made afresh unless ``fresh`` is
+    False (a staged party's, made at the gate); return its bids."""
+    if fresh:
+        _fresh_workdir(req.workdir, req.mpc_config)
     layout = encoding.Layout.of(req.market)
     rest = encoding.ShareBatch.from_messages(req.payloads, req.party, layout)
     rows = len(rest)
@@ -241,22 +248,20 @@ class WarmParty:
             return
         self._proc = proc
 
-    async def take(self, argv: Sequence[str], workdir: Path
+    async def take(self, argv: Sequence[str], workdir: Path, staged: bool = False
                    ) -> asyncio.subprocess.Process | None:
         """Hand the waiting party its command line (run in ``workdir``, its output in
-        ``workdir/party.log``); None when none waits or it cannot take the work."""
+        ``workdir/party.log``); None when none waits or it cannot take the work. ``staged``:
+        the rest of its command line follows on its input (:class:`StagedParty`), which is
+        left open."""
         proc, self._proc = self._proc, None
         if proc is None or proc.returncode is not None or proc.stdin is None:
             return None
-        job = {"argv": list(argv), "cwd": str(workdir), "log": str(workdir / "party.log")}
-        try:
-            proc.stdin.write(json.dumps(job).encode() + b"\n")
-            await proc.stdin.drain()
-            proc.stdin.close()
-        except (OSError, RuntimeError):  # it died meanwhile: a cold start instead
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
+        job: dict[str, Any] = {"argv": list(argv), "cwd": str(workdir),
+                               "log": str(workdir / "party.log")}
+        if staged:
+            job["staged"] = True
+        if not await _send(proc, job, close=not staged):  # it died: a cold start instead
             return None
         self._deaths = 0
         return proc
@@ -276,6 +281,101 @@ class WarmParty:
             await proc.wait()
 
 
+async def _send(proc: asyncio.subprocess.Process, line: Mapping[str, Any], close: bool) -> bool:
+    """Write one JSON line to ``proc``'s input (and close it); False, with ``proc`` ended,
+    when it died meanwhile."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(line).encode() + b"\n")
+        await proc.stdin.drain()
+        if close:
+            proc.stdin.close()
+    except (OSError, RuntimeError):
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        return False
+    return True
+
+
+class StagedParty:
+    """A party started ahead and handed its MPC options at the gate, before its server has
+    agreed on the bid sets (:func:`stage`): it imports MPyC's runtime and links to its peers
+    meanwhile, and :func:`clear` hands it the rest once its batch is written. Whatever else
+    happens (no bid agreed, a failed agreement), :meth:`abandon` ends it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, warm: WarmParty, workdir: Path
+                 ) -> None:
+        self.proc = proc
+        self.workdir = workdir
+        self._warm: WarmParty | None = warm  # counted as running until handed or abandoned
+
+    @property
+    def alive(self) -> bool:
+        """Whether it still waits for its batch (its links may have timed out)."""
+        return self._warm is not None and self.proc.returncode is None
+
+    async def hand(self, rest: Sequence[str]) -> asyncio.subprocess.Process | None:
+        """Give it the rest of its command line (its batch is written); None when it ended
+        meanwhile. Its server owns it from then on."""
+        if not self.alive or not await _send(self.proc, {"argv": list(rest)}, close=True):
+            await self.abandon()
+            return None
+        self._release()
+        return self.proc
+
+    async def abandon(self) -> None:
+        """End it unless it was handed its batch: its input closed, killed if it lingers."""
+        if self._warm is None:
+            return
+        self._release()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 1.0)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+    def _release(self) -> None:
+        if self._warm is not None:
+            self._warm.running -= 1
+            self._warm = None
+
+
+async def stage(warm: WarmParty | None, party: int, peers: Sequence[str], workdir: Path,
+                mpc_config: Path, timeout: float, market: Market) -> StagedParty | None:
+    """At the gate, before the agreement: hand the party started ahead its MPC options and
+    ``workdir`` (made afresh) so that it links to its peers while its server agrees; None
+    when none waits, or ``workdir`` exists (an earlier attempt's: :func:`clear` looks
+    there for a party that outlived its server)."""
+    if warm is None or not warm.ready or workdir.exists():
+        return None
+    _fresh_workdir(workdir, mpc_config)
+    warm.running += 1
+    proc = await warm.take(_argv(party, peers, workdir, timeout, market), workdir, staged=True)
+    if proc is None:
+        warm.running -= 1
+        return None
+    return StagedParty(proc, warm, workdir)
+
+
+def _argv(party: int, peers: Sequence[str], workdir: Path, timeout: float, market: Market
+          ) -> list[str]:
+    """A party's command line but for what its batch decides (:func:`_mode`)."""
+    return [
+        "--data-dir", str(workdir), "--timeout", str(timeout), "-I", str(party),
+        "--min-per-side", str(market.min_accepted_per_side),
+        *(arg for peer in peers for arg in ("-P", peer)),
+        "--ssl", "-K", str(SEC_PARAM), *PACKAGE_OPTIONS,
+    ]  # fmt: skip
+
+
+def _mode(req: ClearingRequest | SegmentRequest) -> list[str]:
+    return (["--segment"] if isinstance(req, SegmentRequest)
+            else ["--segments", str(len(req.segments))] if req.segments else [])
+
+
 async def _start_party(args: Sequence[str], cwd: Path | str, out: Any, stdin: int | None = None
                        ) -> asyncio.subprocess.Process:
     """Start ``python -m sealgrid.protocol.party ARGS`` in ``cwd``, its output (standard
@@ -286,26 +386,24 @@ async def _start_party(args: Sequence[str], cwd: Path | str, out: Any, stdin: in
 
 
 async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
-                     warm: WarmParty | None = None) -> None:
+                     warm: WarmParty | None = None, staged: StagedParty | None = None) -> None:
+    staged = staged if staged is not None and staged.workdir == req.workdir else None
     try:
-        rows = _prepare(req)
+        rows = _prepare(req, fresh=staged is None or not staged.alive)
     except (OSError, ValueError, BidRejected) as exc:
         raise ClearingFailed(f"cannot prepare the share batch: {exc}") from exc
-    mode = (["--segment"] if isinstance(req, SegmentRequest)
-            else ["--segments", str(len(req.segments))] if req.segments else [])
-    argv = [
-        "--data-dir", str(req.workdir), "--timeout", str(req.timeout), "-I", str(req.party),
-        "--min-per-side", str(req.market.min_accepted_per_side), *mode,
-        *(arg for peer in req.peers for arg in ("-P", peer)),
-        "--ssl", "-K", str(SEC_PARAM), *PACKAGE_OPTIONS,
-    ]  # fmt: skip
+    mode = _mode(req)
+    argv = _argv(req.party, req.peers, req.workdir, req.timeout, req.market) + mode
     prepared = time.monotonic()
     (req.workdir / "attempt.json").write_text(json.dumps({"digest": _batch_digest(req)}))
     if warm is not None:
         warm.running += 1
     try:
-        proc = await warm.take(argv, req.workdir) if warm is not None else None
-        ahead = proc is not None
+        proc = await staged.hand(mode) if staged is not None else None
+        ahead = " (started ahead, linked at the gate)" if proc is not None else ""
+        if proc is None:
+            proc = await warm.take(argv, req.workdir) if warm is not None else None
+            ahead = " (started ahead)" if proc is not None else ""
         if proc is None:
             with open(req.workdir / "party.log", "wb") as out:
                 proc = await _start_party(argv, req.workdir, out)
@@ -324,8 +422,7 @@ async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
             warm.running -= 1
     log.info(
         "period %s: share batch of %d bids written in %.2f s, MPC party ran %.2f s%s",
-        req.period, rows, prepared - started, time.monotonic() - prepared,
-        " (started ahead)" if ahead else "",
+        req.period, rows, prepared - started, time.monotonic() - prepared, ahead,
     )  # fmt: skip
     if code != 0:
         try:  # a party started ahead that died before it opened its log left none
@@ -465,9 +562,10 @@ async def validate_segment(req: SegmentRequest, warm: WarmParty | None = None
     return SegmentResult(tuple(bool(v) for v in segment.valid), blob, segment.seed)
 
 
-async def clear(req: ClearingRequest, warm: WarmParty | None = None) -> ClearingResult:
-    """Run this party's part of the secure clearing in a child process (``warm``'s, when
-    one waits there).
+async def clear(req: ClearingRequest, warm: WarmParty | None = None,
+                staged: StagedParty | None = None) -> ClearingResult:
+    """Run this party's part of the secure clearing in a child process: ``staged``, when it
+    still waits in ``req.workdir``; else ``warm``'s, when one waits there.
 
     Raises:
         ClearingFailed: the clearing failed or ran past ``req.timeout``.
@@ -476,7 +574,7 @@ async def clear(req: ClearingRequest, warm: WarmParty | None = None) -> Clearing
     if await _outlived(req):
         log.info("period %s: taking the result of a party that outlived its server", req.period)
     else:
-        await _run_party(req, started, warm)
+        await _run_party(req, started, warm, staged)
     try:
         result = read_result(req.workdir)
     except (OSError, ValueError, KeyError) as exc:

@@ -891,9 +891,41 @@ class Server:
         own = await self.own_set(period)
         if own is None:
             raise clearing.ClearingFailed("the gate has not closed here yet")
-        if record is None:
-            await loop.run_in_executor(  # sealed once the statement is out (_seal_soon)
-                self._db, lambda: self.store.set_period(period, "closed", seal=False))
+        staged = await self._stage(period, deadline) if own.bidset.pseudonyms else None
+        try:
+            if record is None:
+                await loop.run_in_executor(  # sealed once the statement is out (_seal_soon)
+                    self._db, lambda: self.store.set_period(period, "closed", seal=False))
+            return await self._agree_and_clear(period, own, deadline, staged)
+        finally:
+            if staged is not None:  # not handed its batch: none agreed, or a failure
+                await staged.abandon()
+
+    async def _stage(self, period: str, deadline: dt.datetime) -> clearing.StagedParty | None:
+        """Hand the party started ahead its MPC options for ``period``'s clearing now, so
+        that it links to its peers while the bid sets are agreed (docs/service.md,
+        "Timeline and gate closure"); None when that cannot be."""
+        try:
+            return await clearing.stage(
+                self._warm, self.cfg.party, self._mpc_peers(period),
+                self._mpc_workdir(period) / "gate", self.cfg.data_dir,
+                self._party_timeout(deadline), self.market)
+        except OSError as exc:  # started at the gate instead
+            log.warning("period %s: could not hand a party its options at the gate: %s",
+                        period, exc)
+            return None
+
+    def _party_timeout(self, deadline: dt.datetime) -> float:
+        """An MPC party's own timeout for a peer at the gate: the market's, at least 20 s,
+        and no later than ``deadline`` (2 s at the least)."""
+        left = max(2.0, (deadline - self.clock()).total_seconds())
+        return min(float(max(20, self.cfg.market.peer_timeout_seconds)), left)
+
+    async def _agree_and_clear(self, period: str, own: OwnSet, deadline: dt.datetime,
+                               staged: clearing.StagedParty | None) -> lifecycle.PeriodStatus:
+        """:meth:`_finish` from the agreement on: ``staged``, a party already handed its MPC
+        options, clears the agreed set."""
+        loop = asyncio.get_running_loop()
         t0 = loop.time()
         until = t0 + max(0.5, (deadline - self.clock()).total_seconds())
         peers = [i for i in range(len(self.cfg.servers)) if i != self.cfg.party]
@@ -917,13 +949,13 @@ class Server:
                 self._db,
                 lambda: self.store.set_period(period, "agreed", agreed=agreed, excluded=excluded),
             )
-            left = max(2.0, (deadline - self.clock()).total_seconds())
             segments = await self._segments_agreed(
                 period, [own.bidset.segments, *(listed for _, listed in sets)], agreed_set)
             if segments:
                 log.info("period %s: %d bids from %d segments validated while open", period,
                          sum(len(s.members) for s in segments), len(segments))
-            status, public, outputs = await self._clear(period, agreed, left, segments)
+            status, public, outputs = await self._clear(period, agreed, deadline, segments,
+                                                        staged)
             if status == "failed":
                 raise clearing.ClearingFailed(public.reason or "the clearing failed")
         t_cleared = loop.time()
@@ -1054,8 +1086,8 @@ class Server:
         return sorted((s for s in used if set(s.members) <= agreed), key=lambda s: s.index)
 
     async def _clear(
-        self, period: str, agreed: tuple[bytes, ...], timeout: float,
-        segments: Sequence[SegmentRecord] = (),
+        self, period: str, agreed: tuple[bytes, ...], deadline: dt.datetime,
+        segments: Sequence[SegmentRecord] = (), staged: clearing.StagedParty | None = None,
     ) -> tuple[str, Outcome, list[tuple[str, str, bytes]]]:
         # the batch: the validated segments' bids first, in their order, then the rest sorted
         first = [p for s in segments for p in s.members]
@@ -1086,12 +1118,12 @@ class Server:
             market=self.market,
             workdir=self._mpc_workdir(period) / "gate",
             mpc_config=self.cfg.data_dir,
-            timeout=min(float(max(20, self.cfg.market.peer_timeout_seconds)), timeout),
+            timeout=self._party_timeout(deadline),
             segments=tuple(s.result for s in segments),
             segment_batches=files,
         )
         try:
-            result = await self._watched(clearing.clear(request, self._warm))
+            result = await self._watched(clearing.clear(request, self._warm, staged))
         except clearing.ClearingFailed as exc:
             return "failed", Outcome("failed", reason=str(exc)), []
         result = clearing.in_order(result, order, agreed)  # slots back in pseudonym order

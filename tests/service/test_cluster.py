@@ -141,13 +141,13 @@ def test_two_periods_end_to_end_with_agreement_and_exclusion(cluster: Cluster) -
                 await c.outputs("supplier", "s2", p1, key)
 
     asyncio.run(scenario())
-    # the first period's party was started ahead of its gate on every server (the second's
-    # too when the first clearing ended in time to start another), and the results are the
-    # reference's above
+    # the first period's party was started ahead of its gate on every server and handed its
+    # MPC options at the gate, before the agreement (the second's too when the first
+    # clearing ended in time to start another), and the results are the reference's above
     for i in range(3):
         ran = [line for line in (cluster.root / f"server-{i}.log").read_text().splitlines()
                if "MPC party ran" in line]
-        assert len(ran) >= 2 and "(started ahead)" in ran[0], ran
+        assert len(ran) >= 2 and "(started ahead, linked at the gate)" in ran[0], ran
 
 
 def test_a_killed_server_loses_no_receipted_bid(cluster: Cluster) -> None:

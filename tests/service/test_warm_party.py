@@ -107,3 +107,56 @@ def test_parties_that_die_waiting_are_given_up_after_three(
     assert asyncio.run(scenario()) == WarmParty.GIVE_UP
     assert "died 3 times in a row" in caplog.text
     assert (tmp_path / "ahead.log").read_bytes()  # what they said is kept
+
+
+def test_a_party_handed_its_options_at_the_gate_ends_when_its_batch_never_comes(
+        tmp_path: Path) -> None:
+    """Staged at the gate (``clearing.stage``), a party links to its peers while its server
+    agrees; when no batch comes (no bid agreed, a failed agreement) closing its input ends it
+    at once, even while it still tries to reach peers that never listen, and it takes no
+    port or core from the next attempt."""
+    from decimal import Decimal
+
+    from sealgrid.mechanism.grid import PriceGrid
+    from sealgrid.mechanism.market import Market
+    from sealgrid.protocol.certs import make_party_certificates
+
+    dirs = [tmp_path / f"p{i}" for i in range(3)]
+    make_party_certificates(dirs)
+    market = Market(PriceGrid(Decimal("0.04"), Decimal("0.2"), Decimal("0.001")))
+
+    async def scenario() -> None:
+        warm = WarmParty()
+        await warm.refill()
+        workdir = tmp_path / "mpc" / "gate"
+        peers = [f"127.0.0.1:{port}" for port in _free_ports(3)]
+        staged = await clearing.stage(warm, 0, peers, workdir, dirs[0], 20.0, market)
+        assert staged is not None and staged.alive and warm.running == 1
+        assert (workdir / ".config" / "party_0.key").exists()
+        # an existing directory is an earlier attempt's: no second party is staged there
+        await warm.refill()
+        assert await clearing.stage(warm, 0, peers, workdir, dirs[0], 20.0, market) is None
+        await asyncio.sleep(1.5)  # its imports done, it tries its peers every 5 ms
+        assert staged.proc.returncode is None
+        t0 = time.monotonic()
+        await staged.abandon()
+        assert staged.proc.returncode == 4, (workdir / "party.log").read_text()
+        assert time.monotonic() - t0 < 1.0 and not staged.alive
+        assert "gave no batch" in (workdir / "party.log").read_text()
+        await warm.close()
+        assert warm.running == 0
+
+    asyncio.run(scenario())
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
