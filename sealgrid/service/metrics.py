@@ -434,17 +434,17 @@ class Monitor:
     # -- the store, the database and the peers
 
     async def _read(self, what: str, fn: Callable[[Store], T]) -> T | None:
-        """``fn(store)`` on the server's database thread, at most once a second per ``what``
+        """``fn(store)`` on the server's read thread, at most once a second per ``what``
         (callers in between, and those waiting meanwhile, get the last result), so that
-        polling these routes cannot load the thread that commits bids; None when the
-        database cannot be read."""
+        polling these routes cannot load the database; None when the database cannot be
+        read. The read thread has its own connection: a long write, such as a period's
+        seal, does not make the database look unreadable."""
         async with self._locks.setdefault(what, asyncio.Lock()):
             at, found = self._cache.get(what, (-1e9, None))
             if time.monotonic() - at < STORE_REFRESH_SECONDS:
                 return cast("T | None", found)
             try:
-                found = await asyncio.wait_for(self.server.db(fn, self.server.store),
-                                               DB_TIMEOUT_SECONDS)
+                found = await asyncio.wait_for(self.server.read(fn), DB_TIMEOUT_SECONDS)
             except Exception as exc:  # any database error, or its thread is gone
                 log.warning("the database could not be read (%s): %s", what, exc)
                 found = None

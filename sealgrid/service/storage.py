@@ -297,8 +297,11 @@ class Many(list[Sequence[Any]]):
 class Store:
     """A repository over one SQLite file or one PostgreSQL database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, reads_only: bool = False) -> None:
+        """Open ``url`` and create or migrate its schema; ``reads_only``: a second
+        connection for reads only (:meth:`reader`), which neither migrates nor writes."""
         self.url = url
+        self.reads_only = reads_only
         self._pg = url.startswith(("postgresql://", "postgres://"))
         #: set when several intake workers share this database (PostgreSQL): no bid of a
         #: period is stored once its gate's record is (see :meth:`add_batch`)
@@ -308,17 +311,24 @@ class Store:
                 import psycopg
 
                 self._conn: Any = psycopg.connect(url)
+                if reads_only:
+                    self._conn.read_only = True
             else:
                 path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=FULL")
-                self._conn.execute("PRAGMA secure_delete=ON")  # deleted content is zeroed
+                if reads_only:  # the writer set the file's WAL mode, which readers share
+                    self._conn.execute("PRAGMA query_only=ON")
+                else:
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                    self._conn.execute("PRAGMA synchronous=FULL")
+                    self._conn.execute("PRAGMA secure_delete=ON")  # deleted content is zeroed
         except (sqlite3.Error, OSError, ImportError) as exc:
             raise StorageError(f"cannot open the database {_where(url)}: {exc}") from exc
         except Exception as exc:  # psycopg errors, without importing it here
             raise StorageError(f"cannot open the database {_where(url)}: {exc}") from exc
+        if reads_only:
+            return
         try:
             self._schema()
         except StorageError:
@@ -481,6 +491,12 @@ class Store:
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
+
+    def reader(self) -> Store:
+        """A second connection to this database, for reads only: under SQLite's write-ahead
+        log (and PostgreSQL's snapshots) it reads the last committed state while this one
+        holds a long write, such as a period's seal. Use each from one thread at a time."""
+        return Store(self.url, reads_only=True)
 
     # -- bids
 

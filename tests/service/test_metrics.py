@@ -16,6 +16,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -151,8 +152,35 @@ def test_request_counts_are_held_until_the_period_boundary_then_match(one_server
             assert value(found, "sealgrid_peer_heartbeat_up", peer="1") == 0
             assert ("sealgrid_peer_up", (("peer", "2"),)) in found
 
+            # a long write holds the database thread (a period's seal: 22 s at 100,000
+            # bids): the health check and the metrics read on a connection of their own
+            held, release = threading.Event(), threading.Event()
+
+            def seal_like() -> None:
+                server.store._conn.execute("BEGIN IMMEDIATE")
+                server.store._conn.execute("DELETE FROM used_challenges")
+                held.set()
+                release.wait(30)
+                server.store._conn.execute("ROLLBACK")
+
+            writing = asyncio.ensure_future(server.db(seal_like))
+            await asyncio.get_running_loop().run_in_executor(None, held.wait, 10)
+            try:
+                metrics.monitor_of(server).forget()
+                t0 = time.monotonic()
+                resp = await client.get("/healthz")
+                assert resp.status == 200 and (await resp.json())["database"] is True
+                found = samples(await (await client.get("/metrics")).text())
+                assert value(found, "sealgrid_database_up") == 1
+                assert time.monotonic() - t0 < metrics.DB_TIMEOUT_SECONDS
+            finally:
+                release.set()
+                await writing
+
             # the database goes away: 503, and the metrics say so instead of failing
             server.store._conn.close()
+            if server._reader is not None:
+                server._reader._conn.close()
             metrics.monitor_of(server).forget()
             resp = await client.get("/healthz")
             assert resp.status == 503

@@ -22,6 +22,8 @@ import datetime as dt
 import itertools
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -52,7 +54,7 @@ from sealgrid.service.keys import load_signing_key
 from sealgrid.service.openapi import EXAMPLES, OPENAPI
 from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
-from sealgrid.service.storage import StorageError
+from sealgrid.service.storage import StorageError, Store
 from sealgrid.service.tokens import token_input
 from sealgrid.service.voprf import Issuer
 
@@ -240,6 +242,40 @@ def test_fresh_requests_are_taken_and_every_answer_conforms(harness: Harness) ->
         h.key("households/h0001.meter")))
     same_shape("/v1/readings", reading)
     assert h.checked("post", "/v1/readings", reading).status == 200
+
+
+def test_a_household_reads_its_result_while_a_long_write_holds_the_database(
+        harness: Harness) -> None:
+    """A period's seal holds the database thread for its whole transaction (22 s at 100,000
+    bids); a household's output request reads on a connection of its own meanwhile, and
+    sees what was committed before the write began."""
+    h = harness
+    period = next(h.open_periods)
+    pseudonym = Pseudonym.fresh(period)
+    h.tokens("h0001", [pseudonym])
+    assert h.checked("post", "/v1/bids", make_submission(pseudonym, 0, h.payload())).status == 201
+    held, release = threading.Event(), threading.Event()
+
+    def seal_like() -> None:  # on the database thread, as the seal runs
+        h.server.store._conn.execute("BEGIN IMMEDIATE")
+        h.server.store._conn.execute("DELETE FROM used_challenges")
+        held.set()
+        release.wait(10)
+        h.server.store._conn.execute("ROLLBACK")
+
+    writing = h.server._db.submit(seal_like)
+    assert held.wait(10)
+    try:
+        t0 = time.monotonic()
+        asked = auth_request("household", wire.b64e(pseudonym.public), period, h.challenge(),
+                             pseudonym.key)
+        answer = h.checked("post", "/v1/outputs", asked)
+        elapsed = time.monotonic() - t0
+    finally:
+        release.set()
+        writing.result(10)
+    assert answer.status == 200 and answer.json()["status"] == "pending", answer.body
+    assert elapsed < 5.0  # the write held on for 10 s
 
 
 def test_every_role_of_an_output_request_is_answered_as_documented(harness: Harness) -> None:
@@ -546,7 +582,7 @@ def test_a_finished_periods_statement_conforms(harness: Harness) -> None:
         raise StorageError("the database cannot answer now (a test)")
 
     with pytest.MonkeyPatch.context() as patch:  # a fresh statement comes from memory
-        patch.setattr(h.server.store, "period", busy)
+        patch.setattr(Store, "period", busy)  # on every connection
         again = h.checked("get", route.replace("{period}", period), route=route)
     assert (again.status, again.body) == (200, answer.body)
     record = h.server.store.period(period)  # what memory answers is what was stored
