@@ -78,6 +78,9 @@ class ClearingRequest:
     #: the share batches those segments validated (their files), in order: the batch is then
     #: their rows followed by ``payloads``' (the rest). Empty: ``payloads`` hold every bid
     segment_batches: tuple[Path, ...] = ()
+    #: the pseudonyms of the batch's rows, in order, when known: what identifies the batch
+    #: (:func:`_batch_digest`) however it was built, from the segments' files or not
+    members: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -433,7 +436,17 @@ async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
 
 
 def _batch_digest(req: ClearingRequest | SegmentRequest) -> str:
+    """What identifies ``req``'s batch, for a restarted server to recognise the result of
+    a party of its earlier attempt (:func:`_outlived`): its rows' pseudonyms when the
+    request names them (a stored bid never changes), else its payloads."""
     what = f"segment {req.index}" if isinstance(req, SegmentRequest) else "clearing"
+    if isinstance(req, ClearingRequest) and req.members:
+        h = hashlib.sha256(f"{req.period}/{req.party}/{what}/members/{len(req.members)}"
+                           .encode())
+        h.update(b"".join(req.members))
+        for blob in req.segments:
+            h.update(hashlib.sha256(blob).digest())
+        return h.hexdigest()
     h = hashlib.sha256(f"{req.period}/{req.party}/{what}/{len(req.payloads)}".encode())
     for p in req.payloads:
         h.update(hashlib.sha256(p).digest())

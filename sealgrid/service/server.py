@@ -778,8 +778,9 @@ class Server:
         bidset = await self._peer_signed(peer, period, "bidset", BidSet, deadline, until)
         if bidset is None:
             raise clearing.ClearingFailed(f"server {peer} has no bid set route")
-        if digest is not None and (len(bidset.pseudonyms), bidset.segments) != (
-                digest.count, digest.segments):
+        if digest is not None and (len(bidset.pseudonyms), bidset.segments,
+                                   wire.set_digest(bidset.pseudonyms)) != (
+                digest.count, digest.segments, digest.sha256):
             raise clearing.ClearingFailed(f"server {peer}'s bid set is not its digest's")
         return frozenset(bidset.pseudonyms), bidset.segments
 
@@ -1142,6 +1143,7 @@ class Server:
             timeout=self._party_timeout(deadline),
             segments=tuple(s.result for s in segments),
             segment_batches=files,
+            members=tuple(order),
         )
         try:
             result = await self._watched(clearing.clear(request, self._warm, staged))

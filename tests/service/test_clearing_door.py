@@ -98,3 +98,25 @@ def test_a_segment_file_that_is_not_intact_is_not_taken(tmp_path) -> None:  # ty
         assert not segment_batches_fit(paths, sizes, 0, MARKET), (paths, sizes)
     other = Market(GRID, 10_000, (*SUPPLIERS, "s4"))
     assert not segment_batches_fit([good], [3], 0, other)
+
+
+def test_a_batch_is_identified_alike_from_the_segments_files_or_from_the_database(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A restarted server builds the gate's batch from the segments' share files when they
+    are intact and from the stored bids when not; a party of its earlier attempt is
+    recognised either way, by the batch's pseudonyms in row order (and only by those)."""
+    from dataclasses import replace
+
+    from sealgrid.service import clearing
+
+    req = _request(tmp_path)
+    payloads = req.payloads * 2
+    members = (b"\x01" * 32, b"\x02" * 32)
+    stored = replace(req, payloads=payloads, members=members, segments=(b"seg",))
+    from_files = replace(stored, payloads=payloads[1:],
+                         segment_batches=(tmp_path / "segment-0" / "shares.bin",))
+    assert clearing._batch_digest(stored) == clearing._batch_digest(from_files)
+    reordered = replace(stored, members=members[::-1])
+    other_result = replace(stored, segments=(b"other",))
+    for changed in (reordered, other_result):
+        assert clearing._batch_digest(changed) != clearing._batch_digest(stored)

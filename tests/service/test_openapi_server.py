@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from sealgrid.mechanism.bids import check_bid
 from sealgrid.protocol.billing import Claim, ClaimLayout, share_claim
-from sealgrid.service import api, wire
+from sealgrid.service import api, clearing, wire
 from sealgrid.service.agent import Credential, encode_payloads
 from sealgrid.service.api import build_app
 from sealgrid.service.config import load_server_config
@@ -849,3 +849,47 @@ def test_the_gate_and_the_peers_asking_at_once_get_one_bid_set_signed_once(
     assert signed == ["BidSetDigest", "BidSet"] and digests[0] is not None
     assert digests[1] is digests[0] and digests[2] is digests[0] and sets[1] is sets[0]
     assert sets[0].period == period and digests[0].count == len(sets[0].pseudonyms)
+
+
+def test_a_peer_whose_digest_differs_or_that_has_none_is_asked_for_its_whole_set(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the gate a server compares its peers' signed digests with its own and fetches the
+    whole set only from a peer whose digest differs, or from one that has no digest route
+    (404: a version before it, during an upgrade); a whole set that is not its digest's
+    fails the attempt."""
+    from sealgrid.service.server import OwnSet
+
+    h = harness
+    schedule = h.server.schedule
+    period = schedule.period_id(schedule.start_of(NOW) - 40 * schedule.length)
+    mine = (b"\x01" * 32, b"\x02" * 32)
+    segments = ((0).to_bytes(4, "big") + b"\x5e" * 32,)
+    own = OwnSet(wire.BidSet(0, period, mine, segments),
+                 wire.BidSetDigest(0, period, 2, wire.set_digest(mine), segments))
+    theirs: dict[str, Any] = {}
+    asked: list[str] = []
+
+    async def peer_signed(peer: int, period: str, route: str, kind: type, *args: Any) -> Any:
+        asked.append(route)
+        return theirs[route]
+
+    monkeypatch.setattr(h.server, "_peer_signed", peer_signed)
+
+    def peer_set() -> Any:
+        asked.clear()
+        return h.loop.run_until_complete(h.server._peer_set(
+            1, own, h.loop.time() + 5, NOW + dt.timedelta(days=1)))
+
+    same = wire.BidSetDigest(1, period, 2, wire.set_digest(mine), segments)
+    theirs = {"bidset-digest": same}
+    assert peer_set() == (None, segments) and asked == ["bidset-digest"]
+    fewer = (mine[0],)
+    theirs = {"bidset-digest": wire.BidSetDigest(1, period, 1, wire.set_digest(fewer), ()),
+              "bidset": wire.BidSet(1, period, fewer, ())}
+    assert peer_set() == (frozenset(fewer), ()) and asked == ["bidset-digest", "bidset"]
+    theirs = {"bidset-digest": None, "bidset": wire.BidSet(1, period, mine, segments)}
+    assert peer_set() == (frozenset(mine), segments) and asked == ["bidset-digest", "bidset"]
+    theirs = {"bidset-digest": wire.BidSetDigest(1, period, 1, b"\0" * 32, ()),
+              "bidset": wire.BidSet(1, period, mine, ())}  # two, where its digest said one
+    with pytest.raises(clearing.ClearingFailed, match="not its digest's"):
+        peer_set()
