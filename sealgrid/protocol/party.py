@@ -664,14 +664,15 @@ def run_party(mpc: Any, timeout: float,
               until: Callable[[], asyncio.Future[str]] | None = None) -> R | None:
     """Connect to the peers, run ``work`` over the MPyC transport, shut down; None (after a
     message on stderr) when a peer did not answer in time. ``until``: a future made once the
-    loop runs (a staged party's next line); its end ('') while linking gives up at once."""
+    loop runs (a staged party's next line): its end ('') while linking gives up at once, and
+    the links' ``timeout`` counts from the line (the work), not from the start, since a peer
+    not staged starts its party only after its own agreement."""
 
     async def run() -> R:
         errors: list[str] = []
-        linking: asyncio.Future[None] = asyncio.ensure_future(
-            asyncio.wait_for(connect(mpc, errors), timeout))
-        if until is not None:
-            line = until()
+        linking: asyncio.Future[None] = asyncio.ensure_future(connect(mpc, errors))
+        line = until() if until is not None else None
+        if line is not None:
             either: list[asyncio.Future[Any]] = [linking, line]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if line.done() and not line.result().strip() and not linking.done():
@@ -683,10 +684,13 @@ def run_party(mpc: Any, timeout: float,
                         peer.protocol.close_connection()
                 raise Abandoned
         try:
-            await linking
+            await asyncio.wait_for(linking, timeout)
         except TimeoutError:
             last = f" (the last failure: {errors[-1]})" if errors else ""
             raise PeerTimeout(f"could not connect to every peer server{last}") from None
+        if line is not None and not line.done():
+            print(f"party {mpc.pid}: linked to every peer, waiting for the batch",
+                  file=sys.stderr, flush=True)
         try:
             result = await work(MpycTransport(mpc, timeout))
         except BaseException:

@@ -22,6 +22,7 @@ from the protocol layer, and nothing else:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -264,8 +265,13 @@ class WarmParty:
                                "log": str(workdir / "party.log")}
         if staged:
             job["staged"] = True
-        if not await _send(proc, job, close=not staged):  # it died: a cold start instead
-            return None
+        try:
+            if not await _send(proc, job, close=not staged):  # it died: a cold start instead
+                return None
+        except BaseException:  # cancelled meanwhile: it is nobody's, so it ends
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            raise
         self._deaths = 0
         return proc
 
@@ -337,7 +343,8 @@ class StagedParty:
         try:
             await asyncio.wait_for(self.proc.wait(), 1.0)
         except TimeoutError:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):  # it ended at that moment
+                self.proc.kill()
             await self.proc.wait()
 
     def _release(self) -> None:
@@ -356,11 +363,14 @@ async def stage(warm: WarmParty | None, party: int, peers: Sequence[str], workdi
         return None
     _fresh_workdir(workdir, mpc_config)
     warm.running += 1
-    proc = await warm.take(_argv(party, peers, workdir, timeout, market), workdir, staged=True)
-    if proc is None:
-        warm.running -= 1
-        return None
-    return StagedParty(proc, warm, workdir)
+    proc = None
+    try:
+        proc = await warm.take(_argv(party, peers, workdir, timeout, market), workdir,
+                               staged=True)
+    finally:
+        if proc is None:  # none took it, or cancelled meanwhile: no party left unowned
+            warm.running -= 1
+    return None if proc is None else StagedParty(proc, warm, workdir)
 
 
 def _argv(party: int, peers: Sequence[str], workdir: Path, timeout: float, market: Market
@@ -391,8 +401,11 @@ async def _start_party(args: Sequence[str], cwd: Path | str, out: Any, stdin: in
 async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
                      warm: WarmParty | None = None, staged: StagedParty | None = None) -> None:
     staged = staged if staged is not None and staged.workdir == req.workdir else None
+    if staged is not None and not staged.alive:  # its directory stays; its log, for why
+        with contextlib.suppress(OSError):
+            (req.workdir / "party.log").rename(req.workdir / "party-staged.log")
     try:
-        rows = _prepare(req, fresh=staged is None or not staged.alive)
+        rows = _prepare(req, fresh=staged is None)
     except (OSError, ValueError, BidRejected) as exc:
         raise ClearingFailed(f"cannot prepare the share batch: {exc}") from exc
     mode = _mode(req)

@@ -733,10 +733,11 @@ class Server:
             return True
 
     async def _peer_signed(self, peer: int, period: str, route: str, kind: type[M],
-                           deadline: float, until: dt.datetime | None = None) -> M | None:
+                           deadline: float, until: dt.datetime | None = None,
+                           new: bool = False) -> M | None:
         """Fetch ``peer``'s signed ``kind`` of ``period`` from its internal ``route``, asking
-        again until ``deadline`` (or the clock's ``until``) while it is not ready; None when
-        the peer has no such route (404: a version before it)."""
+        again until ``deadline`` (or the clock's ``until``) while it is not ready; a ``new``
+        route the peer does not have (404: a version before it) gives None at once."""
         assert self._session is not None
         url = f"{self.cfg.servers[peer]}/v1/internal/periods/{period}/{route}"
         loop = asyncio.get_running_loop()
@@ -755,7 +756,7 @@ class Server:
                             raise clearing.ClearingFailed(f"server {peer}'s {route} is not signed")
                         self._alive(peer)  # as a heartbeat: a restarted peer's party is not
                         return found  # killed for a heartbeat of its not seen yet
-                    if resp.status == 404:
+                    if resp.status == 404 and new:
                         return None
                     last = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -771,13 +772,12 @@ class Server:
         when that differs or the peer has no digest route."""
         period = own.bidset.period
         digest = await self._peer_signed(peer, period, "bidset-digest", BidSetDigest,
-                                         deadline, until)
+                                         deadline, until, new=True)
         if digest is not None and (digest.count, digest.sha256) == (
                 len(own.bidset.pseudonyms), own.digest.sha256):
             return None, digest.segments
         bidset = await self._peer_signed(peer, period, "bidset", BidSet, deadline, until)
-        if bidset is None:
-            raise clearing.ClearingFailed(f"server {peer} has no bid set route")
+        assert bidset is not None  # asked again until the deadline, never None
         if digest is not None and (len(bidset.pseudonyms), bidset.segments,
                                    wire.set_digest(bidset.pseudonyms)) != (
                 digest.count, digest.segments, digest.sha256):

@@ -750,11 +750,18 @@ class Store:
 
     def _truncate_wal(self) -> None:
         """Copy SQLite's write-ahead log into the file and empty it (its frames are in
-        commit order). The data is committed either way: a failure here is only logged."""
+        commit order). The data is committed either way: a failure here is only logged. A
+        reader that keeps the checkpoint busy past SQLite's busy timeout (5 s; the read
+        connection, :meth:`reader`, serves households meanwhile) does not make it raise:
+        it says so in its result, which is logged as well."""
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
             log.warning("could not truncate the write-ahead log: %s", exc)
+            return
+        if busy is not None and busy[0]:
+            log.warning("could not truncate the write-ahead log: a reader kept it busy; it"
+                        " is emptied at the next seal, or when the server stops")
 
     def _seal(self, period: str) -> list[tuple[str, Sequence[Any]]]:
         """Statements that leave no order of arrival in a closed period's records.

@@ -869,8 +869,10 @@ def test_a_peer_whose_digest_differs_or_that_has_none_is_asked_for_its_whole_set
     theirs: dict[str, Any] = {}
     asked: list[str] = []
 
-    async def peer_signed(peer: int, period: str, route: str, kind: type, *args: Any) -> Any:
+    async def peer_signed(peer: int, period: str, route: str, kind: type, *args: Any,
+                          new: bool = False) -> Any:
         asked.append(route)
+        assert new is (route == "bidset-digest")  # only the new route may be missing
         return theirs[route]
 
     monkeypatch.setattr(h.server, "_peer_signed", peer_signed)

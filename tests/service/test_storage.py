@@ -307,3 +307,37 @@ def test_a_schema_2_database_gains_the_settlement_tables(tmp_path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
     assert conn.execute("SELECT COUNT(*) FROM used_challenges").fetchall() == [(0,)]
+
+
+def test_a_reader_sees_the_last_commit_while_a_write_is_held_and_never_writes(
+        tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The read connection (``Store.reader``) answers from the last committed state while
+    the writer holds a transaction (a period's seal), refuses to write, and a reader that
+    keeps the write-ahead log's checkpoint busy is logged, not ignored: the log's frames
+    keep the order in which rows were written until it is emptied."""
+    import sqlite3
+
+    store = Store(f"sqlite:///{tmp_path / 'bids.sqlite'}")
+    reader = store.reader()
+    try:
+        store._write([("INSERT INTO meta (name, value) VALUES ('probe', 'one')", ())])
+        store._conn.execute("BEGIN IMMEDIATE")
+        store._conn.execute("UPDATE meta SET value = 'two' WHERE name = 'probe'")
+        assert reader._read("SELECT value FROM meta WHERE name = 'probe'") == [("one",)]
+        store._conn.execute("COMMIT")
+        assert reader._read("SELECT value FROM meta WHERE name = 'probe'") == [("two",)]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader._conn.execute("DELETE FROM meta")
+        reader._conn.execute("BEGIN")  # a read that lasts past the busy timeout
+        reader._conn.execute("SELECT COUNT(*) FROM meta").fetchall()
+        store._conn.execute("PRAGMA busy_timeout = 50")
+        store._truncate_wal()
+        assert "a reader kept it busy" in caplog.text
+        reader._conn.execute("COMMIT")
+        caplog.clear()
+        store._truncate_wal()
+        assert "could not truncate" not in caplog.text
+        assert (tmp_path / "bids.sqlite-wal").stat().st_size == 0
+    finally:
+        reader.close()
+        store.close()

@@ -113,8 +113,9 @@ def test_a_party_handed_its_options_at_the_gate_ends_when_its_batch_never_comes(
         tmp_path: Path) -> None:
     """Staged at the gate (``clearing.stage``), a party links to its peers while its server
     agrees; when no batch comes (no bid agreed, a failed agreement) closing its input ends it
-    at once, even while it still tries to reach peers that never listen, and it takes no
-    port or core from the next attempt."""
+    at once, while it still tries peers that never listen and after its links are up alike,
+    and it leaves no port listening and no count of running parties behind."""
+    import socket
     from decimal import Decimal
 
     from sealgrid.mechanism.grid import PriceGrid
@@ -124,29 +125,70 @@ def test_a_party_handed_its_options_at_the_gate_ends_when_its_batch_never_comes(
     dirs = [tmp_path / f"p{i}" for i in range(3)]
     make_party_certificates(dirs)
     market = Market(PriceGrid(Decimal("0.04"), Decimal("0.2"), Decimal("0.001")))
+    ports = _free_ports(3)
+    peers = [f"127.0.0.1:{port}" for port in ports]
 
-    async def scenario() -> None:
+    async def staged(i: int, where: str) -> tuple[WarmParty, clearing.StagedParty]:
         warm = WarmParty()
         await warm.refill()
-        workdir = tmp_path / "mpc" / "gate"
-        peers = [f"127.0.0.1:{port}" for port in _free_ports(3)]
-        staged = await clearing.stage(warm, 0, peers, workdir, dirs[0], 20.0, market)
-        assert staged is not None and staged.alive and warm.running == 1
-        assert (workdir / ".config" / "party_0.key").exists()
-        # an existing directory is an earlier attempt's: no second party is staged there
-        await warm.refill()
-        assert await clearing.stage(warm, 0, peers, workdir, dirs[0], 20.0, market) is None
-        await asyncio.sleep(1.5)  # its imports done, it tries its peers every 5 ms
-        assert staged.proc.returncode is None
+        found = await clearing.stage(warm, i, peers, tmp_path / where / f"gate-{i}", dirs[i],
+                                     20.0, market)
+        assert found is not None and found.alive and warm.running == 1
+        return warm, found
+
+    async def ended(warm: WarmParty, party: clearing.StagedParty) -> None:
         t0 = time.monotonic()
-        await staged.abandon()
-        assert staged.proc.returncode == 4, (workdir / "party.log").read_text()
-        assert time.monotonic() - t0 < 1.0 and not staged.alive
-        assert "gave no batch" in (workdir / "party.log").read_text()
+        await party.abandon()
+        log = (party.workdir / "party.log").read_text()
+        assert party.proc.returncode == 4 and "gave no batch" in log, log
+        assert time.monotonic() - t0 < 1.0 and not party.alive
         await warm.close()
         assert warm.running == 0
 
+    async def scenario() -> None:
+        # party 1 alone: it listens on its port and tries party 2, which never comes
+        warm, alone = await staged(1, "alone")
+        assert (alone.workdir / ".config" / "party_1.key").exists()
+        other = WarmParty()  # a directory that exists is an earlier attempt's: none there
+        await other.refill()
+        assert other.ready
+        assert await clearing.stage(other, 1, peers, alone.workdir, dirs[1], 20.0,
+                                    market) is None
+        assert other.ready and other.running == 0
+        await other.close()
+        await asyncio.sleep(1.5)  # its imports done, it tries its peers every 5 ms
+        assert alone.proc.returncode is None
+        await ended(warm, alone)
+        with socket.socket() as s:  # its port is free again for the next attempt's party
+            s.bind(("127.0.0.1", ports[1]))
+
+        # all three, linked to each other, then given no batch
+        three = [await staged(i, "linked") for i in range(3)]
+        for _ in range(200):
+            logs = [_text(p.workdir / "party.log") for _, p in three]
+            if all("linked to every peer" in log for log in logs):
+                break
+            await asyncio.sleep(0.1)
+        assert all("linked to every peer" in log for log in logs), logs
+        for warm, party in three:
+            await ended(warm, party)
+
+        # one that died before its batch came is not handed it: the server starts another
+        warm, dead = await staged(0, "dead")
+        dead.proc.kill()
+        await dead.proc.wait()
+        assert not dead.alive and await dead.hand(["--segments", "0"]) is None
+        assert warm.running == 0
+        await warm.close()
+
     asyncio.run(scenario())
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:  # not opened yet
+        return ""
 
 
 def _free_ports(n: int) -> list[int]:
