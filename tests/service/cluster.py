@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,28 +14,17 @@ from typing import Any
 from sealgrid.service.agent import HouseholdAgent
 from sealgrid.service.client import Client, HouseholdClient
 from sealgrid.service.keys import TRUST, Registry, load_signing_key
-from sealgrid.service.local import stop_process
+from sealgrid.service.local import free_port_range, stop_process
 from sealgrid.service.schedule import Schedule, utc_now
 from sealgrid.service.setup import init_data_dir
 
 
 def free_base_port(n: int = 3) -> int:
-    """Return a port p such that p .. p+n-1 are free on loopback now."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        try:
-            socks = []
-            for i in range(n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free ports")
+    """Return a port p such that p .. p+n-1 are free on loopback now, below the ephemeral
+    range (``local.free_port_range``): a machine busy with many outgoing connections (a
+    benchmark's households) would otherwise take a server's port between this check and its
+    bind."""
+    return free_port_range(n)
 
 
 class Cluster:
