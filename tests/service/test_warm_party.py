@@ -192,13 +192,7 @@ def _text(path: Path) -> str:
 
 
 def _free_ports(n: int) -> list[int]:
-    import socket
+    from sealgrid.service.local import free_port_range
 
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    base = free_port_range(n)  # below the ephemeral range: no outgoing connection takes it
+    return list(range(base, base + n))
