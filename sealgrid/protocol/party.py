@@ -659,6 +659,13 @@ def run_staged(mpc: Any, timeout: float, job: Callable[
     return run_party(mpc, timeout, staged, until=first)
 
 
+def _close_links(mpc: Any) -> None:
+    """Close this party's links to the others that are up."""
+    for peer in mpc.parties:
+        if peer.pid != mpc.pid and peer.protocol is not None:
+            peer.protocol.close_connection()
+
+
 def run_party(mpc: Any, timeout: float,
               work: Callable[[MpycTransport], Coroutine[Any, Any, R]],
               until: Callable[[], asyncio.Future[str]] | None = None) -> R | None:
@@ -679,9 +686,7 @@ def run_party(mpc: Any, timeout: float,
                 linking.cancel()
                 with contextlib.suppress(BaseException):
                     await linking
-                for peer in mpc.parties:
-                    if peer.pid != mpc.pid and peer.protocol is not None:
-                        peer.protocol.close_connection()
+                _close_links(mpc)
                 raise Abandoned
         try:
             await asyncio.wait_for(linking, timeout)
@@ -694,9 +699,7 @@ def run_party(mpc: Any, timeout: float,
         try:
             result = await work(MpycTransport(mpc, timeout))
         except BaseException:
-            for peer in mpc.parties:
-                if peer.pid != mpc.pid and peer.protocol is not None:
-                    peer.protocol.close_connection()
+            _close_links(mpc)
             raise
         await asyncio.wait_for(mpc.shutdown(), timeout)
         return result

@@ -206,35 +206,32 @@ def _peer_period(request: web.Request) -> str | web.Response:
     return refusal(why) if why is not None else period
 
 
-async def bidset(request: web.Request) -> web.Response:
-    """GET /v1/internal/periods/{period}/bidset: for the other servers only (mutual TLS)."""
+async def _own_set(request: web.Request,
+                   read: Callable[[Any, str], Awaitable[Any]]) -> web.Response:
+    """This server's signed bid set of the route's period, whole or as its digest
+    (``read(server, period)``), for the other servers only."""
     server = request.app[SERVER_KEY]
     period = _peer_period(request)
     if isinstance(period, web.Response):
         return period
     try:
-        found = await server.own_bidset(period)
+        found = await read(server, period)
     except StorageError:  # the peer asks again until its deadline
         return _unavailable("the bid set could not be read; retry")
     if found is None:
         return error("not_closed", "the gate of this period has not closed", 409)
     return message(found)
+
+
+async def bidset(request: web.Request) -> web.Response:
+    """GET /v1/internal/periods/{period}/bidset: for the other servers only (mutual TLS)."""
+    return await _own_set(request, lambda server, period: server.own_bidset(period))
 
 
 async def bidset_digest(request: web.Request) -> web.Response:
     """GET /v1/internal/periods/{period}/bidset-digest: the bid set's count and digest, for
     the other servers only (mutual TLS); a peer whose own differs asks for the whole set."""
-    server = request.app[SERVER_KEY]
-    period = _peer_period(request)
-    if isinstance(period, web.Response):
-        return period
-    try:
-        found = await server.own_digest(period)
-    except StorageError:  # the peer asks again until its deadline
-        return _unavailable("the bid set could not be read; retry")
-    if found is None:
-        return error("not_closed", "the gate of this period has not closed", 409)
-    return message(found)
+    return await _own_set(request, lambda server, period: server.own_digest(period))
 
 
 async def pending(request: web.Request) -> web.Response:

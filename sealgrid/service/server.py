@@ -774,7 +774,7 @@ class Server:
         digest = await self._peer_signed(peer, period, "bidset-digest", BidSetDigest,
                                          deadline, until, new=True)
         if digest is not None and (digest.count, digest.sha256) == (
-                len(own.bidset.pseudonyms), own.digest.sha256):
+                own.digest.count, own.digest.sha256):
             return None, digest.segments
         bidset = await self._peer_signed(peer, period, "bidset", BidSet, deadline, until)
         assert bidset is not None  # asked again until the deadline, never None
