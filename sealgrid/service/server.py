@@ -90,6 +90,7 @@ from sealgrid.service.wire import (
     PendingSet,
     PeriodStatement,
     PriceGridInfo,
+    PseudonymousBid,
     RateLimit,
     ReadingReceipt,
     Receipt,
@@ -358,12 +359,25 @@ class Server:
     async def submit(self, raw: bytes) -> Receipt | Rejected:
         """Take one submission; return its receipt once the bid is committed, or the refusal."""
         (event,) = self.intake.receive(SubmitBid(self.clock(), raw))
+        if (isinstance(event, Rejected) and event.reason is Reason.BAD_SIGNATURE and self.shared
+                and await self._learn_issuer(raw)):
+            (event,) = self.intake.receive(SubmitBid(self.clock(), raw))
         if isinstance(event, Rejected):
             return event
         assert isinstance(event, Accepted)
         refused = await self._store(event)
         self._taken["bids"] += refused is None
         return refused or event.receipt
+
+    async def _learn_issuer(self, raw: bytes) -> bool:
+        """Whether this worker has just taken the stored issuer key of the bid's period: another
+        worker made it and issued the bid's token, and no request for the period reached this
+        one before the bid (refused bids only; a single process holds every key it made)."""
+        try:
+            period = wire.decode(PseudonymousBid, raw).period
+        except wire.WireError:
+            return False
+        return self.intake.issuer(period) is None and await self.ensure_issuer(period) is not None
 
     async def _store(self, event: Accepted | Granted) -> Rejected | None:
         """Store an accepted request durably (group commit); None once committed, or why the

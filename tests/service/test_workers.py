@@ -131,6 +131,11 @@ def test_racing_workers_count_each_pseudonym_household_and_challenge_once(
             assert isinstance(await _token(w1, tmp_path, 1, late), Rejected)  # h0002 has one
             extra = Pseudonym.fresh("2026-11-22T22:00:00Z")
             assert isinstance(await _token(w1, tmp_path, 0, extra), TokenGrant)
+            # w1 made the next period's key; no request of that period reached w0 before the
+            # bid under w1's token does, so w0 takes the key from the database then
+            assert w0.intake.issuer(extra.period) is None
+            first_seen = await w0.submit(make_submission(extra, 0, _bid(w0, 0)))
+            assert isinstance(first_seen, Receipt), first_seen
             await w0.db(lambda: w0.store.set_period(PERIOD, "closed", seal=False))
             ghost = make_submission(p, 0, _bid(w0, 0))  # h0001's token from the first step
             refused_late = await w1.submit(ghost)
