@@ -1010,6 +1010,7 @@ class Server:
         loop = asyncio.get_running_loop()
         outcome = wire.encode(public).decode()
         start = self.schedule.parse_period(period)
+        issuer_sha256 = await self.issuer_digest(period)
         statement = wire.sign(
             PeriodStatement(
                 server=self.cfg.party,
@@ -1020,7 +1021,7 @@ class Server:
                 status=status,
                 outcome=outcome,
                 gate_closure=iso(self.schedule.gate_closure(start)),
-                issuer_sha256=self._issuer_digest(period),
+                issuer_sha256=issuer_sha256,
             ),
             self.key,
         )
@@ -1063,12 +1064,17 @@ class Server:
         self._sealing.add(task)
         task.add_done_callback(self._sealing.discard)
 
-    def _issuer_digest(self, period: str) -> bytes:
-        """SHA-256 of the period's issuer public key: what households compare."""
+    async def issuer_digest(self, period: str) -> bytes:
+        """SHA-256 of the period's issuer public key, what households compare (empty if the
+        period has none). A leader of workers may have seen no request of the period: it
+        takes the key another worker stored."""
         issuer = self.intake.issuer(period)
-        if issuer is None:
-            return b""
-        return key_digest(issuer.public)
+        if issuer is None and self.shared:
+            secret = await self.db(self.store.issuer, period)
+            issuer = None if secret is None else _load_issuer(period, secret)
+            if issuer is not None:
+                self.intake.add_issuer(period, issuer)
+        return b"" if issuer is None else key_digest(issuer.public)
 
     def _mpc_peers(self, period: str) -> tuple[str, ...]:
         """``host:port`` of every party's MPC link for ``period``'s clearing (and, before its

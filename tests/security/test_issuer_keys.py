@@ -92,8 +92,9 @@ def test_the_server_publishes_the_digest_of_its_period_key() -> None:
     genuine = issuers()[PERIOD]
     assert key_digest(genuine.public) != wire.sha256(genuine.public)  # domain-separated
     intake = types.SimpleNamespace(issuer=lambda period: issuers()[period])
-    stub = types.SimpleNamespace(intake=intake)
-    assert Server._issuer_digest(stub, PERIOD) == key_digest(genuine.public)  # type: ignore[arg-type]
+    stub = types.SimpleNamespace(intake=intake, shared=False)
+    got = asyncio.run(Server.issuer_digest(stub, PERIOD))  # type: ignore[arg-type]
+    assert got == key_digest(genuine.public)
 
 
 class _Canned(HouseholdClient):

@@ -27,6 +27,7 @@ from sealgrid.service.keys import load_signing_key
 from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
 from sealgrid.service.storage import StorageError
+from sealgrid.service.tokens import key_digest
 from sealgrid.service.wire import Receipt, TokenGrant
 from tests.service.test_storage import postgres_url  # noqa: F401 (a fixture)
 
@@ -136,6 +137,12 @@ def test_racing_workers_count_each_pseudonym_household_and_challenge_once(
             assert w0.intake.issuer(extra.period) is None
             first_seen = await w0.submit(make_submission(extra, 0, _bid(w0, 0)))
             assert isinstance(first_seen, Receipt), first_seen
+            # the leader signs the digest of the key w1 made for a period it never saw
+            unseen = Pseudonym.fresh("2026-11-22T22:15:00Z")
+            assert isinstance(await _token(w1, tmp_path, 2, unseen), TokenGrant)
+            made = w1.intake.issuer(unseen.period)
+            assert made is not None and w0.intake.issuer(unseen.period) is None
+            assert await w0.issuer_digest(unseen.period) == key_digest(made.public)
             await w0.db(lambda: w0.store.set_period(PERIOD, "closed", seal=False))
             ghost = make_submission(p, 0, _bid(w0, 0))  # h0001's token from the first step
             refused_late = await w1.submit(ghost)
