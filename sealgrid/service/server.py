@@ -924,14 +924,22 @@ class Server:
             await loop.run_in_executor(
                 self._db, lambda: self.store.set_period(period, "closed", seal=False))
             record = await self.db(self.store.period, period)
+        t0 = loop.time()
         own = await self.own_set(period)
         if own is None:
             raise clearing.ClearingFailed("the gate has not closed here yet")
+        t_set = loop.time()
         staged = await self._stage(period, deadline) if own.bidset.pseudonyms else None
+        t_staged = loop.time()
         try:
             if record is None:
                 await loop.run_in_executor(  # sealed once the statement is out (_seal_soon)
                     self._db, lambda: self.store.set_period(period, "closed", seal=False))
+            gate = self.schedule.gate_closure(self.schedule.parse_period(period))
+            log.info("period %s: %.2f s after the gate: bid set %.2f s, party handed its"
+                     " options %.2f s, gate recorded %.2f s", period,
+                     (self.clock() - gate).total_seconds(), t_set - t0, t_staged - t_set,
+                     loop.time() - t_staged)
             return await self._agree_and_clear(period, own, deadline, staged)
         finally:
             if staged is not None:  # not handed its batch: none agreed, or a failure
@@ -997,9 +1005,10 @@ class Server:
         t_cleared = loop.time()
         await self._store_statement(period, status, public, agreed, excluded, outputs)
         log.info(
-            "period %s %s: %d bids, %d excluded; agreement %.2f s, clearing %.2f s",
+            "period %s %s: %d bids, %d excluded; agreement %.2f s, clearing %.2f s,"
+            " statement %.2f s",
             period, public.status, len(agreed), len(excluded),
-            t_agreed - t0, t_cleared - t_agreed,
+            t_agreed - t0, t_cleared - t_agreed, loop.time() - t_cleared,
         )  # fmt: skip
         return lifecycle.PeriodStatus(public.status)
 
@@ -1131,6 +1140,8 @@ class Server:
         self, period: str, agreed: tuple[bytes, ...], deadline: dt.datetime,
         segments: Sequence[SegmentRecord] = (), staged: clearing.StagedParty | None = None,
     ) -> tuple[str, Outcome, list[tuple[str, str, bytes]]]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         # the batch: the validated segments' bids first, in their order, then the rest sorted
         first = [p for s in segments for p in s.members]
         taken = set(first)
@@ -1139,7 +1150,7 @@ class Server:
         # the segments' own share files, when intact, hold their rows: only the rest is read
         files = tuple(self._mpc_workdir(period) / f"segment-{s.index}" / "shares.bin"
                       for s in segments)
-        fit = bool(segments) and await asyncio.get_running_loop().run_in_executor(
+        fit = bool(segments) and await loop.run_in_executor(
             None, clearing.segment_batches_fit, files, [len(s.members) for s in segments],
             self.cfg.party, self.market)
         if fit:
@@ -1165,10 +1176,12 @@ class Server:
             segment_batches=files,
             members=tuple(order),
         )
+        t_read = loop.time()
         try:
             result = await self._watched(clearing.clear(request, self._warm, staged))
         except clearing.ClearingFailed as exc:
             return "failed", Outcome("failed", reason=str(exc)), []
+        t_party = loop.time()
         result = clearing.in_order(result, order, agreed)  # slots back in pseudonym order
         level = result.public.level
         public = Outcome(
@@ -1189,6 +1202,9 @@ class Server:
             # quantities, and the ratios, as this server's shares
             outputs += [("settlement", "rows", result.settle_rows),
                         ("settlement", "ratios", result.ratios)]
+        log.info("period %s: payloads read %.2f s, party and its result %.2f s, outputs put"
+                 " in order %.2f s", period, t_read - t0, t_party - t_read,
+                 loop.time() - t_party)
         return "cleared", public, outputs
 
     # -- settlement: enrolment, readings, the period's settlement
