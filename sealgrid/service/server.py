@@ -1053,13 +1053,15 @@ class Server:
 
     def _seal_soon(self, period: str) -> None:
         """Seal a finished period's rows (storage.Store.seal) in the background: the copy of
-        its bids in key order is not on the way from the gate to the results. Until it
-        commits, the rows lie as arrival left them, as they did while the period was open."""
+        its bids in key order is not on the way from the gate to the results, and its steps
+        take turns with the other writes. Until it is done, the rows not yet moved lie as
+        arrival left them, as they did while the period was open."""
 
         async def seal() -> None:
             t0 = asyncio.get_running_loop().time()
-            try:
-                await self.db(self.store.seal, period)
+            try:  # step by step: the next periods' bids wait for one step, not the seal
+                for step in await self.db(self.store.seal_steps, period):
+                    await self.db(step)
             except StorageError as exc:  # retried at the next start (Store.unsealed)
                 log.error("period %s: sealing failed: %s", period, exc)
                 return

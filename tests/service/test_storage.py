@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -271,6 +272,62 @@ def test_postgresql_round_trip(postgres_url: str) -> None:
         assert len({x for x, _ in rows}) == 1
         assert [bytes(p) for _, p in rows] == sorted(bytes(p) for _, p in rows)
         assert conn.execute("SELECT count(*) FROM bids").fetchone() == (0,)
+
+
+def _sealed_in_steps(url: str) -> None:
+    """A period's seal in steps of 3 rows: after every step each bid is in ``bids`` or in
+    ``closed_bids``, never both and never lost, and a bid of the next period written between
+    steps stays; a seal stopped after some steps (the store closed, as by a crash) is
+    finished by sealing again: all bids in key order, the whole participant set, no row of
+    the period left behind, the next period untouched."""
+    _, pairs = _accepted(8)
+    first, later = pairs[:7], pairs[7]
+    store = Store(url)
+    store.add([a.bid for a, _ in first], [p for _, p in first])
+    store.add_segment(PERIOD, 0, [a.bid.pseudonym for a, _ in first[:4]])
+    everyone = sorted(a.bid.pseudonym for a, _ in first)
+
+    def where() -> tuple[list[bytes], list[bytes]]:
+        return ([bytes(r[0]) for r in store._read(
+                    "SELECT pseudonym FROM bids WHERE period = ? ORDER BY pseudonym", (PERIOD,))],
+                [bytes(r[0]) for r in store._read(
+                    "SELECT pseudonym FROM closed_bids WHERE period = ? ORDER BY pseudonym",
+                    (PERIOD,))])
+
+    steps = store.seal_steps(PERIOD, rows=3)
+    assert len(steps) >= 3 + 3  # ceil(7 / 3) steps of bids, as many of participations
+    moved = []
+    for k, step in enumerate(steps[:4]):
+        step()
+        open_rows, closed_rows = where()
+        assert sorted(open_rows + closed_rows) == everyone and not set(open_rows) & set(
+            closed_rows), k
+        moved.append(len(closed_rows))
+        if k == 0:  # another period's bid between two steps
+            nxt = dataclasses.replace(later[0].bid, period="2026-11-22T22:00:00Z")
+            store.add([nxt])
+    assert moved[:3] == [3, 6, 7]  # three rows a step, in key order
+    store.close()
+    store = Store(url)  # stopped part way: sealed again at the next start
+    store.seal(PERIOD)
+    assert where() == ([], everyone)
+    assert store.bids(PERIOD) == sorted((a.bid for a, _ in first), key=lambda b: b.pseudonym)
+    assert store.participants(PERIOD) == tuple(sorted(p.household for _, p in first))
+    assert store._read("SELECT COUNT(*) FROM participations WHERE period = ?", (PERIOD,)) == [
+        (0,)]
+    assert store.segments(PERIOD) == []
+    assert [b.pseudonym for b in store.bids("2026-11-22T22:00:00Z")] == [later[0].bid.pseudonym]
+    store.seal(PERIOD)  # sealing twice changes nothing
+    assert where() == ([], everyone)
+    store.close()
+
+
+def test_a_sqlite_seal_in_steps_loses_and_doubles_nothing(tmp_path) -> None:
+    _sealed_in_steps(f"sqlite:///{tmp_path / 'steps.sqlite'}")
+
+
+def test_a_postgresql_seal_in_steps_loses_and_doubles_nothing(postgres_url: str) -> None:
+    _sealed_in_steps(postgres_url)
 
 
 def test_postgresql_database_of_the_first_schema_is_migrated(postgres_url: str) -> None:
