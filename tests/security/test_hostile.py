@@ -16,7 +16,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Iterator
@@ -33,6 +32,7 @@ from sealgrid.service.config import load_server_config
 from sealgrid.service.household import auth_request
 from sealgrid.service.intake import Rejected, StoredBid
 from sealgrid.service.keys import TRUST, load_signing_key, server_tls_name
+from sealgrid.service.local import free_port_range
 from sealgrid.service.schedule import Schedule
 from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
@@ -43,9 +43,7 @@ ERRORS = {r.value for r in Reason} | {"not_finished", "forbidden", "not_closed",
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port_range(1)  # below the ephemeral range: no outgoing connection takes it
 
 
 class Clock:

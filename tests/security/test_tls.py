@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from sealgrid.service.api import serve
 from sealgrid.service.client import Client, ServiceError
 from sealgrid.service.config import ServerConfig, load_server_config
 from sealgrid.service.keys import TRUST, Registry, server_tls_name
+from sealgrid.service.local import free_port_range
 from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
 
@@ -31,9 +31,7 @@ from .tls import leaf, new_ca, self_signed
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port_range(1)  # below the ephemeral range: no outgoing connection takes it
 
 
 @pytest.fixture

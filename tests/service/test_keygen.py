@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import shutil
-import socket
 import stat
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from sealgrid.service.keys import (
     check_registry,
     load_signing_key,
 )
+from sealgrid.service.local import free_port_range
 from sealgrid.service.server import Server
 from sealgrid.service.setup import (
     KeygenError,
@@ -42,13 +42,8 @@ from sealgrid.service.wire import raw_public
 
 
 def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    base = free_port_range(n)  # below the ephemeral range: no outgoing connection takes it
+    return [base + i for i in range(n)]
 
 
 def _files(root: Path) -> dict[Path, bytes]:

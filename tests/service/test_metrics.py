@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import logging
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -32,6 +31,7 @@ from sealgrid.service import metrics, status
 from sealgrid.service.agent import outcome_of
 from sealgrid.service.api import build_app
 from sealgrid.service.config import load_server_config
+from sealgrid.service.local import free_port_range
 from sealgrid.service.openapi import OPENAPI_PATHS
 from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
@@ -281,9 +281,7 @@ def _bid(hid: str) -> Bid:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port_range(1)  # below the ephemeral range: no outgoing connection takes it
 
 
 class Market3:

@@ -6,7 +6,6 @@ import dataclasses
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from sealgrid.service.intake import (
     Participation,
     SubmitBid,
 )
+from sealgrid.service.local import free_port_range
 from sealgrid.service.schedule import Schedule
 from sealgrid.service.storage import SCHEMA_VERSION, StorageError, Store
 from sealgrid.service.voprf import Issuer
@@ -227,9 +227,7 @@ def postgres_url() -> Iterator[str]:
     tmp_path.chmod(0o755)
     shutil.chown(tmp_path, "postgres")
     data = tmp_path / "pg"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port_range(1)  # below the ephemeral range: no outgoing connection takes it
     as_pg = ["runuser", "-u", "postgres", "--"]
     init = subprocess.run(
         [*as_pg, "initdb", "-D", str(data), "-A", "trust", "-U", "sealgrid"], capture_output=True

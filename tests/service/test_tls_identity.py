@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 
 import pytest
 
@@ -12,14 +11,13 @@ from sealgrid.service.api import serve
 from sealgrid.service.client import Client, ServiceError
 from sealgrid.service.config import load_server_config
 from sealgrid.service.keys import TRUST
+from sealgrid.service.local import free_port_range
 from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
 
 
 def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port_range(1)  # below the ephemeral range: no outgoing connection takes it
 
 
 @pytest.mark.parametrize("own", [True, False])
