@@ -90,17 +90,18 @@ def store_view(store: Store) -> StoreView:
     its outcome), the settled periods, those finished but not settled, and the bids of
     periods whose gate has closed (the same number as ``GET /v1/info``)."""
     periods: collections.Counter[str] = collections.Counter()
-    for status, no_trade, n in store._read(
-        "SELECT status, CASE WHEN outcome LIKE ? THEN 1 ELSE 0 END, COUNT(*) FROM periods"
-        " GROUP BY status, CASE WHEN outcome LIKE ? THEN 1 ELSE 0 END",
-        (_NO_TRADE, _NO_TRADE),
-    ):
-        periods[_status_label(str(status), bool(no_trade))] += int(n)
-    settled = int(store._read("SELECT COUNT(*) FROM settlements")[0][0])
-    awaiting = int(store._read(
-        "SELECT COUNT(*) FROM periods WHERE status NOT IN ('closed', 'agreed')"
-        " AND period NOT IN (SELECT period FROM settlements)")[0][0])
-    bids = int(store._read("SELECT COUNT(*) FROM closed_bids")[0][0])
+    with store.snapshot():  # the counts of one committed state, while the writer writes
+        for status, no_trade, n in store._read(  # one parameter: PostgreSQL groups by it
+            "SELECT status, no_trade, COUNT(*) FROM (SELECT status, CASE WHEN outcome LIKE ?"
+            " THEN 1 ELSE 0 END AS no_trade FROM periods) AS p GROUP BY status, no_trade",
+            (_NO_TRADE,),
+        ):
+            periods[_status_label(str(status), bool(no_trade))] += int(n)
+        settled = int(store._read("SELECT COUNT(*) FROM settlements")[0][0])
+        awaiting = int(store._read(
+            "SELECT COUNT(*) FROM periods WHERE status NOT IN ('closed', 'agreed')"
+            " AND period NOT IN (SELECT period FROM settlements)")[0][0])
+        bids = store.closed_counts()["bids_in_closed_periods"]
     return StoreView(dict(periods), settled, awaiting, bids)
 
 

@@ -46,13 +46,14 @@ no page still holds the old order.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import random
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,6 +310,7 @@ class Store:
         connection for reads only (:meth:`reader`), which neither migrates nor writes."""
         self.url = url
         self.reads_only = reads_only
+        self._snapshot = False  # inside snapshot(): reads do not end their transaction
         self._pg = url.startswith(("postgresql://", "postgres://"))
         #: set when several intake workers share this database (PostgreSQL): no bid of a
         #: period is stored once its gate's record is (see :meth:`add_batch`)
@@ -487,11 +489,31 @@ class Store:
             self._conn.rollback() if self._pg else self._conn.execute("ROLLBACK")
             raise StorageError(f"write failed: {exc}") from exc
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Make the reads inside see one committed state: one read transaction (SQLite's
+        under its write-ahead log; PostgreSQL's at ``REPEATABLE READ``), for counts that must
+        agree while another connection writes. Inside one already, it adds nothing."""
+        if self._snapshot:
+            yield
+            return
+        if self._pg:
+            self._conn.commit()  # what came before ends; the snapshot's statement starts one
+            self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        else:
+            self._conn.execute("BEGIN")
+        self._snapshot = True
+        try:
+            yield
+        finally:
+            self._snapshot = False
+            self._conn.commit() if self._pg else self._conn.execute("COMMIT")
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._conn.cursor()
         cur.execute(self._sql(sql), params)
         rows = cur.fetchall()
-        if self._pg:
+        if self._pg and not self._snapshot:
             self._conn.commit()
         return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
 
@@ -634,11 +656,12 @@ class Store:
     def closed_counts(self) -> dict[str, int]:
         """The public counts of ``GET /v1/info`` from the database: periods with a record
         (their gate has closed), and the bids in them."""
-        (periods,), = self._read("SELECT COUNT(*) FROM periods")
-        (bids,), = self._read(
-            "SELECT (SELECT COUNT(*) FROM closed_bids WHERE period IN (SELECT period FROM"
-            " periods)) + (SELECT COUNT(*) FROM bids WHERE period IN (SELECT period FROM"
-            " periods))")
+        with self.snapshot():  # a period recorded, its bids not yet counted: never
+            (periods,), = self._read("SELECT COUNT(*) FROM periods")
+            (bids,), = self._read(
+                "SELECT (SELECT COUNT(*) FROM closed_bids WHERE period IN (SELECT period FROM"
+                " periods)) + (SELECT COUNT(*) FROM bids WHERE period IN (SELECT period FROM"
+                " periods))")
         return {"closed_periods": int(periods), "bids_in_closed_periods": int(bids)}
 
     def issuers(self) -> dict[str, bytes]:

@@ -28,6 +28,7 @@ from sealgrid.service.local import free_port_range
 from sealgrid.service.schedule import Schedule
 from sealgrid.service.storage import SCHEMA_VERSION, StorageError, Store
 from sealgrid.service.voprf import Issuer
+from sealgrid.service.wire import Outcome
 
 NOW = dt.datetime(2026, 11, 22, 21, 7, tzinfo=dt.UTC)
 PERIOD = "2026-11-22T21:45:00Z"
@@ -318,6 +319,52 @@ def _sealed_in_steps(url: str) -> None:
     store.seal(PERIOD)  # sealing twice changes nothing
     assert where() == ([], everyone)
     store.close()
+
+
+def _counts_in_one_snapshot(url: str) -> None:
+    """The public counts (``GET /v1/info``, the metrics) read on the read connection: in
+    one snapshot, a commit of the writer meanwhile is not seen half; the metrics count the
+    bids of a period whose gate is recorded whether or not its seal has moved them yet, as
+    ``GET /v1/info`` does, and they do not move while the seal does."""
+    from sealgrid.service.metrics import store_view
+
+    _, pairs = _accepted(5)
+    store = Store(url)
+    store.add([a.bid for a, _ in pairs], [p for _, p in pairs])
+    reader = store.reader()
+    assert reader.closed_counts() == {"closed_periods": 0, "bids_in_closed_periods": 0}
+    with reader.snapshot():
+        before = reader._read("SELECT COUNT(*) FROM periods")
+        store.set_period(PERIOD, "closed", seal=False)  # the writer commits meanwhile
+        assert reader._read("SELECT COUNT(*) FROM periods") == before == [(0,)]
+        assert reader.closed_counts()["closed_periods"] == 0
+    assert reader.closed_counts() == {"closed_periods": 1, "bids_in_closed_periods": 5}
+    seen = []
+    for step in store.seal_steps(PERIOD, rows=2):
+        seen.append((reader.closed_counts()["bids_in_closed_periods"],
+                     store_view(reader).bids_in_closed_periods))
+        step()
+    seen.append((reader.closed_counts()["bids_in_closed_periods"],
+                 store_view(reader).bids_in_closed_periods))
+    assert set(seen) == {(5, 5)}, seen
+    assert store_view(reader).periods == {"closed": 1}
+    store.set_period("2026-11-22T22:00:00Z", "cleared",
+                     outcome=wire.encode(Outcome("no_trade")).decode())
+    store.set_period("2026-11-22T22:15:00Z", "cleared",
+                     outcome=wire.encode(Outcome("cleared", level=3, price="1.0")).decode())
+    view = store_view(reader)
+    assert view.periods == {"closed": 1, "no_trade": 1, "cleared": 1}, view
+    assert view.awaiting_settlement == 2 and view.settled == 0
+    reader.close()
+    store.close()
+
+
+def test_sqlite_counts_are_read_in_one_snapshot(tmp_path) -> None:
+    _counts_in_one_snapshot(f"sqlite:///{tmp_path / 'counts.sqlite'}")
+
+
+def test_postgresql_counts_are_read_in_one_snapshot(postgres_url: str) -> None:
+    _counts_in_one_snapshot(postgres_url)
 
 
 def test_a_sqlite_seal_in_steps_loses_and_doubles_nothing(tmp_path) -> None:
