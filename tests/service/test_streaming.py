@@ -198,3 +198,49 @@ def test_a_restarted_server_removes_the_files_of_finished_periods(tmp_path: Path
         assert {p.stem for p in kept if p.read_bytes() == b"\0" * 4} == {"cleared", "failed"}
     finally:
         server.store.close()
+
+
+def test_a_server_stopped_during_a_seal_stops_it_between_steps_and_finishes_it_at_start(
+        tmp_path: Path) -> None:
+    """``stop()`` does not wait for a whole seal: the seal ends after its step under way,
+    the period stays listed as unsealed, and the next start finishes it (every
+    participation in the sorted set, none left as a row)."""
+    from sealgrid.service.intake import Participation
+    from sealgrid.service.server import Server
+    from sealgrid.service.setup import init_data_dir
+
+    init_data_dir(tmp_path / "d", households=3, base_port=41920)
+    cfg = load_server_config(tmp_path / "d" / "server-0" / "server.toml")
+    period = "2026-11-29T12:45:00Z"
+    households = [f"h{i:05d}" for i in range(3500)]  # four steps of 1,000
+    server = Server(cfg)
+    server.store.add(participations=[Participation(period, h) for h in households])
+    server.store.set_period(period, "cleared", seal=False)  # stopped before its seal
+
+    async def start_and_stop() -> None:
+        await server.start()  # the seal starts in the background ...
+        await server.stop()  # ... and ends after the step under way, if any
+
+    asyncio.run(start_and_stop())
+    again = Server(cfg)
+    try:
+        left = again.store._read("SELECT COUNT(*) FROM participations WHERE period = ?",
+                                 (period,))[0][0]
+        assert again.store.unsealed() == [period] and left >= 2500, left
+
+        async def start_and_wait() -> None:
+            await again.start()
+            while again._sealing:
+                await asyncio.gather(*again._sealing)
+            await again.stop()
+
+        asyncio.run(start_and_wait())
+    except BaseException:
+        again.store.close()
+        raise
+    done = Server(cfg)
+    try:
+        assert done.store.unsealed() == []
+        assert done.store.participants(period) == tuple(households)
+    finally:
+        done.store.close()
