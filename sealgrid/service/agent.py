@@ -168,6 +168,24 @@ class PseudonymRecord:
         return Pseudonym(self.period, self.key, dict(self.tokens), dict(self.issuers))
 
 
+#: The format of a household's kept files (pseudonym records, the credential), written into
+#: each as ``"v"``. A file without one is of the first format, which this one reads as it is;
+#: a file of a newer format is refused with a message naming it, never rewritten.
+RECORD_VERSION = 1
+
+
+def _check_version(data: Any, what: str) -> None:
+    """Refuse a kept file of a format newer than :data:`RECORD_VERSION`."""
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    found = data.get("v", 1)
+    if not isinstance(found, int) or found < 1:
+        raise ValueError(f"format version {found!r} is not a version")
+    if found > RECORD_VERSION:
+        raise AgentError(f"{what} is of format {found}, written by a newer sealgrid; this one"
+                         f" reads formats up to {RECORD_VERSION} (upgrade sealgrid)")
+
+
 class PseudonymStore:
     """A household's one-time pseudonyms, one private file (mode 0600) per period.
 
@@ -198,6 +216,7 @@ class PseudonymStore:
             serialization.NoEncryption(),
         )
         data: dict[str, Any] = {
+            "v": RECORD_VERSION,
             "period": record.period,
             "seed": wire.b64e(seed),
             "side": record.side.value if record.side is not None else None,
@@ -217,6 +236,7 @@ class PseudonymStore:
         """
         try:
             data = json.loads(self.path(period).read_text())
+            _check_version(data, f"the record of {period}")
             key = Ed25519PrivateKey.from_private_bytes(wire.b64d(data["seed"]))
             issuers = {int(i): wire.b64d(d) for i, d in data.get("issuers", {}).items()}
             tokens = {int(i): wire.b64d(t) for i, t in data.get("tokens", {}).items()}
@@ -322,7 +342,7 @@ class Credential:
     def to_json(self) -> str:
         """The kept form."""
         return json.dumps({
-            "kappa": self.kappa, "shares": list(self.shares),
+            "v": RECORD_VERSION, "kappa": self.kappa, "shares": list(self.shares),
             "enrolled": {str(i): d.hex() for i, d in sorted(self.enrolled.items())},
         })
 
@@ -335,6 +355,7 @@ class Credential:
         """
         try:
             data = json.loads(text)
+            _check_version(data, "the kept credential")
             found = cls(int(data["kappa"]), tuple(int(s) for s in data["shares"]),
                         {int(i): bytes.fromhex(d) for i, d in data.get("enrolled", {}).items()})
             found.check()

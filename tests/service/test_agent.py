@@ -19,6 +19,7 @@ from sealgrid.mechanism.market import Market
 from sealgrid.protocol import field as F
 from sealgrid.service import wire
 from sealgrid.service.agent import (
+    RECORD_VERSION,
     AgentError,
     PseudonymRecord,
     PseudonymStore,
@@ -167,6 +168,35 @@ def test_the_pseudonym_store_is_private_durable_and_says_what_is_missing(tmp_pat
     path.write_text("{}")
     with pytest.raises(AgentError, match="unreadable"):
         store.load(period)
+
+
+def test_kept_files_carry_their_format_and_a_newer_one_is_refused_untouched(tmp_path) -> None:
+    """A pseudonym record and a credential are written with their format version; one of
+    the first format (no ``"v"``, as written before) still loads; one of a newer format is
+    refused with a message that names it, and left as it was."""
+    store = PseudonymStore.of(tmp_path, "h0007")
+    period = "2026-11-29T10:45:00Z"
+    store.save(PseudonymRecord(period, Ed25519PrivateKey.generate(), Side.BUY, 1_000))
+    path = store.path(period)
+    data = json.loads(path.read_text())
+    assert data["v"] == RECORD_VERSION
+    del data["v"]  # as the first format wrote it
+    path.write_text(json.dumps(data))
+    assert store.load(period).quantity_wh == 1_000
+    newer = json.dumps({**data, "v": RECORD_VERSION + 1})
+    path.write_text(newer)
+    with pytest.raises(AgentError, match=f"format {RECORD_VERSION + 1}, written by a newer"):
+        store.load(period)
+    assert path.read_text() == newer
+    kept = store.credential(3)
+    cred = json.loads(store.credential_path.read_text())
+    assert cred["v"] == RECORD_VERSION
+    del cred["v"]
+    store.credential_path.write_text(json.dumps(cred))
+    assert store.credential(3).kappa == kept.kappa
+    store.credential_path.write_text(json.dumps({**cred, "v": RECORD_VERSION + 1}))
+    with pytest.raises(AgentError, match="credential is of format"):
+        store.credential(3)
 
 
 def _field(numerator: int, denominator: int) -> int:
