@@ -537,7 +537,7 @@ def test_a_cycle_id_that_is_not_a_cycle_start_is_refused(cycle: str, fragment: s
         lambda c: c.cycle_of("0001-01-01T00:00:00+01:00"),
     ],
 )
-def test_absurd_dates_are_a_value_error_not_an_overflow(call) -> None:  # type: ignore[no-untyped-def]
+def test_absurd_dates_are_a_value_error_not_an_overflow(call) -> None:
     cal = BillingCalendar(900, 2880, 4)
     with pytest.raises(ValueError) as caught:
         call(cal)
@@ -548,7 +548,7 @@ def test_a_calendar_refuses_nonsense_parameters() -> None:
     for bad in ({"cycle_periods": 0}, {"reading_grace_periods": 0}, {"period_seconds": -900},
                 {"cycle_periods": True}):  # fmt: skip
         with pytest.raises(ValueError):
-            BillingCalendar(**bad)  # type: ignore[arg-type]
+            BillingCalendar(**bad)
 
 
 _STARTS = st.integers(min_value=-(10**6), max_value=10**7)  # periods from the epoch

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -235,7 +235,7 @@ class Client:
         self._fresh = fresh
         self.retry = retry
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         if self._session is None:
             self._session = open_session(self._ca, self._connections, fresh=self._fresh)
         return self

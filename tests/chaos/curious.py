@@ -151,7 +151,8 @@ def record(book: OrderBook, root: Path, layout: Layout = LAYOUT,
     hub = Hub(3)
     view: list[np.ndarray] = [np.asarray(batches[0].rows).ravel().copy()]
     labels = ["stored rows"]
-    nets = [Recording(hub, 0, view, labels), HubTransport(hub, 1), HubTransport(hub, 2)]
+    recording = Recording(hub, 0, view, labels)
+    nets = [recording, HubTransport(hub, 1), HubTransport(hub, 2)]
 
     async def run() -> list[Any]:
         return list(await asyncio.gather(
@@ -164,7 +165,7 @@ def record(book: OrderBook, root: Path, layout: Layout = LAYOUT,
         labels.append(f"output {name}")
     expanded = tuple(lab for v, lab in zip(view, labels, strict=True) for _ in range(v.size))
     return View(F.reduce(np.concatenate(view).astype(F.U64)), expanded, mine.public,
-                tuple(nets[0].cleared))
+                tuple(recording.cleared))
 
 
 def server0_view(book: OrderBook, root: Path, layout: Layout = LAYOUT,

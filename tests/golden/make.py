@@ -168,7 +168,7 @@ class Script(random.Random):
             raise AssertionError(f"scripted {value} outside getrandbits({k})")
         return value
 
-    def choice(self, seq: Sequence[Any]) -> Any:
+    def choice(self, seq: Any) -> Any:
         value = self._next("choice")
         if value not in seq:
             raise AssertionError(f"scripted {value!r} not in {seq!r}")

@@ -103,7 +103,7 @@ def check_service_wire(doc: Doc) -> None:
         # (a) the fixed fields, signed by the fixed key, give exactly the stored text
         assert wire.encode(make.signed(given)) == stored
         # (b) the stored text decodes to those fields, and its signature verifies
-        back = wire.decode(wire.MESSAGE_TYPES[m["type"]], stored)
+        back: Any = wire.decode(wire.MESSAGE_TYPES[m["type"]], stored)
         if hasattr(back, "signature"):
             assert dataclasses.replace(back, signature=b"") == given
             assert wire.verify(back, public)
@@ -200,17 +200,17 @@ def _mutants(name: str, doc: Doc) -> list[Doc]:
     if name == "shares.json":
         size = len(doc["bids"][0]["payloads"][0]) // 2
         for at in (0, 6, size - 1):  # magic, layout field, last share byte
-            edit(lambda d, at=at: d["bids"][0]["payloads"].__setitem__(
+            edit(lambda d, at=at: d["bids"][0]["payloads"].__setitem__(  # type: ignore[misc]
                 1, _flip_hex(d["bids"][0]["payloads"][1], at)))
         edit(lambda d: d["outputs"]["payloads"].__setitem__(
             2, _flip_hex(d["outputs"]["payloads"][2], -1)))
     elif name == "pem_wire.json":
         for i in range(len(doc["messages"])):
-            edit(lambda d, i=i: d["messages"][i].__setitem__(
+            edit(lambda d, i=i: d["messages"][i].__setitem__(  # type: ignore[misc]
                 "bytes", _flip_hex(d["messages"][i]["bytes"], -1)))
     elif name == "service_wire.json":
         for i in range(len(doc["messages"])):
-            edit(lambda d, i=i: d["messages"][i].__setitem__(
+            edit(lambda d, i=i: d["messages"][i].__setitem__(  # type: ignore[misc]
                 "text", d["messages"][i]["text"].replace('"v":1', '"v":1 ', 1)))
         first = doc["messages"][0]["text"]
         edit(lambda d: d["messages"][0].__setitem__("text", _flip_signature(first)))
@@ -221,7 +221,7 @@ def _mutants(name: str, doc: Doc) -> list[Doc]:
     elif name == "dgk.json":
         edit(lambda d: d["bits"]["ciphertexts"].__setitem__(0, d["bits"]["ciphertexts"][0] ^ 1))
         for k in range(len(doc["compare"])):
-            edit(lambda d, k=k: d["compare"][k]["blinded"].__setitem__(
+            edit(lambda d, k=k: d["compare"][k]["blinded"].__setitem__(  # type: ignore[misc]
                 4, d["compare"][k]["blinded"][4] ^ 1))
     return out
 

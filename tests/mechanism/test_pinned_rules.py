@@ -79,8 +79,8 @@ def test_parse_decimal_refusals_whole_messages(value: object, message: str) -> N
 
 def test_parse_decimal_takes_numpy_float64() -> None:
     """What pandas hands out: numpy 2 reprs it as 'np.float64(0.1)'."""
-    assert parse_decimal(np.float64(0.1)) == Decimal("0.1")  # type: ignore[arg-type]
-    assert parse_decimal(np.float64(1.013)) == Decimal("1.013")  # type: ignore[arg-type]
+    assert parse_decimal(np.float64(0.1)) == Decimal("0.1")
+    assert parse_decimal(np.float64(1.013)) == Decimal("1.013")
 
 
 def test_parse_decimal_takes_numpy_integers_and_float32() -> None:
@@ -270,7 +270,7 @@ def messages(rules: MarketRules = RULES, **overrides: str) -> list[str]:
                    "format (bidder)"),
 ])
 def test_each_refusal_whole_message(field: str, value: str, message: str) -> None:
-    assert messages(**{field: value}) == [message]
+    assert messages(RULES, **{field: value}) == [message]
 
 
 @pytest.mark.parametrize(("max_wh", "shown"), [

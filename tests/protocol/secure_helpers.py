@@ -13,8 +13,9 @@ from sealgrid.protocol import field as F
 from sealgrid.protocol.encoding import _HEADER, Layout, share_rows
 
 
-def book(is_buy: Sequence[bool], q: Sequence[int], level: Sequence[int],
-         supplier: Sequence[int] | None = None, suppliers: int = 2) -> OrderBook:
+def book(is_buy: Sequence[bool] | np.ndarray, q: Sequence[int] | np.ndarray,
+         level: Sequence[int] | np.ndarray, supplier: Sequence[int] | np.ndarray | None = None,
+         suppliers: int = 2) -> OrderBook:
     n = len(is_buy)
     return OrderBook(
         is_buy=np.array(is_buy, dtype=bool),
@@ -64,7 +65,7 @@ def overwrite(paths: Sequence[Path], slot: int, shares: Sequence[np.ndarray]) ->
         del data
 
 
-def cheat(layout: Layout, slot: int, make: Callable[[np.ndarray], np.ndarray | None],
+def cheat(layout: Layout, slot: int, make: Callable[[np.ndarray], object],
           corrupt: Callable[[list[np.ndarray]], None] | None = None,
           ) -> Callable[[Sequence[Path]], None]:
     """A tamper hook: household ``slot`` uploads valid-looking shares of a malicious vector.

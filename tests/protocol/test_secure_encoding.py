@@ -60,13 +60,14 @@ def test_wire_format_round_trip_and_malformed_messages() -> None:
     ((True, 5, 8, 0), Reason.PRICE_OFF_GRID),
     ((True, 5, 1, 3), Reason.UNKNOWN_SUPPLIER),
 ])
-def test_an_honest_household_refuses_to_encode_an_invalid_bid(args: tuple, reason: Reason) -> None:
+def test_an_honest_household_refuses_to_encode_an_invalid_bid(
+        args: tuple[bool, int, int, int], reason: Reason) -> None:
     with pytest.raises(BidRejected) as err:
         encode_bid(*args, LAYOUT)
     assert err.value.reason is reason
 
 
-def test_batch_save_and_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_batch_save_and_load(tmp_path) -> None:
     payloads = [encode_bid(i % 2 == 0, 100 + i, i % 8, i % 3, LAYOUT)[2] for i in range(5)]
     batch = ShareBatch.from_payloads(payloads, 2, LAYOUT)
     batch.save(tmp_path / "b.bin")
@@ -77,7 +78,7 @@ def test_batch_save_and_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ShareBatch.from_payloads(payloads, 1, LAYOUT)
 
 
-def test_joined_batches_are_their_rows_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_joined_batches_are_their_rows_in_order(tmp_path) -> None:
     payloads = [encode_bid(i % 2 == 0, 100 + i, i % 8, i % 3, LAYOUT)[0] for i in range(7)]
     whole = ShareBatch.from_payloads(payloads, 0, LAYOUT)
     ShareBatch(0, LAYOUT, whole.rows[:4]).save(tmp_path / "first.bin")
@@ -156,11 +157,11 @@ def _indistinguishable(a: np.ndarray, b: np.ndarray) -> bool:
     return True
 
 
-def _server_view(bid: tuple, samples: int, sharer) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _server_view(bid: tuple, samples: int, sharer) -> np.ndarray:
     return np.concatenate([sharer(bid, k)[0] for k in range(samples)])
 
 
-def _real(bid: tuple, k: int) -> list[np.ndarray]:
+def _real(bid: tuple[bool, int, int, int], k: int) -> list[np.ndarray]:
     return [s.values for s in encode_bid(*bid, LAYOUT, key=k.to_bytes(16, "little"))]
 
 

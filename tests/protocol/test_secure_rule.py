@@ -18,7 +18,7 @@ secint = mpc.SecInt(SECINT_BITS, p=F.MODULUS)
 
 def run(demand: np.ndarray, supply: np.ndarray,
         counts: tuple[np.ndarray, np.ndarray] | None = None, m: int = 1) -> tuple[Public, int]:
-    def wrap(v: np.ndarray):  # type: ignore[no-untyped-def]
+    def wrap(v: np.ndarray):
         return secint.array(np.array([int(a) for a in v], dtype=object))
 
     async def go() -> tuple[Public, int]:

@@ -24,7 +24,7 @@ LEVELS = 6
 
 @pytest.mark.parametrize("min_per_side", [1, 3])
 @pytest.mark.parametrize("segments", [(15,), (7, 13, 10), (40,)])
-def test_segments_give_the_same_period_as_one_validation(segments, min_per_side) -> None:  # type: ignore[no-untyped-def]
+def test_segments_give_the_same_period_as_one_validation(segments, min_per_side) -> None:
     b = random_book(np.random.default_rng(11), 40, LEVELS, 3)
     whole = secure_clear(b, LEVELS, mode="inprocess", key=b"s" * 16, min_per_side=min_per_side)
     parts = secure_clear(b, LEVELS, mode="inprocess", key=b"s" * 16, min_per_side=min_per_side,
@@ -41,7 +41,7 @@ def test_segments_give_the_same_period_as_one_validation(segments, min_per_side)
     assert ref.level is not None  # a book that trades: the outputs were exercised
 
 
-def _two_fine_levels(layout: Layout):  # type: ignore[no-untyped-def]
+def _two_fine_levels(layout: Layout):
     def make(row: np.ndarray) -> None:
         row[:] = honest_vector(layout, False, 500, 1, 0)
         row[layout.e] = [1, 1, 0]  # one-hot broken: two fine levels
@@ -66,7 +66,7 @@ def test_a_segment_with_one_malformed_bid_refuses_it_alone_when_validated() -> N
     shares = share_rows(rows, 3, b"segment-key")
     hub = Hub(3)
 
-    async def parties():  # type: ignore[no-untyped-def]
+    async def parties():
         return await asyncio.gather(*(
             validate_segment(ShareBatch(i, layout, shares[i]), HubTransport(hub, i))
             for i in range(3)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def test_the_search_finds_a_plaintext_bid() -> None:
 
 
 def test_a_captured_period_holds_no_bid_value(tmp_path: Path) -> None:
-    got = asyncio.run(capture_period(tmp_path / "d", seed=5, households=4))
+    got: dict[str, Any] = asyncio.run(capture_period(tmp_path / "d", seed=5, households=4))
     print(got)
     assert got["canary_hits"] >= 1, "the capture saw nothing"
     assert got["packets"] > 100 and got["receipts"] == 12

@@ -77,7 +77,7 @@ def test_one_servers_view_has_the_same_distribution_for_both_bid_sets(tmp_path: 
 
 def test_the_statistic_sees_a_leak_when_there_is_one(tmp_path: Path) -> None:
     """Power: the same test on the plaintext vectors (a view with no sharing) fails loudly."""
-    def plain(b):  # type: ignore[no-untyped-def]
+    def plain(b):
         row = plain_vectors(LAYOUT, b.is_buy, b.quantity_wh, b.level, b.supplier).ravel()
         return np.stack([row] * 40)
 

@@ -65,7 +65,7 @@ def market() -> tuple[World, list[tuple[bytes, bytes, Accepted]]]:
     return w, journal
 
 
-def test_receipts_verify_offline_and_any_change_fails(market) -> None:  # type: ignore[no-untyped-def]
+def test_receipts_verify_offline_and_any_change_fails(market) -> None:
     w, journal = market
     for raw, payload, event in journal:
         server = event.receipt.server
@@ -78,7 +78,7 @@ def test_receipts_verify_offline_and_any_change_fails(market) -> None:  # type: 
         assert not wire.verify(receipt, other)
 
 
-def test_period_statements_verify_offline_and_any_change_fails(market) -> None:  # type: ignore[no-untyped-def]
+def test_period_statements_verify_offline_and_any_change_fails(market) -> None:
     w, _ = market
     pseudonyms = w.machines[0].pseudonyms(PERIOD)
     statement = wire.sign(PeriodStatement(
@@ -96,7 +96,7 @@ def test_period_statements_verify_offline_and_any_change_fails(market) -> None: 
                            wire.raw_public(w.server_keys[0]))
 
 
-def test_replaying_the_journal_reproduces_receipts_and_results(market) -> None:  # type: ignore[no-untyped-def]
+def test_replaying_the_journal_reproduces_receipts_and_results(market) -> None:
     w, journal = market
     for party in range(3):
         own = [e for _, _, e in journal if e.receipt.server == party][::-1]  # reversed

@@ -64,7 +64,7 @@ class Live:
         cfg = load_server_config(root / "server-0" / "server.toml")
         if connections:
             cfg = dataclasses.replace(
-                cfg, connections=dataclasses.replace(cfg.connections, **connections)  # type: ignore[attr-defined]
+                cfg, connections=dataclasses.replace(cfg.connections, **connections)
             )
         self.root, self.cfg = root, cfg
         self.schedule = Schedule(cfg.market.period_seconds, cfg.market.horizon_periods)
@@ -78,7 +78,7 @@ class Live:
         self.peer_ctx.load_cert_chain(root / "server-1" / "tls.crt", root / "server-1" / "tls.key")
 
     def run(self, coro: Awaitable[T], timeout: float = 30) -> T:
-        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
     async def open(self, peer: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection(
@@ -207,8 +207,12 @@ def test_a_lone_surrogate_escape_is_malformed_on_every_post_route(live: Live, pa
     assert _refused(status, body) == "malformed"
 
 
-@pytest.mark.parametrize("cls", sorted(wire.MESSAGE_TYPES.values(), key=lambda c: c.__name__),
-                         ids=lambda c: c.__name__)
+def _type_name(cls: Any) -> str:
+    return str(cls.__name__)
+
+
+@pytest.mark.parametrize("cls", sorted(wire.MESSAGE_TYPES.values(), key=_type_name),
+                         ids=_type_name)
 def test_the_decoder_refuses_lone_surrogates_in_any_text(cls: type) -> None:
     doc = {"type": cls.__name__, "v": 1, "\ud800": 1}
     for raw in (json.dumps(doc).encode(), b'{"\\udfff":"\\ud800"}', b'"\\ud800"'):
@@ -287,7 +291,8 @@ def test_base64_has_one_spelling() -> None:
     for bad in (_respelled(text), text.rstrip("="), text + "=", " " + text):
         with pytest.raises(wire.WireError):
             wire.b64d(bad)
-    doc = json.loads(wire.encode(wire.BidSet(0, "p", (key,), b"s" * 64)))
+    doc = json.loads(wire.encode(wire.BidSet(0, "p", (key,), signature=b"s" * 64)))
+    assert wire.decode(wire.BidSet, wire.canonical_json(doc)).pseudonyms == (key,)  # control
     doc["pseudonyms"] = [_respelled(text)]
     with pytest.raises(wire.WireError):
         wire.decode(wire.BidSet, wire.canonical_json(doc))

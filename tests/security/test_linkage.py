@@ -51,6 +51,7 @@ from sealgrid.service.agent import encode_payloads
 from sealgrid.service.api import build_app
 from sealgrid.service.config import load_server_config
 from sealgrid.service.household import Pseudonym, accept_grant, make_submission, token_request
+from sealgrid.service.intake import ChallengeIssued
 from sealgrid.service.keys import load_signing_key
 from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
@@ -97,7 +98,8 @@ def numbers(value: Any, name: str) -> dict[str, float]:
         for k, v in enumerate(value):
             out |= numbers(v, f"{name}[{k}]")
         return out
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes | memoryview) else str(value)
+    text = (bytes(value).decode("utf-8", "replace") if isinstance(value, bytes | memoryview)
+            else str(value))
     for k, m in enumerate(TIME.finditer(text)):
         out[f"{name}.time{k}"] = _epoch(m.group())
     if text[:1] in "{[":
@@ -301,8 +303,10 @@ async def take_turns(server: Server, clock: Clock, root: Path,
         hid = f"h{i + 1:04d}"
         clock.now = T0 + dt.timedelta(seconds=30 * i)
         p = Pseudonym(period, pseudonym_key(i))
+        challenge = server.challenge()
+        assert isinstance(challenge, ChallengeIssued), challenge
         raw, blindings = token_request([p], hid, load_signing_key(
-            root / "households" / f"{hid}.key"), server.challenge().nonce)
+            root / "households" / f"{hid}.key"), challenge.nonce)
         grant = await server.grant(raw)
         assert isinstance(grant, TokenGrant), grant
         accept_grant([p], 0, server_key, grant, blindings)
@@ -384,7 +388,7 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 # --------------------------------------------------------------------------- the tests
 
 
-def test_taking_turns_pairs_no_more_than_chance_on_sqlite(tmp_path: Path, logs) -> None:  # type: ignore[no-untyped-def]
+def test_taking_turns_pairs_no_more_than_chance_on_sqlite(tmp_path: Path, logs) -> None:
     seen: list[tuple[int, str]] = []
 
     def during(server: Server) -> None:  # the attacker also looks before the gate
@@ -415,7 +419,7 @@ def _order_keeping(url: str) -> None:
     conn.close()
 
 
-def test_the_attack_pairs_everyone_on_an_order_keeping_store(tmp_path: Path, logs) -> None:  # type: ignore[no-untyped-def]
+def test_the_attack_pairs_everyone_on_an_order_keeping_store(tmp_path: Path, logs) -> None:
     """The control: rowid tables keep the turns (looked at before the gate's seal)."""
     seen: list[tuple[int, str]] = []
 
@@ -429,7 +433,7 @@ def test_the_attack_pairs_everyone_on_an_order_keeping_store(tmp_path: Path, log
 
 
 def test_taking_turns_pairs_no_more_than_chance_on_postgresql(
-    tmp_path: Path, logs, postgres_url: str  # type: ignore[no-untyped-def] # noqa: F811
+    tmp_path: Path, logs, postgres_url: str  # noqa: F811
 ) -> None:
     seen: list[tuple[int, str]] = []
 

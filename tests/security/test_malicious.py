@@ -156,7 +156,7 @@ def test_each_attack_is_refused_with_its_reason_and_the_period_clears_on_honest_
     _assert_reference(results, [spec_of.get(pub) for pub in agreed])
 
 
-def _clear_payloads(per_bid: list[list[bytes]], min_per_side: int = 1):  # type: ignore[no-untyped-def]
+def _clear_payloads(per_bid: list[list[bytes]], min_per_side: int = 1):
     batches = [
         ShareBatch.from_payloads([BidShares.from_bytes(b[i]) for b in per_bid], i, LAYOUT)
         for i in range(3)
@@ -181,16 +181,17 @@ def _field(x: Fraction) -> int:
     return x.numerator * pow(x.denominator, F.MODULUS - 2, F.MODULUS) % F.MODULUS
 
 
-def _reference(specs, min_per_side: int = 1):  # type: ignore[no-untyped-def]
+def _reference(specs, min_per_side: int = 1):
     """The plaintext clearing of the honest bids (``None`` in ``specs``: a cheater's slot)."""
     honest = [s for s in specs if s is not None]
-    ref = clear(book(*(list(x) for x in zip(*honest, strict=True))), LEVELS,
+    is_buy, q, level, supplier = (list(x) for x in zip(*honest, strict=True))
+    ref = clear(book(is_buy, q, level, supplier), LEVELS,
                 min_accepted_per_side=min_per_side)
     assert ref.level is not None
     return honest, ref
 
 
-def _assert_reference(results, specs, min_per_side: int = 1) -> None:  # type: ignore[no-untyped-def]
+def _assert_reference(results, specs, min_per_side: int = 1) -> None:
     """Every household and the grid operators rebuild exactly the plaintext reference on the
     honest bids from all three servers' shares; a cheater's slot trades nothing."""
     _, ref = _reference(specs, min_per_side)
@@ -207,7 +208,7 @@ def _assert_reference(results, specs, min_per_side: int = 1) -> None:  # type: i
         honest_slot += 1
 
 
-def _assert_suppliers(results, specs) -> None:  # type: ignore[no-untyped-def]
+def _assert_suppliers(results, specs) -> None:
     """Each supplier's rebuilt outputs (accepted totals Q and traded Q·V/L, buy then sell)
     equal the reference on the honest bids."""
     honest, ref = _reference(specs)

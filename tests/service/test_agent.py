@@ -9,6 +9,7 @@ import stat
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -47,7 +48,7 @@ def _info(party: int = 1, key: Ed25519PrivateKey | None = None, **changes: objec
     return wire.sign(info, key) if key else info
 
 
-def dataclasses_replace(info: MarketInfo, name: str, value: object) -> MarketInfo:
+def dataclasses_replace(info: MarketInfo, name: str, value: Any) -> MarketInfo:
     import dataclasses
 
     return dataclasses.replace(info, **{name: value})

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,7 +198,11 @@ def test_monitor_samples_at_once_when_the_phase_changes() -> None:
         monitor.start()  # phase "setup": its next sample is a second away
         seen: list[str] = []
         sample = monitor.sample
-        monitor.sample = lambda: (seen.append(monitor.phase), sample())[1]  # type: ignore[method-assign]
+        def noted() -> Any:  # the phase each sample is taken in, then the sample
+            seen.append(monitor.phase)
+            return sample()
+
+        monitor.sample = noted  # type: ignore[method-assign]
         monitor.phase = "gate"
         time.sleep(0.3)
         monitor.stop()

@@ -257,7 +257,7 @@ def test_an_enrolment_answer_that_does_not_verify_is_not_remembered(
         key = stranger if forgery == "other key" else servers.keys[1]
         return 200, wire.encode(wire.sign(ack, key))
 
-    servers.enrol = enrol  # type: ignore[method-assign]
+    servers.enrol = enrol
     agent = _agent(data_dir)
     if forgery == "refused":
         enrolled, refused = run(_with(agent, lambda a: a.enrol()))
@@ -380,7 +380,7 @@ def test_a_reading_receipt_that_does_not_verify_is_refused(data_dir, servers, fo
             key = servers.keys[0]
         return 200, wire.encode(wire.sign(receipt, key))
 
-    servers.reading = reading  # type: ignore[method-assign]
+    servers.reading = reading
     with pytest.raises(ServiceError, match="server 2's reading receipt does not verify"):
         run(_with(_agent(data_dir, "h0004"), lambda a: a.read_meter(PERIOD, 1, 2)))
 
@@ -394,7 +394,7 @@ def test_meter_read_reports_each_servers_receipt_or_refusal(data_dir, servers, c
             return 422, json.dumps(body).encode()
         return honest(server, msg)
 
-    servers.reading = reading  # type: ignore[method-assign]
+    servers.reading = reading
     args = ["meter", "read", "--data-dir", str(data_dir), "--household", "h0004",
             "--period", PERIOD, "--import-kwh", "1.5", "--export-kwh", "0.002", "--json"]
     assert main(args) == 1
@@ -405,7 +405,7 @@ def test_meter_read_reports_each_servers_receipt_or_refusal(data_dir, servers, c
     sent = dict(servers.paths("/v1/readings"))
     assert doc["receipts"]["0"] == wire.sha256(
         wire.decode(MeterReading, sent[0] or b"").shares).hex()
-    servers.reading = honest  # type: ignore[method-assign]
+    servers.reading = honest
     assert main(args) == 0
 
 
@@ -515,7 +515,7 @@ def test_a_billing_output_that_does_not_verify_is_refused(data_dir, servers, cap
             out = dataclasses.replace(out, period=PERIOD)
         return 200, wire.encode(wire.sign(out, key))
 
-    servers.output = output  # type: ignore[method-assign]
+    servers.output = output
     args = ["bills", "--data-dir", str(data_dir), "--supplier", "s1", "--cycle", CYCLE]
     assert main(args) == 1
     assert "server 0's output shares do not verify" in capsys.readouterr().err

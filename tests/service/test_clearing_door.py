@@ -76,7 +76,7 @@ def test_a_result_left_by_a_party_that_outlived_its_server_is_taken(tmp_path) ->
     assert not asyncio.run(clearing._outlived(req))  # the earlier party failed
 
 
-def test_a_segment_file_that_is_not_intact_is_not_taken(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_segment_file_that_is_not_intact_is_not_taken(tmp_path) -> None:
     """The gate takes a validated segment's rows from its share file only when the file is
     this server's, of this market and holds the segment's bids; anything else (a lost, empty,
     cut or foreign file: a crash before the disk had it) sends the gate back to the stored
@@ -91,8 +91,10 @@ def test_a_segment_file_that_is_not_intact_is_not_taken(tmp_path) -> None:  # ty
     empty, cut, foreign = tmp_path / "empty.bin", tmp_path / "cut.bin", tmp_path / "other.bin"
     empty.write_bytes(b"")
     cut.write_bytes(good.read_bytes()[:-8])
-    ShareBatch.from_messages([encode_payloads(check_bid(MARKET, "h", "buy", "1", "100", "s1")[0],
-                                              MARKET, 3)[1]], 1, Layout.of(MARKET)).save(foreign)
+    bid = check_bid(MARKET, "h", "buy", "1", "100", "s1")[0]
+    assert bid is not None
+    ShareBatch.from_messages([encode_payloads(bid, MARKET, 3)[1]], 1,
+                             Layout.of(MARKET)).save(foreign)
     for paths, sizes in (([good], [2]), ([good], [4]), ([tmp_path / "lost.bin"], [3]),
                          ([empty], [3]), ([cut], [3]), ([foreign], [1]), ([good, good], [3])):
         assert not segment_batches_fit(paths, sizes, 0, MARKET), (paths, sizes)
@@ -101,7 +103,7 @@ def test_a_segment_file_that_is_not_intact_is_not_taken(tmp_path) -> None:  # ty
 
 
 def test_a_batch_is_identified_alike_from_the_segments_files_or_from_the_database(
-        tmp_path) -> None:  # type: ignore[no-untyped-def]
+        tmp_path) -> None:
     """A restarted server builds the gate's batch from the segments' share files when they
     are intact and from the stored bids when not; a party of its earlier attempt is
     recognised either way, by the batch's pseudonyms in row order (and only by those)."""

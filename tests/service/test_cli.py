@@ -88,9 +88,9 @@ def test_household_and_supplier_commands_against_real_servers(tmp_path, capsys) 
         assert got["status"] == "no_trade" and "traded_wh" not in got
         # the full period: every household's exact amount, as the plaintext rule gives it
         market = Market(DEFAULT_GRID, 10_000, ("s1", "s2", "s3"), min_accepted_per_side=3)
-        bids = [check_bid(market, h, *THREE_A_SIDE[h], f"s{(int(h[1:]) - 1) % 3 + 1}")[0]
-                for h in THREE_A_SIDE]
-        book = OrderBook.from_bids([b for b in bids if b is not None], market.suppliers)
+        checked = [check_bid(market, h, *THREE_A_SIDE[h], f"s{(int(h[1:]) - 1) % 3 + 1}")[0]
+                   for h in THREE_A_SIDE]
+        book = OrderBook.from_bids([b for b in checked if b is not None], market.suppliers)
         ref = clear(book, market.levels, min_accepted_per_side=3)
         assert ref.level is not None and ref.denominator_buy * ref.denominator_sell > 1
         for i, hid in enumerate(THREE_A_SIDE):

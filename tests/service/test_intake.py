@@ -20,6 +20,7 @@ from sealgrid.service.household import (
 )
 from sealgrid.service.intake import (
     Accepted,
+    ChallengeIssued,
     GateClosed,
     Granted,
     Intake,
@@ -67,6 +68,7 @@ _counter = iter(range(10**6))
 
 def _nonce(m: Intake, now: dt.datetime = NOW) -> bytes:
     (issued,) = m.receive(IssueChallenge(now, next(_counter).to_bytes(16, "big")))
+    assert isinstance(issued, ChallengeIssued), issued
     return issued.nonce
 
 

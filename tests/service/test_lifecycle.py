@@ -14,6 +14,7 @@ from sealgrid.service.lifecycle import (
     GateClosed,
     GiveUp,
     Lifecycle,
+    Out,
     PeriodStatus,
     StartAttempt,
     Tick,
@@ -56,7 +57,7 @@ def test_failed_attempts_are_retried_with_backoff_until_the_deadline() -> None:
             assert outs == [GiveUp(PERIOD, outs[0].reason)]  # type: ignore[union-attr]
             assert "server 2 did not give its bid set" in outs[0].reason  # type: ignore[union-attr]
             break
-        started = []
+        started: list[Out] = []
         while not started:
             now += 0.25
             started = life.receive(Tick(at(now)))

@@ -608,7 +608,8 @@ def test_each_example_sent_as_is_is_refused_as_documented(harness: Harness, path
 
 def _by_the_document(body: dict[str, Any], key: Ed25519PrivateKey, **dumps: Any) -> bytes:
     """Sign and spell a message by the recipe of info.description (not wire's code)."""
-    canonical = {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}
+    canonical: dict[str, Any] = {"sort_keys": True, "separators": (",", ":"),
+                                 "ensure_ascii": False}
     signed = b"sealgrid/v1/" + body["type"].encode() + b"\n" + json.dumps(
         body, **canonical).encode()
     full = {**body, "signature": base64.b64encode(key.sign(signed)).decode()}
@@ -774,7 +775,8 @@ def test_an_enrolment_or_reading_with_one_drawn_field_signed_again_is_answered_a
     household = data.draw(st.sampled_from(["h0002", "h0003", "h0004"]))
     layout = ClaimLayout.of(h.server.market.max_quantity_wh)
     if data.draw(st.booleans()):
-        path, cls, signer = "/v1/enrol", wire.Enrolment, f"households/{household}"
+        path, signer = "/v1/enrol", f"households/{household}"
+        cls: type[Any] = wire.Enrolment
         msg: Any = wire.Enrolment(household, 0, Credential.fresh(3).share_bytes(0))
         name = data.draw(st.sampled_from(["share", "server"]))
     else:

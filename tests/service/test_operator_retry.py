@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -94,8 +95,11 @@ def open_session_plain() -> aiohttp.ClientSession:
     return aiohttp.ClientSession()
 
 
-async def _with(fake: Busy, retry: Retry, use: Callable[[HouseholdClient], Awaitable[object]]
-                ) -> object:
+T = TypeVar("T")
+
+
+async def _with(fake: Busy, retry: Retry, use: Callable[[HouseholdClient], Awaitable[T]]
+                ) -> T:
     async with serving(fake.handle) as url:
         client = _client(url, retry)
         try:
@@ -123,7 +127,7 @@ def test_a_bid_is_resent_unchanged_and_a_token_request_is_not() -> None:
         tokens = await c.call(0, "POST", "/v1/pseudonyms", b'{"signed over": "a challenge"}')
         return bid, tokens
 
-    bid, tokens = asyncio.run(_with(fake, FAST, use))  # type: ignore[misc]
+    bid, tokens = asyncio.run(_with(fake, FAST, use))
     assert bid[0] == 201 and [b for _, b in fake.seen["/v1/bids"]] == [b'{"bid": 1}'] * 2
     assert tokens[0] == 503 and len(fake.seen["/v1/pseudonyms"]) == 1  # its challenge is spent
 

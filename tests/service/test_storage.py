@@ -17,6 +17,7 @@ from sealgrid.service import wire
 from sealgrid.service.household import Pseudonym, accept_grant, make_submission, token_request
 from sealgrid.service.intake import (
     Accepted,
+    ChallengeIssued,
     Granted,
     Intake,
     IssueChallenge,
@@ -46,6 +47,7 @@ def _accepted(n: int) -> tuple[Intake, list[tuple[Accepted, Participation]]]:
     for i, (h, k) in enumerate(keys.items()):
         p = Pseudonym.fresh(PERIOD)
         (ch,) = m.receive(IssueChallenge(NOW, i.to_bytes(8, "big")))
+        assert isinstance(ch, ChallengeIssued), ch
         raw, blindings = token_request([p], h, k, ch.nonce)
         (granted,) = m.receive(IssuePseudonym(NOW, raw))
         assert isinstance(granted, Granted)
@@ -142,7 +144,7 @@ CREATE TABLE outputs (
 """  # the first schema, as sealgrid wrote it before it kept no order of arrival
 
 
-def _migration(url: str, execute) -> None:  # type: ignore[no-untyped-def]
+def _migration(url: str, execute) -> None:
     """Write a first-schema database (a closed period and an open one), open it, check."""
     _, pairs = _accepted(4)
     blob = "BYTEA" if url.startswith("postgresql") else "BLOB"
@@ -174,7 +176,8 @@ def _migration(url: str, execute) -> None:  # type: ignore[no-untyped-def]
     assert [(p.period, p.household) for p in parts] == sorted((r[0], r[2]) for r in rows)
     assert store.participants(PERIOD) == tuple(sorted(r[2] for r in rows if r[0] == PERIOD))
     assert store.output(PERIOD, "household", "x") == b"\x01"
-    assert store.period(PERIOD) is not None and store.period(PERIOD).statement == b"st"
+    record = store.period(PERIOD)
+    assert record is not None and record.statement == b"st"
     store.close()
     again = Store(url)  # opening it again changes nothing
     assert again.load_state() == (bids, parts, closed)
@@ -412,7 +415,7 @@ def test_a_schema_2_database_gains_the_settlement_tables(tmp_path) -> None:
 
 
 def test_a_reader_sees_the_last_commit_while_a_write_is_held_and_never_writes(
-        tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+        tmp_path, caplog) -> None:
     """The read connection (``Store.reader``) answers from the last committed state while
     the writer holds a transaction (a period's seal), refuses to write, and a reader that
     keeps the write-ahead log's checkpoint busy is logged, not ignored: the log's frames

@@ -108,7 +108,7 @@ def test_a_server_speaks_tls_1_3_only(tmp_path) -> None:
     assert asyncio.run(main()) == (True, False)
 
 
-def test_sessions_share_one_client_context_per_version_of_the_trust_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sessions_share_one_client_context_per_version_of_the_trust_file(tmp_path) -> None:
     import os
     import ssl
 

@@ -51,7 +51,7 @@ def _servers(root: Path, url: str, clock: Clock) -> tuple[Server, Server]:
     return (Server(cfg, clock, worker=0, workers=2), Server(cfg, clock, worker=1, workers=2))
 
 
-def _key(root: Path, i: int):  # type: ignore[no-untyped-def]
+def _key(root: Path, i: int):
     return load_signing_key(root / "households" / f"h{i + 1:04d}.key")
 
 

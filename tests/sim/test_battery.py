@@ -80,7 +80,8 @@ def test_the_battery_scenario_prices_inside_the_range_by_eq13(
                                battery_mwh=stored.action_mwh[w],
                                epsilon_fixed=stored.epsilon_fixed)
         price = cleared.result.price
-        if cleared.result.kind != "general" or not Fraction(90) < price < Fraction(110):
+        if cleared.result.kind != "general" or price is None or not (
+                Fraction(90) < price < Fraction(110)):
             continue
         net = day.pv_mwh[w] - day.load_mwh[w] - stored.action_mwh[w]
         sellers = net > 0

@@ -64,10 +64,12 @@ def test_coinciding_curves_get_their_own_style_and_a_legend_note():
     same = np.array([90.0, 90.0, 90.0, 120.0])
     plots.draw_runs(ax, {"double-auction": (x, np.array([85.0, 86.0, 87.0, np.nan])),
                          "pem-k20": (x, same), "pem-k40": (x, same.copy())})
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    legend = ax.get_legend()
+    assert legend is not None
+    labels = [t.get_text() for t in legend.get_texts()]
     assert labels[2] == "PEM, k = 40 (same as PEM, k = 20 throughout)"
     assert "same as" not in labels[0] + labels[1]
-    assert ax.get_legend().get_title().get_text().startswith("coinciding curves")
+    assert legend.get_title().get_text().startswith("coinciding curves")
     k20, k40 = ax.get_lines()[1:]
     assert (k20.get_linestyle(), k20.get_marker()) != (k40.get_linestyle(), k40.get_marker())
     assert k20.get_linewidth() > k40.get_linewidth()  # the one drawn on top is narrower

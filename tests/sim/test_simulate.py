@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from fractions import Fraction
+from typing import Any
 
 import pytest
 
@@ -178,15 +179,15 @@ def test_a_secure_pem_run_keeps_its_agents_across_windows(monkeypatch):
     pytest.importorskip("sealgrid.protocol.pem")
     from sealgrid.sim import window as sim_window
 
-    made: list[object] = []
+    made: list[tuple[Any, list[int]]] = []
     real = sim_window.pem_session
 
-    def watched(names, key_bits, seed, processes=None):  # type: ignore[no-untyped-def]
+    def watched(names, key_bits, seed, processes=None):
         session = real(names, key_bits, seed, processes=1)
         keys = session.backend.make_keys
-        calls = []
+        calls: list[int] = []
 
-        def make_keys():  # type: ignore[no-untyped-def]
+        def make_keys():
             calls.append(1)
             return keys()
 

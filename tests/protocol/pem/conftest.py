@@ -23,11 +23,13 @@ def keys_for(bits: int, count: int) -> Keys:
     return have[:count]
 
 
+class KeyCache:
+    """The key cache a test is given (``keys.get(bits, count)``)."""
+
+    get = staticmethod(keys_for)
+
+
 @pytest.fixture(scope="session")
-def keys() -> type:
+def keys() -> KeyCache:
     """The key cache (call ``keys.get(bits, count)``)."""
-
-    class Cache:
-        get = staticmethod(keys_for)
-
-    return Cache
+    return KeyCache()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from fractions import Fraction
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,6 +26,9 @@ from sealgrid.protocol.pem.params import (
     window_order,
 )
 from sealgrid.protocol.pem.runner import run_windows_local
+
+if TYPE_CHECKING:
+    from tests.protocol.pem.conftest import KeyCache
 
 PAPER = PemMarket.from_values(120, 80, 90, 110)
 K = 1 << RATIO_BITS
@@ -67,7 +71,7 @@ KINDS = {"general": 0.3, "extreme": 0.8}
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("bits", [512])
-def test_random_windows_equal_the_plaintext_pem(keys: type, kind: str, bits: int) -> None:
+def test_random_windows_equal_the_plaintext_pem(keys: KeyCache, kind: str, bits: int) -> None:
     rng = random.Random(f"{kind}{bits}")
     n = 12
     windows = [random_agents(rng, n, KINDS[kind]) for _ in range(4)]
@@ -79,7 +83,7 @@ def test_random_windows_equal_the_plaintext_pem(keys: type, kind: str, bits: int
     assert stats.bytes_per_agent > 0
 
 
-def test_1024_bit_keys(keys: type) -> None:
+def test_1024_bit_keys(keys: KeyCache) -> None:
     rng = random.Random(1024)
     windows = [random_agents(rng, 8, 0.4), random_agents(rng, 8, 0.9)]
     outcomes, _, _ = run_windows_local(windows, PAPER, key_bits=1024, keys=keys.get(1024, 8))
@@ -87,14 +91,14 @@ def test_1024_bit_keys(keys: type) -> None:
         assert_matches(agents, PAPER, outcome)
 
 
-def test_2048_bit_keys_once(keys: type) -> None:
+def test_2048_bit_keys_once(keys: KeyCache) -> None:
     rng = random.Random(2048)
     agents = random_agents(rng, 5, 0.4)
     outcomes, _, _ = run_windows_local([agents], PAPER, key_bits=2048, keys=keys.get(2048, 5))
     assert_matches(agents, PAPER, outcomes[0])
 
 
-def test_no_sellers_no_buyers_and_prices_clipped(keys: type) -> None:
+def test_no_sellers_no_buyers_and_prices_clipped(keys: KeyCache) -> None:
     buyers_only = [Agent.from_values(f"b{i}", "0", f"{i + 1}", "0", "20", "0.5") for i in range(4)]
     sellers_only = [Agent.from_values(f"b{i}", "3", "1", "0", "20", "0.5") for i in range(4)]
     # one tiny seller against big buyers: p̂ far above p_h, clipped to p_h
@@ -113,7 +117,7 @@ def test_no_sellers_no_buyers_and_prices_clipped(keys: type) -> None:
         assert_matches(agents, PAPER, outcome)
 
 
-def test_what_each_party_learns_in_clear(keys: type) -> None:
+def test_what_each_party_learns_in_clear(keys: KeyCache) -> None:
     rng = random.Random(7)
     agents = random_agents(rng, 10, 0.4)
     (outcome,), _, parties = run_windows_local([agents], PAPER, key_bits=512, seed=3,
@@ -125,8 +129,8 @@ def test_what_each_party_learns_in_clear(keys: type) -> None:
     d = designate(sellers, buyers, order[:CANDIDATES])
     e_s = sum(agents[i].net for i in sellers)
     e_b = -sum(agents[i].net for i in buyers)
-    r_b = parties[d.r1].revealed["masked_demand"]
-    r_s = parties[d.r2].revealed["masked_supply"]
+    r_b: Any = parties[d.r1].revealed["masked_demand"]
+    r_s: Any = parties[d.r2].revealed["masked_supply"]
     assert r_b - r_s == e_b - e_s and r_b != e_b and r_s != e_s  # masked by the same nonces
     assert parties[d.pricer].revealed["sum_k"] == sum(agents[i].k for i in sellers)  # Lemma 3
     assert parties[d.pricer].revealed["sum_pricing_term"] == sum(
@@ -168,7 +172,7 @@ def test_inputs_out_of_range_are_refused() -> None:
         run_pem_secure([big, Agent("y", 0, 1, 0, FIXED, FIXED // 2)], PAPER, key_bits=512)
 
 
-def test_two_agents_one_seller_one_buyer(keys: type) -> None:
+def test_two_agents_one_seller_one_buyer(keys: KeyCache) -> None:
     first = [Agent.from_values("x", "2", "0.5", "0", "20", "0.5"),
              Agent.from_values("y", "0", "3", "0", "40", "0.5")]
     second = [Agent.from_values("x", "0", "1", "0", "20", "0.5"),  # roles swapped
