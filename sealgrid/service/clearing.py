@@ -144,11 +144,27 @@ def in_order(result: ClearingResult, order: Sequence[bytes],
     stored after the gate keeps the segments' order, which tells roughly when bids came."""
     if list(order) == list(wanted):
         return result
-    where = {p: i for i, p in enumerate(order)}
-    index = np.array([where[p] for p in wanted], dtype=np.int64)
+    index = _positions(order, wanted)
     rows = np.frombuffer(result.settle_rows, dtype="<u8").reshape(4, -1)[:, index]
-    return replace(result, household=tuple(result.household[i] for i in index),
+    return replace(result, household=tuple(result.household[i] for i in index.tolist()),
                    settle_rows=np.ascontiguousarray(rows, dtype="<u8").tobytes())
+
+
+def _positions(order: Sequence[bytes], wanted: Sequence[bytes]) -> np.ndarray:
+    """``index`` with ``order[index[i]] == wanted[i]`` for every ``i``: ``wanted`` is the
+    32-byte pseudonyms of ``order``, sorted (as a bid set is). Sorted in numpy (0.02 s at
+    100,000 slots against 0.2 s for a dictionary of positions); a ``wanted`` that is not
+    ``order`` sorted is a ``ValueError``."""
+    if len(order) != len(wanted) or any(len(p) != 32 for p in order):
+        raise ValueError("the slots to reorder are not 32-byte pseudonyms of the same set")
+    keys = np.frombuffer(b"".join(order), dtype=">u8").reshape(-1, 4)
+    target = np.frombuffer(b"".join(wanted), dtype=">u8").reshape(-1, 4)
+    index = np.argsort(keys[:, 0], kind="stable")  # the first 8 bytes almost always differ
+    if not np.array_equal(keys[index], target):  # else all 32, the first 8 bytes first
+        index = np.lexsort(keys.T[::-1])
+        if not np.array_equal(keys[index], target):
+            raise ValueError("the slots to reorder are not the sorted set's")
+    return index
 
 
 def payload_checker(party: int, market: Market) -> Callable[[bytes], None]:

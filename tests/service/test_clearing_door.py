@@ -122,3 +122,35 @@ def test_a_batch_is_identified_alike_from_the_segments_files_or_from_the_databas
     other_result = replace(stored, segments=(b"other",))
     for changed in (reordered, other_result):
         assert clearing._batch_digest(changed) != clearing._batch_digest(stored)
+
+
+def test_outputs_are_put_back_in_pseudonym_order_slot_for_slot() -> None:
+    """The gate's slots follow the segments' order; ``in_order`` puts every slot's output and
+    settlement row back under its pseudonym, sorted, as a position lookup would (pseudonyms
+    sharing their first 8 or 24 bytes included); a set that is not the slots' is refused."""
+    import os
+    import random
+
+    import numpy as np
+
+    from sealgrid.protocol.mpcclear import Public
+    from sealgrid.service.clearing import ClearingResult, in_order
+
+    rng = random.Random(7)
+    prefix = os.urandom(24)
+    order = [os.urandom(32) for _ in range(300)] + [os.urandom(8) + os.urandom(24)
+                                                     for _ in range(3)]
+    order += [prefix + os.urandom(8) for _ in range(5)] + [order[0][:8] + os.urandom(24)]
+    rng.shuffle(order)
+    household = tuple(os.urandom(18) if i % 7 else b"" for i in range(len(order)))
+    rows = np.arange(4 * len(order), dtype="<u8").reshape(4, -1)
+    result = ClearingResult(Public(3), household, {}, b"", rows.tobytes())
+    wanted = sorted(order)
+    got = in_order(result, order, wanted)
+    at = {p: i for i, p in enumerate(order)}  # the reference: each pseudonym's slot
+    assert got.household == tuple(household[at[p]] for p in wanted)
+    back = np.frombuffer(got.settle_rows, dtype="<u8").reshape(4, -1)
+    assert (back == rows[:, [at[p] for p in wanted]]).all()
+    assert in_order(result, wanted, wanted) is result  # already in order: nothing to do
+    with pytest.raises(ValueError, match="not the sorted set"):
+        in_order(result, order, [*wanted[:-1], os.urandom(32)])
