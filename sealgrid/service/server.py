@@ -119,6 +119,17 @@ T = TypeVar("T")
 
 
 @dataclass
+class PeriodOutputs:
+    """What a cleared period leaves a server to serve: ``rows`` by role and subject
+    (suppliers', operators', the settlement's) and ``households``, each bid slot's
+    ``(pseudonym, output shares)`` in pseudonym order (stored in blocks,
+    :data:`~sealgrid.service.storage.OUTPUT_BLOCK`)."""
+
+    rows: list[tuple[str, str, bytes]] = field(default_factory=list)
+    households: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass
 class OwnSet:
     """A server's bid set of a closed period (final: its gate has passed), as the gate here
     and its peers use it: the set, its signed digest, and the set signed once a peer asks."""
@@ -910,7 +921,7 @@ class Server:
             own = await self.own_set(period)
             log.warning("period %s failed: %s", period, reason)
             await self._store_statement(period, "failed", Outcome("failed", reason=reason),
-                                        own.bidset.pseudonyms if own else (), (), [])
+                                        own.bidset.pseudonyms if own else (), ())
 
     async def _finish(self, period: str, deadline: dt.datetime) -> lifecycle.PeriodStatus:
         """Agree on the bid set with the peers (waiting for them until ``deadline``), clear it
@@ -986,7 +997,7 @@ class Server:
             agreed_set, agreed, excluded = set(mine), mine, ()
         self.lifecycle.receive(lifecycle.BidSetAgreed(period))
         t_agreed = loop.time()
-        outputs: list[tuple[str, str, bytes]] = []
+        outputs = PeriodOutputs()
         public: Outcome
         if not agreed:
             status, public = "cleared", Outcome("no_trade")
@@ -1016,7 +1027,7 @@ class Server:
 
     async def _store_statement(self, period: str, status: str, public: Outcome,
                                agreed: tuple[bytes, ...], excluded: tuple[bytes, ...],
-                               outputs: list[tuple[str, str, bytes]]) -> None:
+                               outputs: PeriodOutputs | None = None) -> None:
         """Sign and store a finished period's statement with its outputs, in one transaction."""
         loop = asyncio.get_running_loop()
         outcome = wire.encode(public).decode()
@@ -1045,7 +1056,8 @@ class Server:
                 excluded=excluded,
                 outcome=outcome,
                 statement=wire.encode(statement),
-                outputs=outputs,
+                outputs=outputs.rows if outputs else (),
+                households=outputs.households if outputs else (),
             ),
         )
         self._statements[period] = statement  # committed: final from now on
@@ -1147,7 +1159,7 @@ class Server:
     async def _clear(
         self, period: str, agreed: tuple[bytes, ...], deadline: dt.datetime,
         segments: Sequence[SegmentRecord] = (), staged: clearing.StagedParty | None = None,
-    ) -> tuple[str, Outcome, list[tuple[str, str, bytes]]]:
+    ) -> tuple[str, Outcome, PeriodOutputs]:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         # the batch: the validated segments' bids first, in their order, then the rest sorted
@@ -1188,7 +1200,7 @@ class Server:
         try:
             result = await self._watched(clearing.clear(request, self._warm, staged))
         except clearing.ClearingFailed as exc:
-            return "failed", Outcome("failed", reason=str(exc)), []
+            return "failed", Outcome("failed", reason=str(exc)), PeriodOutputs()
         t_party = loop.time()
         result = clearing.in_order(result, order, agreed)  # slots back in pseudonym order
         level = result.public.level
@@ -1198,17 +1210,19 @@ class Server:
             price=str(self.market.grid.price(level)) if level is not None else None,
             invalid_bids=result.invalid_bids,
         )
-        outputs = [  # a refused bid is told so; without trade nothing else is stored
-            ("household", wire.b64e(p), s if s else b"invalid")
+        households = [  # a refused bid is told so; without trade nothing else is stored
+            (p, s if s else b"invalid")
             for p, s in zip(agreed, result.household, strict=True)
             if level is not None or not s
         ]
+        outputs = PeriodOutputs(households=households)
         if level is not None:  # V goes to the authenticated grid operators only
-            outputs += [("supplier", k, v) for k, v in sorted(result.suppliers.items())]
-            outputs += [("operator", op, result.volume) for op in sorted(self.registry.operators)]
+            outputs.rows += [("supplier", k, v) for k, v in sorted(result.suppliers.items())]
+            outputs.rows += [("operator", op, result.volume)
+                             for op in sorted(self.registry.operators)]
             # what the settlement needs, never served: each slot's identity pair and accepted
             # quantities, and the ratios, as this server's shares
-            outputs += [("settlement", "rows", result.settle_rows),
+            outputs.rows += [("settlement", "rows", result.settle_rows),
                         ("settlement", "ratios", result.ratios)]
         log.info("period %s: payloads read %.2f s, party and its result %.2f s, outputs put"
                  " in order %.2f s", period, t_read - t0, t_party - t_read,

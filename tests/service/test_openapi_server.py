@@ -573,7 +573,7 @@ def test_a_finished_periods_statement_conforms(harness: Harness) -> None:
     period = h.server.schedule.period_id(
         h.server.schedule.start_of(NOW) - 30 * h.server.schedule.length)
     h.loop.run_until_complete(h.server._store_statement(
-        period, "cleared", wire.Outcome("no_trade"), (), (), []))
+        period, "cleared", wire.Outcome("no_trade"), (), ()))
     route = "/v1/periods/{period}"
     answer = h.checked("get", route.replace("{period}", period), route=route)
     assert answer.status == 200 and answer.json()["status"] == "cleared"

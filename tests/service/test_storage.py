@@ -370,6 +370,53 @@ def test_postgresql_counts_are_read_in_one_snapshot(postgres_url: str) -> None:
     _counts_in_one_snapshot(postgres_url)
 
 
+def _outputs_in_blocks(url: str) -> None:
+    """A city's household outputs are stored in blocks (a few rows, not one per household)
+    and each reads back as stored: invalid ones too, the first and last of every block; a
+    pseudonym with no output, or a respelled one, reads nothing; other roles keep a row each,
+    and a household output stored one row each (as before the blocks) still reads."""
+    import base64
+
+    from sealgrid.service.storage import OUTPUT_BLOCK
+
+    n = 2 * OUTPUT_BLOCK + 3
+    keys = sorted(os.urandom(32) for _ in range(n + 3))  # the last: a long share
+    absent = [keys[0], keys[OUTPUT_BLOCK + 1], keys[n + 1]]  # before, inside, after
+    stored = [k for k in keys[:-1] if k not in absent]
+    shares = {k: (b"invalid" if i % 9 == 0 else os.urandom(18)) for i, k in enumerate(stored)}
+    b64 = {k: base64.b64encode(k).decode() for k in keys}
+    outputs = [("supplier", "s1", b"S" * 40), ("settlement", "rows", b"R" * 5000)]
+    big = keys[-1]  # a share too long for a block's entry keeps a row of its own
+    shares[big] = b"B" * 40
+    store = Store(url)
+    store.set_period(PERIOD, "cleared", outcome="{}", statement=b"st", outputs=outputs,
+                     households=list(shares.items()))
+    (rows,), = store._read("SELECT COUNT(*) FROM outputs WHERE period = ?", (PERIOD,))
+    assert rows == 3 + 2 + 1  # three blocks, the supplier's, the settlement's, the long one
+    for k, v in shares.items():
+        assert store.output(PERIOD, "household", b64[k]) == v
+    for k in absent:
+        assert store.output(PERIOD, "household", b64[k]) is None
+    respelled = b64[stored[1]][:-2] + chr(ord(b64[stored[1]][-2]) ^ 1) + "="
+    assert store.output(PERIOD, "household", respelled) is None
+    assert store.output(PERIOD, "supplier", "s1") == b"S" * 40
+    assert store.output(PERIOD, "settlement", "rows") == b"R" * 5000
+    older = "2026-11-22T22:00:00Z"  # written one row each, as before the blocks
+    store._write([("INSERT INTO outputs (period, role, subject, shares) VALUES (?, ?, ?, ?)",
+                   (older, "household", b64[absent[0]], b"old"))])
+    assert store.output(older, "household", b64[absent[0]]) == b"old"
+    assert store.output(older, "household", b64[absent[1]]) is None
+    store.close()
+
+
+def test_sqlite_outputs_in_blocks_read_back(tmp_path) -> None:
+    _outputs_in_blocks(f"sqlite:///{tmp_path / 'blocks.sqlite'}")
+
+
+def test_postgresql_outputs_in_blocks_read_back(postgres_url: str) -> None:
+    _outputs_in_blocks(postgres_url)
+
+
 def test_a_sqlite_seal_in_steps_loses_and_doubles_nothing(tmp_path) -> None:
     _sealed_in_steps(f"sqlite:///{tmp_path / 'steps.sqlite'}")
 
