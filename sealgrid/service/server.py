@@ -1257,8 +1257,12 @@ class Server:
                                        self.cfg.party, self.clock())
         if why is not None:
             return why
-        if not await self.db(self.store.add_reading, msg.period, msg.household, msg.shares):
+        stored = await self.db(self.store.add_reading, msg.period, msg.household, msg.shares)
+        if stored == "duplicate":
             return Rejected(Reason.DUPLICATE_READING, "a reading of this period is stored")
+        if stored == "closed":  # checked before the deadline, stored after the set was read
+            return Rejected(Reason.LATE, "the readings of this period are closed: its"
+                            " settlement set was read")
         return wire.sign(ReadingReceipt(self.cfg.party, msg.period, msg.household,
                                         wire.sha256(msg.shares)), self.key)
 
@@ -1273,6 +1277,7 @@ class Server:
                 return None
         except ValueError:
             return None
+        await self.db(self.store.close_readings, period)  # no reading is stored after this
         readings = await self.db(self.store.readings, period)
         credentials = await self.db(self.store.credentials, self._enrol_before(period))
         return wire.sign(SettlementSet(self.cfg.party, period, tuple(sorted(readings)),

@@ -68,9 +68,9 @@ log = logging.getLogger("sealgrid.storage")
 #: (rowid tables, ``bids.seq``); 2 keeps no order of arrival; 3 adds the settlement's tables
 #: (credentials, readings, settlements); 4 adds ``used_challenges`` (several intake workers on
 #: one database); 5 adds ``segments`` (bids validated in segments while their period is
-#: open). An older database is brought forward by :data:`MIGRATIONS` when it is opened; a
-#: newer one is refused.
-SCHEMA_VERSION = 5
+#: open); 6 adds ``closed_readings``. An older database is brought forward by
+#: :data:`MIGRATIONS` when it is opened; a newer one is refused.
+SCHEMA_VERSION = 6
 #: The most bids (or participations) a period's seal moves in one transaction
 #: (:meth:`Store.seal_steps`): a server's other writes wait for one such step, not for the
 #: whole seal (21 s at 100,000 bids in one transaction on a 2-core machine).
@@ -183,6 +183,9 @@ TABLES: dict[str, tuple[str, str]] = {
         " PRIMARY KEY (period, household)",
         "period, household",
     ),
+    # periods whose reading set was read after their deadline (the settlement's): no reading
+    # of them is stored afterwards, by this process or by another worker of the server
+    "closed_readings": ("period TEXT NOT NULL, PRIMARY KEY (period)", "period"),
     # challenges used by signed requests, while several intake workers share the database
     # (a challenge is good at any worker, once): ``nonce`` is its SHA-256 (the challenge
     # itself starts with its expiry to the second); ``until`` the end of the period in which
@@ -311,6 +314,9 @@ def _split(blob: bytes | None) -> tuple[bytes, ...]:
 #: The tables of schema 2 (their columns have not changed since).
 _V2_TABLES = ("meta", "bids", "closed_bids", "participations", "participant_sets", "periods",
               "issuers", "outputs")
+#: The prefix of a period's reading lock (PostgreSQL's advisory lock on its hash; a bid's
+#: lock is the period's name alone).
+_READINGS_LOCK = "readings "
 #: PostgreSQL's advisory lock held while a database's schema is read and brought forward.
 _SCHEMA_LOCK = 0x5EA16E1D
 
@@ -341,6 +347,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _created("credentials", "readings", "settlements")),
     Migration(4, "used_challenges (several intake workers)", _created("used_challenges")),
     Migration(5, "segments (validation while a period is open)", _created("segments")),
+    Migration(6, "closed_readings (no reading after a period's set was read)",
+              _created("closed_readings")),
 )
 
 
@@ -1047,14 +1055,48 @@ class Store:
         rows = self._read("SELECT household, share, since FROM credentials ORDER BY household")
         return {h: bytes(s) for h, s, since in rows if since < before}
 
-    def add_reading(self, period: str, household: str, shares: bytes) -> bool:
-        """Store a meter reading; False (nothing written) when the household has one already."""
-        if self._read("SELECT 1 FROM readings WHERE period = ? AND household = ?",
-                      (period, household)):
-            return False
-        self._write([("INSERT INTO readings (period, household, shares) VALUES (?, ?, ?)",
-                      (period, household, shares))])
-        return True
+    def add_reading(self, period: str, household: str, shares: bytes) -> str:
+        """Store a meter reading, in one transaction; return ``"stored"``, ``"duplicate"``
+        (the household has one: nothing written) or ``"closed"`` (the period's reading set
+        was read, :meth:`close_readings`: nothing written). On PostgreSQL it holds the
+        period's shared reading lock, which closing takes exclusively: a reading that
+        another worker checked before the deadline commits before the set is read, or not
+        at all.
+
+        Raises:
+            StorageError: the write failed (nothing was stored).
+        """
+        cur = self._conn.cursor()
+        try:
+            if self._pg:
+                cur.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))",
+                            (_READINGS_LOCK + period,))
+            else:
+                cur.execute("BEGIN IMMEDIATE")
+            cur.execute(self._sql("SELECT 1 FROM closed_readings WHERE period = ?"), (period,))
+            if cur.fetchall():
+                found = "closed"
+            else:
+                cur.execute(self._sql(
+                    "INSERT INTO readings (period, household, shares) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING"), (period, household, shares))
+                found = "stored" if cur.rowcount == 1 else "duplicate"
+            self._conn.commit() if self._pg else cur.execute("COMMIT")
+        except Exception as exc:
+            self._conn.rollback() if self._pg else self._conn.execute("ROLLBACK")
+            raise StorageError(f"write failed: {exc}") from exc
+        return found
+
+    def close_readings(self, period: str) -> None:
+        """Record that ``period``'s reading set is read (its deadline has passed): no reading
+        of it is stored afterwards (:meth:`add_reading`). Closing twice changes nothing."""
+        statements: list[tuple[str, Sequence[Any]]] = []
+        if self._pg:  # waits for readings of the period that workers are storing
+            statements.append(("SELECT pg_advisory_xact_lock(hashtext(?))",
+                               (_READINGS_LOCK + period,)))
+        statements.append(("INSERT INTO closed_readings (period) VALUES (?)"
+                           " ON CONFLICT DO NOTHING", (period,)))
+        self._write(statements)
 
     def readings(self, period: str) -> dict[str, bytes]:
         """The period's stored readings by household."""

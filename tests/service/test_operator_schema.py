@@ -76,7 +76,12 @@ V4 = [
     "CREATE TABLE used_challenges (nonce {blob} NOT NULL, until TEXT NOT NULL,"
     " PRIMARY KEY (nonce)){norowid}",
 ]
-DDL = {1: V1, 2: V2, 3: V3, 4: V4}
+V5 = [
+    *V4,
+    "CREATE TABLE segments (period TEXT NOT NULL, idx INTEGER NOT NULL, members {blob} NOT NULL,"
+    " result {blob}, digest {blob}, PRIMARY KEY (period, idx)){norowid}",
+]
+DDL = {1: V1, 2: V2, 3: V3, 4: V4, 5: V5}
 
 #: Rows of every table, by the schema that first has the table (v1's bids carry seq).
 ROWS: dict[str, list[tuple[Any, ...]]] = {
@@ -95,6 +100,7 @@ ROWS: dict[str, list[tuple[Any, ...]]] = {
     "readings": [(CLOSED, "h1", b"shares")],
     "settlements": [(CLOSED, b"\x00\x02h1", '["settled"]', b"\x00" * 48, 0, 2, 98)],
     "used_challenges": [(b"\x07" * 32, OPEN)],
+    "segments": [(CLOSED, 0, b"\x00\x02p1", b"result", b"d" * 32)],
 }
 #: What schema 1's rows become: the closed period's bid sealed (its old receipt dropped), the
 #: open one's kept; the closed period's participations one set.
@@ -195,10 +201,12 @@ def _opened_and_checked(url: str, version: int) -> None:
         assert store.participants(CLOSED) == ("h1", "h2")
         assert [b.pseudonym for b in store.bids(CLOSED)] == [b"p1"]
         assert store.output(CLOSED, "household", "cDE") == b"\x01\x02"
-        assert store.add_reading(OPEN, "h3", b"new")  # the newest tables work
+        assert store.add_reading(OPEN, "h3", b"new") == "stored"  # the newest tables work
         assert store.use_challenge(b"nonce", OPEN) and not store.use_challenge(b"nonce", OPEN)
         store.add_segment(OPEN, 0, [b"p2"])
         assert [s.members for s in store.segments(OPEN)] == [(b"p2",)]
+        store.close_readings(OPEN)
+        assert store.add_reading(OPEN, "h4", b"late") == "closed"
     finally:
         store.close()
     db.close()
@@ -227,14 +235,14 @@ def test_a_failed_migration_leaves_the_database_as_it_was(
     db.build(2)
     before = {t: db.rows(t) for t in db.tables()}
     broken = replace(MIGRATIONS[-1], statements=lambda store, cur: [
-        ("CREATE TABLE segments (idx BLOB)", ()), ("INSERT INTO nowhere VALUES (1)", ())])
+        ("CREATE TABLE closed_readings (idx BLOB)", ()), ("INSERT INTO nowhere VALUES (1)", ())])
     monkeypatch.setattr(storage, "MIGRATIONS", (*MIGRATIONS[:-1], broken))
     with pytest.raises(StorageError, match="no such table: nowhere"):
         Store(sqlite_url)
     assert {t: db.rows(t) for t in db.tables()} == before  # no step-3 table, still schema 2
     monkeypatch.undo()
     Store(sqlite_url).close()  # the real steps then succeed
-    assert {"used_challenges", "segments"} <= set(db.tables())
+    assert {"used_challenges", "segments", "closed_readings"} <= set(db.tables())
     db.close()
 
 

@@ -449,8 +449,8 @@ def test_a_schema_2_database_gains_the_settlement_tables(tmp_path) -> None:
     conn.close()
     store = Store(f"sqlite:///{path}")
     assert store.readings(PERIOD) == {} and store.credentials("9999") == {}
-    assert store.add_reading(PERIOD, "h1", b"x" * 8)
-    assert not store.add_reading(PERIOD, "h1", b"y" * 8)  # a second reading is not stored
+    assert store.add_reading(PERIOD, "h1", b"x" * 8) == "stored"
+    assert store.add_reading(PERIOD, "h1", b"y" * 8) == "duplicate"  # not stored
     assert store.readings(PERIOD) == {"h1": b"x" * 8}
     assert store.enrol("h1", b"a" * 8, PERIOD) == b"a" * 8
     assert store.enrol("h1", b"b" * 8, PERIOD) == b"a" * 8  # the first share stays

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -44,11 +45,14 @@ class Clock:
         return self.now
 
 
-def _servers(root: Path, url: str, clock: Clock) -> tuple[Server, Server]:
+def _servers(root: Path, url: str, clock: Clock,
+             other: Clock | None = None) -> tuple[Server, Server]:
+    """The leader and a second worker of server 0 (on ``other``'s clock, if given)."""
     init_data_dir(root, households=N, base_port=1, period_seconds=900)
     cfg = dataclasses.replace(load_server_config(root / "server-0" / "server.toml"),
                               database=url)
-    return (Server(cfg, clock, worker=0, workers=2), Server(cfg, clock, worker=1, workers=2))
+    return (Server(cfg, clock, worker=0, workers=2),
+            Server(cfg, other or clock, worker=1, workers=2))
 
 
 def _key(root: Path, i: int):
@@ -250,3 +254,47 @@ def test_bench_service_runs_each_server_as_two_workers_on_postgresql(
         with psycopg.connect(template.replace("{party}", str(i))) as conn:
             (n,), = conn.execute("SELECT COUNT(*) FROM closed_bids").fetchall()
             assert n == 24
+
+
+def test_a_reading_checked_before_the_deadline_is_not_stored_after_the_set_was_read(
+        tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
+    """The reading-deadline race of two workers: the leader's clock has passed a period's
+    reading deadline and it reads the period's reading set; a worker whose clock still lags
+    checks a reading as on time, and then cannot store it (refused as late): what the set
+    said stays the period's readings. A reading stored before the set was read is in it."""
+    import numpy as np
+
+    from sealgrid.protocol.billing import Claim, ClaimLayout, share_claim
+
+    lead, lag = Clock(T0), Clock(T0)
+    w0, w1 = _servers(tmp_path, postgres_url, lead, lag)
+    ended = "2026-11-22T20:00:00Z"
+    deadline = w0.calendar.reading_deadline(ended)
+    layout = ClaimLayout.of(w0.market.max_quantity_wh)
+
+    def reading(i: int) -> bytes:
+        shares = share_claim(Claim.of(False, 0, Fraction(1), 5, 6), layout, 3)[0]
+        meter = load_signing_key(tmp_path / "households" / f"h{i + 1:04d}.meter.key")
+        return wire.encode(wire.sign(wire.MeterReading(
+            f"h{i + 1:04d}", 0, ended, np.asarray(shares, dtype="<u8").tobytes()), meter))
+
+    async def scenario() -> None:
+        await w0.start()
+        await w1.start()
+        try:
+            lag.now = lead.now = deadline - dt.timedelta(seconds=1)
+            assert isinstance(await w1.reading(reading(0)), wire.ReadingReceipt)
+            lead.now = deadline + dt.timedelta(seconds=1)  # the leader's clock passes it
+            read = await w0.own_settlement_set(ended)
+            assert read is not None and read.readings == ("h0001",)
+            late = await w1.reading(reading(1))  # on time by w1's clock, after the set
+            assert isinstance(late, Rejected) and late.reason is Reason.LATE, late
+            assert "closed" in late.detail
+            assert sorted(await w0.db(w0.store.readings, ended)) == ["h0001"]
+            again = await w0.own_settlement_set(ended)
+            assert again is not None and again.readings == read.readings
+        finally:
+            await w1.stop()
+            await w0.stop()
+
+    asyncio.run(scenario())
