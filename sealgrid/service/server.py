@@ -136,6 +136,8 @@ class OwnSet:
 
     bidset: BidSet  # unsigned
     digest: BidSetDigest  # signed
+    #: the segments validated here, as the set lists them (their members and results)
+    done: tuple[SegmentRecord, ...] = ()
     signed: BidSet | None = None
     signing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -578,7 +580,7 @@ class Server:
         digest = wire.sign(BidSetDigest(self.cfg.party, period, len(pseudonyms),
                                         wire.set_digest(pseudonyms), segments), self.key)
         # final: the gate has passed (no bid is stored), no segment starts, none is under way
-        made = self._bidsets[period] = OwnSet(bidset, digest)
+        made = self._bidsets[period] = OwnSet(bidset, digest, tuple(done))
         while len(self._bidsets) > BIDSETS_KEPT:
             self._bidsets.popitem(last=False)
         return made
@@ -1002,12 +1004,10 @@ class Server:
         if not agreed:
             status, public = "cleared", Outcome("no_trade")
         else:
-            await loop.run_in_executor(
-                self._db,
-                lambda: self.store.set_period(period, "agreed", agreed=agreed, excluded=excluded),
-            )
-            segments = await self._segments_agreed(
-                period, [own.bidset.segments, *(listed for _, listed in sets)], agreed_set)
+            await loop.run_in_executor(  # the set itself is stored once, with the statement
+                self._db, lambda: self.store.set_period(period, "agreed", excluded=excluded))
+            segments = self._segments_agreed(
+                own, [listed for _, listed in sets], agreed_set)
             if segments:
                 log.info("period %s: %d bids from %d segments validated while open", period,
                          sum(len(s.members) for s in segments), len(segments))
@@ -1142,19 +1142,19 @@ class Server:
         for entry in finished:
             await asyncio.to_thread(_erase, entry)
 
-    async def _segments_agreed(self, period: str, listed: list[tuple[bytes, ...]],
-                               agreed: set[bytes]) -> list[SegmentRecord]:
-        """The segments of ``period`` every server validated alike (same members, same joint
-        challenge), whose bids are all in the agreed set, by index: the gate's clearing
-        takes their results and validates only the rest."""
+    def _segments_agreed(self, own: OwnSet, listed: list[tuple[bytes, ...]],
+                         agreed: set[bytes]) -> list[SegmentRecord]:
+        """The segments this server validated (``own``) that every peer lists alike (same
+        members, same joint challenge) and whose bids are all in the agreed set, by index:
+        the gate's clearing takes their results and validates only the rest."""
         if not self.streaming:
             return []
-        mine = {s.index: s for s in await self.db(self.store.segments, period) if s.done}
-        common = {s.index.to_bytes(4, "big") + s.digest for s in mine.values()}
-        for segments in listed:  # each server's, as its bid set lists them
+        common = set(own.bidset.segments)
+        for segments in listed:  # each peer's, as its bid set lists them
             common &= set(segments)
-        used = [mine[int.from_bytes(e[:4], "big")] for e in common]
-        return sorted((s for s in used if set(s.members) <= agreed), key=lambda s: s.index)
+        return [s for s in own.done
+                if s.index.to_bytes(4, "big") + s.digest in common and agreed.issuperset(
+                    s.members)]
 
     async def _clear(
         self, period: str, agreed: tuple[bytes, ...], deadline: dt.datetime,

@@ -303,7 +303,11 @@ def _join(items: Sequence[bytes]) -> bytes:
 
 
 def _split(blob: bytes | None) -> tuple[bytes, ...]:
-    out, i, data = [], 0, bytes(blob or b"")
+    data = bytes(blob or b"")
+    n = len(data) // 34
+    if data and len(data) == 34 * n and data[0::34] == bytes(n) and data[1::34] == b" " * n:
+        return tuple(data[i + 2:i + 34] for i in range(0, len(data), 34))  # pseudonyms
+    out, i = [], 0
     while i < len(data):
         n = int.from_bytes(data[i : i + 2], "big")
         out.append(data[i + 2 : i + 2 + n])

@@ -493,3 +493,15 @@ def test_a_reader_sees_the_last_commit_while_a_write_is_held_and_never_writes(
     finally:
         reader.close()
         store.close()
+
+
+def test_sets_of_pseudonyms_and_of_names_are_kept_as_given() -> None:
+    """The length-prefixed sets (agreed pseudonyms, segment members, participant names) read
+    back as written, whether all 32 bytes (read at once) or not (read one by one), also
+    when mixed lengths add up to a multiple of a pseudonym's entry."""
+    from sealgrid.service.storage import _join, _split
+
+    for items in ([os.urandom(32) for _ in range(300)], [b"h1", b"h22"], [],
+                  [os.urandom(32) for _ in range(3)] + [b"x"], [b"\0" * 32] * 5,
+                  [b"a" * 30, b"b" * 34], [b" " * 32, b"\0" * 32]):
+        assert _split(_join(items)) == tuple(items), items[:2]
