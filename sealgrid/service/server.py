@@ -220,7 +220,6 @@ class Server:
         self._settle_tried: dict[str, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._sealing: set[asyncio.Task[None]] = set()  # seals of finished periods
-        self._stopping = False  # stop() was called: a seal ends after its step under way
         self._handed: set[str] = set()  # periods the leader found in the shared database
         self._taken = {"bids": 0, "token requests": 0}
         self._shared_checked = 0.0
@@ -266,9 +265,8 @@ class Server:
         self._tasks.append(asyncio.create_task(self._remove_workdirs()))
 
     async def stop(self) -> None:
-        """Stop the background tasks (a seal under way ends after its step under way: the
-        next start finishes it) and close the database."""
-        self._stopping = True
+        """Stop the background tasks (a seal under way finishes first, every step of it: a
+        database copied after a stop keeps no order of arrival) and close the database."""
         await asyncio.gather(*self._sealing, return_exceptions=True)
         if self.shared:  # counts only: what this worker took while it ran
             log.info("worker %d of %d stored %d bids and %d token requests", self.worker,
@@ -1075,10 +1073,6 @@ class Server:
             t0 = asyncio.get_running_loop().time()
             try:  # step by step: the next periods' bids wait for one step, not the seal
                 for step in await self.db(self.store.seal_steps, period):
-                    if self._stopping:  # Store.unsealed: the next start finishes it
-                        log.info("period %s: the seal stops part way; it is finished at the"
-                                 " next start", period)
-                        return
                     await self.db(step)
             except StorageError as exc:  # retried at the next start (Store.unsealed)
                 log.error("period %s: sealing failed: %s", period, exc)
