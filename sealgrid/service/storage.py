@@ -1031,9 +1031,11 @@ class Store:
         from its block, :data:`OUTPUT_BLOCK`)."""
         key = _pseudonym(subject) if role == "household" else None
         if key is not None:
+            byte_order = ' COLLATE "C"' if self._pg else ""  # SQLite compares bytes already
             rows = self._read(
-                "SELECT shares FROM outputs WHERE period = ? AND role = ? AND subject <= ?"
-                " ORDER BY subject DESC LIMIT 1", (period, _BLOCK_ROLE, key.hex()))
+                f"SELECT shares FROM outputs WHERE period = ? AND role = ? AND subject{byte_order}"
+                f" <= ? ORDER BY subject{byte_order} DESC LIMIT 1",
+                (period, _BLOCK_ROLE, key.hex()))
             found = _in_block(bytes(rows[0][0]), key) if rows else None
             if found is not None:
                 return found
