@@ -192,9 +192,7 @@ class Server:
         bids, parts, closed = self.store.load_state()
         self.intake.restore(bids, parts, closed)
         for period, secret in self.store.issuers().items():
-            issuer = _load_issuer(period, secret)
-            if issuer is not None:
-                self.intake.add_issuer(period, issuer)
+            self._install_issuer(period, secret)
         self._issuer_locks: dict[str, asyncio.Lock] = {}
         self._issuer_keys: dict[str, IssuerKey] = {}
         self._db = ThreadPoolExecutor(1, thread_name_prefix=f"db{cfg.party}")
@@ -235,6 +233,8 @@ class Server:
         #: the statements this server stored lately, by period, as stored: answered without
         #: the database, whose one thread may be busy sealing the very period for a second
         self._statements: OrderedDict[str, PeriodStatement] = OrderedDict()
+        #: periods whose readings this process closed (Store.close_readings), the latest
+        self._readings_closed: OrderedDict[str, None] = OrderedDict()
         self._bidsets: OrderedDict[str, OwnSet] = OrderedDict()  # final after the gate
         self._bidset_locks: dict[str, asyncio.Lock] = {}
 
@@ -336,9 +336,21 @@ class Server:
             issuer = self.intake.issuer(period)
             if issuer is None:  # stored before any use; another worker's if it was first
                 secret = await self.db(self.store.add_issuer, period, Issuer.generate().secret)
-                issuer = Issuer(secret)
-                self.intake.add_issuer(period, issuer)
+                issuer = self._install_issuer(period, secret)
         self._issuer_locks.pop(period, None)
+        return issuer
+
+    def _install_issuer(self, period: str, secret: bytes) -> Issuer | None:
+        """Take ``period``'s stored issuer key into the intake (made here, or by another
+        worker); None for one this version cannot use (an RSA key in PEM of the first token
+        scheme: that period's tokens can no longer be checked)."""
+        try:
+            issuer = Issuer(secret)
+        except ValueError as exc:
+            log.warning("period %s: the stored issuer key is not a VOPRF key (%s); ignored",
+                        period, exc)
+            return None
+        self.intake.add_issuer(period, issuer)
         return issuer
 
     async def issuer_key(self, period: str) -> IssuerKey | Rejected:
@@ -1094,9 +1106,7 @@ class Server:
         issuer = self.intake.issuer(period)
         if issuer is None and self.shared:
             secret = await self.db(self.store.issuer, period)
-            issuer = None if secret is None else _load_issuer(period, secret)
-            if issuer is not None:
-                self.intake.add_issuer(period, issuer)
+            issuer = None if secret is None else self._install_issuer(period, secret)
         return b"" if issuer is None else key_digest(issuer.public)
 
     def _mpc_peers(self, period: str) -> tuple[str, ...]:
@@ -1271,7 +1281,11 @@ class Server:
                 return None
         except ValueError:
             return None
-        await self.db(self.store.close_readings, period)  # no reading is stored after this
+        if period not in self._readings_closed:  # no reading is stored after this
+            await self.db(self.store.close_readings, period)
+            self._readings_closed[period] = None
+            while len(self._readings_closed) > STATEMENTS_KEPT:
+                self._readings_closed.popitem(last=False)
         readings = await self.db(self.store.readings, period)
         credentials = await self.db(self.store.credentials, self._enrol_before(period))
         return wire.sign(SettlementSet(self.cfg.party, period, tuple(sorted(readings)),
@@ -1575,14 +1589,3 @@ def _challenge_key(key: Any) -> bytes:
     raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                             serialization.NoEncryption())
     return hmac.new(raw, b"sealgrid/v1/challenge-key", hashlib.sha256).digest()
-
-
-def _load_issuer(period: str, secret: bytes) -> Issuer | None:
-    """A stored issuer key, or None for one this version cannot use (an RSA key in PEM of
-    the first token scheme: that period's tokens can no longer be checked)."""
-    try:
-        return Issuer(secret)
-    except ValueError as exc:
-        log.warning("period %s: the stored issuer key is not a VOPRF key (%s); ignored",
-                    period, exc)
-        return None

@@ -9,7 +9,8 @@ writer, storage, gate closure, logging) on SQLite and on PostgreSQL, and through
 ``sealgrid serve`` processes. The attacker then reads the server's database (every table and
 column, in the natural scan order, by rowid where there is one, by PostgreSQL's ``xmin``,
 ``ctid`` and ``cmin``; every number and time inside every stored value, receipts and bids
-included; a SQLite database's files as raw bytes: where each household id and pseudonym
+included; where each raw pseudonym lies inside a stored value, as in a block of the
+households' outputs; a SQLite database's files as raw bytes: where each household id and pseudonym
 lies), the server's log (every record, its position and time) and every receipt, and tries
 every pairing it can build: the k-th household of one ordering with the k-th pseudonym of
 another (both directions), each household with the next pseudonym after it in a shared
@@ -136,8 +137,8 @@ class Attacker:
         for v in values:
             if isinstance(v, memoryview):
                 v = bytes(v)
-            if isinstance(v, bytes) and v in self.pseudonyms:
-                found.add(v)
+            if isinstance(v, bytes):  # a raw pseudonym, alone or inside a blob (a block)
+                found |= {p for p in self.pseudonyms if p in v}
             text = v.decode("latin-1") if isinstance(v, bytes) else str(v)
             hids |= {h for h in HOUSEHOLD.findall(text) if h in self.households}
             found |= {p for s, p in self.spellings.items() if s in text}
@@ -155,6 +156,12 @@ class Attacker:
             for p in found:
                 self.of_pseudonym[f"{source}.{name}"].setdefault(p, x)
         self.together |= {(h, p) for h in hids for p in found}
+        for k, v in enumerate(values):  # where in a blob each raw pseudonym lies, rows apart
+            blob = bytes(v) if isinstance(v, bytes | memoryview) else b""
+            for p in found:
+                if (at := blob.find(p)) >= 0:
+                    self.of_pseudonym[f"{source}.c{k}.offset"].setdefault(
+                        p, measures.get("scan", 0.0) * 2**32 + at)
 
     def best(self, truth: dict[str, bytes]) -> tuple[int, str]:
         """The most households any strategy pairs correctly, and that strategy."""
@@ -432,6 +439,25 @@ def test_the_attack_pairs_everyone_on_an_order_keeping_store(tmp_path: Path, log
     assert seen[0][0] == N, seen[0][1]
 
 
+def test_the_attack_reads_the_order_inside_a_blob(tmp_path: Path) -> None:
+    """The control for blocks of entries (the households' outputs): pseudonyms kept inside
+    one value in the order of the turns pair everyone, by where each lies in it."""
+    db = tmp_path / "blob.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE enrolled (household TEXT)")
+    conn.execute("CREATE TABLE kept (entries BLOB)")
+    conn.executemany("INSERT INTO enrolled VALUES (?)", [(h,) for h in TRUTH])
+    conn.execute("INSERT INTO kept VALUES (?)",
+                 (b"".join(p + bytes(32) for p in TRUTH.values()),))  # in turns
+    conn.commit()
+    conn.close()
+    a = Attacker(TRUTH, TRUTH.values())
+    read_sqlite(a, db)
+    hits, how = a.best(TRUTH)
+    assert hits == N, how
+    assert not a.together
+
+
 def test_taking_turns_pairs_no_more_than_chance_on_postgresql(
     tmp_path: Path, logs, postgres_url: str  # noqa: F811
 ) -> None:
@@ -548,5 +574,8 @@ def test_taking_turns_through_three_real_servers(tmp_path: Path) -> None:
         assert {"sqlite.closed_bids", "sqlite.participant_sets", "receipt"} <= a.sources
         assert hits <= BOUND, how
         assert not a.together
+        blocks = [m for k, m in a.of_pseudonym.items() if k.startswith("sqlite.outputs.")
+                  and k.endswith(".offset")]  # every output share, in its block
+        assert any(len(m) == N for m in blocks), sorted(a.of_pseudonym)
         log = (c.root / f"server-{server}.log").read_text(errors="replace").splitlines()
         assert log and all(a.who([line]) == (set(), set()) for line in log)
