@@ -236,6 +236,8 @@ class Server:
         #: periods whose readings this process closed (Store.close_readings), the latest
         self._readings_closed: OrderedDict[str, None] = OrderedDict()
         self._bidsets: OrderedDict[str, OwnSet] = OrderedDict()  # final after the gate
+        #: the segments of open periods whose validation this process started, by period
+        self._segments_started: dict[str, set[int]] = {}
         self._bidset_locks: dict[str, asyncio.Lock] = {}
 
     # -- life cycle
@@ -492,6 +494,8 @@ class Server:
                     self.finish_period(event.period)
             if self.shared:
                 await self._shared_gates(now)
+                if self.streaming:
+                    await self._segments_recorded()
             self._lifecycle_do(self.lifecycle.receive(lifecycle.Tick(now)))
             if not self._settle_lock.locked():
                 self._tasks.append(asyncio.create_task(self.settle_due()))
@@ -610,9 +614,10 @@ class Server:
 
     @property
     def streaming(self) -> bool:
-        """Whether this server validates bids in segments while their period is open (one
-        process per server: with several intake workers the gate validates everything)."""
-        return self.cfg.market.segment_seconds > 0 and not self.shared
+        """Whether this server validates bids in segments while their period is open. With
+        several intake workers every worker answers the peers' segment requests from the
+        database; only the leader validates (its MPC party), :meth:`_segments_recorded`."""
+        return self.cfg.market.segment_seconds > 0
 
     def _segment_lock(self, period: str) -> asyncio.Lock:
         return self._segment_locks.setdefault(period, asyncio.Lock())
@@ -706,6 +711,7 @@ class Server:
                    for j, (s, b) in zip(peers, answers, strict=True) if s != 200]
         if refused:
             raise clearing.ClearingFailed("the plan was refused (" + "; ".join(refused) + ")")
+        self._segments_started.setdefault(period, set()).add(plan.index)  # run here, once
         await self.db(self.store.add_segment, period, plan.index, plan.pseudonyms)
         return await self._run_segment(period, plan.index, plan.pseudonyms)
 
@@ -741,9 +747,38 @@ class Server:
         # a StorageError (the disk, or this index recorded meanwhile) is the caller's to
         # answer: a retry is then refused as the plan deserves
         await self.db(self.store.add_segment, plan.period, plan.index, plan.pseudonyms)
-        task = asyncio.create_task(self._run_segment(plan.period, plan.index, plan.pseudonyms))
-        self._tasks.append(task)
+        if self.worker == 0:  # another worker leaves it to the leader, which finds it stored
+            self._start_segment(plan.period, plan.index, plan.pseudonyms)
         return None
+
+    def _start_segment(self, period: str, index: int, members: tuple[bytes, ...]) -> None:
+        """Validate a recorded segment in the background (the leader), once."""
+        started = self._segments_started.setdefault(period, set())
+        if index not in started:
+            started.add(index)
+            self._tasks.append(asyncio.create_task(self._run_segment(period, index, members)))
+
+    async def _segments_recorded(self) -> None:
+        """The leader of several workers: start the segments that a peer's plan reaching
+        another worker recorded (the peers' requests land on any worker), while their
+        period may still take one; forget the periods whose gate has passed."""
+        try:
+            waiting = await self.db(self.store.segments_waiting)
+        except StorageError as exc:
+            log.warning("segments: cannot read the recorded ones: %s", exc)
+            return
+        for period in list(self._segments_started):
+            if period not in waiting:
+                del self._segments_started[period]
+        for period, indices in waiting.items():
+            started = self._segments_started.get(period, set())
+            new = [k for k in indices if k not in started]
+            if not new or not self._segment_open(period):
+                continue
+            records = {r.index: r for r in await self.db(self.store.segments, period)}
+            for k in new:
+                if k in records:
+                    self._start_segment(period, k, records[k].members)
 
     async def _run_segment(self, period: str, index: int, members: tuple[bytes, ...]) -> bool:
         """Validate one recorded segment with the peers (this server's party process) and
@@ -1090,6 +1125,7 @@ class Server:
                 log.error("period %s: sealing failed: %s", period, exc)
                 return
             self._segment_locks.pop(period, None)  # its segments went with the seal
+            self._segments_started.pop(period, None)
             await asyncio.get_running_loop().run_in_executor(  # and their files
                 None, _erase, self._mpc_workdir(period))
             log.info("period %s sealed in %.2f s", period,
