@@ -108,6 +108,10 @@ HEARTBEAT_SECONDS = 0.5
 PEER_DOWN_SECONDS = 1.5
 #: How many of its latest statements a server answers from memory.
 STATEMENTS_KEPT = 64
+#: How long a finished period's seal waits before its first step: the peers are most likely
+#: still storing their statements of the period then, and on shared cores the seal's steps
+#: would take CPU from them (a stop seals at once)
+SEAL_DELAY_SECONDS = 2.0
 #: Bid sets kept in memory, the latest periods' (each lists a period's pseudonyms).
 BIDSETS_KEPT = 4
 
@@ -218,6 +222,7 @@ class Server:
         self._settle_tried: dict[str, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._sealing: set[asyncio.Task[None]] = set()  # seals of finished periods
+        self._stopping = asyncio.Event()
         self._handed: set[str] = set()  # periods the leader found in the shared database
         self._taken = {"bids": 0, "token requests": 0}
         self._shared_checked = 0.0
@@ -269,6 +274,7 @@ class Server:
     async def stop(self) -> None:
         """Stop the background tasks (a seal under way finishes first, every step of it: a
         database copied after a stop keeps no order of arrival) and close the database."""
+        self._stopping.set()  # a seal waiting for its peers' statements starts now
         await asyncio.gather(*self._sealing, return_exceptions=True)
         if self.shared:  # counts only: what this worker took while it ran
             log.info("worker %d of %d stored %d bids and %d token requests", self.worker,
@@ -1117,6 +1123,8 @@ class Server:
         arrival left them, as they did while the period was open."""
 
         async def seal() -> None:
+            with contextlib.suppress(TimeoutError):  # the peers' statements go first
+                await asyncio.wait_for(self._stopping.wait(), SEAL_DELAY_SECONDS)
             t0 = asyncio.get_running_loop().time()
             try:  # step by step: the next periods' bids wait for one step, not the seal
                 for step in await self.db(self.store.seal_steps, period):
