@@ -650,7 +650,8 @@ class Server:
         segments = await self.db(self.store.segments, period)
         for s in segments:
             stored.difference_update(s.members)
-        return wire.sign(PendingSet(self.cfg.party, period, len(segments),
+        after = max((s.index + 1 for s in segments), default=0)  # indices may skip (below)
+        return wire.sign(PendingSet(self.cfg.party, period, after,
                                     tuple(sorted(stored))), self.key)
 
     async def _segmenter(self) -> None:
@@ -694,6 +695,7 @@ class Server:
         answers = await asyncio.gather(*(
             self._peer_internal(j, "GET", f"periods/{period}/pending") for j in peers))
         members = set(own.pseudonyms)
+        index = own.next_segment
         for j, (status, body) in zip(peers, answers, strict=True):
             if status != 200:
                 raise clearing.ClearingFailed(f"server {j} gave no pending set (HTTP {status})")
@@ -701,14 +703,13 @@ class Server:
             if (found.server, found.period) != (j, period) or not wire.verify(
                     found, self.registry.servers[j][1]):
                 raise clearing.ClearingFailed(f"server {j}'s pending set is not its own")
-            if found.next_segment != own.next_segment:
-                raise clearing.ClearingFailed(
-                    f"server {j} is at segment {found.next_segment}, this one at"
-                    f" {own.next_segment}")
+            # a peer that recorded a plan another refused is a segment ahead: the next
+            # index is the first that no server has used
+            index = max(index, found.next_segment)
             members &= set(found.pseudonyms)
         if len(members) < self.cfg.market.segment_min_bids:
             return False
-        plan = wire.sign(SegmentPlan(self.cfg.party, period, own.next_segment,
+        plan = wire.sign(SegmentPlan(self.cfg.party, period, index,
                                      tuple(sorted(members))[:self.segment_cap]), self.key)
         body = wire.encode(plan)
         answers = await asyncio.gather(*(
@@ -741,7 +742,7 @@ class Server:
         own = await self.own_pending(plan.period)
         if own is None:
             return Rejected(Reason.LATE, "this period takes no segment any more here")
-        if plan.index != own.next_segment:
+        if plan.index < own.next_segment:  # used here; a larger one skips what others used
             return Rejected(Reason.WRONG_PERIOD,
                             f"the next segment here is {own.next_segment}, not {plan.index}")
         if not plan.pseudonyms:  # a segment of nothing would only use up an index

@@ -191,13 +191,14 @@ def test_a_segment_plan_that_reaches_another_worker_is_validated_by_the_leader(
         await worker.start()
         try:
             stored = []
-            for i in range(6):
+            for i in range(8):
                 p = Pseudonym.fresh(PERIOD)
                 assert isinstance(await _token(worker, tmp_path, i, p), TokenGrant)
                 got = await worker.submit(make_submission(p, 1, _bid(worker, i)))
                 assert isinstance(got, Receipt), got
                 stored.append(p.public)
-            first, second = sorted(stored)[:3], sorted(stored)[3:]
+            first, second, (third, fourth) = (sorted(stored)[:3], sorted(stored)[3:6],
+                                              sorted(stored)[6:])
             assert await worker.accept_segment(plan(0, first), PERIOD) is None
             for _ in range(100):  # the leader's clock looks about every 0.25 s
                 if started["leader"]:
@@ -212,15 +213,75 @@ def test_a_segment_plan_that_reaches_another_worker_is_validated_by_the_leader(
             # the next index is the database's, whichever worker is asked
             assert (await worker.own_pending(PERIOD)).next_segment == 2  # type: ignore[union-attr]
             assert await worker.accept_segment(plan(1, second), PERIOD) is not None
+            # a plan may skip an index (another peer recorded one that this one refused),
+            # never go back to one
+            assert await worker.accept_segment(plan(4, [third]), PERIOD) is None
+            assert (await worker.own_pending(PERIOD)).next_segment == 5  # type: ignore[union-attr]
+            back = await worker.accept_segment(plan(3, [fourth]), PERIOD)
+            assert isinstance(back, Rejected) and "next segment here is 5" in back.detail
             # after the gate's record nothing of the period waits, or starts
-            await leader.db(lambda: leader.store.add_segment(PERIOD, 2, [first[0]]))
+            for _ in range(100):
+                if len(started["leader"]) == 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert [k for _, k, _ in started["leader"]] == [0, 1, 4], started
+            await leader.db(lambda: leader.store.add_segment(PERIOD, 5, [fourth]))
             await leader.db(lambda: leader.store.set_period(PERIOD, "closed", seal=False))
             assert await leader.db(leader.store.segments_waiting) == {}
             await leader._segments_recorded()
-            assert [k for _, k, _ in started["leader"]] == [0, 1], started
+            assert [k for _, k, _ in started["leader"]] == [0, 1, 4], started
         finally:
             await worker.stop()
             await leader.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_leader_plans_the_first_segment_index_no_server_has_used(
+        tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
+    """A peer that recorded a plan another peer refused is a segment ahead: the leader's
+    next plan takes the first index none has used, so segments go on (they stopped for the
+    rest of the period before). The peers' answers are signed with their own keys."""
+    clock = Clock(T0)
+    leader, worker = _servers(tmp_path, postgres_url, clock, segment_seconds=1)
+    peers = {j: load_signing_key(tmp_path / f"server-{j}" / "signing.key") for j in (1, 2)}
+    ahead = {1: 3, 2: 1}  # server 1 recorded segments 0–2, server 2 segment 0
+    sent: list[SegmentPlan] = []
+    ran: list[int] = []
+
+    async def peer_internal(peer: int, method: str, path: str,
+                            body: bytes = b"") -> tuple[int, bytes]:
+        if method == "GET":
+            pending = await leader.own_pending(PERIOD)
+            assert pending is not None
+            return 200, wire.encode(wire.sign(dataclasses.replace(
+                pending, server=peer, next_segment=ahead[peer], signature=b""), peers[peer]))
+        sent.append(wire.decode(SegmentPlan, body))
+        return 200, b""
+
+    async def run(period: str, index: int, members: tuple[bytes, ...]) -> bool:
+        ran.append(index)
+        return False  # one plan is enough here
+
+    leader._peer_internal = peer_internal  # type: ignore[method-assign]
+    leader._run_segment = run  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await leader.start()
+        try:
+            for i in range(3):
+                p = Pseudonym.fresh(PERIOD)
+                assert isinstance(await _token(leader, tmp_path, i, p), TokenGrant)
+                assert isinstance(await leader.submit(make_submission(p, 0, _bid(leader, i))),
+                                  Receipt)
+            assert (await leader.own_pending(PERIOD)).next_segment == 0  # type: ignore[union-attr]
+            assert await leader._plan_one_segment(PERIOD) is False
+            assert [p.index for p in sent] == [3, 3] and ran == [3], (sent, ran)
+            assert len(sent[0].pseudonyms) == 3
+            assert (await leader.own_pending(PERIOD)).next_segment == 4  # type: ignore[union-attr]
+        finally:
+            await leader.stop()
+            worker.store.close()
 
     asyncio.run(scenario())
 
