@@ -768,15 +768,12 @@ class Server:
     async def _segments_recorded(self) -> None:
         """The leader of several workers: start the segments that a peer's plan reaching
         another worker recorded (the peers' requests land on any worker), while their
-        period may still take one; forget the periods whose gate has passed."""
+        period may still take one. What was started is forgotten with the period's seal."""
         try:
             waiting = await self.db(self.store.segments_waiting)
         except StorageError as exc:
             log.warning("segments: cannot read the recorded ones: %s", exc)
             return
-        for period in list(self._segments_started):
-            if period not in waiting:
-                del self._segments_started[period]
         for period, indices in waiting.items():
             started = self._segments_started.get(period, set())
             new = [k for k in indices if k not in started]
