@@ -241,8 +241,6 @@ class Server:
         #: periods whose readings this process closed (Store.close_readings), the latest
         self._readings_closed: OrderedDict[str, None] = OrderedDict()
         self._bidsets: OrderedDict[str, OwnSet] = OrderedDict()  # final after the gate
-        #: the segments of open periods whose validation this process started, by period
-        self._segments_started: dict[str, set[int]] = {}
         self._bidset_locks: dict[str, asyncio.Lock] = {}
 
     # -- life cycle
@@ -500,8 +498,6 @@ class Server:
                     self.finish_period(event.period)
             if self.shared:
                 await self._shared_gates(now)
-                if self.streaming:
-                    await self._segments_recorded()
             self._lifecycle_do(self.lifecycle.receive(lifecycle.Tick(now)))
             if not self._settle_lock.locked():
                 self._tasks.append(asyncio.create_task(self.settle_due()))
@@ -620,10 +616,9 @@ class Server:
 
     @property
     def streaming(self) -> bool:
-        """Whether this server validates bids in segments while their period is open. With
-        several intake workers every worker answers the peers' segment requests from the
-        database; only the leader validates (its MPC party), :meth:`_segments_recorded`."""
-        return self.cfg.market.segment_seconds > 0
+        """Whether this server validates bids in segments while their period is open (one
+        process per server: with several intake workers the gate validates everything)."""
+        return self.cfg.market.segment_seconds > 0 and not self.shared
 
     def _segment_lock(self, period: str) -> asyncio.Lock:
         return self._segment_locks.setdefault(period, asyncio.Lock())
@@ -650,8 +645,7 @@ class Server:
         segments = await self.db(self.store.segments, period)
         for s in segments:
             stored.difference_update(s.members)
-        after = max((s.index + 1 for s in segments), default=0)  # indices may skip (below)
-        return wire.sign(PendingSet(self.cfg.party, period, after,
+        return wire.sign(PendingSet(self.cfg.party, period, len(segments),
                                     tuple(sorted(stored))), self.key)
 
     async def _segmenter(self) -> None:
@@ -695,7 +689,6 @@ class Server:
         answers = await asyncio.gather(*(
             self._peer_internal(j, "GET", f"periods/{period}/pending") for j in peers))
         members = set(own.pseudonyms)
-        index = own.next_segment
         for j, (status, body) in zip(peers, answers, strict=True):
             if status != 200:
                 raise clearing.ClearingFailed(f"server {j} gave no pending set (HTTP {status})")
@@ -703,13 +696,14 @@ class Server:
             if (found.server, found.period) != (j, period) or not wire.verify(
                     found, self.registry.servers[j][1]):
                 raise clearing.ClearingFailed(f"server {j}'s pending set is not its own")
-            # a peer that recorded a plan another refused is a segment ahead: the next
-            # index is the first that no server has used
-            index = max(index, found.next_segment)
+            if found.next_segment != own.next_segment:
+                raise clearing.ClearingFailed(
+                    f"server {j} is at segment {found.next_segment}, this one at"
+                    f" {own.next_segment}")
             members &= set(found.pseudonyms)
         if len(members) < self.cfg.market.segment_min_bids:
             return False
-        plan = wire.sign(SegmentPlan(self.cfg.party, period, index,
+        plan = wire.sign(SegmentPlan(self.cfg.party, period, own.next_segment,
                                      tuple(sorted(members))[:self.segment_cap]), self.key)
         body = wire.encode(plan)
         answers = await asyncio.gather(*(
@@ -718,7 +712,6 @@ class Server:
                    for j, (s, b) in zip(peers, answers, strict=True) if s != 200]
         if refused:
             raise clearing.ClearingFailed("the plan was refused (" + "; ".join(refused) + ")")
-        self._segments_started.setdefault(period, set()).add(plan.index)  # run here, once
         await self.db(self.store.add_segment, period, plan.index, plan.pseudonyms)
         return await self._run_segment(period, plan.index, plan.pseudonyms)
 
@@ -742,7 +735,7 @@ class Server:
         own = await self.own_pending(plan.period)
         if own is None:
             return Rejected(Reason.LATE, "this period takes no segment any more here")
-        if plan.index < own.next_segment:  # used here; a larger one skips what others used
+        if plan.index != own.next_segment:
             return Rejected(Reason.WRONG_PERIOD,
                             f"the next segment here is {own.next_segment}, not {plan.index}")
         if not plan.pseudonyms:  # a segment of nothing would only use up an index
@@ -754,35 +747,9 @@ class Server:
         # a StorageError (the disk, or this index recorded meanwhile) is the caller's to
         # answer: a retry is then refused as the plan deserves
         await self.db(self.store.add_segment, plan.period, plan.index, plan.pseudonyms)
-        if self.worker == 0:  # another worker leaves it to the leader, which finds it stored
-            self._start_segment(plan.period, plan.index, plan.pseudonyms)
+        task = asyncio.create_task(self._run_segment(plan.period, plan.index, plan.pseudonyms))
+        self._tasks.append(task)
         return None
-
-    def _start_segment(self, period: str, index: int, members: tuple[bytes, ...]) -> None:
-        """Validate a recorded segment in the background (the leader), once."""
-        started = self._segments_started.setdefault(period, set())
-        if index not in started:
-            started.add(index)
-            self._tasks.append(asyncio.create_task(self._run_segment(period, index, members)))
-
-    async def _segments_recorded(self) -> None:
-        """The leader of several workers: start the segments that a peer's plan reaching
-        another worker recorded (the peers' requests land on any worker), while their
-        period may still take one. What was started is forgotten with the period's seal."""
-        try:
-            waiting = await self.db(self.store.segments_waiting)
-        except StorageError as exc:
-            log.warning("segments: cannot read the recorded ones: %s", exc)
-            return
-        for period, indices in waiting.items():
-            started = self._segments_started.get(period, set())
-            new = [k for k in indices if k not in started]
-            if not new or not self._segment_open(period):
-                continue
-            records = {r.index: r for r in await self.db(self.store.segments, period)}
-            for k in new:
-                if k in records:
-                    self._start_segment(period, k, records[k].members)
 
     async def _run_segment(self, period: str, index: int, members: tuple[bytes, ...]) -> bool:
         """Validate one recorded segment with the peers (this server's party process) and
@@ -1131,7 +1098,6 @@ class Server:
                 log.error("period %s: sealing failed: %s", period, exc)
                 return
             self._segment_locks.pop(period, None)  # its segments went with the seal
-            self._segments_started.pop(period, None)
             await asyncio.get_running_loop().run_in_executor(  # and their files
                 None, _erase, self._mpc_workdir(period))
             log.info("period %s sealed in %.2f s", period,

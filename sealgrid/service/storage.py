@@ -956,16 +956,6 @@ class Store:
         self._write([("UPDATE segments SET result = ?, digest = ? WHERE period = ? AND idx = ?",
                       (result, digest, period, index))])
 
-    def segments_waiting(self) -> dict[str, list[int]]:
-        """The recorded segments of periods without a record (their gate has not closed
-        here) whose validation left no result yet, by period: their indices, in order."""
-        rows = self._read("SELECT period, idx FROM segments WHERE result IS NULL AND period"
-                          " NOT IN (SELECT period FROM periods) ORDER BY period, idx")
-        waiting: dict[str, list[int]] = {}
-        for period, index in rows:
-            waiting.setdefault(period, []).append(int(index))
-        return waiting
-
     def open_periods(self) -> list[str]:
         """Periods with stored bids and no record yet (their gate has not closed), sorted."""
         rows = self._read("SELECT DISTINCT period FROM bids WHERE period NOT IN"

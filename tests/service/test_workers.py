@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from sealgrid.service.server import Server
 from sealgrid.service.setup import init_data_dir
 from sealgrid.service.storage import StorageError
 from sealgrid.service.tokens import key_digest
-from sealgrid.service.wire import Receipt, SegmentPlan, TokenGrant
+from sealgrid.service.wire import Receipt, TokenGrant
 from tests.service.test_storage import postgres_url  # noqa: F401 (a fixture)
 
 T0 = dt.datetime(2026, 11, 22, 21, 0, 10, tzinfo=dt.UTC)
@@ -46,14 +45,12 @@ class Clock:
         return self.now
 
 
-def _servers(root: Path, url: str, clock: Clock, other: Clock | None = None,
-             party: int = 0, segment_seconds: int = 0) -> tuple[Server, Server]:
-    """The leader and a second worker of server ``party`` (on ``other``'s clock, if given)."""
+def _servers(root: Path, url: str, clock: Clock,
+             other: Clock | None = None) -> tuple[Server, Server]:
+    """The leader and a second worker of server 0 (on ``other``'s clock, if given)."""
     init_data_dir(root, households=N, base_port=1, period_seconds=900)
-    cfg = load_server_config(root / f"server-{party}" / "server.toml")
-    market = dataclasses.replace(cfg.market, segment_seconds=segment_seconds,
-                                 segment_min_bids=1)
-    cfg = dataclasses.replace(cfg, database=url, market=market)
+    cfg = dataclasses.replace(load_server_config(root / "server-0" / "server.toml"),
+                              database=url)
     return (Server(cfg, clock, worker=0, workers=2),
             Server(cfg, other or clock, worker=1, workers=2))
 
@@ -69,7 +66,7 @@ async def _token(server: Server, root: Path, i: int, p: Pseudonym,
     raw, blindings = token_request([p], f"h{i + 1:04d}", _key(root, i), nonce)
     got = await server.grant(raw)
     if isinstance(got, TokenGrant):
-        accept_grant([p], server.cfg.party, wire.raw_public(server.key), got, blindings)
+        accept_grant([p], 0, wire.raw_public(server.key), got, blindings)
     return got
 
 
@@ -77,7 +74,7 @@ def _bid(server: Server, i: int, quantity: str = "1.5") -> bytes:
     bid, errors = check_bid(server.market, f"h{i + 1:04d}", "buy", quantity, "100",
                             server.market.suppliers[0])
     assert bid is not None, errors
-    return encode_payloads(bid, server.market, 3)[server.cfg.party]
+    return encode_payloads(bid, server.market, 3)[0]
 
 
 def test_racing_workers_count_each_pseudonym_household_and_challenge_once(
@@ -162,130 +159,6 @@ def test_racing_workers_count_each_pseudonym_household_and_challenge_once(
     asyncio.run(scenario())
 
 
-def test_a_segment_plan_that_reaches_another_worker_is_validated_by_the_leader(
-        tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
-    """Peers' requests land on any worker of a server: a segment plan accepted by a worker
-    that is not the leader is recorded, and the leader (the one with the MPC party) starts
-    its validation from the database, once; one that reaches the leader starts there, once;
-    none is started after the gate's record."""
-    clock = Clock(T0)
-    leader, worker = _servers(tmp_path, postgres_url, clock, party=1, segment_seconds=1)
-    planner = load_signing_key(tmp_path / "server-0" / "signing.key")
-    started: dict[str, list[tuple[str, int, tuple[bytes, ...]]]] = {"leader": [], "worker": []}
-
-    def run_as(name: str):
-        async def run(period: str, index: int, members: tuple[bytes, ...]) -> bool:
-            started[name].append((period, index, members))  # the MPC run itself is
-            return True  # tests/service/test_streaming.py's and the three-workers test's
-        return run
-
-    leader._run_segment = run_as("leader")  # type: ignore[method-assign]
-    worker._run_segment = run_as("worker")  # type: ignore[method-assign]
-
-    def plan(index: int, members: list[bytes]) -> bytes:
-        return wire.encode(wire.sign(SegmentPlan(0, PERIOD, index, tuple(sorted(members))),
-                                     planner))
-
-    async def scenario() -> None:
-        await leader.start()
-        await worker.start()
-        try:
-            stored = []
-            for i in range(8):
-                p = Pseudonym.fresh(PERIOD)
-                assert isinstance(await _token(worker, tmp_path, i, p), TokenGrant)
-                got = await worker.submit(make_submission(p, 1, _bid(worker, i)))
-                assert isinstance(got, Receipt), got
-                stored.append(p.public)
-            first, second, (third, fourth) = (sorted(stored)[:3], sorted(stored)[3:6],
-                                              sorted(stored)[6:])
-            assert await worker.accept_segment(plan(0, first), PERIOD) is None
-            for _ in range(100):  # the leader's clock looks about every 0.25 s
-                if started["leader"]:
-                    break
-                await asyncio.sleep(0.05)
-            assert started == {"leader": [(PERIOD, 0, tuple(sorted(first)))], "worker": []}
-            assert await leader.accept_segment(plan(1, second), PERIOD) is None
-            await asyncio.sleep(0.6)  # the leader's clock looks twice more
-            await leader._segments_recorded()
-            assert [k for _, k, _ in started["leader"]] == [0, 1], started
-            assert started["worker"] == []
-            # the next index is the database's, whichever worker is asked
-            assert (await worker.own_pending(PERIOD)).next_segment == 2  # type: ignore[union-attr]
-            assert await worker.accept_segment(plan(1, second), PERIOD) is not None
-            # a plan may skip an index (another peer recorded one that this one refused),
-            # never go back to one
-            assert await worker.accept_segment(plan(4, [third]), PERIOD) is None
-            assert (await worker.own_pending(PERIOD)).next_segment == 5  # type: ignore[union-attr]
-            back = await worker.accept_segment(plan(3, [fourth]), PERIOD)
-            assert isinstance(back, Rejected) and "next segment here is 5" in back.detail
-            # after the gate's record nothing of the period waits, or starts
-            for _ in range(100):
-                if len(started["leader"]) == 3:
-                    break
-                await asyncio.sleep(0.05)
-            assert [k for _, k, _ in started["leader"]] == [0, 1, 4], started
-            await leader.db(lambda: leader.store.add_segment(PERIOD, 5, [fourth]))
-            await leader.db(lambda: leader.store.set_period(PERIOD, "closed", seal=False))
-            assert await leader.db(leader.store.segments_waiting) == {}
-            await leader._segments_recorded()
-            assert [k for _, k, _ in started["leader"]] == [0, 1, 4], started
-        finally:
-            await worker.stop()
-            await leader.stop()
-
-    asyncio.run(scenario())
-
-
-def test_the_leader_plans_the_first_segment_index_no_server_has_used(
-        tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
-    """A peer that recorded a plan another peer refused is a segment ahead: the leader's
-    next plan takes the first index none has used, so segments go on (they stopped for the
-    rest of the period before). The peers' answers are signed with their own keys."""
-    clock = Clock(T0)
-    leader, worker = _servers(tmp_path, postgres_url, clock, segment_seconds=1)
-    peers = {j: load_signing_key(tmp_path / f"server-{j}" / "signing.key") for j in (1, 2)}
-    ahead = {1: 3, 2: 1}  # server 1 recorded segments 0–2, server 2 segment 0
-    sent: list[SegmentPlan] = []
-    ran: list[int] = []
-
-    async def peer_internal(peer: int, method: str, path: str,
-                            body: bytes = b"") -> tuple[int, bytes]:
-        if method == "GET":
-            pending = await leader.own_pending(PERIOD)
-            assert pending is not None
-            return 200, wire.encode(wire.sign(dataclasses.replace(
-                pending, server=peer, next_segment=ahead[peer], signature=b""), peers[peer]))
-        sent.append(wire.decode(SegmentPlan, body))
-        return 200, b""
-
-    async def run(period: str, index: int, members: tuple[bytes, ...]) -> bool:
-        ran.append(index)
-        return False  # one plan is enough here
-
-    leader._peer_internal = peer_internal  # type: ignore[method-assign]
-    leader._run_segment = run  # type: ignore[method-assign]
-
-    async def scenario() -> None:
-        await leader.start()
-        try:
-            for i in range(3):
-                p = Pseudonym.fresh(PERIOD)
-                assert isinstance(await _token(leader, tmp_path, i, p), TokenGrant)
-                assert isinstance(await leader.submit(make_submission(p, 0, _bid(leader, i))),
-                                  Receipt)
-            assert (await leader.own_pending(PERIOD)).next_segment == 0  # type: ignore[union-attr]
-            assert await leader._plan_one_segment(PERIOD) is False
-            assert [p.index for p in sent] == [3, 3] and ran == [3], (sent, ran)
-            assert len(sent[0].pseudonyms) == 3
-            assert (await leader.own_pending(PERIOD)).next_segment == 4  # type: ignore[union-attr]
-        finally:
-            await leader.stop()
-            worker.store.close()
-
-    asyncio.run(scenario())
-
-
 def test_several_workers_need_postgresql(tmp_path: Path) -> None:
     init_data_dir(tmp_path, households=2, base_port=1, period_seconds=900)
     cfg = load_server_config(tmp_path / "server-0" / "server.toml")
@@ -297,9 +170,8 @@ def test_a_server_of_three_workers_clears_with_two_single_process_peers(
         tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
     """``sealgrid serve --workers 3`` on PostgreSQL as server 0, real processes over HTTPS:
     the kernel spreads the households' connections over the workers (SO_REUSEPORT), the
-    leader validates segments of the bids every worker stored while the period is open and
-    finishes the period from the database, and the outcome equals the plaintext reference;
-    at shutdown more than one worker says it stored bids."""
+    leader finishes the period from the database, and the outcome equals the plaintext
+    reference; at shutdown more than one worker says it stored bids."""
     import asyncio as aio
 
     from sealgrid.mechanism.auction import clear
@@ -313,10 +185,6 @@ def test_a_server_of_three_workers_clears_with_two_single_process_peers(
     lines = toml.read_text().splitlines()
     toml.write_text("\n".join(f'database = "{postgres_url}"' if x.startswith("database =")
                               else x for x in lines) + "\n")
-    for i in range(3):  # a segment every second once 8 bids wait
-        conf = c.root / f"server-{i}" / "server.toml"
-        conf.write_text(conf.read_text().replace(
-            "[market]\n", "[market]\nsegment_seconds = 1\nsegment_min_bids = 8\n"))
     market = load_server_config(toml).market.market(("s1", "s2", "s3"))
     bids = {}
     for i in range(households):
@@ -332,7 +200,7 @@ def test_a_server_of_three_workers_clears_with_two_single_process_peers(
             if (c.root / "server-0.log").read_text().count("listening on") == 3:
                 break
             await aio.sleep(0.05)
-        period = c.period_ahead(0, min_lead=10.0)
+        period = c.period_ahead(0, min_lead=5.0)
 
         async def one(hid: str) -> None:
             async with c.agent(hid) as agent:
@@ -340,11 +208,6 @@ def test_a_server_of_three_workers_clears_with_two_single_process_peers(
             assert outcome.complete, outcome
 
         await aio.gather(*(one(h) for h in bids))
-        for _ in range(100):  # a segment validated at every server before the gate
-            if all("bids validated" in (c.root / f"server-{i}.log").read_text()
-                   for i in range(3)):
-                break
-            await aio.sleep(0.05)
         assert c.seconds_to_gate(period) > 0, "the households were too slow for this test"
         statements = await c.statements(period, timeout=90)
         reference = clear(OrderBook.from_bids(bids.values(), ("s1", "s2", "s3")),
@@ -367,11 +230,6 @@ def test_a_server_of_three_workers_clears_with_two_single_process_peers(
             if " stored " in line and "token requests" in line]
     assert len(took) == 3 and sum(took) == households, log[-3000:]
     assert sum(1 for n in took if n) >= 2, took  # the port was shared, not held by one
-    for i in range(3):  # the gate took the segments' rows; only the rest was validated there
-        text = log if i == 0 else (c.root / f"server-{i}.log").read_text()
-        used = re.search(r"period \S+: (\d+) bids from (\d+) segments validated while open",
-                         text)
-        assert used is not None and int(used.group(1)) >= 8, text[-3000:]
 
 
 def test_bench_service_runs_each_server_as_two_workers_on_postgresql(
