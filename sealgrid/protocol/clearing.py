@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 from sealgrid.mechanism.auction import Clearing
 from sealgrid.mechanism.bids import DEFAULT_MAX_QUANTITY_WH, OrderBook, Reason
 from sealgrid.protocol import field as F
+from sealgrid.protocol import ports
 from sealgrid.protocol.certs import make_party_certificates
 from sealgrid.protocol.encoding import (
     RATIO_LIMIT,
@@ -70,20 +70,12 @@ class SecureClearing:
 
 
 def _free_base_port(count: int) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count >= 65536:
-            continue
-        try:
-            for i in range(count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + i))
-        except OSError:
-            continue
-        return base
-    raise SecureClearingError("no free range of local ports")
+    """A free range of ``count`` local ports below the ephemeral range (:mod:`ports`): a port
+    picked there could be taken by an outgoing connection before its party binds it."""
+    try:
+        return ports.free_port_range(count)
+    except ports.NoFreePorts as exc:
+        raise SecureClearingError(str(exc)) from exc
 
 
 def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1,

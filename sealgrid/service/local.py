@@ -8,9 +8,7 @@ waits until every server answers, and stops them all on exit (also on errors).
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from sealgrid.mechanism.market import Market
+from sealgrid.protocol import ports
 from sealgrid.service.agent import HouseholdAgent
 from sealgrid.service.client import Client, HouseholdClient, ServiceError, open_session
 from sealgrid.service.keys import TRUST, Registry, load_signing_key
@@ -30,45 +29,12 @@ class LocalMarketError(Exception):
     """A local server did not start or stopped unexpectedly."""
 
 
-def ephemeral_ports() -> tuple[int, int]:
-    """The range the kernel picks the local ports of outgoing connections from (Linux's
-    ``ip_local_port_range``; its default where that cannot be read)."""
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
 def free_port_range(count: int) -> int:
-    """Return a port ``p`` with ``p … p+count-1`` free on 127.0.0.1 at this moment.
-
-    Taken below the ephemeral range when there is room (from 20000 on): many households
-    opening connections of their own would otherwise hold ports there, and a server's MPC
-    ports, bound only at gate closure, could be taken by then."""
-    rng = random.Random()
-    low, high = ephemeral_ports()
-    if low - count - 20000 >= 1000:
-        lo, hi = 20000, low - count
-    elif 65535 - count - high >= 1000:
-        lo, hi = high + 1, 65536 - count
-    else:  # an ephemeral range over nearly everything: take what the old rule took
-        lo, hi = 20000, 60000 - count
-    for _ in range(500):
-        base = rng.randrange(lo, hi)
-        taken: list[socket.socket] = []
-        try:
-            for i in range(count):
-                s = socket.socket()
-                taken.append(s)
-                s.bind(("127.0.0.1", base + i))
-        except OSError:
-            continue
-        finally:
-            for s in taken:
-                s.close()
-        return base
-    raise LocalMarketError("no free range of local ports")
+    """:func:`sealgrid.protocol.ports.free_port_range`, refused as a local market's error."""
+    try:
+        return ports.free_port_range(count)
+    except ports.NoFreePorts as exc:
+        raise LocalMarketError(str(exc)) from exc
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
