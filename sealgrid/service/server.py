@@ -270,8 +270,9 @@ class Server:
         self._tasks.append(asyncio.create_task(self._remove_workdirs()))
 
     async def stop(self) -> None:
-        """Stop the background tasks (a seal under way finishes first, every step of it: a
-        database copied after a stop keeps no order of arrival) and close the database."""
+        """Stop the background tasks (a seal under way finishes first, every step of it, and
+        so does one that a statement stored meanwhile starts: a database copied after a stop
+        keeps no order of arrival) and close the database."""
         self._stopping.set()  # a seal waiting for its peers' statements starts now
         await asyncio.gather(*self._sealing, return_exceptions=True)
         if self.shared:  # counts only: what this worker took while it ran
@@ -280,6 +281,8 @@ class Server:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # a clearing that stored its statement while the seals above ran started one more
+        await asyncio.gather(*self._sealing, return_exceptions=True)
         await self._warm.close()
         if self._session is not None:
             await self._session.close()
@@ -408,7 +411,13 @@ class Server:
             period = wire.decode(PseudonymousBid, raw).period
         except wire.WireError:
             return False
-        return self.intake.issuer(period) is None and await self.ensure_issuer(period) is not None
+        return self.intake.issuer(period) is None and await self._stored_issuer(period) is not None
+
+    async def _stored_issuer(self, period: str) -> Issuer | None:
+        """Take the issuer key another worker stored for ``period`` into the intake; None if
+        none is stored (only read: a key is made only where a token is asked for)."""
+        secret = await self.db(self.store.issuer, period)
+        return None if secret is None else self._install_issuer(period, secret)
 
     async def _store(self, event: Accepted | Granted) -> Rejected | None:
         """Store an accepted request durably (group commit); None once committed, or why the
@@ -1113,8 +1122,7 @@ class Server:
         takes the key another worker stored."""
         issuer = self.intake.issuer(period)
         if issuer is None and self.shared:
-            secret = await self.db(self.store.issuer, period)
-            issuer = None if secret is None else self._install_issuer(period, secret)
+            issuer = await self._stored_issuer(period)
         return b"" if issuer is None else key_digest(issuer.public)
 
     def _mpc_peers(self, period: str) -> tuple[str, ...]:

@@ -10,8 +10,10 @@ import asyncio
 import os
 import re
 import sqlite3
+import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -226,5 +228,52 @@ def test_a_server_stopped_during_a_seal_finishes_it_first(tmp_path: Path) -> Non
         assert after.store.unsealed() == []
         assert after.store.participants(period) == tuple(households)
         assert after.store._read("SELECT COUNT(*) FROM participations") == [(0,)]
+    finally:
+        after.store.close()
+
+
+def test_a_statement_stored_while_the_server_stops_is_sealed_before_the_stop_ends(
+        tmp_path: Path) -> None:
+    """A clearing may store its statement while ``stop()`` waits for the seals under way:
+    the seal that statement starts is waited for too, not left to the next start."""
+    from sealgrid.service.intake import Participation
+    from sealgrid.service.server import Server
+    from sealgrid.service.setup import init_data_dir
+
+    init_data_dir(tmp_path / "d", households=3, base_port=41940)
+    cfg = load_server_config(tmp_path / "d" / "server-0" / "server.toml")
+    first, second = "2026-11-29T12:45:00Z", "2026-11-29T13:00:00Z"
+    households = {first: [f"h{i:05d}" for i in range(500)],  # one step
+                  second: [f"h{i:05d}" for i in range(3500)]}  # four steps of 1,000
+    server = Server(cfg)
+    for period, them in households.items():
+        server.store.add(participations=[Participation(period, h) for h in them])
+    server.store.set_period(first, "cleared", seal=False)  # its seal starts with the server
+    steps_of = server.store.seal_steps
+
+    def slow(period: str, rows: int | None = None) -> list[Any]:
+        steps = steps_of(period, rows)
+        if period == second:  # a seal that outlasts the rest of the stop (a large period)
+            steps.insert(1, lambda: time.sleep(1.0))
+        return steps
+
+    server.store.seal_steps = slow  # type: ignore[method-assign]
+
+    async def start_and_stop() -> None:
+        await server.start()
+        stopping = asyncio.create_task(server.stop())
+        await asyncio.sleep(0)  # stop() now waits for the first period's seal, a short one
+        assert server._stopping.is_set()
+        await server.db(lambda: server.store.set_period(second, "cleared", seal=False))
+        server._seal_soon(second)  # what storing a statement does
+        await stopping
+
+    asyncio.run(start_and_stop())
+    after = Server(cfg)
+    try:
+        assert after.store.unsealed() == []
+        assert after.store._read("SELECT COUNT(*) FROM participations") == [(0,)]
+        for period, them in households.items():
+            assert after.store.participants(period) == tuple(them)
     finally:
         after.store.close()

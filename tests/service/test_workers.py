@@ -147,6 +147,15 @@ def test_racing_workers_count_each_pseudonym_household_and_challenge_once(
             made = w1.intake.issuer(unseen.period)
             assert made is not None and w0.intake.issuer(unseen.period) is None
             assert await w0.issuer_digest(unseen.period) == key_digest(made.public)
+            # a bid under another period's token, for a period no worker made a key for, is
+            # refused as forged, and looking for the key another worker might have stored
+            # makes none
+            keyless = Pseudonym.fresh("2026-11-22T22:30:00Z")
+            keyless.tokens[0] = p.tokens[0]
+            no_key = await w0.submit(make_submission(keyless, 0, _bid(w0, 3)))
+            assert isinstance(no_key, Rejected) and no_key.reason is Reason.BAD_SIGNATURE
+            assert await w0.db(w0.store.issuer, keyless.period) is None
+            assert w0.intake.issuer(keyless.period) is None
             await w0.db(lambda: w0.store.set_period(PERIOD, "closed", seal=False))
             ghost = make_submission(p, 0, _bid(w0, 0))  # h0001's token from the first step
             refused_late = await w1.submit(ghost)
