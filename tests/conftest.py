@@ -1,10 +1,19 @@
-"""Suite-wide rules: under CI (``CI=true``) a skipped test fails; no check is skipped silently."""
+"""Suite-wide rules: under CI (``CI=true``) a skipped test fails; no check is skipped silently.
+Every test runs on the event loop the servers run (:mod:`sealgrid.service.eventloop`)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
+
+from sealgrid.service import eventloop
+
+if eventloop.loop_name() == "uvloop":  # what the servers and MPyC's parties run, everywhere:
+    import uvloop  # not only after a test happened to import MPyC, which sets it
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -4,7 +4,6 @@ households each over connections of their own (one JSON line)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import tempfile
@@ -43,11 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark in a fresh temporary data directory and print one JSON line."""
+    from sealgrid.service import eventloop
     from sealgrid.service.bench import bench_service
 
     tmp = Path(tempfile.mkdtemp(prefix="sealgrid-bench-"))
     try:
-        result = asyncio.run(
+        result = eventloop.run(
             bench_service(
                 tmp / "data",
                 households=args.households,

@@ -83,6 +83,7 @@ def configure_logging(level: str, fmt: str = "text") -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the configuration and serve until SIGINT or SIGTERM."""
     from sealgrid.cli import CliError
+    from sealgrid.service import eventloop
     from sealgrid.service.api import run_until_stopped
     from sealgrid.service.config import ConfigError, load_server_config
     from sealgrid.service.keys import DataDirError
@@ -92,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         cfg = load_server_config(args.config)
-    except ConfigError as exc:
+        loop_kind = eventloop.loop_name()
+    except (ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     workers = args.workers
     worker = 0 if args.worker is None else args.worker
@@ -105,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         server = Server(cfg, worker=worker, workers=workers)
+        logging.getLogger("sealgrid.serve").info("event loop: %s", loop_kind)
         listening = f"server {cfg.party} listening on https://{cfg.listen_host}:{cfg.listen_port}"
         if workers > 1:
             listening += f" (worker {worker} of {workers})"
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if workers > 1 and args.worker is None:  # the leader starts the other workers
             children = [_start_worker(args, i) for i in range(1, workers)]
-        asyncio.run(main())
+        eventloop.run(main())
     except (DataDirError, StorageError, OSError) as exc:
         raise CliError(str(exc)) from exc
     finally:

@@ -18,11 +18,16 @@ traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import functools
 import logging
+import socket
 import ssl
+import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -418,7 +423,13 @@ def _body_within(seconds: float) -> Any:
 
 
 class _GuardedSite(web.BaseSite):
-    """A TCP listener whose connections :class:`_Guard` admits and runs TLS on."""
+    """A TCP listener whose connections :class:`_Guard` admits, then hands to TLS and aiohttp.
+
+    It accepts from its own listening sockets: a connection is counted in (or closed) with
+    its client's address before anything is read from it, and TLS is then started over it
+    by the event loop itself (``connect_accepted_socket``), so that no byte of the handshake
+    passes through a protocol that is about to be replaced.
+    """
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, ctx: ssl.SSLContext,
                  limits: ConnectionLimits, reuse_port: bool = False) -> None:
@@ -427,6 +438,7 @@ class _GuardedSite(web.BaseSite):
         self._reuse_port = reuse_port  # several workers of one server share the port
         assert runner.server is not None
         self.guard = _Guard(limits, runner.server, ctx)
+        self._listening: list[socket.socket] = []
 
     @property
     def name(self) -> str:
@@ -434,24 +446,61 @@ class _GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self.guard, self._host, self._port, backlog=self._backlog, reuse_address=True,
-            reuse_port=self._reuse_port or None,
-        )
+        self._listening = _listen(self._host, self._port, self._backlog, self._reuse_port)
+        for sock in self._listening:
+            self.guard.listen(sock)
         self.guard.start()
 
     async def stop(self) -> None:
-        await super().stop()  # no new connections
+        for sock in self._listening:  # no new connections
+            self.guard.unlisten(sock)
+            sock.close()
+        self._listening = []
+        await super().stop()
         self.guard.stop()
+
+
+def _listen(host: str, port: int, backlog: int, reuse_port: bool) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` names, as ``loop.create_server`` makes."""
+    made: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            made.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:  # its IPv4 twin, if any, binds on its own
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in made:
+            sock.close()
+        raise
+    return made
+
+
+#: Connections taken from one listening socket each time it is ready (asyncio's figure).
+ACCEPTS_PER_WAKEUP = 100
+#: accept() errors that mean the process is out of a resource: the backlog waits a second.
+_OUT_OF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class _Guard:
     """Counts connections per client address and in all, and admits them within the limits.
 
-    Calling it makes the protocol of a new TCP connection (:class:`_Connection`). A periodic
-    reaper ends any connection that has received nothing for the idle and the body time
-    together while aiohttp still holds it (a client that reads no answer).
+    It accepts the connections of its listening sockets, counts each in (:meth:`admit`) or
+    closes it at once, and starts TLS over the admitted ones; their protocol
+    (:class:`_Connection`) stands in front of aiohttp's. A periodic reaper ends any
+    connection that has received nothing for the idle and the body time together while
+    aiohttp still holds it (a client that reads no answer).
     """
 
     def __init__(self, limits: ConnectionLimits, handlers: Callable[[], asyncio.Protocol],
@@ -468,8 +517,62 @@ class _Guard:
         """How many connections are held now (in a TLS handshake or after)."""
         return len(self._open)
 
-    def __call__(self) -> _Connection:
-        return _Connection(self)
+    def listen(self, sock: socket.socket) -> None:
+        """Accept the connections of the listening ``sock`` from now on."""
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, sock)
+
+    def unlisten(self, sock: socket.socket) -> None:
+        """Accept no more connections of ``sock``."""
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+
+    def _accept(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                sock, address = listening.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _OUT_OF:
+                    raise
+                _sparse("accept", "could not accept a connection: %s; trying again in 1 s",
+                        exc)
+                self.unlisten(listening)  # the backlog holds them meanwhile
+                loop.call_later(1.0, self._relisten, listening)
+                return
+            sock.setblocking(False)
+            conn = _Connection(self, str(address[0]) if address else "?")
+            if not self.admit(conn):
+                _reset(sock)
+                continue
+            conn.handshake = loop.create_task(self._handshake(conn, sock))
+            conn.handshake.add_done_callback(functools.partial(self._shaken, conn, sock))
+
+    def _relisten(self, sock: socket.socket) -> None:
+        if sock.fileno() >= 0:  # not closed by a stop meanwhile
+            self.listen(sock)
+
+    async def _handshake(self, conn: _Connection, sock: socket.socket) -> None:
+        limits = self.limits
+        conn.handed = True  # from here the loop closes ``sock`` if TLS fails
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: conn, sock, ssl=self.ctx,
+                ssl_handshake_timeout=limits.tls_timeout_seconds,
+                ssl_shutdown_timeout=limits.tls_timeout_seconds,
+            )
+        except (OSError, TimeoutError):  # ssl.SSLError is an OSError; so is a reset
+            return
+
+    def _shaken(self, conn: _Connection, sock: socket.socket, task: asyncio.Task[None]) -> None:
+        """The handshake task of ``conn`` ended: in TLS, or in failure (counted out)."""
+        conn.handshake = None
+        if not task.cancelled() and task.exception() is not None:
+            _sparse("tls", "a TLS handshake failed: %r", task.exception())
+        if conn.transport is None:  # no TLS: failed, timed out, or cancelled by a stop
+            if not conn.handed:
+                sock.close()
+            self.release(conn)
 
     def admit(self, conn: _Connection) -> bool:
         """Count ``conn`` in if both limits allow it; return whether they did."""
@@ -519,88 +622,50 @@ class _Guard:
                 conn.abort()
 
 
+def _reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a reset, as ``transport.abort()`` does: no graceful close."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
 class _Connection(asyncio.Protocol):
-    """One accepted TCP connection: counted in by the guard (or closed at once), upgraded to
-    TLS, then handed to aiohttp's request handler, which it stands in front of.
+    """One admitted connection: the protocol over TLS once its handshake is done, standing in
+    front of aiohttp's request handler; ``connection_lost`` counts it out."""
 
-    The same object is the TCP connection's protocol until the TLS handshake starts, then the
-    protocol over TLS: either way ``connection_lost`` counts it out.
-    """
-
-    def __init__(self, guard: _Guard) -> None:
+    def __init__(self, guard: _Guard, client: str) -> None:
         self.guard = guard
-        self.client = "?"
+        self.client = client
         self.last_in = time.monotonic()
         self.app: asyncio.Protocol | None = None  # aiohttp's handler, once TLS is up
-        self._tcp: asyncio.Transport | None = None
-        self._tls: asyncio.Transport | None = None
-        self._early: list[bytes] = []
-        self._lost = False
-        self._upgrading: asyncio.Task[None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.handshake: asyncio.Task[None] | None = None  # until TLS is up or failed
+        self.handed = False  # whether the event loop has taken the socket over
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._tcp is not None:  # a second call: never made by asyncio
+        if self.transport is not None:  # a second call: never made by the loop
             return
-        assert isinstance(transport, asyncio.Transport)
-        self._tcp = transport
-        peer = transport.get_extra_info("peername")
-        self.client = str(peer[0]) if peer else "?"
-        if not self.guard.admit(self):
-            self._lost = True
-            transport.abort()
-            return
-        transport.pause_reading()  # until TLS takes the connection over
-        self._upgrading = asyncio.get_running_loop().create_task(self._upgrade(transport))
-
-    async def _upgrade(self, tcp: asyncio.Transport) -> None:
-        limits = self.guard.limits
-        try:
-            tls = await asyncio.get_running_loop().start_tls(
-                tcp, self, self.guard.ctx, server_side=True,
-                ssl_handshake_timeout=limits.tls_timeout_seconds,
-                ssl_shutdown_timeout=limits.tls_timeout_seconds,
-            )
-        except (OSError, TimeoutError):  # ssl.SSLError is an OSError; so is a reset
-            tcp.abort()
-            self.guard.release(self)
-            return
-        except asyncio.CancelledError:
-            tcp.abort()
-            self.guard.release(self)
-            raise
-        if tls is None or self._lost:
-            if tls is not None:
-                tls.abort()
-            self.guard.release(self)
-            return
-        self._tls = tls
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
         self.last_in = time.monotonic()
         app = self.app = self.guard.handlers()
-        app.connection_made(tls)
-        for chunk in self._early:  # TLS may pass on data before start_tls returns
-            app.data_received(chunk)
-        self._early.clear()
+        app.connection_made(transport)
 
     def abort(self) -> None:
         """End the connection now (no TLS close)."""
-        transport = self._tls or self._tcp
-        if transport is not None:
-            transport.abort()
-        else:
-            self.guard.release(self)
+        if self.transport is not None:
+            self.transport.abort()
+        elif self.handshake is not None:
+            self.handshake.cancel()
 
     def data_received(self, data: bytes) -> None:
         self.last_in = time.monotonic()
-        if self.app is None:
-            self._early.append(data)
-        else:
+        if self.app is not None:
             self.app.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self.app.eof_received() if self.app is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
         self.guard.release(self)
         if self.app is not None:
             self.app.connection_lost(exc)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from sealgrid.service import wire
+from sealgrid.service import eventloop, wire
 from sealgrid.service.agent import HouseholdAgent, PreparedBid, outcome_of
 from sealgrid.service.demo import demo_bid, next_period
 from sealgrid.service.household import Pseudonym
@@ -233,8 +233,10 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 class Connections:
     """Counts the TCP connections (each a TLS connection here) this process opens to
     ``ports`` inside ``with``, from CPython's ``socket.connect`` audit event, raised for every
-    connect, asyncio's included. The audit hook, once added, stays for the life of the
-    process (and does nothing outside ``with``)."""
+    connect of a Python socket: aiohttp's connector makes its sockets so (through
+    aiohappyeyeballs) on asyncio's loop and on uvloop alike, while uvloop's own
+    ``create_connection(host, port)`` connects in libuv and is not seen. The audit hook, once
+    added, stays for the life of the process (and does nothing outside ``with``)."""
 
     active: ClassVar[Connections | None] = None
     _hooked: ClassVar[bool] = False
@@ -337,6 +339,7 @@ async def bench_service(
         "token_periods": token_periods,
         "horizon_periods": horizon,
         "cpu_count": os.cpu_count(),
+        "event_loop": eventloop.loop_name(),  # the servers' (sealgrid serve) and this one's
         **figures,
         "period_seconds": period_seconds,
         "lead_seconds": round(lead, 1),

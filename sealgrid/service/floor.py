@@ -6,7 +6,9 @@ object, nothing else: no signature, no token, no database. Clients open a new TL
 for every request, send one POST of ``body_bytes`` and close, as households do
 (``Connection: close``). The server's TLS context is the one a sealgrid server uses
 (:func:`sealgrid.service.server.https_context`: a P-256 certificate, an optional client
-certificate, no session tickets). Two listeners are measured, one after the other:
+certificate, no session tickets) and the event loop is the one it runs
+(:mod:`sealgrid.service.eventloop`: uvloop's, or asyncio's with ``SEALGRID_EVENT_LOOP=asyncio``;
+``event_loop`` in the figures). Two listeners are measured, one after the other:
 
 * ``aiohttp``: aiohttp's own TLS site;
 * ``guarded``: the listener ``sealgrid serve`` runs (:func:`sealgrid.service.api.serve`'s
@@ -87,6 +89,7 @@ async def _requests(port: int, ctx: ssl.SSLContext, count: int, concurrency: int
 
 def _measure(variant: str, cert: Path, key: Path, requests: int, concurrency: int,
              body_bytes: int) -> dict[str, float]:
+    from sealgrid.service import eventloop
     from sealgrid.service.bench import tree_cpu_seconds
     from sealgrid.service.local import free_port_range
 
@@ -101,10 +104,10 @@ def _measure(variant: str, cert: Path, key: Path, requests: int, concurrency: in
             raise RuntimeError(f"the {variant} floor server did not start")
         ctx = ssl.create_default_context(cafile=str(cert))
         body = os.urandom(body_bytes)
-        asyncio.run(_requests(port, ctx, WARM_UP, min(concurrency, WARM_UP), body))
+        eventloop.run(_requests(port, ctx, WARM_UP, min(concurrency, WARM_UP), body))
         (cpu0,) = tree_cpu_seconds([child.pid])
         started = time.perf_counter()
-        asyncio.run(_requests(port, ctx, requests, concurrency, body))
+        eventloop.run(_requests(port, ctx, requests, concurrency, body))
         seconds = time.perf_counter() - started
         (cpu1,) = tree_cpu_seconds([child.pid])
     finally:
@@ -127,6 +130,7 @@ def bench_floor(requests: int, *, concurrency: int = 32, body_bytes: int = 1500
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from sealgrid.protocol.certs import key_pem, new_key, self_signed
+    from sealgrid.service import eventloop
 
     key = new_key()
     cert = self_signed(key, "sealgrid floor", ["127.0.0.1"], days=1)
@@ -142,6 +146,7 @@ def bench_floor(requests: int, *, concurrency: int = 32, body_bytes: int = 1500
         "concurrency": concurrency,
         "body_bytes": body_bytes,
         "cpu_count": os.cpu_count(),
+        "event_loop": eventloop.loop_name(),
         "server_cpu_ms_per_request": {v: f["server_cpu_ms_per_request"]
                                       for v, f in figures.items()},
         "requests_per_second": {v: f["requests_per_second"] for v, f in figures.items()},
@@ -157,7 +162,9 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    asyncio.run(_serve(args.variant, args.cert, args.key, args.port, args.concurrency))
+    from sealgrid.service import eventloop
+
+    eventloop.run(_serve(args.variant, args.cert, args.key, args.port, args.concurrency))
     return 0
 
 

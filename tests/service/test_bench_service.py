@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -109,9 +110,13 @@ def test_connections_are_counted_only_inside_with_and_only_to_the_ports() -> Non
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
 
-        async def connect() -> None:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
+        async def connect() -> None:  # as aiohttp's connector does, on either event loop
+            sock = socket.socket()
+            sock.setblocking(False)
+            try:
+                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            finally:
+                sock.close()
 
         async with server:
             await connect()  # before: not counted
@@ -159,6 +164,9 @@ def test_bench_service_figures(capsys: pytest.CaptureFixture[str]) -> None:
     assert phases["enrolment"] == SERVERS * households  # once, apart from the tokens
     assert got["client_connections"] == phases["bids"] + phases["tokens"] + phases["enrolment"]
     assert got["workers"] == 1
+    from sealgrid.service import eventloop
+
+    assert got["event_loop"] == eventloop.loop_name()  # what `sealgrid serve` logs it runs
     # CPU of each server's process tree, per token, per bid and at gate closure
     for key in ("server_cpu_ms_per_token", "server_cpu_ms_per_bid", "server_cpu_seconds_gate",
                 "server_cpu_ms_per_enrolment",

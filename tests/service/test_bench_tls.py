@@ -8,6 +8,7 @@ import json
 import pytest
 
 from sealgrid.cli import main
+from sealgrid.service import eventloop
 
 
 def _floor_servers() -> list[int]:
@@ -35,6 +36,7 @@ def test_bench_tls_measures_both_listeners(capsys: pytest.CaptureFixture[str]) -
         # a handshake and a request cost the server something, and far less than a second
         assert 0 < got["server_cpu_ms_per_request"][listener] < 1000, got
         assert got["requests_per_second"][listener] > 0, got
+    assert got["event_loop"] == eventloop.loop_name()  # the servers' own loop
     assert _floor_servers() == []  # the child servers ended with the run
 
 

@@ -84,6 +84,10 @@ def test_json_logs_are_one_object_per_line_in_utc(server_toml: Path) -> None:
     assert all(_near_now(f["time"]) for f in found), found
     assert {"INFO", "WARNING"} <= {f["level"] for f in found}
     assert any(f["logger"] == "sealgrid.serve" and "listening" in f["message"] for f in found)
+    from sealgrid.service import eventloop
+
+    assert {"logger": "sealgrid.serve", "message": f"event loop: {eventloop.loop_name()}"} in [
+        {k: f[k] for k in ("logger", "message")} for f in found]
     assert not any("exception" in f for f in found)  # only when there is one
 
 
