@@ -582,6 +582,36 @@ def test_idle_slow_and_too_many_connections_are_closed_in_time(tight: Live) -> N
     assert "Traceback" not in tight.log.text(since)
 
 
+def test_a_hello_waiting_before_the_server_accepts_reaches_tls(live: Live) -> None:
+    """Connections whose TLS hello already waits in the socket when the server first looks at
+    them (a busy server, a burst of households): each completes its handshake and request.
+    Found under uvloop: a listener whose stand-in protocol could read the first bytes before
+    TLS replaced it handed the hello to the HTTP parser, and the client saw a reset."""
+    import socket
+    import threading
+
+    got: list[bytes] = []
+
+    def household() -> None:
+        address = (live.cfg.listen_host, live.cfg.listen_port)
+        with socket.create_connection(address, 20) as raw, live.ctx.wrap_socket(
+                raw, server_hostname=server_tls_name(0)) as tls:
+            tls.sendall(b"GET /v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+        got.append(answer.split(b" ", 2)[1])
+
+    threads = [threading.Thread(target=household) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # the server's loop is not running: every hello waits in the kernel
+    live.run(asyncio.sleep(4.0))  # now it accepts them all at once
+    for thread in threads:
+        thread.join(10)
+    assert sorted(got) == [b"200"] * len(threads), got
+
+
 def test_aborted_uploads_write_no_tracebacks(live: Live) -> None:
     """Found by trying: 100 uploads aborted mid-body wrote 157 KB of tracebacks."""
     since = len(live.log.lines)
