@@ -20,6 +20,7 @@ if __name__ == "__main__":  # one BLAS thread per server process: m servers shar
 
 import asyncio
 import contextlib
+import functools
 import json
 import resource
 import secrets
@@ -488,6 +489,10 @@ def _parser() -> Any:
     parser.add_argument("--segments", type=int, default=0, metavar="K",
                         help="the first rows of shares.bin were validated in K segments, "
                              "whose results are segments/0.npz … segments/K-1.npz")
+    parser.add_argument("--session", metavar="NAME",
+                        help="this run of the parties (a period's gate, one of its segments): "
+                             "every link carries it in TLS (ALPN), and a link of another run "
+                             "on these ports is refused (with --ssl)")
     return parser
 
 
@@ -537,9 +542,9 @@ def main(staged: bool = False) -> int:
     try:
         if staged:
             done = run_staged(mpc, args.timeout, lambda extra: _job(
-                mpc, parser.parse_args([*argv, *extra])))
+                mpc, parser.parse_args([*argv, *extra])), session=args.session)
         else:
-            done = run_party(mpc, args.timeout, _job(mpc, args))
+            done = run_party(mpc, args.timeout, _job(mpc, args), session=args.session)
     except JobRefused as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -557,16 +562,69 @@ R = TypeVar("R")
 CONNECT_RETRY_SECONDS = 0.005
 
 
-async def connect(mpc: Any, errors: list[str] | None = None) -> None:
+#: What every MPC link of one run of the parties names in TLS (ALPN), before the run's name.
+ALPN_PREFIX = "sealgrid-mpc/"
+#: Why a link is refused when its TLS names another run (or none), in ``connect``'s errors.
+OTHER_RUN = "a party of another run answers on its port"
+
+
+def session_protocol(session: str) -> str:
+    """The ALPN name of the links of the run ``session`` (at most 255 bytes)."""
+    name = ALPN_PREFIX + session
+    if not 0 < len(name.encode()) <= 255:
+        raise ValueError("a session name must fit in 255 bytes with its prefix")
+    return name
+
+
+@functools.cache
+def _link_class() -> type:
+    """MPyC's message protocol on one link, taken only where the link's TLS names this run
+    (made on first use: MPyC is imported inside the party only)."""
+    from mpyc import asyncoro
+
+    class Link(asyncoro.MessageExchanger):
+        __slots__ = ("refused", "session")
+
+        def __init__(self, rt: Any, peer_pid: int | None = None,
+                     session: str | None = None) -> None:
+            super().__init__(rt, peer_pid)
+            self.session = session
+            self.refused = False
+
+        def connection_made(self, transport: Any) -> None:
+            tls = transport.get_extra_info("ssl_object")
+            if self.session is not None and (
+                    tls is None or tls.selected_alpn_protocol() != self.session):
+                self.refused = True  # a link of another run on these ports: not this one's
+                transport.abort()
+                return
+            super().connection_made(transport)
+
+        def data_received(self, data: bytes) -> None:
+            if not self.refused:
+                super().data_received(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not self.refused:  # the runtime never knew a refused link
+                super().connection_lost(exc)
+
+    return Link
+
+
+async def connect(mpc: Any, errors: list[str] | None = None, session: str | None = None
+                  ) -> None:
     """Open this party's links to the others as MPyC 0.11's ``mpc.start()`` does (listen for
     the parties below, connect to those above, TLS with the files in ``.config/`` when run
     with ``--ssl``, MPyC's own message protocol on every link), but retrying a peer that does
     not listen yet (connection refused) every :data:`CONNECT_RETRY_SECONDS` rather than every
     0.1 s; after any other failure (its TLS, say) it waits 0.1 s as MPyC does. Each failure
-    is appended to ``errors``, for the message when the links never come up."""
-    import ssl
+    is appended to ``errors``, for the message when the links never come up.
 
-    from mpyc import asyncoro
+    ``session`` names this run of the parties (with ``--ssl``): every link offers and
+    accepts only its ALPN name (:func:`session_protocol`), so that a party of another run
+    on the same ports (a segment's beside the gate's, a party left from an earlier run) is
+    refused on either side, and this party keeps waiting for, or retrying, its own."""
+    import ssl
 
     if len(mpc.parties) == 1:
         mpc.start_time = time.time()
@@ -584,24 +642,34 @@ async def connect(mpc: Any, errors: list[str] | None = None) -> None:
             ctx.load_cert_chain(files[0], keyfile=files[1])
             ctx.load_verify_locations(cafile=files[2])
         listen.verify_mode = ssl.CERT_REQUIRED
+    name = session_protocol(session) if session is not None and mpc.options.ssl else None
+    if name is not None and listen is not None and client is not None:
+        listen.set_alpn_protocols([name])
+        client.set_alpn_protocols([name])
+    link = _link_class()
     server = None
     if mpc.pid:
-        server = await loop.create_server(lambda: asyncoro.MessageExchanger(mpc),
+        server = await loop.create_server(lambda: link(mpc, None, name),
                                           port=mpc.parties[mpc.pid].port, ssl=listen)
     for peer in mpc.parties[mpc.pid + 1:]:
         while True:
             try:
-                await loop.create_connection(
-                    lambda pid=peer.pid: asyncoro.MessageExchanger(mpc, pid), peer.host,
+                _, made = await loop.create_connection(
+                    lambda pid=peer.pid: link(mpc, pid, name), peer.host,
                     peer.port, ssl=client,
                     server_hostname=f"MPyC party {peer.pid}" if client else None)
-                break
             except OSError as exc:  # not listening yet (refused): again soon
-                if errors is not None:
-                    errors.append(f"party {peer.pid}: {type(exc).__name__}: {exc}")
-                    del errors[:-1]
-                await asyncio.sleep(CONNECT_RETRY_SECONDS
-                                    if isinstance(exc, ConnectionRefusedError) else 0.1)
+                failure = f"{type(exc).__name__}: {exc}"
+                wait = (CONNECT_RETRY_SECONDS if isinstance(exc, ConnectionRefusedError)
+                        else 0.1)
+            else:
+                if not made.refused:
+                    break
+                failure, wait = OTHER_RUN, 0.1
+            if errors is not None:
+                errors.append(f"party {peer.pid}: {failure}")
+                del errors[:-1]
+            await asyncio.sleep(wait)
     await mpc.parties[mpc.pid].protocol  # every party below has connected here
     if server is not None:
         server.close()
@@ -636,7 +704,8 @@ def _next_line() -> asyncio.Future[str]:
 
 
 def run_staged(mpc: Any, timeout: float, job: Callable[
-        [list[str]], Callable[[MpycTransport], Coroutine[Any, Any, R]]]) -> R | None:
+        [list[str]], Callable[[MpycTransport], Coroutine[Any, Any, R]]],
+        session: str | None = None) -> R | None:
     """Link to the peers at once, while the server still agrees on the bid sets, and read
     the rest of the command line from standard input meanwhile (one JSON line,
     ``{"argv": [...]}``); then run ``job(rest)`` as :func:`run_party` runs its work. Raises
@@ -656,7 +725,7 @@ def run_staged(mpc: Any, timeout: float, job: Callable[
             return await job([str(a) for a in json.loads(found)["argv"]])(net)
         return work()
 
-    return run_party(mpc, timeout, staged, until=first)
+    return run_party(mpc, timeout, staged, until=first, session=session)
 
 
 def _close_links(mpc: Any) -> None:
@@ -668,16 +737,18 @@ def _close_links(mpc: Any) -> None:
 
 def run_party(mpc: Any, timeout: float,
               work: Callable[[MpycTransport], Coroutine[Any, Any, R]],
-              until: Callable[[], asyncio.Future[str]] | None = None) -> R | None:
+              until: Callable[[], asyncio.Future[str]] | None = None,
+              session: str | None = None) -> R | None:
     """Connect to the peers, run ``work`` over the MPyC transport, shut down; None (after a
     message on stderr) when a peer did not answer in time. ``until``: a future made once the
     loop runs (a staged party's next line): its end ('') while linking gives up at once, and
     the links' ``timeout`` counts from the line (the work), not from the start, since a peer
-    not staged starts its party only after its own agreement."""
+    not staged starts its party only after its own agreement. ``session``: this run's name
+    on its links (:func:`connect`)."""
 
     async def run() -> R:
         errors: list[str] = []
-        linking: asyncio.Future[None] = asyncio.ensure_future(connect(mpc, errors))
+        linking: asyncio.Future[None] = asyncio.ensure_future(connect(mpc, errors, session))
         line = until() if until is not None else None
         if line is not None:
             either: list[asyncio.Future[Any]] = [linking, line]

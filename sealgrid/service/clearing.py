@@ -369,19 +369,35 @@ class StagedParty:
             self._warm = None
 
 
+def session_of(req: ClearingRequest | SegmentRequest) -> str:
+    """The name of the parties' run for ``req`` on their links (``party --session``): a
+    period's gate, or one of its segments. A party of another run on the same ports (the
+    period's segments and its gate share them) is refused at the link."""
+    if isinstance(req, SegmentRequest):
+        return f"{req.period}/segment-{req.index}"
+    return gate_session(req.period)
+
+
+def gate_session(period: str) -> str:
+    """The name of the run of ``period``'s gate parties (every attempt's)."""
+    return f"{period}/gate"
+
+
 async def stage(warm: WarmParty | None, party: int, peers: Sequence[str], workdir: Path,
-                mpc_config: Path, timeout: float, market: Market) -> StagedParty | None:
+                mpc_config: Path, timeout: float, market: Market,
+                session: str | None = None) -> StagedParty | None:
     """At the gate, before the agreement: hand the party started ahead its MPC options and
     ``workdir`` (made afresh) so that it links to its peers while its server agrees; None
     when none waits, or ``workdir`` exists (an earlier attempt's: :func:`clear` looks
-    there for a party that outlived its server)."""
+    there for a party that outlived its server). ``session``: the run's name on its links
+    (:func:`gate_session`)."""
     if warm is None or not warm.ready or workdir.exists():
         return None
     _fresh_workdir(workdir, mpc_config)
     warm.running += 1
     proc = None
     try:
-        proc = await warm.take(_argv(party, peers, workdir, timeout, market), workdir,
+        proc = await warm.take(_argv(party, peers, workdir, timeout, market, session), workdir,
                                staged=True)
     finally:
         if proc is None:  # none took it, or cancelled meanwhile: no party left unowned
@@ -389,13 +405,14 @@ async def stage(warm: WarmParty | None, party: int, peers: Sequence[str], workdi
     return None if proc is None else StagedParty(proc, warm, workdir)
 
 
-def _argv(party: int, peers: Sequence[str], workdir: Path, timeout: float, market: Market
-          ) -> list[str]:
+def _argv(party: int, peers: Sequence[str], workdir: Path, timeout: float, market: Market,
+          session: str | None = None) -> list[str]:
     """A party's command line but for what its batch decides (:func:`_mode`)."""
     return [
         "--data-dir", str(workdir), "--timeout", str(timeout), "-I", str(party),
         "--min-per-side", str(market.min_accepted_per_side),
         *(arg for peer in peers for arg in ("-P", peer)),
+        *(("--session", session) if session is not None else ()),
         "--ssl", "-K", str(SEC_PARAM), *PACKAGE_OPTIONS,
     ]  # fmt: skip
 
@@ -425,7 +442,8 @@ async def _run_party(req: ClearingRequest | SegmentRequest, started: float,
     except (OSError, ValueError, BidRejected) as exc:
         raise ClearingFailed(f"cannot prepare the share batch: {exc}") from exc
     mode = _mode(req)
-    argv = _argv(req.party, req.peers, req.workdir, req.timeout, req.market) + mode
+    argv = _argv(req.party, req.peers, req.workdir, req.timeout, req.market,
+                 session_of(req)) + mode
     prepared = time.monotonic()
     (req.workdir / "attempt.json").write_text(json.dumps({"digest": _batch_digest(req)}))
     if warm is not None:

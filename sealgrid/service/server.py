@@ -993,7 +993,7 @@ class Server:
             return await clearing.stage(
                 self._warm, self.cfg.party, self._mpc_peers(period),
                 self._mpc_workdir(period) / "gate", self.cfg.data_dir,
-                self._party_timeout(deadline), self.market)
+                self._party_timeout(deadline), self.market, clearing.gate_session(period))
         except OSError as exc:  # started at the gate instead
             log.warning("period %s: could not hand a party its options at the gate: %s",
                         period, exc)

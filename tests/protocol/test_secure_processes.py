@@ -71,3 +71,16 @@ def test_a_dead_server_makes_a_clean_error_not_a_hang(tmp_path: Path) -> None:
     (dirs[1] / "shares.bin").write_bytes(b"not a share batch")
     with pytest.raises(SecureClearingError, match="server"):
         run_processes(dirs, timeout=4)
+
+
+def test_parties_of_another_run_on_the_same_ports_never_link(tmp_path: Path) -> None:
+    """A period's segments and its gate use the same MPC ports: a party of one run that
+    reaches a party of another (its port taken over, or a party left over) is refused at the
+    link, by the run's name in TLS (ALPN), rather than joining a computation not its own."""
+    dirs = _two_bid_servers(tmp_path)
+    with pytest.raises(SecureClearingError, match="a party of another run answers"):
+        run_processes(dirs, timeout=4, sessions=["P/segment-0", "P/segment-0", "P/gate"])
+    assert not (dirs[2] / "result.json").exists()
+    # the same three in one run clear (the names alone made the difference)
+    results = run_processes(dirs, timeout=30, sessions=["P/gate"] * 3)
+    assert [r.public for r in results] == [results[0].public] * 3
