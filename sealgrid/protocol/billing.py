@@ -608,12 +608,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="sealgrid.protocol.billing")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--session", metavar="NAME",
+                        help="this run's name on its links (TLS ALPN; party --session)")
     args = parser.parse_args(sys.argv[1:])
     if mpc.options.sec_param != SEC_PARAM or len(mpc.parties) < 3:
         print("run with -K 26 and at least 3 parties", file=sys.stderr)
         return 2
     inp = read_input(args.data_dir)
-    result = run_party(mpc, args.timeout, lambda net: settle_period(net, inp))
+    result = run_party(mpc, args.timeout, lambda net: settle_period(net, inp),
+                       session=args.session)
     if result is None:
         return 3
     write_result(args.data_dir, result)

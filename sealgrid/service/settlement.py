@@ -174,6 +174,7 @@ async def run(req: SettlementRequest) -> PB.SettleResult:
         sys.executable, "-m", "sealgrid.protocol.billing", "--data-dir", str(req.workdir),
         "--timeout", str(req.timeout), "-I", str(req.party),
         *(arg for peer in req.peers for arg in ("-P", peer)),
+        "--session", f"{req.period}/settle",  # its links refuse another run on its ports
         "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip
     with open(req.workdir / "party.log", "wb") as out:
