@@ -79,22 +79,24 @@ def _free_base_port(count: int) -> int:
 
 
 def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1,
-                  settle: bool = False, sessions: Sequence[str] | None = None
+                  settle: bool = False, sessions: Sequence[str | None] | None = None
                   ) -> list[PartyResult]:
     """Start one server process per directory (mutual TLS), wait, and read their results.
 
     ``settle``: run the settlement (``python -m sealgrid.protocol.billing``) instead; the
     caller reads its results with :func:`sealgrid.protocol.billing.read_result` (the list
     returned is then empty). ``sessions``: each clearing party's run name on its links
-    (``party --session``; default one name for all): parties of different runs never link.
+    (``party --session``; None: a party that names none; default one name for all):
+    parties of different runs never link.
     """
     m = len(dirs)
     base = _free_base_port(m)
     procs = []
     for i, d in enumerate(dirs):
         module = "sealgrid.protocol.billing" if settle else "sealgrid.protocol.party"
-        extra = [] if settle else ["--min-per-side", str(min_per_side), "--session",
-                                   sessions[i] if sessions is not None else "clearing"]
+        name = "clearing" if sessions is None else sessions[i]
+        extra = [] if settle else ["--min-per-side", str(min_per_side),
+                                   *(("--session", name) if name is not None else ())]
         cmd = [sys.executable, "-m", module, "--data-dir", str(d),
                "--timeout", str(timeout), "-M", str(m), "-I", str(i), "-B", str(base), *extra,
                "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning"]

@@ -461,7 +461,12 @@ class _GuardedSite(web.BaseSite):
 
 
 def _listen(host: str, port: int, backlog: int, reuse_port: bool) -> list[socket.socket]:
-    """Listening sockets on every address ``host`` names, as ``loop.create_server`` makes."""
+    """Listening sockets on every address ``host`` names, as ``loop.create_server`` makes
+    them (an address family this host cannot open is skipped).
+
+    Raises:
+        OSError: an address could not be bound (its message names it), or none could be.
+    """
     made: list[socket.socket] = []
     seen = set()
     try:
@@ -470,16 +475,25 @@ def _listen(host: str, port: int, backlog: int, reuse_port: bool) -> list[socket
             if (family, address) in seen:
                 continue
             seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # IPv6 turned off on this host, say
+                continue
             made.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:  # its IPv4 twin, if any, binds on its own
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {address[:2]!r}: {exc.strerror}"
+                              ) from None
             sock.listen(backlog)
             sock.setblocking(False)
+        if not made:
+            raise OSError(f"no address of {host!s} can be listened on")
     except OSError:
         for sock in made:
             sock.close()
@@ -533,8 +547,9 @@ class _Guard:
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:
-                if exc.errno not in _OUT_OF:
-                    raise
+                if exc.errno not in _OUT_OF:  # that connection failed (accept(2)): the next
+                    _sparse("accept", "could not accept a connection: %s", exc)
+                    continue
                 _sparse("accept", "could not accept a connection: %s; trying again in 1 s",
                         exc)
                 self.unlisten(listening)  # the backlog holds them meanwhile

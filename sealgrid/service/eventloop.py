@@ -51,6 +51,11 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         import uvloop
 
         return uvloop.run(main)
-    # asyncio's own loop, whatever policy an import (MPyC's, with uvloop installed) has set
-    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        return runner.run(main)
+    # asyncio's own loop and policy (its child watcher, for subprocesses), whatever policy an
+    # import has set (MPyC's, with uvloop installed); that one is put back afterwards
+    before = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        return asyncio.run(main)
+    finally:
+        asyncio.set_event_loop_policy(before)

@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -112,6 +113,9 @@ STATEMENTS_KEPT = 64
 #: still storing their statements of the period then, and on shared cores the seal's steps
 #: would take CPU from them (a stop seals at once)
 SEAL_DELAY_SECONDS = 2.0
+#: How long a worker that found no stored issuer key for a bid's open period answers the
+#: next bids of that period from that finding (forged ones: one read each at most so often).
+KEYLESS_SECONDS = 1.0
 #: Bid sets kept in memory, the latest periods' (each lists a period's pseudonyms).
 BIDSETS_KEPT = 4
 
@@ -198,6 +202,8 @@ class Server:
         for period, secret in self.store.issuers().items():
             self._install_issuer(period, secret)
         self._issuer_locks: dict[str, asyncio.Lock] = {}
+        #: open periods for which no worker had stored a key when a bid last asked (when)
+        self._keyless: dict[str, float] = {}
         self._issuer_keys: dict[str, IssuerKey] = {}
         self._db = ThreadPoolExecutor(1, thread_name_prefix=f"db{cfg.party}")
         #: reads that must not wait behind a long write (households' outputs, the health
@@ -411,12 +417,24 @@ class Server:
             period = wire.decode(PseudonymousBid, raw).period
         except wire.WireError:
             return False
-        return self.intake.issuer(period) is None and await self._stored_issuer(period) is not None
+        if self.intake.issuer(period) is not None or self.schedule.check(
+                period, self.clock()) is not None:  # a period not open has no key to learn
+            return False
+        now = time.monotonic()
+        if now - self._keyless.get(period, -KEYLESS_SECONDS) < KEYLESS_SECONDS:
+            return False  # looked for it just now: forged bids cost one read a second
+        if await self._stored_issuer(period) is not None:
+            return True
+        self._keyless = {p: t for p, t in self._keyless.items()
+                         if now - t < KEYLESS_SECONDS}
+        self._keyless[period] = now
+        return False
 
     async def _stored_issuer(self, period: str) -> Issuer | None:
         """Take the issuer key another worker stored for ``period`` into the intake; None if
-        none is stored (only read: a key is made only where a token is asked for)."""
-        secret = await self.db(self.store.issuer, period)
+        none is stored (only read, on the read thread: a key is made only where a token is
+        asked for)."""
+        secret = await self.read(lambda store, p: store.issuer(p), period)
         return None if secret is None else self._install_issuer(period, secret)
 
     async def _store(self, event: Accepted | Granted) -> Rejected | None:

@@ -81,6 +81,11 @@ def test_parties_of_another_run_on_the_same_ports_never_link(tmp_path: Path) -> 
     with pytest.raises(SecureClearingError, match="a party of another run answers"):
         run_processes(dirs, timeout=4, sessions=["P/segment-0", "P/segment-0", "P/gate"])
     assert not (dirs[2] / "result.json").exists()
+    # a listening party refuses links that name no run by itself (those naming none do not
+    # check what they reach)
+    with pytest.raises(SecureClearingError):
+        run_processes(dirs, timeout=4, sessions=[None, None, "P/gate"])
+    assert not (dirs[2] / "result.json").exists()
     # the same three in one run clear (the names alone made the difference)
     results = run_processes(dirs, timeout=30, sessions=["P/gate"] * 3)
     assert [r.public for r in results] == [results[0].public] * 3

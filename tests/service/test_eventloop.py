@@ -23,10 +23,19 @@ def test_the_servers_run_uvloop_by_default(monkeypatch: pytest.MonkeyPatch) -> N
     assert eventloop.run(_loop_module()).startswith("uvloop")
 
 
+async def _child_exit_code() -> int:
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "raise SystemExit(7)")
+    return await child.wait()
+
+
 def test_asyncio_s_loop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(eventloop.ENV, " AsyncIO ")
     assert eventloop.loop_name() == "asyncio"
+    before = asyncio.get_event_loop_policy()  # uvloop's in this process (tests/conftest.py)
     assert eventloop.run(_loop_module()).startswith("asyncio")
+    # with its own policy too: a server starts its MPC parties as child processes
+    assert eventloop.run(_child_exit_code()) == 7
+    assert asyncio.get_event_loop_policy() is before
 
 
 def test_another_loop_is_refused_and_nothing_is_left_unawaited(

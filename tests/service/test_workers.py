@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,6 +157,23 @@ def test_racing_workers_count_each_pseudonym_household_and_challenge_once(
             assert isinstance(no_key, Rejected) and no_key.reason is Reason.BAD_SIGNATURE
             assert await w0.db(w0.store.issuer, keyless.period) is None
             assert w0.intake.issuer(keyless.period) is None
+            # nor does a stream of such bids become a stream of database reads: the finding
+            # holds for a second; a period that is not open is not looked up at all
+            reads: list[Any] = []
+            real_read = w0.read
+
+            async def counted(fn: Any, *args: Any) -> Any:
+                reads.append(args)
+                return await real_read(fn, *args)
+
+            w0.read = counted  # type: ignore[method-assign]
+            closed = Pseudonym.fresh("2026-11-22T20:00:00Z")
+            closed.tokens[0] = p.tokens[0]
+            for forged in (keyless, keyless, closed):
+                out_forged = await w0.submit(make_submission(forged, 0, _bid(w0, 3)))
+                assert isinstance(out_forged, Rejected), out_forged
+            assert reads == []
+            w0.read = real_read  # type: ignore[method-assign]
             await w0.db(lambda: w0.store.set_period(PERIOD, "closed", seal=False))
             ghost = make_submission(p, 0, _bid(w0, 0))  # h0001's token from the first step
             refused_late = await w1.submit(ghost)
