@@ -633,19 +633,20 @@ async def connect(mpc: Any, errors: list[str] | None = None, session: str | None
     for peer in mpc.parties:
         peer.protocol = loop.create_future() if peer.pid == mpc.pid else None
     listen = client = None
+    name = None  # the run's ALPN name: only over TLS
     if mpc.options.ssl:
         files = (f".config/party_{mpc.pid}.crt", f".config/party_{mpc.pid}.key",
                  ".config/mpyc_ca.crt")
         listen = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        if session is not None:
+            name = session_protocol(session)
         for ctx in (listen, client):
             ctx.load_cert_chain(files[0], keyfile=files[1])
             ctx.load_verify_locations(cafile=files[2])
+            if name is not None:
+                ctx.set_alpn_protocols([name])
         listen.verify_mode = ssl.CERT_REQUIRED
-    name = session_protocol(session) if session is not None and mpc.options.ssl else None
-    if name is not None and listen is not None and client is not None:
-        listen.set_alpn_protocols([name])
-        client.set_alpn_protocols([name])
     link = _link_class()
     server = None
     if mpc.pid:

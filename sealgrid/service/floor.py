@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sealgrid.service import eventloop
+
 #: Requests sent before the CPU is first read (imports, first handshakes).
 WARM_UP = 50
 VARIANTS = ("aiohttp", "guarded")
@@ -89,7 +91,6 @@ async def _requests(port: int, ctx: ssl.SSLContext, count: int, concurrency: int
 
 def _measure(variant: str, cert: Path, key: Path, requests: int, concurrency: int,
              body_bytes: int) -> dict[str, float]:
-    from sealgrid.service import eventloop
     from sealgrid.service.bench import tree_cpu_seconds
     from sealgrid.service.local import free_port_range
 
@@ -130,7 +131,6 @@ def bench_floor(requests: int, *, concurrency: int = 32, body_bytes: int = 1500
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from sealgrid.protocol.certs import key_pem, new_key, self_signed
-    from sealgrid.service import eventloop
 
     key = new_key()
     cert = self_signed(key, "sealgrid floor", ["127.0.0.1"], days=1)
@@ -162,8 +162,6 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    from sealgrid.service import eventloop
-
     eventloop.run(_serve(args.variant, args.cert, args.key, args.port, args.concurrency))
     return 0
 
