@@ -462,12 +462,13 @@ class Intake:
                 Reason.MALFORMED, f"message larger than the limit for {limit}-byte payloads"
             )
         try:
-            bid = wire.decode(PseudonymousBid, event.raw)
+            bid, signed = wire.decode_signed(PseudonymousBid, event.raw)
         except wire.WireError as exc:
             unsigned = _without_signature_or_token(event.raw)
             if unsigned is None:
                 raise _Refuse(Reason.MALFORMED, str(exc)) from None
             bid = unsigned  # refused below as unsigned, once the rest of it has been checked
+            signed = b""
         if bid.server != self.party:
             raise _Refuse(Reason.MALFORMED, f"share addressed to server {bid.server}")
         if len(bid.payload) > limit:
@@ -485,7 +486,7 @@ class Intake:
                 Reason.BAD_SIGNATURE,
                 "forged: the token is not this server's evaluation of this period and pseudonym",
             )
-        if not wire.verify(bid, bid.pseudonym):
+        if not wire.verify_bytes(signed, bid.signature, bid.pseudonym):
             raise _Refuse(
                 Reason.BAD_SIGNATURE,
                 "forged: the signature does not verify with the pseudonym key the bid names",
@@ -505,7 +506,7 @@ class Intake:
                 self._check_payload(bid.payload)
             except BidRejected as exc:
                 raise _Refuse(exc.reason, exc.detail) from None
-        receipt = wire.sign(  # no time, no counter: it depends on the bid alone
+        receipt, receipt_bytes = wire.sign_encoded(  # no time, no counter: the bid's alone
             Receipt(
                 server=self.party,
                 period=bid.period,
@@ -516,7 +517,7 @@ class Intake:
             self._key,
         )
         state.bids[bid.pseudonym] = digest
-        stored = StoredBid(bid.period, bid.pseudonym, event.raw, bid.payload, wire.encode(receipt))
+        stored = StoredBid(bid.period, bid.pseudonym, event.raw, bid.payload, receipt_bytes)
         return Accepted(stored, receipt)
 
     def _rate(self, household: str, now: dt.datetime) -> None:

@@ -79,6 +79,44 @@ def test_signature_covers_every_field_and_the_type() -> None:
     assert not wire.verify(other, pub)
 
 
+def test_one_pass_decoding_and_signing_give_what_the_two_passes_give() -> None:
+    """The intake's path (:func:`wire.decode_signed`, :func:`wire.sign_encoded`) against the
+    general one: the same message, the same signed bytes, the same encoding, and the same
+    refusal of a re-spelled copy."""
+    key = Ed25519PrivateKey.generate()
+    msg = wire.sign(BidSet(server=2, period="p", pseudonyms=(b"\x01", b"\xff" * 32)), key)
+    raw = wire.encode(msg)
+    decoded, signed = wire.decode_signed(BidSet, raw)
+    assert decoded == msg
+    assert signed == wire.signing_bytes(msg) and signed.startswith(wire.DOMAIN + b"BidSet\n")
+    assert b'"signature"' not in signed
+    assert wire.verify_bytes(signed, msg.signature, wire.raw_public(key))
+    with pytest.raises(WireError, match="canonical"):
+        wire.decode_signed(BidSet, raw.replace(b'"server":2', b'"server": 2'))
+    receipt = Receipt(0, "p", b"x" * 32, b"a", b"b")
+    signed_receipt, encoded = wire.sign_encoded(receipt, key)
+    assert signed_receipt == wire.sign(receipt, key)  # Ed25519 is deterministic
+    assert encoded == wire.encode(signed_receipt)
+    assert wire.verify(wire.decode(Receipt, encoded), wire.raw_public(key))
+
+
+def test_a_small_order_key_signs_nothing() -> None:
+    """The identity point as a key, ``R`` the identity and ``S = 0``: the equation
+    ``[S]B = R + [k]A`` holds for every message, and OpenSSL's Ed25519 check accepts it. The
+    strict check sealgrid runs (libsodium's) refuses small-order keys, so a pseudonym made so
+    cannot carry a signature that is a signature of anything."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    identity = b"\x01" + bytes(31)
+    forged = identity + bytes(32)
+    receipt = Receipt(0, "p", identity, b"a", b"b", signature=forged)
+    Ed25519PublicKey.from_public_bytes(identity).verify(forged, wire.signing_bytes(receipt))
+    assert not wire.verify(receipt, identity)
+    assert not wire.verify_bytes(b"anything", forged, identity)
+    assert not wire.verify_bytes(b"anything", forged[:63], identity)  # wrong lengths: False
+    assert not wire.verify_bytes(b"anything", forged, identity[:31])
+
+
 def test_init_makes_a_complete_private_data_dir(tmp_path) -> None:
     data = tmp_path / "data"
     registry = init_data_dir(data, households=4, base_port=19000)
