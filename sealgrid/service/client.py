@@ -301,6 +301,15 @@ class Client:
         Raises:
             Unreachable: still 503 after the last try (naming the tries and the rule).
         """
+        started = time.monotonic()
+        first = await attempt()
+        if first.status != 503:  # the usual case, answered at once: no retry state to set up
+            return first.status, first.body
+        answers = [first]  # the retries' first try is this answer, not a second request
+
+        async def again() -> _Answer:
+            return answers.pop() if answers else await attempt()
+
         policy = self.retry
         backoff = wait_random_exponential(multiplier=policy.first_wait, max=policy.max_wait)
 
@@ -310,7 +319,6 @@ class Client:
                 return exc.answer.retry_after + random.uniform(0, policy.first_wait)
             return float(backoff(state))
 
-        started = time.monotonic()
         tries = 0
         try:
             async for trying in AsyncRetrying(
@@ -321,7 +329,7 @@ class Client:
             ):
                 with trying:
                     tries += 1
-                    got = await attempt()
+                    got = await again()
                     if got.status == 503:
                         raise _Busy(got)
         except _Busy as busy:
