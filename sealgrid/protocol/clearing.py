@@ -78,6 +78,11 @@ def _free_base_port(count: int) -> int:
         raise SecureClearingError(str(exc)) from exc
 
 
+def _session_args(name: str | None) -> list[str]:
+    """A party's ``--session`` option: none for a party that names no run."""
+    return [] if name is None else ["--session", name]
+
+
 def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1,
                   settle: bool = False, sessions: Sequence[str | None] | None = None
                   ) -> list[PartyResult]:
@@ -94,9 +99,8 @@ def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1,
     procs = []
     for i, d in enumerate(dirs):
         module = "sealgrid.protocol.billing" if settle else "sealgrid.protocol.party"
-        name = "clearing" if sessions is None else sessions[i]
-        extra = [] if settle else ["--min-per-side", str(min_per_side),
-                                   *(("--session", name) if name is not None else ())]
+        extra = [] if settle else ["--min-per-side", str(min_per_side), *_session_args(
+            "clearing" if sessions is None else sessions[i])]
         cmd = [sys.executable, "-m", module, "--data-dir", str(d),
                "--timeout", str(timeout), "-M", str(m), "-I", str(i), "-B", str(base), *extra,
                "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning"]

@@ -383,6 +383,11 @@ def gate_session(period: str) -> str:
     return f"{period}/gate"
 
 
+def settle_session(period: str) -> str:
+    """The name of the run of the settlement parties that settle ``period``'s readings."""
+    return f"{period}/settle"
+
+
 async def stage(warm: WarmParty | None, party: int, peers: Sequence[str], workdir: Path,
                 mpc_config: Path, timeout: float, market: Market,
                 session: str | None = None) -> StagedParty | None:

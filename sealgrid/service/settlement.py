@@ -38,6 +38,7 @@ from sealgrid.protocol import billing as PB
 from sealgrid.protocol import field as F
 from sealgrid.protocol.party import SEC_PARAM
 from sealgrid.service import bills
+from sealgrid.service.clearing import settle_session
 from sealgrid.service.config import BillingConfig
 from sealgrid.service.intake import Rejected
 from sealgrid.service.keys import Registry, supplier_participant
@@ -174,7 +175,7 @@ async def run(req: SettlementRequest) -> PB.SettleResult:
         sys.executable, "-m", "sealgrid.protocol.billing", "--data-dir", str(req.workdir),
         "--timeout", str(req.timeout), "-I", str(req.party),
         *(arg for peer in req.peers for arg in ("-P", peer)),
-        "--session", f"{req.period}/settle",  # its links refuse another run on its ports
+        "--session", settle_session(req.period),  # its links refuse another run's
         "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip
     with open(req.workdir / "party.log", "wb") as out:
