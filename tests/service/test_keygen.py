@@ -258,6 +258,10 @@ def test_servers_and_households_set_up_apart_talk_over_pinned_tls(tmp_path: Path
     assert [(a["server"], a["registered"]) for a in answers] == [(i, True) for i in range(3)]
 
 
+IDENTITY = b"\x01" + bytes(31)  # the identity point's encoding: a key of order 1
+ANY_PROOF = IDENTITY + bytes(32)  # R the identity, S = 0: [S]B = R + [k]A for every message
+
+
 def test_a_tampered_or_incomplete_set_of_public_parts_is_refused(tmp_path: Path) -> None:
     dirs, _, registrar = _multi_party(tmp_path)
     parts = {(p.role, p.id): p for p in load_parts([registrar / "inbox"])}
@@ -283,6 +287,14 @@ def test_a_tampered_or_incomplete_set_of_public_parts_is_refused(tmp_path: Path)
         ([*without(("household", "alice")), dc.replace(alice, meter_proof=bob.meter_proof)],
          "meter key, or its proof"),
         ([*without(("server", "1")), dc.replace(s1, tls_cert=s0.tls_cert)], "proof"),
+        # a small-order key (the identity point) with the one proof that passes for every
+        # message under it, which OpenSSL's Ed25519 check accepts: refused, as a key or a meter's
+        ([*without(("household", "alice")), dc.replace(alice, key=IDENTITY, proof=ANY_PROOF)],
+         "proof"),
+        ([*without(("household", "alice")), dc.replace(
+            dc.replace(alice, meter_key=IDENTITY).signed(
+                load_signing_key(dirs["alice"] / "alice.key")), meter_proof=ANY_PROOF)],
+         "meter key, or its proof"),
         ([*without(("household", "bob")),
           dc.replace(alice, id="bob").signed(load_signing_key(dirs["alice"] / "alice.key"),
                                              load_signing_key(dirs["alice"] / "alice.meter.key"))],
