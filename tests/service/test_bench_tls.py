@@ -37,6 +37,14 @@ def test_bench_tls_measures_both_listeners(capsys: pytest.CaptureFixture[str]) -
         assert 0 < got["server_cpu_ms_per_request"][listener] < 1000, got
         assert got["requests_per_second"][listener] > 0, got
     assert got["event_loop"] == eventloop.loop_name()  # the servers' own loop
+    # the cryptography under it, in process: a TLS 1.3 handshake costs each side something,
+    # and less than the whole connection and request cost the server
+    for side in ("server", "client"):
+        assert 0 < got["tls_handshake_cpu_ms"][side] < 1000, got
+    assert got["tls_handshake_cpu_ms"]["server"] < max(got["server_cpu_ms_per_request"].values())
+    assert set(got["bid_crypto_cpu_ms"]) == {"signature_check", "token_check",
+                                             "receipt_signature"}
+    assert all(0 < ms < 1000 for ms in got["bid_crypto_cpu_ms"].values()), got
     assert _floor_servers() == []  # the child servers ended with the run
 
 
