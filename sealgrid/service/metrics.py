@@ -18,12 +18,17 @@ in the period-long window before it, so no number times one request more finely 
 live only when it has been non-empty for :data:`STALL_SECONDS`. The periods' statuses,
 settlements, the clearing's and settlement's seconds and the peers are about periods and
 servers, not requests, and are live.
+
+With several intake workers (``sealgrid serve --workers N``) each worker holds its counts the
+same way, then adds each ended window's to the database (``request_counts``), and the request
+counters any worker publishes are every worker's, summed (:class:`_SharedCounts`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -37,7 +42,7 @@ from typing import Any, TypeVar, cast
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -65,6 +70,23 @@ STORE_REFRESH_SECONDS = 1.0
 DB_TIMEOUT_SECONDS = 5.0
 #: Periods listed on the status page.
 STATUS_PERIODS = 12
+
+#: With several intake workers, the period-long windows of request counts the database keeps
+#: one by one; older ones are summed into one row (:meth:`Store.fold_request_counts`).
+KEPT_WINDOWS = 4
+#: The request counters: name, help and labels, by the first item of a held count's key.
+COUNTED: dict[str, tuple[str, str, list[str]]] = {
+    "req": ("sealgrid_http_requests", "HTTP requests answered, by route, method and status"
+            " (published at each period boundary)", ["route", "method", "code"]),
+    "refused": ("sealgrid_refusals", "Requests refused, by route and the error of the answer"
+                " (published at each period boundary)", ["route", "reason"]),
+    "received": ("sealgrid_bids_received", "Bid submissions answered (POST /v1/bids;"
+                 " published at each period boundary)", []),
+    "accepted": ("sealgrid_bids_accepted", "Bids stored and receipted (published at each"
+                 " period boundary)", []),
+    "bid_refused": ("sealgrid_bids_refused", "Bid submissions refused, by reason (published"
+                    " at each period boundary)", ["reason"]),
+}
 
 _UNFINISHED = ("closed", "agreed")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -233,6 +255,59 @@ class _StoreCollector(Collector):
             value=float(view.bids_in_closed_periods))
 
 
+def _name(key: tuple[str, ...]) -> str:
+    """A held count's key as the database names it (``request_counts.name``)."""
+    return json.dumps(list(key), separators=(",", ":"))
+
+
+def _counter(name: str) -> tuple[str, tuple[str, ...]]:
+    """Which counter of :data:`COUNTED` a stored count adds to, and its label values."""
+    try:
+        key = tuple(str(part) for part in json.loads(name))
+    except (ValueError, TypeError):  # not a count this sealgrid wrote: in no counter
+        return "", ()
+    if not key:
+        return "", ()
+    if key[0] == "bid":
+        kind = {"received": "received", "accepted": "accepted"}.get(key[1], "bid_refused")
+        return kind, key[2:]
+    return key[0], key[1:]
+
+
+def _refusals(counts: dict[str, int]) -> collections.Counter[str]:
+    """Refusals by reason, from stored counts."""
+    out: collections.Counter[str] = collections.Counter()
+    for name, n in counts.items():
+        kind, labels = _counter(name)
+        if kind == "refused":
+            out[labels[1]] += n
+    return out
+
+
+class _SharedCounts(Collector):
+    """With several intake workers: the request counters, every worker's summed in the
+    database, as last read (:meth:`Monitor.counts`)."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterable[Metric]:
+        found = self.monitor.shared_counts
+        total = found[0] if found is not None else {}
+        values: dict[tuple[str, tuple[str, ...]], float] = {
+            ("received", ()): 0.0, ("accepted", ()): 0.0}  # unlabelled: there from the start
+        for name, n in total.items():
+            kind, labels = _counter(name)
+            if kind in COUNTED and len(labels) == len(COUNTED[kind][2]):
+                values[kind, labels] = values.get((kind, labels), 0.0) + n
+        for kind, (metric, doc, names) in COUNTED.items():
+            family = CounterMetricFamily(metric, doc, labels=names)
+            for (k, values_of), value in sorted(values.items()):
+                if k == kind:
+                    family.add_metric(list(values_of), value)
+            yield family
+
+
 class Monitor:
     """The metrics of one server and what its status page shows."""
 
@@ -241,21 +316,15 @@ class Monitor:
         self.probe_seconds = probe_seconds
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "sealgrid_http_requests", "HTTP requests answered, by route, method and status"
-            " (published at each period boundary)", ["route", "method", "code"], registry=r)
-        self.refusals = Counter(
-            "sealgrid_refusals", "Requests refused, by route and the error of the answer"
-            " (published at each period boundary)", ["route", "reason"], registry=r)
-        self.bids_received = Counter(
-            "sealgrid_bids_received", "Bid submissions answered (POST /v1/bids; published at"
-            " each period boundary)", registry=r)
-        self.bids_accepted = Counter(
-            "sealgrid_bids_accepted", "Bids stored and receipted (published at each period"
-            " boundary)", registry=r)
-        self.bids_refused = Counter(
-            "sealgrid_bids_refused", "Bid submissions refused, by reason (published at each"
-            " period boundary)", ["reason"], registry=r)
+        #: several intake workers of one server: the request counts are every worker's, summed
+        #: in the database (:class:`_SharedCounts`), not this process's own
+        self.shared = bool(getattr(server, "shared", False))
+        own = None if self.shared else r
+        self.requests = Counter(*COUNTED["req"], registry=own)
+        self.refusals = Counter(*COUNTED["refused"], registry=own)
+        self.bids_received = Counter(*COUNTED["received"], registry=own)
+        self.bids_accepted = Counter(*COUNTED["accepted"], registry=own)
+        self.bids_refused = Counter(*COUNTED["bid_refused"], registry=own)
         self.released_at = Gauge(
             "sealgrid_counts_published_until_timestamp_seconds",
             "The period boundary up to which request counts are published", registry=r)
@@ -284,6 +353,8 @@ class Monitor:
                      " servers", ["party", "servers"], registry=r)
         info.labels(str(server.cfg.party), str(len(server.cfg.servers))).set(1)
         r.register(_StoreCollector(self))
+        if self.shared:
+            r.register(_SharedCounts(self))
 
         self.peers = {j: PeerState() for j in range(len(server.cfg.servers))
                       if j != server.cfg.party}
@@ -294,6 +365,12 @@ class Monitor:
         self._locks: dict[str, asyncio.Lock] = {}
         self._held: dict[int, Window] = {}
         self._published = self._window()
+        #: with several workers: ended windows' counts not in the database yet, by the
+        #: window's period name (:meth:`save`); every worker's sums as last read
+        self._unsaved: dict[str, collections.Counter[str]] = {}
+        self._folded = self._published
+        self._unsaved_since_failure = False
+        self.shared_counts: tuple[dict[str, int], dict[str, int]] | None = None
         self.released: Released | None = None
         self.refusals_total: collections.Counter[str] = collections.Counter()
         self._busy_since: float | None = None
@@ -327,7 +404,12 @@ class Monitor:
         if now <= self._published:
             return
         ended = {w: self._held.pop(w) for w in sorted(self._held) if w < now}
-        for window in ended.values():
+        for w, window in ended.items():
+            if self.shared:  # every worker's, summed in the database (save)
+                unsaved = self._unsaved.setdefault(self._period(w), collections.Counter())
+                for key, n in window.counts.items():
+                    unsaved[_name(key)] += n
+                continue
             for key, n in window.counts.items():
                 if key[0] == "req":
                     self.requests.labels(*key[1:]).inc(n)
@@ -350,6 +432,62 @@ class Monitor:
         self.writer_peak.set(last.queue_peak)
         self.released_at.set((self._start(now) - EPOCH).total_seconds())
         self._published = now
+
+    def _period(self, window: int) -> str:
+        """The name of the period that is ``window``."""
+        return self.server.schedule.period_id(self._start(window))
+
+    async def save(self) -> None:
+        """With several workers: add this worker's counts of ended windows to the database's
+        (kept for the next try when it cannot be written); the leader then sums the windows
+        older than :data:`KEPT_WINDOWS` into one row."""
+        if not self.shared:
+            return
+        unsaved, self._unsaved = self._unsaved, {}
+        if unsaved:
+            counts = {period: dict(c) for period, c in unsaved.items()}
+            try:
+                await self.server.db(self.server.store.add_request_counts, counts)
+            except Exception as exc:  # the database is away: counted again at the next try
+                if not self._unsaved_since_failure:
+                    log.warning("the request counts could not be stored (kept, to be tried"
+                                " again): %s", exc)
+                self._unsaved_since_failure = True
+                for period, c in unsaved.items():
+                    self._unsaved.setdefault(period, collections.Counter()).update(c)
+                return
+            self._unsaved_since_failure = False
+            for what in [w for w in self._cache if w.startswith("counts ")]:
+                del self._cache[what]  # a scrape now reads them
+        if self.server.worker == 0 and self._published > self._folded:
+            try:
+                await self.server.db(self.server.store.fold_request_counts,
+                                     self._period(self._published - KEPT_WINDOWS))
+            except Exception as exc:
+                log.warning("the request counts could not be summed: %s", exc)
+                return
+            self._folded = self._published
+
+    async def counts(self) -> None:
+        """With several workers: read every worker's summed counts into
+        :attr:`shared_counts`, :attr:`refusals_total` and :attr:`released` (at most once a
+        second; the last reading kept when the database cannot be read)."""
+        if not self.shared:
+            return
+        released = self.released
+        window = self._period(self._published - 1)
+        what = f"counts {window}"
+        for stale in [w for w in self._cache if w.startswith("counts ") and w != what]:
+            del self._cache[stale]  # an earlier window's reading (and its lock) go
+            self._locks.pop(stale, None)
+        found = await self._read(what, lambda store: store.request_counts(window))
+        if found is None:
+            return
+        self.shared_counts = found
+        total, last = found
+        self.refusals_total = _refusals(total)
+        if released is not None and self.released is released:  # no boundary meanwhile
+            self.released = dataclasses.replace(released, refusals=dict(_refusals(last)))
 
     def sample_queue(self) -> None:
         """Note the writer queue's depth (its peak per window; how long it has been busy)."""
@@ -496,6 +634,7 @@ class Monitor:
         while True:
             self.sample_queue()
             self.release()
+            await self.save()
             await asyncio.sleep(SAMPLE_SECONDS)
 
     async def _prober(self) -> None:
@@ -518,6 +657,8 @@ class Monitor:
         """The Prometheus text of this server's metrics, now."""
         self.release()
         self.sample_queue()
+        await self.save()
+        await self.counts()
         await self.refresh()
         return bytes(generate_latest(self.registry))
 

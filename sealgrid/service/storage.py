@@ -54,7 +54,7 @@ import json
 import logging
 import random
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,9 +68,10 @@ log = logging.getLogger("sealgrid.storage")
 #: (rowid tables, ``bids.seq``); 2 keeps no order of arrival; 3 adds the settlement's tables
 #: (credentials, readings, settlements); 4 adds ``used_challenges`` (several intake workers on
 #: one database); 5 adds ``segments`` (bids validated in segments while their period is
-#: open); 6 adds ``closed_readings``. An older database is brought forward by
-#: :data:`MIGRATIONS` when it is opened; a newer one is refused.
-SCHEMA_VERSION = 6
+#: open); 6 adds ``closed_readings``; 7 adds ``request_counts`` (several intake workers'
+#: metrics). An older database is brought forward by :data:`MIGRATIONS` when it is opened; a
+#: newer one is refused.
+SCHEMA_VERSION = 7
 #: The most bids (or participations) a period's seal moves in one transaction
 #: (:meth:`Store.seal_steps`): a server's other writes wait for one such step, not for the
 #: whole seal (21 s at 100,000 bids in one transaction on a 2-core machine).
@@ -203,6 +204,16 @@ TABLES: dict[str, tuple[str, str]] = {
         "period TEXT NOT NULL, idx INTEGER NOT NULL, members {blob} NOT NULL,"
         " result {blob}, digest {blob}, PRIMARY KEY (period, idx)",
         "period, idx",
+    ),
+    # with several intake workers: the requests every worker answered, as its metrics count
+    # them (sealgrid.service.metrics), by the period-long window in which they were answered
+    # (``period``: the window's start; the empty name: the older windows, summed) and by what
+    # was counted (``name``: its canonical JSON list, e.g. route, method and status), written
+    # when the window has ended: the numbers ``/metrics`` publishes at each period boundary
+    "request_counts": (
+        "period TEXT NOT NULL, name TEXT NOT NULL, count BIGINT NOT NULL,"
+        " PRIMARY KEY (period, name)",
+        "period, name",
     ),
     "settlements": (  # households: the registry's order; status: JSON list per household
         "period TEXT NOT NULL, households {blob} NOT NULL, status TEXT NOT NULL,"
@@ -353,6 +364,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "segments (validation while a period is open)", _created("segments")),
     Migration(6, "closed_readings (no reading after a period's set was read)",
               _created("closed_readings")),
+    Migration(7, "request_counts (several intake workers' metrics, summed)",
+              _created("request_counts")),
 )
 
 
@@ -707,6 +720,35 @@ class Store:
     def prune_challenges(self, before: str) -> None:
         """Forget used challenges whose period of expiry ended before ``before``."""
         self._write([("DELETE FROM used_challenges WHERE until < ?", (before,))])
+
+    def add_request_counts(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """Add one worker's counts of ended windows (``{window's period: {name: count}}``) to
+        what the server's workers counted before (one transaction)."""
+        rows = Many((period, name, n) for period, named in sorted(counts.items())
+                    for name, n in sorted(named.items()))
+        self._write([("INSERT INTO request_counts (period, name, count) VALUES (?, ?, ?)"
+                      " ON CONFLICT (period, name) DO UPDATE"
+                      " SET count = request_counts.count + excluded.count", rows)])
+
+    def request_counts(self, window: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Every worker's counts summed: over all windows, and in the window ``window``."""
+        with self.snapshot():
+            total = self._read("SELECT name, SUM(count) FROM request_counts GROUP BY name")
+            last = self._read("SELECT name, count FROM request_counts WHERE period = ?",
+                              (window,))
+        return ({name: int(n) for name, n in total}, {name: int(n) for name, n in last})
+
+    def fold_request_counts(self, before: str) -> None:
+        """Sum the windows that started before ``before`` into the row of older windows (the
+        empty period name): the table keeps a few windows, not one a period forever."""
+        older = "period <> '' AND period < ?"
+        self._write([
+            ("INSERT INTO request_counts (period, name, count) SELECT '', name, SUM(count)"
+             f" FROM request_counts WHERE {older} GROUP BY name"
+             " ON CONFLICT (period, name) DO UPDATE"
+             " SET count = request_counts.count + excluded.count", (before,)),
+            (f"DELETE FROM request_counts WHERE {older}", (before,)),
+        ])
 
     def pseudonyms(self, period: str) -> tuple[bytes, ...]:
         """Return the stored pseudonyms of ``period``'s bids, sorted."""

@@ -81,7 +81,11 @@ V5 = [
     "CREATE TABLE segments (period TEXT NOT NULL, idx INTEGER NOT NULL, members {blob} NOT NULL,"
     " result {blob}, digest {blob}, PRIMARY KEY (period, idx)){norowid}",
 ]
-DDL = {1: V1, 2: V2, 3: V3, 4: V4, 5: V5}
+V6 = [
+    *V5,
+    "CREATE TABLE closed_readings (period TEXT NOT NULL, PRIMARY KEY (period)){norowid}",
+]
+DDL = {1: V1, 2: V2, 3: V3, 4: V4, 5: V5, 6: V6}
 
 #: Rows of every table, by the schema that first has the table (v1's bids carry seq).
 ROWS: dict[str, list[tuple[Any, ...]]] = {
@@ -101,6 +105,7 @@ ROWS: dict[str, list[tuple[Any, ...]]] = {
     "settlements": [(CLOSED, b"\x00\x02h1", '["settled"]', b"\x00" * 48, 0, 2, 98)],
     "used_challenges": [(b"\x07" * 32, OPEN)],
     "segments": [(CLOSED, 0, b"\x00\x02p1", b"result", b"d" * 32)],
+    "closed_readings": [(CLOSED,)],
 }
 #: What schema 1's rows become: the closed period's bid sealed (its old receipt dropped), the
 #: open one's kept; the closed period's participations one set.
@@ -235,14 +240,15 @@ def test_a_failed_migration_leaves_the_database_as_it_was(
     db.build(2)
     before = {t: db.rows(t) for t in db.tables()}
     broken = replace(MIGRATIONS[-1], statements=lambda store, cur: [
-        ("CREATE TABLE closed_readings (idx BLOB)", ()), ("INSERT INTO nowhere VALUES (1)", ())])
+        ("CREATE TABLE request_counts (idx BLOB)", ()), ("INSERT INTO nowhere VALUES (1)", ())])
     monkeypatch.setattr(storage, "MIGRATIONS", (*MIGRATIONS[:-1], broken))
     with pytest.raises(StorageError, match="no such table: nowhere"):
         Store(sqlite_url)
     assert {t: db.rows(t) for t in db.tables()} == before  # no step-3 table, still schema 2
     monkeypatch.undo()
     Store(sqlite_url).close()  # the real steps then succeed
-    assert {"used_challenges", "segments", "closed_readings"} <= set(db.tables())
+    assert {"used_challenges", "segments", "closed_readings", "request_counts"} <= set(
+        db.tables())
     db.close()
 
 

@@ -370,6 +370,35 @@ def test_postgresql_counts_are_read_in_one_snapshot(postgres_url: str) -> None:
     _counts_in_one_snapshot(postgres_url)
 
 
+def _request_counts(url: str) -> None:
+    """Workers' request counts add up per window and name; folding the older windows into
+    one row keeps every sum and the kept windows' own counts."""
+    store = Store(url)
+    w1, w2, w3 = "2026-11-22T21:00:00Z", "2026-11-22T21:15:00Z", "2026-11-22T21:30:00Z"
+    a, b = '["bid","received"]', '["req","/v1/info","GET","200"]'
+    store.add_request_counts({w1: {a: 3, b: 1}})
+    store.add_request_counts({w1: {a: 2}, w2: {a: 4}})  # a second worker's
+    store.add_request_counts({w3: {b: 7}})
+    assert store.request_counts(w1) == ({a: 9, b: 8}, {a: 5, b: 1})
+    store.fold_request_counts(w3)  # w1 and w2 into the row of older windows
+    assert store.request_counts(w3) == ({a: 9, b: 8}, {b: 7})
+    assert store.request_counts(w1) == ({a: 9, b: 8}, {})
+    rows = store._read("SELECT period, name, count FROM request_counts ORDER BY period, name")
+    assert rows == [("", a, 9), ("", b, 1), (w3, b, 7)]
+    store.add_request_counts({w2: {a: 1}})  # a late worker's window, after the fold
+    store.fold_request_counts(w3)
+    assert store.request_counts(w3)[0] == {a: 10, b: 8}
+    store.close()
+
+
+def test_sqlite_request_counts_add_up_and_fold(tmp_path) -> None:
+    _request_counts(f"sqlite:///{tmp_path / 'counts.sqlite'}")
+
+
+def test_postgresql_request_counts_add_up_and_fold(postgres_url: str) -> None:
+    _request_counts(postgres_url)
+
+
 def _outputs_in_blocks(url: str) -> None:
     """A city's household outputs are stored in blocks (a few rows, not one per household)
     and each reads back as stored: invalid ones too, the first and last of every block; a

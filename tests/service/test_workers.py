@@ -325,3 +325,84 @@ def test_a_reading_checked_before_the_deadline_is_not_stored_after_the_set_was_r
             await w0.stop()
 
     asyncio.run(scenario())
+
+
+def test_any_workers_metrics_count_every_workers_requests(
+        tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
+    """A scrape reaches one worker behind the shared port: it publishes what all the server's
+    workers answered, at the same period boundary, summed in the database (and the table
+    keeps a few windows one by one, the older summed)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from sealgrid.service import metrics
+    from sealgrid.service.api import build_app
+    from tests.service.test_metrics import samples, value
+
+    clock = Clock(T0)
+    w0, w1 = _servers(tmp_path, postgres_url, clock)
+    period = w0.schedule.period_seconds
+
+    async def scrape(client: TestClient, worker: Server) -> dict:
+        metrics.monitor_of(worker).forget()  # not last second's reading
+        return samples(await (await client.get("/metrics")).text())
+
+    async def scenario() -> None:
+        await w0.start()
+        await w1.start()
+        c0, c1 = TestClient(TestServer(build_app(w0))), TestClient(TestServer(build_app(w1)))
+        await c0.start_server()
+        await c1.start_server()
+        try:
+            for client, n in ((c0, 3), (c1, 2)):
+                for _ in range(n):
+                    assert (await client.post("/v1/bids", data=b"not json")).status == 400
+            assert (await c1.get("/v1/info")).status == 200
+            for client, worker in ((c0, w0), (c1, w1)):  # held until the boundary
+                assert value(await scrape(client, worker), "sealgrid_bids_received_total") == 0
+
+            clock.now += dt.timedelta(seconds=period)
+            await asyncio.sleep(4 * metrics.SAMPLE_SECONDS)  # each worker's sampler saves
+            for client, worker in ((c0, w0), (c1, w1)):
+                found = await scrape(client, worker)
+                assert value(found, "sealgrid_bids_received_total") == 5, worker.worker
+                assert value(found, "sealgrid_bids_accepted_total") == 0
+                assert value(found, "sealgrid_bids_refused_total", reason="malformed") == 5
+                assert value(found, "sealgrid_http_requests_total", route="/v1/bids",
+                             method="POST", code="400") == 5
+                assert value(found, "sealgrid_http_requests_total", route="/v1/info",
+                             method="GET", code="200") == 1
+                assert value(found, "sealgrid_refusals_total", route="/v1/bids",
+                             reason="malformed") == 5
+                # the scrapes before the boundary: one at each worker
+                assert value(found, "sealgrid_http_requests_total", route="/metrics",
+                             method="GET", code="200") == 2
+            assert (await c0.get("/status")).status == 200
+            monitor = metrics.monitor_of(w0)
+            assert monitor.refusals_total["malformed"] == 5
+            assert monitor.released is not None and monitor.released.refusals == {"malformed": 5}
+
+            # what the database holds: the ended window's counts, by name, and no time finer
+            first = w0.schedule.period_id(w0.schedule.start_of(T0))
+            rows = await w0.read(lambda store: store._read(
+                "SELECT period, name, count FROM request_counts"))
+            assert {p for p, _, _ in rows} == {first}, rows
+            assert ('["bid","received"]', 5) in {(name, n) for _, name, n in rows}
+
+            # windows go by: the leader sums the older ones; the totals stay
+            for _ in range(metrics.KEPT_WINDOWS + 1):
+                clock.now += dt.timedelta(seconds=period)
+                await asyncio.sleep(4 * metrics.SAMPLE_SECONDS)
+            found = await scrape(c1, w1)
+            assert value(found, "sealgrid_bids_received_total") == 5
+            assert value(found, "sealgrid_http_requests_total", route="/metrics",
+                         method="GET", code="200") == 4
+            periods = {r[0] for r in await w0.read(lambda store: store._read(
+                "SELECT period FROM request_counts"))}
+            assert first not in periods and "" in periods, periods
+        finally:
+            await c0.close()
+            await c1.close()
+            await w1.stop()
+            await w0.stop()
+
+    asyncio.run(scenario())
