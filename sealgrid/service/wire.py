@@ -544,15 +544,7 @@ def decode(cls: type[M], raw: bytes) -> M:
     Raises:
         WireError: not UTF-8 JSON, not a valid ``cls`` message, or not in canonical form.
     """
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError("not a JSON document") from exc
-    except RecursionError:
-        raise WireError("JSON nested too deeply") from None
-    msg = from_dict(cls, data)
-    _canonical(to_dict(msg), raw)
-    return msg
+    return _decoded(cls, raw)[0]
 
 
 def decode_signed(cls: type[M], raw: bytes) -> tuple[M, bytes]:
@@ -562,6 +554,12 @@ def decode_signed(cls: type[M], raw: bytes) -> tuple[M, bytes]:
     Raises:
         WireError: as :func:`decode`.
     """
+    msg, body = _decoded(cls, raw)
+    return msg, _signed(cls.__name__, body)
+
+
+def _decoded(cls: type[M], raw: bytes) -> tuple[M, dict[str, Any]]:
+    """The message ``raw`` is, and its :func:`to_dict` (see :func:`decode`)."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -571,7 +569,7 @@ def decode_signed(cls: type[M], raw: bytes) -> tuple[M, bytes]:
     msg = from_dict(cls, data)
     body = to_dict(msg)
     _canonical(body, raw)
-    return msg, _signed(cls.__name__, body)
+    return msg, body
 
 
 def _canonical(body: dict[str, Any], raw: bytes) -> None:
