@@ -39,7 +39,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_before_delay,
     wait_random_exponential,
 )
 
@@ -319,10 +318,13 @@ class Client:
                 return exc.answer.retry_after + random.uniform(0, policy.first_wait)
             return float(backoff(state))
 
+        def out_of_time(state: RetryCallState) -> bool:  # counted from the first request
+            return time.monotonic() - started + state.upcoming_sleep >= policy.total_seconds
+
         tries = 0
         try:
             async for trying in AsyncRetrying(
-                stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.total_seconds),
+                stop=stop_after_attempt(policy.attempts) | out_of_time,
                 wait=wait,
                 retry=retry_if_exception_type(_Busy),
                 reraise=True,

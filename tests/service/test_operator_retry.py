@@ -179,6 +179,36 @@ def test_the_tries_stop_at_the_total_time() -> None:
     assert time.monotonic() - started < 5.0 and len(fake.seen["/v1/challenge"]) == 1
 
 
+def test_the_total_time_counts_a_slow_first_answer() -> None:
+    """The time limit runs from the first request, not from its answer: a first 503 that
+    took most of the limit leaves time for few tries more."""
+    fake = Busy({"/v1/challenge": -1})
+    slow_first = 0.5
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if not fake.seen.get(request.path):
+            await asyncio.sleep(slow_first)
+        return await fake.handle(request)
+
+    async def run() -> float:
+        async with serving(handle) as url:
+            client = _client(url, Retry(attempts=100, total_seconds=0.8, first_wait=0.05,
+                                        max_wait=0.05))
+            started = time.monotonic()
+            try:
+                with pytest.raises(Unreachable, match=r"within 0.8 s\)$"):
+                    await client.challenge(0)
+            finally:
+                assert client._session is not None
+                await client._session.close()
+            return started
+
+    started = asyncio.run(run())
+    times = [t for t, _ in fake.seen["/v1/challenge"]]
+    assert len(times) >= 2  # some time was left for a try more
+    assert times[-1] - started <= 0.8 + 0.1, [round(t - started, 3) for t in times]
+
+
 def test_another_error_is_not_retried() -> None:
     async def refuse(request: web.Request) -> web.Response:
         seen.append(request.path)
