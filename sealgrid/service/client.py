@@ -41,6 +41,7 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.mechanism.grid import PriceGrid
@@ -146,6 +147,18 @@ class _Busy(Exception):
     def __init__(self, answer: _Answer) -> None:
         super().__init__(f"HTTP {answer.status}")
         self.answer = answer
+
+
+class _StopBeforeDeadline(stop_base):
+    """Stop when the next try would begin at or after ``deadline`` (``time.monotonic()``):
+    the time limit runs from the first request, which :meth:`Client._retrying` sends before
+    any retry state exists."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.monotonic() + retry_state.upcoming_sleep >= self.deadline
 
 
 def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
@@ -318,13 +331,11 @@ class Client:
                 return exc.answer.retry_after + random.uniform(0, policy.first_wait)
             return float(backoff(state))
 
-        def out_of_time(state: RetryCallState) -> bool:  # counted from the first request
-            return time.monotonic() - started + state.upcoming_sleep >= policy.total_seconds
-
         tries = 0
         try:
             async for trying in AsyncRetrying(
-                stop=stop_after_attempt(policy.attempts) | out_of_time,
+                stop=stop_after_attempt(policy.attempts)
+                | _StopBeforeDeadline(started + policy.total_seconds),
                 wait=wait,
                 retry=retry_if_exception_type(_Busy),
                 reraise=True,
