@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -74,6 +73,10 @@ STATUS_PERIODS = 12
 #: With several intake workers, the period-long windows of request counts the database keeps
 #: one by one; older ones are summed into one row (:meth:`Store.fold_request_counts`).
 KEPT_WINDOWS = 4
+#: With several intake workers, a window's counts are published this long after it ended
+#: (at most a quarter period), when every worker has added its own: every worker then
+#: publishes the same sums, and a scrape never reads less than one before it.
+SETTLE_SECONDS = 5.0
 #: The request counters: name, help and labels, by the first item of a held count's key.
 COUNTED: dict[str, tuple[str, str, list[str]]] = {
     "req": ("sealgrid_http_requests", "HTTP requests answered, by route, method and status"
@@ -293,7 +296,9 @@ class _SharedCounts(Collector):
 
     def collect(self) -> Iterable[Metric]:
         found = self.monitor.shared_counts
-        total = found[0] if found is not None else {}
+        if found is None:  # never read: no number rather than a zero that would fall back
+            return
+        total = found[0]
         values: dict[tuple[str, tuple[str, ...]], float] = {
             ("received", ()): 0.0, ("accepted", ()): 0.0}  # unlabelled: there from the start
         for name, n in total.items():
@@ -378,9 +383,10 @@ class Monitor:
 
     # -- windows of held counts
 
-    def _window(self) -> int:
+    def _window(self, at: dt.datetime | None = None) -> int:
         seconds = self.server.schedule.period_seconds
-        return int((self.server.clock() - EPOCH).total_seconds() // seconds)
+        at = self.server.clock() if at is None else at
+        return int((at - EPOCH).total_seconds() // seconds)
 
     def _start(self, window: int) -> dt.datetime:
         return EPOCH + dt.timedelta(seconds=window * self.server.schedule.period_seconds)
@@ -430,18 +436,27 @@ class Monitor:
         self.released = Released(self._start(now - 1), self._start(now), dict(refusals),
                                  last.queue_peak)
         self.writer_peak.set(last.queue_peak)
-        self.released_at.set((self._start(now) - EPOCH).total_seconds())
+        if not self.shared:  # several workers: up to the settled boundary (counts)
+            self.released_at.set((self._start(now) - EPOCH).total_seconds())
         self._published = now
 
     def _period(self, window: int) -> str:
         """The name of the period that is ``window``."""
         return self.server.schedule.period_id(self._start(window))
 
+    def _saving_due(self) -> bool:
+        """Whether :meth:`save` has anything to do."""
+        return self.shared and (bool(self._unsaved) or (
+            self.server.worker == 0 and self._published > self._folded))
+
     async def save(self) -> None:
         """With several workers: add this worker's counts of ended windows to the database's
         (kept for the next try when it cannot be written); the leader then sums the windows
-        older than :data:`KEPT_WINDOWS` into one row."""
-        if not self.shared:
+        older than :data:`KEPT_WINDOWS` into one row. Runs on the database thread, from the
+        sampler only (one at a time), never in a scrape's way. A write that committed but
+        raised (the connection lost during the commit) would be added again: counts are sums,
+        not records."""
+        if not self._saving_due():
             return
         unsaved, self._unsaved = self._unsaved, {}
         if unsaved:
@@ -457,8 +472,6 @@ class Monitor:
                     self._unsaved.setdefault(period, collections.Counter()).update(c)
                 return
             self._unsaved_since_failure = False
-            for what in [w for w in self._cache if w.startswith("counts ")]:
-                del self._cache[what]  # a scrape now reads them
         if self.server.worker == 0 and self._published > self._folded:
             try:
                 await self.server.db(self.server.store.fold_request_counts,
@@ -469,25 +482,31 @@ class Monitor:
             self._folded = self._published
 
     async def counts(self) -> None:
-        """With several workers: read every worker's summed counts into
-        :attr:`shared_counts`, :attr:`refusals_total` and :attr:`released` (at most once a
-        second; the last reading kept when the database cannot be read)."""
+        """With several workers: read every worker's summed counts of the windows that have
+        settled (ended :data:`SETTLE_SECONDS` ago, or a quarter period) into
+        :attr:`shared_counts`, :attr:`refusals_total` and :attr:`released`, on the read
+        thread, at most once a second and afresh when a window settles; the last reading is
+        kept when the database cannot be read."""
         if not self.shared:
             return
-        released = self.released
-        window = self._period(self._published - 1)
-        what = f"counts {window}"
+        settle = min(SETTLE_SECONDS, self.server.schedule.period_seconds / 4)
+        settled = min(self._published,
+                      self._window(self.server.clock() - dt.timedelta(seconds=settle)))
+        until, window = self._period(settled), self._period(settled - 1)
+        what = f"counts {until}"
         for stale in [w for w in self._cache if w.startswith("counts ") and w != what]:
             del self._cache[stale]  # an earlier window's reading (and its lock) go
             self._locks.pop(stale, None)
-        found = await self._read(what, lambda store: store.request_counts(window))
+        found = await self._read(what, lambda store: store.request_counts(until, window))
         if found is None:
             return
         self.shared_counts = found
         total, last = found
         self.refusals_total = _refusals(total)
-        if released is not None and self.released is released:  # no boundary meanwhile
-            self.released = dataclasses.replace(released, refusals=dict(_refusals(last)))
+        self.released_at.set((self._start(settled) - EPOCH).total_seconds())
+        peak = self.released.queue_peak if self.released is not None else 0
+        self.released = Released(self._start(settled - 1), self._start(settled),
+                                 dict(_refusals(last)), peak)
 
     def sample_queue(self) -> None:
         """Note the writer queue's depth (its peak per window; how long it has been busy)."""
@@ -631,11 +650,18 @@ class Monitor:
         self.peer_up.labels(str(peer)).set(1 if state.up else 0)
 
     async def _sampler(self) -> None:
-        while True:
-            self.sample_queue()
-            self.release()
-            await self.save()
-            await asyncio.sleep(SAMPLE_SECONDS)
+        saving: asyncio.Task[None] | None = None  # several workers: one save at a time
+        try:
+            while True:
+                self.sample_queue()
+                self.release()
+                if (saving is None or saving.done()) and self._saving_due():
+                    saving = asyncio.create_task(self.save())
+                await asyncio.sleep(SAMPLE_SECONDS)
+        finally:
+            if saving is not None and not saving.done():
+                saving.cancel()
+                await asyncio.gather(saving, return_exceptions=True)
 
     async def _prober(self) -> None:
         while True:
@@ -650,6 +676,13 @@ class Monitor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.shared:  # the windows that have ended, not lost with this worker
+            self.release()
+            try:
+                await asyncio.wait_for(self.save(), DB_TIMEOUT_SECONDS)
+            except Exception as exc:
+                log.warning("the request counts of ended windows were not stored at stop: %s",
+                            exc)
 
     # -- what a scrape, a health check and the status page read
 
@@ -657,7 +690,6 @@ class Monitor:
         """The Prometheus text of this server's metrics, now."""
         self.release()
         self.sample_queue()
-        await self.save()
         await self.counts()
         await self.refresh()
         return bytes(generate_latest(self.registry))

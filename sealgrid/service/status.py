@@ -120,7 +120,6 @@ async def page(request: web.Request) -> web.Response:
     """GET /status: the page."""
     monitor = request.app[MONITOR_KEY]
     monitor.release()
-    await monitor.save()
     await monitor.counts()  # several workers: every worker's refusals, summed
     rows = await monitor.recent_periods()
     return web.Response(text=render(monitor, rows, rows is not None), content_type="text/html",

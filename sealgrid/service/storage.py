@@ -730,23 +730,35 @@ class Store:
                       " ON CONFLICT (period, name) DO UPDATE"
                       " SET count = request_counts.count + excluded.count", rows)])
 
-    def request_counts(self, window: str) -> tuple[dict[str, int], dict[str, int]]:
-        """Every worker's counts summed: over all windows, and in the window ``window``."""
+    def request_counts(self, until: str, window: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Every worker's counts summed: over the windows that started before ``until`` (the
+        older windows' row too), and in the window ``window``."""
         with self.snapshot():
-            total = self._read("SELECT name, SUM(count) FROM request_counts GROUP BY name")
+            total = self._read("SELECT name, SUM(count) FROM request_counts WHERE period < ?"
+                               " GROUP BY name", (until,))
             last = self._read("SELECT name, count FROM request_counts WHERE period = ?",
                               (window,))
         return ({name: int(n) for name, n in total}, {name: int(n) for name, n in last})
 
     def fold_request_counts(self, before: str) -> None:
         """Sum the windows that started before ``before`` into the row of older windows (the
-        empty period name): the table keeps a few windows, not one a period forever."""
+        empty period name): the table keeps a few windows, not one a period forever.
+
+        On PostgreSQL one statement deletes the rows and adds what it deleted, so a worker's
+        addition to one of them that commits meanwhile is deleted and added, not lost (two
+        statements would see two snapshots); SQLite has one writer at a time."""
         older = "period <> '' AND period < ?"
+        add = (" ON CONFLICT (period, name) DO UPDATE"
+               " SET count = request_counts.count + excluded.count")
+        if self._pg:
+            self._write([
+                (f"WITH gone AS (DELETE FROM request_counts WHERE {older}"
+                 " RETURNING name, count) INSERT INTO request_counts (period, name, count)"
+                 f" SELECT '', name, SUM(count) FROM gone GROUP BY name{add}", (before,))])
+            return
         self._write([
             ("INSERT INTO request_counts (period, name, count) SELECT '', name, SUM(count)"
-             f" FROM request_counts WHERE {older} GROUP BY name"
-             " ON CONFLICT (period, name) DO UPDATE"
-             " SET count = request_counts.count + excluded.count", (before,)),
+             f" FROM request_counts WHERE {older} GROUP BY name{add}", (before,)),
             (f"DELETE FROM request_counts WHERE {older}", (before,)),
         ])
 

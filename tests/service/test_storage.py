@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
@@ -379,15 +380,17 @@ def _request_counts(url: str) -> None:
     store.add_request_counts({w1: {a: 3, b: 1}})
     store.add_request_counts({w1: {a: 2}, w2: {a: 4}})  # a second worker's
     store.add_request_counts({w3: {b: 7}})
-    assert store.request_counts(w1) == ({a: 9, b: 8}, {a: 5, b: 1})
+    after = "2026-11-22T21:45:00Z"
+    assert store.request_counts(after, w1) == ({a: 9, b: 8}, {a: 5, b: 1})
+    assert store.request_counts(w3, w2) == ({a: 9, b: 1}, {a: 4})  # w3 not settled yet
     store.fold_request_counts(w3)  # w1 and w2 into the row of older windows
-    assert store.request_counts(w3) == ({a: 9, b: 8}, {b: 7})
-    assert store.request_counts(w1) == ({a: 9, b: 8}, {})
+    assert store.request_counts(after, w3) == ({a: 9, b: 8}, {b: 7})
+    assert store.request_counts(w3, w1) == ({a: 9, b: 1}, {})
     rows = store._read("SELECT period, name, count FROM request_counts ORDER BY period, name")
     assert rows == [("", a, 9), ("", b, 1), (w3, b, 7)]
     store.add_request_counts({w2: {a: 1}})  # a late worker's window, after the fold
     store.fold_request_counts(w3)
-    assert store.request_counts(w3)[0] == {a: 10, b: 8}
+    assert store.request_counts(after, w3)[0] == {a: 10, b: 8}
     store.close()
 
 
@@ -397,6 +400,31 @@ def test_sqlite_request_counts_add_up_and_fold(tmp_path) -> None:
 
 def test_postgresql_request_counts_add_up_and_fold(postgres_url: str) -> None:
     _request_counts(postgres_url)
+
+
+def test_postgresql_a_fold_loses_no_count_added_meanwhile(postgres_url: str) -> None:
+    """A worker's late addition to an old window, its transaction still open when the leader
+    folds: the fold waits for it and sums it, whichever commits first."""
+    import psycopg
+
+    store = Store(postgres_url)
+    w1, w2 = "2026-11-22T21:00:00Z", "2026-11-22T21:15:00Z"
+    name = '["bid","received"]'
+    store.add_request_counts({w1: {name: 3}})
+    late = psycopg.connect(postgres_url)  # another worker, its transaction held open
+    late.execute("INSERT INTO request_counts (period, name, count) VALUES (%s, %s, 2)"
+                 " ON CONFLICT (period, name) DO UPDATE"
+                 " SET count = request_counts.count + excluded.count", (w1, name))
+    folding = threading.Thread(target=store.fold_request_counts, args=(w2,))
+    folding.start()
+    folding.join(0.5)
+    assert folding.is_alive()  # it waits for the worker's row
+    late.commit()
+    folding.join(10)
+    assert not folding.is_alive()
+    late.close()
+    assert store._read("SELECT period, name, count FROM request_counts") == [("", name, 5)]
+    store.close()
 
 
 def _outputs_in_blocks(url: str) -> None:

@@ -399,6 +399,26 @@ def test_any_workers_metrics_count_every_workers_requests(
             periods = {r[0] for r in await w0.read(lambda store: store._read(
                 "SELECT period FROM request_counts"))}
             assert first not in periods and "" in periods, periods
+
+            # a scrape and the status page do not wait for the database thread, which saves
+            # the counts: held by a long write (a seal step), they still answer at once
+            import threading
+            import time
+
+            loop = asyncio.get_running_loop()
+            held, release = threading.Event(), threading.Event()
+            busy = loop.run_in_executor(w0._db, lambda: (held.set(), release.wait(30)))
+            await loop.run_in_executor(None, held.wait, 10)
+            try:
+                clock.now += dt.timedelta(seconds=period)
+                await asyncio.sleep(2 * metrics.SAMPLE_SECONDS)  # the sampler's save waits
+                started = time.monotonic()
+                assert (await c0.get("/metrics")).status == 200
+                assert (await c0.get("/status")).status == 200
+                assert time.monotonic() - started < 2.0
+            finally:
+                release.set()
+                await busy
         finally:
             await c0.close()
             await c1.close()
