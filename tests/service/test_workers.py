@@ -407,7 +407,11 @@ def test_any_workers_metrics_count_every_workers_requests(
 
             loop = asyncio.get_running_loop()
             held, release = threading.Event(), threading.Event()
-            busy = loop.run_in_executor(w0._db, lambda: (held.set(), release.wait(30)))
+            def long_write() -> None:
+                held.set()
+                release.wait(30)
+
+            busy = loop.run_in_executor(w0._db, long_write)
             await loop.run_in_executor(None, held.wait, 10)
             try:
                 clock.now += dt.timedelta(seconds=period)
