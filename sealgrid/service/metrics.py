@@ -77,6 +77,8 @@ KEPT_WINDOWS = 4
 #: (at most a quarter period), when every worker has added its own: every worker then
 #: publishes the same sums, and a scrape never reads less than one before it.
 SETTLE_SECONDS = 5.0
+#: How long a stopping worker waits for the database to store the counts of ended windows.
+STOP_SAVE_SECONDS = 30.0
 #: The request counters: name, help and labels, by the first item of a held count's key.
 COUNTED: dict[str, tuple[str, str, list[str]]] = {
     "req": ("sealgrid_http_requests", "HTTP requests answered, by route, method and status"
@@ -374,7 +376,10 @@ class Monitor:
         #: window's period name (:meth:`save`); every worker's sums as last read
         self._unsaved: dict[str, collections.Counter[str]] = {}
         self._folded = self._published
-        self._unsaved_since_failure = False
+        self._save_failing = False
+        self._saving: asyncio.Task[None] | None = None  # several workers: the save under way
+        self._peaks: dict[int, int] = {}  # several workers: the writer queue's, by window
+        self._counts_until = -1  # several workers: the settled window of the last reading
         self.shared_counts: tuple[dict[str, int], dict[str, int]] | None = None
         self.released: Released | None = None
         self.refusals_total: collections.Counter[str] = collections.Counter()
@@ -433,10 +438,13 @@ class Monitor:
         for key, n in last.counts.items():
             if key[0] == "refused":
                 refusals[key[2]] += n
-        self.released = Released(self._start(now - 1), self._start(now), dict(refusals),
-                                 last.queue_peak)
         self.writer_peak.set(last.queue_peak)
-        if not self.shared:  # several workers: up to the settled boundary (counts)
+        if self.shared:  # several workers: published up to the settled boundary (counts)
+            self._peaks = {w: p for w, p in self._peaks.items() if w >= now - KEPT_WINDOWS}
+            self._peaks.update({w: window.queue_peak for w, window in ended.items()})
+        else:
+            self.released = Released(self._start(now - 1), self._start(now), dict(refusals),
+                                     last.queue_peak)
             self.released_at.set((self._start(now) - EPOCH).total_seconds())
         self._published = now
 
@@ -453,7 +461,8 @@ class Monitor:
         """With several workers: add this worker's counts of ended windows to the database's
         (kept for the next try when it cannot be written); the leader then sums the windows
         older than :data:`KEPT_WINDOWS` into one row. Runs on the database thread, from the
-        sampler only (one at a time), never in a scrape's way. A write that committed but
+        sampler only (one at a time), never in a scrape's way. Cancelled meanwhile (a stop),
+        the write goes on, and its counts are kept if it fails. A write that committed but
         raised (the connection lost during the commit) would be added again: counts are sums,
         not records."""
         if not self._saving_due():
@@ -461,25 +470,38 @@ class Monitor:
         unsaved, self._unsaved = self._unsaved, {}
         if unsaved:
             counts = {period: dict(c) for period, c in unsaved.items()}
+            job = asyncio.ensure_future(
+                self.server.db(self.server.store.add_request_counts, counts))
+
+            def kept(done: asyncio.Future[Any]) -> None:
+                if done.cancelled() or done.exception() is not None:
+                    for period, c in unsaved.items():
+                        self._unsaved.setdefault(period, collections.Counter()).update(c)
+
+            job.add_done_callback(kept)
             try:
-                await self.server.db(self.server.store.add_request_counts, counts)
+                await asyncio.shield(job)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:  # the database is away: counted again at the next try
-                if not self._unsaved_since_failure:
-                    log.warning("the request counts could not be stored (kept, to be tried"
-                                " again): %s", exc)
-                self._unsaved_since_failure = True
-                for period, c in unsaved.items():
-                    self._unsaved.setdefault(period, collections.Counter()).update(c)
+                self._failed("the request counts could not be stored (kept, to be tried"
+                             " again)", exc)
                 return
-            self._unsaved_since_failure = False
         if self.server.worker == 0 and self._published > self._folded:
             try:
                 await self.server.db(self.server.store.fold_request_counts,
                                      self._period(self._published - KEPT_WINDOWS))
             except Exception as exc:
-                log.warning("the request counts could not be summed: %s", exc)
+                self._failed("the request counts could not be summed", exc)
                 return
             self._folded = self._published
+        self._save_failing = False
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """Log a failed save once until one succeeds (it is tried every sample)."""
+        if not self._save_failing:
+            log.warning("%s: %s", what, exc)
+        self._save_failing = True
 
     async def counts(self) -> None:
         """With several workers: read every worker's summed counts of the windows that have
@@ -498,15 +520,15 @@ class Monitor:
             del self._cache[stale]  # an earlier window's reading (and its lock) go
             self._locks.pop(stale, None)
         found = await self._read(what, lambda store: store.request_counts(until, window))
-        if found is None:
+        if found is None or settled < self._counts_until:  # none, or older than one shown
             return
+        self._counts_until = settled
         self.shared_counts = found
         total, last = found
         self.refusals_total = _refusals(total)
         self.released_at.set((self._start(settled) - EPOCH).total_seconds())
-        peak = self.released.queue_peak if self.released is not None else 0
         self.released = Released(self._start(settled - 1), self._start(settled),
-                                 dict(_refusals(last)), peak)
+                                 dict(_refusals(last)), self._peaks.get(settled - 1, 0))
 
     def sample_queue(self) -> None:
         """Note the writer queue's depth (its peak per window; how long it has been busy)."""
@@ -650,18 +672,12 @@ class Monitor:
         self.peer_up.labels(str(peer)).set(1 if state.up else 0)
 
     async def _sampler(self) -> None:
-        saving: asyncio.Task[None] | None = None  # several workers: one save at a time
-        try:
-            while True:
-                self.sample_queue()
-                self.release()
-                if (saving is None or saving.done()) and self._saving_due():
-                    saving = asyncio.create_task(self.save())
-                await asyncio.sleep(SAMPLE_SECONDS)
-        finally:
-            if saving is not None and not saving.done():
-                saving.cancel()
-                await asyncio.gather(saving, return_exceptions=True)
+        while True:  # a save under way is left to end when this stops (background waits)
+            self.sample_queue()
+            self.release()
+            if (self._saving is None or self._saving.done()) and self._saving_due():
+                self._saving = asyncio.create_task(self.save())  # one at a time
+            await asyncio.sleep(SAMPLE_SECONDS)
 
     async def _prober(self) -> None:
         while True:
@@ -679,9 +695,12 @@ class Monitor:
         if self.shared:  # the windows that have ended, not lost with this worker
             self.release()
             try:
-                await asyncio.wait_for(self.save(), DB_TIMEOUT_SECONDS)
+                async with asyncio.timeout(STOP_SAVE_SECONDS):
+                    if self._saving is not None:
+                        await asyncio.gather(self._saving, return_exceptions=True)
+                    await self.save()
             except Exception as exc:
-                log.warning("the request counts of ended windows were not stored at stop: %s",
+                log.warning("the request counts of ended windows were not stored at stop: %r",
                             exc)
 
     # -- what a scrape, a health check and the status page read

@@ -360,10 +360,18 @@ def test_any_workers_metrics_count_every_workers_requests(
             for client, worker in ((c0, w0), (c1, w1)):  # held until the boundary
                 assert value(await scrape(client, worker), "sealgrid_bids_received_total") == 0
 
-            clock.now += dt.timedelta(seconds=period)
+            boundary = w0.schedule.start_of(T0) + dt.timedelta(seconds=period)
+            clock.now = boundary + dt.timedelta(seconds=1)
             await asyncio.sleep(4 * metrics.SAMPLE_SECONDS)  # each worker's sampler saves
+            found = await scrape(c0, w0)  # the window has not settled: the sums before it
+            assert value(found, "sealgrid_bids_received_total") == 0
+            assert value(found, "sealgrid_counts_published_until_timestamp_seconds") == (
+                boundary - dt.timedelta(seconds=period)).timestamp()
+            clock.now = boundary + dt.timedelta(seconds=metrics.SETTLE_SECONDS + 1)
             for client, worker in ((c0, w0), (c1, w1)):
                 found = await scrape(client, worker)
+                assert value(found, "sealgrid_counts_published_until_timestamp_seconds") == (
+                    boundary.timestamp())
                 assert value(found, "sealgrid_bids_received_total") == 5, worker.worker
                 assert value(found, "sealgrid_bids_accepted_total") == 0
                 assert value(found, "sealgrid_bids_refused_total", reason="malformed") == 5
@@ -395,7 +403,7 @@ def test_any_workers_metrics_count_every_workers_requests(
             found = await scrape(c1, w1)
             assert value(found, "sealgrid_bids_received_total") == 5
             assert value(found, "sealgrid_http_requests_total", route="/metrics",
-                         method="GET", code="200") == 4
+                         method="GET", code="200") == 5
             periods = {r[0] for r in await w0.read(lambda store: store._read(
                 "SELECT period FROM request_counts"))}
             assert first not in periods and "" in periods, periods
@@ -426,6 +434,60 @@ def test_any_workers_metrics_count_every_workers_requests(
         finally:
             await c0.close()
             await c1.close()
+            await w1.stop()
+            await w0.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_stopping_worker_stores_its_ended_windows(
+        tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
+    """A worker stopped while its database thread is held by a long write (a seal step), its
+    counts of an ended window waiting behind it: the stop waits for the write and stores
+    them, instead of dropping them."""
+    import threading
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from sealgrid.service import metrics
+    from sealgrid.service.api import build_app
+
+    clock = Clock(T0)
+    w0, w1 = _servers(tmp_path, postgres_url, clock)
+
+    async def scenario() -> None:
+        await w0.start()
+        await w1.start()
+        c1 = TestClient(TestServer(build_app(w1)))
+        await c1.start_server()
+        closed = False
+        loop = asyncio.get_running_loop()
+        held, release = threading.Event(), threading.Event()
+
+        def long_write() -> None:
+            held.set()
+            release.wait(30)
+
+        busy = None
+        try:
+            for _ in range(3):
+                assert (await c1.post("/v1/bids", data=b"not json")).status == 400
+            busy = loop.run_in_executor(w1._db, long_write)
+            await loop.run_in_executor(None, held.wait, 10)
+            clock.now += dt.timedelta(seconds=w1.schedule.period_seconds)
+            await asyncio.sleep(4 * metrics.SAMPLE_SECONDS)  # its save waits for the write
+            loop.call_later(1.0, release.set)
+            await c1.close()  # the stop: it waits for the save
+            closed = True
+            rows = await w0.read(lambda store: store._read(
+                "SELECT name, count FROM request_counts"))
+            assert ('["bid","received"]', 3) in rows, rows
+        finally:
+            release.set()
+            if busy is not None:
+                await busy
+            if not closed:
+                await c1.close()
             await w1.stop()
             await w0.stop()
 
