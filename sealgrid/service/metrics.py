@@ -265,12 +265,18 @@ def _name(key: tuple[str, ...]) -> str:
     return json.dumps(list(key), separators=(",", ":"))
 
 
-def _counter(name: str) -> tuple[str, tuple[str, ...]]:
-    """Which counter of :data:`COUNTED` a stored count adds to, and its label values."""
+def _key(name: str) -> tuple[str, ...]:
+    """A stored count's key (``request_counts.name``); empty for one this sealgrid did not
+    write."""
     try:
-        key = tuple(str(part) for part in json.loads(name))
-    except (ValueError, TypeError):  # not a count this sealgrid wrote: in no counter
-        return "", ()
+        return tuple(str(part) for part in json.loads(name))
+    except (ValueError, TypeError):
+        return ()
+
+
+def _kind(key: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """Which counter of :data:`COUNTED` a held count's key adds to (``""``: none), and its
+    label values."""
     if not key:
         return "", ()
     if key[0] == "bid":
@@ -279,14 +285,19 @@ def _counter(name: str) -> tuple[str, tuple[str, ...]]:
     return key[0], key[1:]
 
 
-def _refusals(counts: dict[str, int]) -> collections.Counter[str]:
-    """Refusals by reason, from stored counts."""
+def _refusals(counts: Iterable[tuple[tuple[str, ...], int]]) -> collections.Counter[str]:
+    """Refusals by reason, from held counts' keys and numbers."""
     out: collections.Counter[str] = collections.Counter()
-    for name, n in counts.items():
-        kind, labels = _counter(name)
+    for key, n in counts:
+        kind, labels = _kind(key)
         if kind == "refused":
             out[labels[1]] += n
     return out
+
+
+def _stored(counts: dict[str, int]) -> list[tuple[tuple[str, ...], int]]:
+    """Stored counts (``request_counts``) as held counts' keys and numbers."""
+    return [(_key(name), n) for name, n in counts.items()]
 
 
 class _SharedCounts(Collector):
@@ -303,8 +314,8 @@ class _SharedCounts(Collector):
         total = found[0]
         values: dict[tuple[str, tuple[str, ...]], float] = {
             ("received", ()): 0.0, ("accepted", ()): 0.0}  # unlabelled: there from the start
-        for name, n in total.items():
-            kind, labels = _counter(name)
+        for key, n in _stored(total):
+            kind, labels = _kind(key)
             if kind in COUNTED and len(labels) == len(COUNTED[kind][2]):
                 values[kind, labels] = values.get((kind, labels), 0.0) + n
         for kind, (metric, doc, names) in COUNTED.items():
@@ -332,6 +343,9 @@ class Monitor:
         self.bids_received = Counter(*COUNTED["received"], registry=own)
         self.bids_accepted = Counter(*COUNTED["accepted"], registry=own)
         self.bids_refused = Counter(*COUNTED["bid_refused"], registry=own)
+        self._counters = {"req": self.requests, "refused": self.refusals,
+                          "received": self.bids_received, "accepted": self.bids_accepted,
+                          "bid_refused": self.bids_refused}
         self.released_at = Gauge(
             "sealgrid_counts_published_until_timestamp_seconds",
             "The period boundary up to which request counts are published", registry=r)
@@ -422,29 +436,18 @@ class Monitor:
                     unsaved[_name(key)] += n
                 continue
             for key, n in window.counts.items():
-                if key[0] == "req":
-                    self.requests.labels(*key[1:]).inc(n)
-                elif key[0] == "refused":
-                    self.refusals.labels(*key[1:]).inc(n)
-                    self.refusals_total[key[2]] += n
-                elif key == ("bid", "received"):
-                    self.bids_received.inc(n)
-                elif key == ("bid", "accepted"):
-                    self.bids_accepted.inc(n)
-                else:
-                    self.bids_refused.labels(key[2]).inc(n)
+                kind, labels = _kind(key)
+                counter = self._counters[kind]
+                (counter.labels(*labels) if labels else counter).inc(n)
+            self.refusals_total.update(_refusals(window.counts.items()))
         last = ended.get(now - 1, Window())
-        refusals: collections.Counter[str] = collections.Counter()
-        for key, n in last.counts.items():
-            if key[0] == "refused":
-                refusals[key[2]] += n
         self.writer_peak.set(last.queue_peak)
         if self.shared:  # several workers: published up to the settled boundary (counts)
             self._peaks = {w: p for w, p in self._peaks.items() if w >= now - KEPT_WINDOWS}
             self._peaks.update({w: window.queue_peak for w, window in ended.items()})
         else:
-            self.released = Released(self._start(now - 1), self._start(now), dict(refusals),
-                                     last.queue_peak)
+            self.released = Released(self._start(now - 1), self._start(now),
+                                     dict(_refusals(last.counts.items())), last.queue_peak)
             self.released_at.set((self._start(now) - EPOCH).total_seconds())
         self._published = now
 
@@ -452,10 +455,13 @@ class Monitor:
         """The name of the period that is ``window``."""
         return self.server.schedule.period_id(self._start(window))
 
+    def _fold_due(self) -> bool:
+        """Whether this worker is the leader and a window has ended since its last fold."""
+        return self.server.worker == 0 and self._published > self._folded
+
     def _saving_due(self) -> bool:
         """Whether :meth:`save` has anything to do."""
-        return self.shared and (bool(self._unsaved) or (
-            self.server.worker == 0 and self._published > self._folded))
+        return self.shared and (bool(self._unsaved) or self._fold_due())
 
     async def save(self) -> None:
         """With several workers: add this worker's counts of ended windows to the database's
@@ -487,7 +493,7 @@ class Monitor:
                 self._failed("the request counts could not be stored (kept, to be tried"
                              " again)", exc)
                 return
-        if self.server.worker == 0 and self._published > self._folded:
+        if self._fold_due():
             try:
                 await self.server.db(self.server.store.fold_request_counts,
                                      self._period(self._published - KEPT_WINDOWS))
@@ -525,10 +531,10 @@ class Monitor:
         self._counts_until = settled
         self.shared_counts = found
         total, last = found
-        self.refusals_total = _refusals(total)
+        self.refusals_total = _refusals(_stored(total))
         self.released_at.set((self._start(settled) - EPOCH).total_seconds())
         self.released = Released(self._start(settled - 1), self._start(settled),
-                                 dict(_refusals(last)), self._peaks.get(settled - 1, 0))
+                                 dict(_refusals(_stored(last))), self._peaks.get(settled - 1, 0))
 
     def sample_queue(self) -> None:
         """Note the writer queue's depth (its peak per window; how long it has been busy)."""
