@@ -40,7 +40,13 @@ from sealgrid.protocol.encoding import (
     write_book_shares,
 )
 from sealgrid.protocol.mpcclear import Public
-from sealgrid.protocol.party import CURVE_LIMIT, SEC_PARAM, PartyResult, read_result
+from sealgrid.protocol.party import (
+    CURVE_LIMIT,
+    SEC_PARAM,
+    PartyResult,
+    read_result,
+    session_args,
+)
 
 
 class SecureClearingError(RuntimeError):
@@ -78,11 +84,6 @@ def _free_base_port(count: int) -> int:
         raise SecureClearingError(str(exc)) from exc
 
 
-def _session_args(name: str | None) -> list[str]:
-    """A party's ``--session`` option: none for a party that names no run."""
-    return [] if name is None else ["--session", name]
-
-
 def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1,
                   settle: bool = False, sessions: Sequence[str | None] | None = None
                   ) -> list[PartyResult]:
@@ -99,7 +100,7 @@ def run_processes(dirs: Sequence[Path], timeout: float, min_per_side: int = 1,
     procs = []
     for i, d in enumerate(dirs):
         module = "sealgrid.protocol.billing" if settle else "sealgrid.protocol.party"
-        extra = [] if settle else ["--min-per-side", str(min_per_side), *_session_args(
+        extra = [] if settle else ["--min-per-side", str(min_per_side), *session_args(
             "clearing" if sessions is None else sessions[i])]
         cmd = [sys.executable, "-m", module, "--data-dir", str(d),
                "--timeout", str(timeout), "-M", str(m), "-I", str(i), "-B", str(base), *extra,

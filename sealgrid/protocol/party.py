@@ -576,6 +576,12 @@ def session_protocol(session: str) -> str:
     return name
 
 
+def session_args(session: str | None) -> list[str]:
+    """A party's ``--session`` option for the run ``session``; none for a party that names
+    no run."""
+    return [] if session is None else ["--session", session]
+
+
 @functools.cache
 def _link_class() -> type:
     """MPyC's message protocol on one link, taken only where the link's TLS names this run

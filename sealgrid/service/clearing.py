@@ -47,6 +47,7 @@ from sealgrid.protocol.party import (
     WARM,
     read_result,
     read_segment,
+    session_args,
 )
 
 log = logging.getLogger("sealgrid.clearing")
@@ -417,7 +418,7 @@ def _argv(party: int, peers: Sequence[str], workdir: Path, timeout: float, marke
         "--data-dir", str(workdir), "--timeout", str(timeout), "-I", str(party),
         "--min-per-side", str(market.min_accepted_per_side),
         *(arg for peer in peers for arg in ("-P", peer)),
-        *(("--session", session) if session is not None else ()),
+        *session_args(session),
         "--ssl", "-K", str(SEC_PARAM), *PACKAGE_OPTIONS,
     ]  # fmt: skip
 

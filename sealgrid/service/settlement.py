@@ -36,7 +36,7 @@ from sealgrid.mechanism import billing as B
 from sealgrid.mechanism.bids import Reason
 from sealgrid.protocol import billing as PB
 from sealgrid.protocol import field as F
-from sealgrid.protocol.party import SEC_PARAM
+from sealgrid.protocol.party import SEC_PARAM, session_args
 from sealgrid.service import bills
 from sealgrid.service.clearing import settle_session
 from sealgrid.service.config import BillingConfig
@@ -175,7 +175,7 @@ async def run(req: SettlementRequest) -> PB.SettleResult:
         sys.executable, "-m", "sealgrid.protocol.billing", "--data-dir", str(req.workdir),
         "--timeout", str(req.timeout), "-I", str(req.party),
         *(arg for peer in req.peers for arg in ("-P", peer)),
-        "--session", settle_session(req.period),  # its links refuse another run's
+        *session_args(settle_session(req.period)),  # its links refuse another run's
         "--ssl", "-K", str(SEC_PARAM), "--log-level", "warning",
     ]  # fmt: skip
     with open(req.workdir / "party.log", "wb") as out:
