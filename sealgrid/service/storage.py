@@ -224,6 +224,9 @@ TABLES: dict[str, tuple[str, str]] = {
 }
 
 _BID = "period, pseudonym, bid, payload, receipt"
+#: A request count inserted where one is stored already: added to it.
+_ADD_COUNT = (" ON CONFLICT (period, name) DO UPDATE"
+              " SET count = request_counts.count + excluded.count")
 
 
 def _columns(table: str) -> str:
@@ -727,8 +730,7 @@ class Store:
         rows = Many((period, name, n) for period, named in sorted(counts.items())
                     for name, n in sorted(named.items()))
         self._write([("INSERT INTO request_counts (period, name, count) VALUES (?, ?, ?)"
-                      " ON CONFLICT (period, name) DO UPDATE"
-                      " SET count = request_counts.count + excluded.count", rows)])
+                      + _ADD_COUNT, rows)])
 
     def request_counts(self, until: str, window: str) -> tuple[dict[str, int], dict[str, int]]:
         """Every worker's counts summed: over the windows that started before ``until`` (the
@@ -748,17 +750,15 @@ class Store:
         addition to one of them that commits meanwhile is deleted and added, not lost (two
         statements would see two snapshots); SQLite has one writer at a time."""
         older = "period <> '' AND period < ?"
-        add = (" ON CONFLICT (period, name) DO UPDATE"
-               " SET count = request_counts.count + excluded.count")
         if self._pg:
             self._write([
                 (f"WITH gone AS (DELETE FROM request_counts WHERE {older}"
                  " RETURNING name, count) INSERT INTO request_counts (period, name, count)"
-                 f" SELECT '', name, SUM(count) FROM gone GROUP BY name{add}", (before,))])
+                 f" SELECT '', name, SUM(count) FROM gone GROUP BY name{_ADD_COUNT}", (before,))])
             return
         self._write([
             ("INSERT INTO request_counts (period, name, count) SELECT '', name, SUM(count)"
-             f" FROM request_counts WHERE {older} GROUP BY name{add}", (before,)),
+             f" FROM request_counts WHERE {older} GROUP BY name{_ADD_COUNT}", (before,)),
             (f"DELETE FROM request_counts WHERE {older}", (before,)),
         ])
 
