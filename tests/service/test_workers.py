@@ -11,8 +11,11 @@ spent once, and no bid be stored after the gate's record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
+import threading
+from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -327,6 +330,26 @@ def test_a_reading_checked_before_the_deadline_is_not_stored_after_the_set_was_r
     asyncio.run(scenario())
 
 
+@contextlib.asynccontextmanager
+async def _database_thread_held(server: Server) -> AsyncIterator[threading.Event]:
+    """Hold ``server``'s database thread with a long write (a seal step, say) until the
+    event yielded is set, or the block ends."""
+    loop = asyncio.get_running_loop()
+    held, release = threading.Event(), threading.Event()
+
+    def long_write() -> None:
+        held.set()
+        release.wait(30)
+
+    busy = loop.run_in_executor(server._db, long_write)
+    await loop.run_in_executor(None, held.wait, 10)
+    try:
+        yield release
+    finally:
+        release.set()
+        await busy
+
+
 def test_any_workers_metrics_count_every_workers_requests(
         tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
     """A scrape reaches one worker behind the shared port: it publishes what all the server's
@@ -410,27 +433,15 @@ def test_any_workers_metrics_count_every_workers_requests(
 
             # a scrape and the status page do not wait for the database thread, which saves
             # the counts: held by a long write (a seal step), they still answer at once
-            import threading
             import time
 
-            loop = asyncio.get_running_loop()
-            held, release = threading.Event(), threading.Event()
-            def long_write() -> None:
-                held.set()
-                release.wait(30)
-
-            busy = loop.run_in_executor(w0._db, long_write)
-            await loop.run_in_executor(None, held.wait, 10)
-            try:
+            async with _database_thread_held(w0):
                 clock.now += dt.timedelta(seconds=period)
                 await asyncio.sleep(2 * metrics.SAMPLE_SECONDS)  # the sampler's save waits
                 started = time.monotonic()
                 assert (await c0.get("/metrics")).status == 200
                 assert (await c0.get("/status")).status == 200
                 assert time.monotonic() - started < 2.0
-            finally:
-                release.set()
-                await busy
         finally:
             await c0.close()
             await c1.close()
@@ -445,8 +456,6 @@ def test_a_stopping_worker_stores_its_ended_windows(
     """A worker stopped while its database thread is held by a long write (a seal step), its
     counts of an ended window waiting behind it: the stop waits for the write and stores
     them, instead of dropping them."""
-    import threading
-
     from aiohttp.test_utils import TestClient, TestServer
 
     from sealgrid.service import metrics
@@ -461,31 +470,19 @@ def test_a_stopping_worker_stores_its_ended_windows(
         c1 = TestClient(TestServer(build_app(w1)))
         await c1.start_server()
         closed = False
-        loop = asyncio.get_running_loop()
-        held, release = threading.Event(), threading.Event()
-
-        def long_write() -> None:
-            held.set()
-            release.wait(30)
-
-        busy = None
         try:
             for _ in range(3):
                 assert (await c1.post("/v1/bids", data=b"not json")).status == 400
-            busy = loop.run_in_executor(w1._db, long_write)
-            await loop.run_in_executor(None, held.wait, 10)
-            clock.now += dt.timedelta(seconds=w1.schedule.period_seconds)
-            await asyncio.sleep(4 * metrics.SAMPLE_SECONDS)  # its save waits for the write
-            loop.call_later(1.0, release.set)
-            await c1.close()  # the stop: it waits for the save
-            closed = True
+            async with _database_thread_held(w1) as release:
+                clock.now += dt.timedelta(seconds=w1.schedule.period_seconds)
+                await asyncio.sleep(4 * metrics.SAMPLE_SECONDS)  # its save waits for it
+                asyncio.get_running_loop().call_later(1.0, release.set)
+                await c1.close()  # the stop: it waits for the save
+                closed = True
             rows = await w0.read(lambda store: store._read(
                 "SELECT name, count FROM request_counts"))
             assert ('["bid","received"]', 3) in rows, rows
         finally:
-            release.set()
-            if busy is not None:
-                await busy
             if not closed:
                 await c1.close()
             await w1.stop()
