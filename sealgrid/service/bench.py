@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from sealgrid.service import eventloop, wire
+from sealgrid.service import connector, eventloop, wire
 from sealgrid.service.agent import HouseholdAgent, PreparedBid, outcome_of
 from sealgrid.service.demo import demo_bid, next_period
 from sealgrid.service.household import Pseudonym
@@ -222,21 +222,18 @@ class ServerMonitor:
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if event == "socket.connect":
+    if event == connector.AUDIT_EVENT:
         counting = Connections.active
-        if counting is not None:
-            address = args[1]
-            if isinstance(address, tuple) and len(address) >= 2 and address[1] in counting.ports:
-                counting.count += 1
+        if counting is not None and args[1] in counting.ports:
+            counting.count += 1
 
 
 class Connections:
     """Counts the TCP connections (each a TLS connection here) this process opens to
-    ``ports`` inside ``with``, from CPython's ``socket.connect`` audit event, raised for every
-    connect of a Python socket: aiohttp's connector makes its sockets so (through
-    aiohappyeyeballs) on asyncio's loop and on uvloop alike, while uvloop's own
-    ``create_connection(host, port)`` connects in libuv and is not seen. The audit hook, once
-    added, stays for the life of the process (and does nothing outside ``with``)."""
+    ``ports`` inside ``with``, from the audit event ``sealgrid.connect`` that every sealgrid
+    client connection raises as it is opened (:class:`sealgrid.service.connector.LoopConnector`),
+    on uvloop and on asyncio's loop alike. The audit hook, once added, stays for the life of
+    the process (and does nothing outside ``with``)."""
 
     active: ClassVar[Connections | None] = None
     _hooked: ClassVar[bool] = False

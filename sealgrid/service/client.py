@@ -47,6 +47,7 @@ from sealgrid.mechanism.bids import BidRejected, Reason
 from sealgrid.mechanism.grid import PriceGrid
 from sealgrid.mechanism.market import Market
 from sealgrid.service import voprf, wire
+from sealgrid.service.connector import LoopConnector
 from sealgrid.service.household import (
     GrantError,
     Pseudonym,
@@ -219,7 +220,7 @@ def open_session(ca: Path, connections: int = 100, *, fresh: bool = False
     """
     ctx = client_context(ca)
     return aiohttp.ClientSession(  # fresh: every request on a connection of its own
-        connector=aiohttp.TCPConnector(ssl=ctx, limit=connections, force_close=fresh),
+        connector=LoopConnector(ctx, limit=connections, force_close=fresh),
         timeout=aiohttp.ClientTimeout(total=120),
     )
 

@@ -48,6 +48,7 @@ from sealgrid.protocol.billing import ClaimLayout
 from sealgrid.protocol.certs import write_party_trust
 from sealgrid.service import bills, clearing, lifecycle, settlement, wire
 from sealgrid.service.config import ServerConfig
+from sealgrid.service.connector import LoopConnector
 from sealgrid.service.intake import (
     CHALLENGE_UNKNOWN,
     ENVELOPE_BYTES,
@@ -258,7 +259,7 @@ class Server:
         # MPyC's links trust exactly the registry's pinned MPC certificates, too
         write_party_trust(self.cfg.data_dir, self.registry.mpc_certs)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=peer_ctx),
+            connector=LoopConnector(peer_ctx),  # each connection owned by the loop alone
             timeout=aiohttp.ClientTimeout(total=10),
         )
         self._tasks.append(asyncio.create_task(self._writer()))

@@ -22,6 +22,7 @@ import pytest
 from sealgrid.service.api import serve
 from sealgrid.service.client import Client, ServiceError
 from sealgrid.service.config import ServerConfig, load_server_config
+from sealgrid.service.connector import LoopConnector
 from sealgrid.service.keys import TRUST, Registry, server_tls_name
 from sealgrid.service.local import free_port_range
 from sealgrid.service.server import Server
@@ -194,7 +195,7 @@ def test_the_internal_route_refuses_foreign_and_missing_client_certificates(
         ctx = ssl.create_default_context(cafile=str(root / TRUST))
         if cert is not None and key_ is not None:
             ctx.load_cert_chain(cert, key_)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+        async with aiohttp.ClientSession(connector=LoopConnector(ctx)) as s:  # the peers' own
             try:
                 async with s.get(url) as resp:
                     return resp.status

@@ -7,17 +7,19 @@ import asyncio
 import json
 import math
 import os
-import socket
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from sealgrid.cli import main
 from sealgrid.service.bench import Connections, ServerMonitor, peak_rss_kb, tree_cpu_seconds
+from sealgrid.service.connector import LoopConnector
 
 SERVERS = 3
 
@@ -105,20 +107,20 @@ def test_monitor_takes_the_peak_memory_of_child_programs_not_of_forks() -> None:
 def test_connections_are_counted_only_inside_with_and_only_to_the_ports() -> None:
     async def run() -> tuple[int, int, bool]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
             writer.close()
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
+        connector = LoopConnector(ssl.create_default_context(), force_close=True)
 
-        async def connect() -> None:  # as aiohttp's connector does, on either event loop
-            sock = socket.socket()
-            sock.setblocking(False)
-            try:
-                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-            finally:
-                sock.close()
+        async with server, aiohttp.ClientSession(connector=connector) as session:
+            async def connect() -> None:  # a new connection, as a household's client makes
+                async with session.get(f"http://127.0.0.1:{port}/") as resp:
+                    assert resp.status == 200
 
-        async with server:
             await connect()  # before: not counted
             with Connections([port]) as counted:
                 for _ in range(3):
