@@ -11,9 +11,12 @@ no Python socket ever connects, so none can outlive its descriptor.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import sys
+import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +25,8 @@ import uvloop
 from aiohttp import web
 
 from sealgrid.service.connector import AUDIT_EVENT, LoopConnector
+
+from ..security.tls import self_signed
 
 _seen: list[tuple[str, Any]] = []
 _hooked = False
@@ -109,3 +114,53 @@ def test_a_refused_connection_is_a_client_connector_error() -> None:
 
     exc = uvloop.run(main())
     assert isinstance(exc.__cause__, ConnectionRefusedError)
+
+
+def _tls_server_sees(tmp_path: Path, abort_ssl: bool | None) -> str:
+    """What a TLS server reads after answering one keep-alive request, once the client's
+    session is closed (``abort_ssl``: passed to the connector's close, None: its default)."""
+    cert, key = self_signed(tmp_path / f"tls-{abort_ssl}", cn="server", hosts=("127.0.0.1",))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: list[str] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True, suppress_ragged_eofs=False) as tls:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += tls.recv(4096)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            try:
+                seen.append("close_notify" if tls.recv(1) == b"" else "data")
+            except ssl.SSLEOFError:
+                seen.append("aborted")  # the TCP connection ended with no close_notify
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+
+    async def main() -> None:
+        connector = LoopConnector(ssl.create_default_context(cafile=str(cert)))
+        session = aiohttp.ClientSession(connector=connector)
+        async with session.get(f"https://127.0.0.1:{port}/") as resp:
+            assert await resp.text() == "ok"
+        if abort_ssl is None:
+            await session.close()
+        else:
+            await connector.close(abort_ssl=abort_ssl)
+            await session.close()
+
+    try:
+        uvloop.run(main())
+    finally:
+        thread.join(10)
+        listener.close()
+    return seen[0]
+
+
+def test_a_closed_session_aborts_its_tls_connections(tmp_path: Path) -> None:
+    assert _tls_server_sees(tmp_path, None) == "aborted"
+    # what the test tells apart: a graceful close sends the server a close_notify
+    assert _tls_server_sees(tmp_path, False) == "close_notify"
